@@ -1,0 +1,1 @@
+"""Whole networks, constructible from nnunetv2 plans; see :mod:`.registry`."""

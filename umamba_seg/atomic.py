@@ -1,0 +1,52 @@
+"""Atomic writes: write to a temporary name in the same folder, then rename.
+
+A kill -9 at any moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it onto ``final`` on success.
+
+    ``suffix`` defaults to the final file's own ending (writers such as SimpleITK and
+    numpy pick the format from it).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        name = final.name
+        suffix = name[name.index("."):] if "." in name else ""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_json_atomic(obj: Any, final: str | os.PathLike, indent: int = 2) -> None:
+    """Dump ``obj`` as JSON to ``final`` atomically."""
+    with atomic_path(final) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=indent, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text_atomic(text: str, final: str | os.PathLike) -> None:
+    """Write ``text`` to ``final`` atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text)
