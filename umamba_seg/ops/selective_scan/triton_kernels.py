@@ -1,0 +1,534 @@
+"""Triton selective-scan kernels (forward and backward), parallel over chunks of L.
+
+Why: medical sequences are long and thin (L up to 262,144, d 64-192). A kernel that
+launches one block per (batch, channel) leaves most of a 132-SM GPU idle, so every pass
+here is also parallel over chunks of ``CHECKPOINT_LEN`` positions:
+
+forward
+  1. ``_fwd_chunk_state_kernel``: per (batch, channel block, chunk) the chunk's end state
+     from a zero start and the chunk's summed step ``sum(dt)`` (its decay is
+     ``exp(A * sum(dt))``). Closed form, no scan: ``h_end = sum_t x_t exp(A (S_end - S_t))``.
+  2. ``_carry_scan_kernel``: per (batch, channel) an associative scan over chunks of the
+     carries; writes ``checkpoints`` (state before each chunk) and the last state.
+  3. ``_fwd_chunk_out_kernel``: per chunk, rescan from its checkpoint and write ``out``
+     (``+ D u``, ``* silu(z)``).
+
+backward (in reverse, recomputing states from the checkpoints)
+  1. ``_bwd_chunk_carry_kernel``: per chunk the chunk's contribution to the state
+     gradient flowing left, ``q = sum_t dy_t C_t exp(A S_t)``.
+  2. ``_carry_scan_kernel`` (reversed): the state gradient entering each chunk from the
+     right, starting from ``dlast_state``.
+  3. ``_bwd_chunk_grad_kernel``: per chunk, sub-blocks right to left: recompute states
+     from the checkpoint, reverse-scan the state gradient, emit every gradient. dB/dC are
+     summed over the channel block in registers and stored directly when one block
+     covers the whole group, else atomically added (contention = blocks per group).
+     dA/dD/d(delta_bias) go to per-chunk partials reduced by torch (no atomics).
+
+Inside a chunk, tiles are ``[channels, states, positions]`` in fp32 (fp64 for fp64
+inputs) registers; positions are processed in sub-blocks of ``BLOCK_T`` with
+``tl.associative_scan`` of ``(decay, input)`` pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from umamba_seg.ops.triton_aot import AotConfig
+
+from .common import CHECKPOINT_LEN
+
+CHUNK = CHECKPOINT_LEN
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@triton.jit
+def _lin_combine(a1, b1, a2, b2):
+    # (x -> a1 x + b1) followed by (x -> a2 x + b2)
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _softplus(x):
+    # max(x, 0) + log1p(exp(-|x|)), with an accurate log1p for tiny arguments.
+    e = tl.exp(-tl.abs(x))
+    w = 1.0 + e
+    log1p = tl.where(w == 1.0, e, tl.log(w) * e / (w - 1.0))
+    return tl.maximum(x, 0.0) + log1p
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _load_dt(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+    """Effective step dt for a [BD, BT] tile, zero where masked (identity step)."""
+    raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(ACC)
+    if HAS_BIAS:
+        raw = raw + bias[:, None]
+    dt = raw
+    if SOFTPLUS:
+        dt = _softplus(raw)
+    return tl.where(mask, dt, 0.0), raw
+
+
+@triton.jit
+def _end_state(h, dt, u, Bt, A2):
+    """State after a sub-block from state ``h`` (closed form; stable for A <= 0)."""
+    S = tl.cumsum(dt, axis=1)  # [BD, BT], inclusive
+    tot = tl.sum(dt, axis=1)  # [BD]
+    w = tl.exp(A2[:, :, None] * (tot[:, None] - S)[:, None, :])  # [BD, NP, BT]
+    x = (dt * u)[:, None, :] * Bt[None, :, :]
+    return tl.exp(A2 * tot[:, None]) * h + tl.sum(w * x, axis=2), tot
+
+
+@triton.jit
+def _tile_index(pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate,
+                BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr):
+    """Common index algebra of the chunk kernels."""
+    bi = pid_bd // n_dblocks
+    c0 = (pid_bd % n_dblocks) * BD
+    grp = c0 // dpg
+    offs_d = c0 + tl.arange(0, BD)
+    offs_n = tl.arange(0, NP)
+    row = (bi * dim + offs_d).to(tl.int64) * L  # [BD] start of each (b, c) row
+    bc_row = ((bi * groups + grp) * dstate + offs_n).to(tl.int64) * L  # [NP] rows of B/C
+    state_row = (bi * dim + offs_d).to(tl.int64) * nchunk  # [BD] rows of (b, d, nchunk, ...)
+    return bi, offs_d, offs_n, row, bc_row, state_row
+
+
+# --------------------------------------------------------------------------- forward
+
+
+@triton.jit
+def _fwd_chunk_state_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, local_ptr, dtsum_ptr,
+    dim, L, nchunk, dpg, groups, dstate, n_dblocks,
+    BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr,
+):
+    pid_bd = tl.program_id(0)
+    j = tl.program_id(1)
+    bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
+        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
+    mask_n = offs_n < dstate
+    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
+    bias = tl.zeros([BD], dtype=ACC)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    h = tl.zeros([BD, NP], dtype=ACC)
+    dsum = tl.zeros([BD], dtype=ACC)
+    for s in range(0, CHUNK_LEN, BT):
+        t = j * CHUNK_LEN + s + tl.arange(0, BT)
+        mask_t = t < L
+        offs = row[:, None] + t[None, :]
+        m2 = mask_t[None, :] & (offs_d[:, None] < dim)
+        dt, _raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
+        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
+        Bt = tl.load(B_ptr + bc_row[:, None] + t[None, :], mask=mask_n[:, None] & mask_t[None, :], other=0.0).to(ACC)
+        h, tot = _end_state(h, dt, u, Bt, A2)
+        dsum += tot
+    so = (state_row + j)[:, None] * dstate + offs_n[None, :]
+    tl.store(local_ptr + so, h, mask=mask_n[None, :])
+    tl.store(dtsum_ptr + state_row + j, dsum)
+
+
+@triton.jit
+def _carry_scan_kernel(
+    local_ptr, dtsum_ptr, A_ptr, init_ptr, carry_ptr, final_ptr,
+    dim, nchunk, dstate, n_iters,
+    CB: tl.constexpr, NP: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr,
+):
+    """Scan ``H <- exp(A * dtsum_j) * H + local_j`` over chunks j, per (batch, channel).
+
+    Forward: ``carry[j]`` = H before chunk j, ``final`` = H after the last chunk.
+    Reverse (j from the end): ``carry[j]`` = H before chunk j's step, i.e. the value that
+    enters chunk j from the right; ``final`` = H after chunk 0 (unused by callers).
+    """
+    pid = tl.program_id(0)  # = bi * dim + c
+    c = pid % dim
+    offs_n = tl.arange(0, NP)
+    mask_n = offs_n < dstate
+    A = tl.load(A_ptr + c * dstate + offs_n, mask=mask_n, other=0.0).to(ACC)
+    H = tl.zeros([NP], dtype=ACC)
+    if HAS_INIT:
+        H = tl.load(init_ptr + pid.to(tl.int64) * dstate + offs_n, mask=mask_n, other=0.0).to(ACC)
+    base = pid.to(tl.int64) * nchunk
+    r = tl.arange(0, CB)
+    for it in range(0, n_iters):
+        if REVERSE:
+            start = nchunk - 1 - it * CB
+            jj = start - r
+            nxt = jj - 1
+        else:
+            start = it * CB
+            jj = start + r
+            nxt = jj + 1
+        valid = (jj >= 0) & (jj < nchunk)
+        offs = (base + jj)[:, None] * dstate + offs_n[None, :]
+        m2 = valid[:, None] & mask_n[None, :]
+        loc = tl.load(local_ptr + offs, mask=m2, other=0.0).to(ACC)
+        ds = tl.load(dtsum_ptr + base + jj, mask=valid, other=0.0).to(ACC)
+        decay = tl.exp(ds[:, None] * A[None, :])  # identity (1) on invalid rows
+        pa, pb = tl.associative_scan((decay, loc), 0, _lin_combine)
+        incl = pa * H[None, :] + pb  # H after chunk jj
+        # carry before the first row of this block, then each row's result one step on
+        tl.store(carry_ptr + (base + start) * dstate + offs_n, H, mask=mask_n)
+        vn = (nxt >= 0) & (nxt < nchunk)
+        tl.store(carry_ptr + (base + nxt)[:, None] * dstate + offs_n[None, :], incl,
+                 mask=vn[:, None] & mask_n[None, :])
+        H = tl.sum(tl.where((r == CB - 1)[:, None], incl, 0.0), axis=0)
+    tl.store(final_ptr + pid.to(tl.int64) * dstate + offs_n, H, mask=mask_n)
+
+
+@triton.jit
+def _fwd_chunk_out_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, out_ptr,
+    dim, L, nchunk, dpg, groups, dstate, n_dblocks,
+    BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    pid_bd = tl.program_id(0)
+    j = tl.program_id(1)
+    bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
+        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
+    mask_n = offs_n < dstate
+    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
+    bias = tl.zeros([BD], dtype=ACC)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    Dv = tl.zeros([BD], dtype=ACC)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d).to(ACC)
+    h = tl.load(ckpt_ptr + (state_row + j)[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0)
+    h = h.to(ACC)
+    tt = tl.arange(0, BT)
+    for s in range(0, CHUNK_LEN, BT):
+        t = j * CHUNK_LEN + s + tt
+        mask_t = t < L
+        offs = row[:, None] + t[None, :]
+        m2 = mask_t[None, :] & (offs_d[:, None] < dim)
+        dt, _raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
+        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
+        mbc = mask_n[:, None] & mask_t[None, :]
+        Bt = tl.load(B_ptr + bc_row[:, None] + t[None, :], mask=mbc, other=0.0).to(ACC)
+        Ct = tl.load(C_ptr + bc_row[:, None] + t[None, :], mask=mbc, other=0.0).to(ACC)
+        a = tl.exp(dt[:, None, :] * A2[:, :, None])
+        x = (dt * u)[:, None, :] * Bt[None, :, :]
+        pa, pb = tl.associative_scan((a, x), 2, _lin_combine)
+        hs = pa * h[:, :, None] + pb
+        y = tl.sum(hs * Ct[None, :, :], axis=1)
+        if HAS_D:
+            y += Dv[:, None] * u
+        if HAS_Z:
+            zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
+            y = y * zz * _sigmoid(zz)
+        tl.store(out_ptr + offs, y, mask=m2)
+        h = tl.sum(tl.where((tt == BT - 1)[None, None, :], hs, 0.0), axis=2)
+
+
+# --------------------------------------------------------------------------- backward
+
+
+@triton.jit
+def _bwd_chunk_carry_kernel(
+    dout_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, q_ptr, dtsum_ptr,
+    dim, L, nchunk, dpg, groups, dstate, n_dblocks,
+    BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr,
+):
+    """q_j = sum_t dy_t C_t exp(A S_t), S_t = sum of dt from the chunk start to t inclusive."""
+    pid_bd = tl.program_id(0)
+    j = tl.program_id(1)
+    bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
+        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
+    mask_n = offs_n < dstate
+    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
+    bias = tl.zeros([BD], dtype=ACC)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    q = tl.zeros([BD, NP], dtype=ACC)
+    dsum = tl.zeros([BD], dtype=ACC)
+    for s in range(0, CHUNK_LEN, BT):
+        t = j * CHUNK_LEN + s + tl.arange(0, BT)
+        mask_t = t < L
+        offs = row[:, None] + t[None, :]
+        m2 = mask_t[None, :] & (offs_d[:, None] < dim)
+        dt, _raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
+        dy = tl.load(dout_ptr + offs, mask=m2, other=0.0).to(ACC)
+        if HAS_Z:
+            zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
+            dy = dy * zz * _sigmoid(zz)
+        Ct = tl.load(C_ptr + bc_row[:, None] + t[None, :], mask=mask_n[:, None] & mask_t[None, :], other=0.0).to(ACC)
+        S = dsum[:, None] + tl.cumsum(dt, axis=1)
+        w = tl.exp(A2[:, :, None] * S[:, None, :])
+        q += tl.sum(w * dy[:, None, :] * Ct[None, :, :], axis=2)
+        dsum += tl.sum(dt, axis=1)
+    so = (state_row + j)[:, None] * dstate + offs_n[None, :]
+    tl.store(q_ptr + so, q, mask=mask_n[None, :])
+    tl.store(dtsum_ptr + state_row + j, dsum)
+
+
+@triton.jit
+def _bwd_chunk_grad_kernel(
+    dout_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, gcarry_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr,
+    dim, L, nchunk, dpg, groups, dstate, n_dblocks,
+    BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    ATOMIC_BC: tl.constexpr, ACC: tl.constexpr,
+):
+    pid_bd = tl.program_id(0)
+    j = tl.program_id(1)
+    bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
+        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
+    mask_n = offs_n < dstate
+    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
+    bias = tl.zeros([BD], dtype=ACC)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    Dv = tl.zeros([BD], dtype=ACC)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d).to(ACC)
+    so = (state_row + j)[:, None] * dstate + offs_n[None, :]
+    h0 = tl.load(ckpt_ptr + so, mask=mask_n[None, :], other=0.0).to(ACC)
+    gr = tl.load(gcarry_ptr + so, mask=mask_n[None, :], other=0.0).to(ACC)  # a_e * g_e from the right
+    dA_acc = tl.zeros([BD, NP], dtype=ACC)
+    dD_acc = tl.zeros([BD], dtype=ACC)
+    dbias_acc = tl.zeros([BD], dtype=ACC)
+    tt = tl.arange(0, BT)
+    n_sub: tl.constexpr = CHUNK_LEN // BT
+    for si in range(0, n_sub):
+        sub = n_sub - 1 - si
+        # state entering this sub-block, recomputed from the chunk checkpoint
+        h = h0
+        for s2 in range(0, sub):
+            tp = j * CHUNK_LEN + s2 * BT + tt
+            mp = tp < L
+            offp = row[:, None] + tp[None, :]
+            m2p = mp[None, :] & (offs_d[:, None] < dim)
+            dtp, _rp = _load_dt(delta_ptr, offp, m2p, bias, HAS_BIAS, SOFTPLUS, ACC)
+            up = tl.load(u_ptr + offp, mask=m2p, other=0.0).to(ACC)
+            Bp = tl.load(B_ptr + bc_row[:, None] + tp[None, :], mask=mask_n[:, None] & mp[None, :], other=0.0).to(ACC)
+            h, _tot = _end_state(h, dtp, up, Bp, A2)
+        t = j * CHUNK_LEN + sub * BT + tt
+        mask_t = t < L
+        offs = row[:, None] + t[None, :]
+        m2 = mask_t[None, :] & (offs_d[:, None] < dim)
+        dt, raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
+        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
+        mbc = mask_n[:, None] & mask_t[None, :]
+        bc_offs = bc_row[:, None] + t[None, :]
+        Bt = tl.load(B_ptr + bc_offs, mask=mbc, other=0.0).to(ACC)
+        Ct = tl.load(C_ptr + bc_offs, mask=mbc, other=0.0).to(ACC)
+        dout = tl.load(dout_ptr + offs, mask=m2, other=0.0).to(ACC)
+        # forward recompute of the states in this sub-block
+        a = tl.exp(dt[:, None, :] * A2[:, :, None])
+        x = (dt * u)[:, None, :] * Bt[None, :, :]
+        pa, pb = tl.associative_scan((a, x), 2, _lin_combine)
+        hs = pa * h[:, :, None] + pb  # h_t
+        ah = hs - x  # a_t * h_{t-1}
+        y = tl.sum(hs * Ct[None, :, :], axis=1)
+        if HAS_D:
+            y += Dv[:, None] * u
+        dy = dout
+        if HAS_Z:
+            zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
+            sg = _sigmoid(zz)
+            dy = dout * zz * sg
+            dz = dout * y * sg * (1.0 + zz * (1.0 - sg))
+            tl.store(dz_ptr + offs, dz, mask=m2)
+        # reverse scan of the state gradient: g_t = a_{t+1} g_{t+1} + dy_t C_t
+        m_next = ((t + 1) < L)[None, :] & (tt < BT - 1)[None, :] & (offs_d[:, None] < dim)
+        dt_next, _rn = _load_dt(delta_ptr, offs + 1, m_next, bias, HAS_BIAS, SOFTPLUS, ACC)
+        alpha = tl.exp(dt_next[:, None, :] * A2[:, :, None])
+        alpha = tl.where((tt < BT - 1)[None, None, :], alpha, 1.0)
+        beta = dy[:, None, :] * Ct[None, :, :]
+        ga, gb = tl.associative_scan((alpha, beta), 2, _lin_combine, reverse=True)
+        g = ga * gr[:, :, None] + gb
+        # gradients
+        gdt = g * dt[:, None, :]
+        du = tl.sum(gdt * Bt[None, :, :], axis=1)
+        if HAS_D:
+            du += dy * Dv[:, None]
+            dD_acc += tl.sum(dy * u, axis=1)
+        ddt = tl.sum(g * (Bt[None, :, :] * u[:, None, :] + A2[:, :, None] * ah), axis=1)
+        dA_acc += tl.sum(gdt * ah, axis=2)
+        if SOFTPLUS:
+            ddt = ddt * _sigmoid(raw)
+        ddt = tl.where(m2, ddt, 0.0)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(du_ptr + offs, du, mask=m2)
+        tl.store(ddelta_ptr + offs, ddt, mask=m2)
+        dBt = tl.sum(gdt * u[:, None, :], axis=0)  # [NP, BT], summed over the channel block
+        dCt = tl.sum(hs * dy[:, None, :], axis=0)
+        if ATOMIC_BC:
+            tl.atomic_add(dB_ptr + bc_offs, dBt, mask=mbc)
+            tl.atomic_add(dC_ptr + bc_offs, dCt, mask=mbc)
+        else:
+            tl.store(dB_ptr + bc_offs, dBt, mask=mbc)
+            tl.store(dC_ptr + bc_offs, dCt, mask=mbc)
+        # gradient leaving to the left: a_s * g_s at the sub-block start
+        gr = tl.sum(tl.where((tt == 0)[None, None, :], a * g, 0.0), axis=2)
+    tl.store(dA_part_ptr + so, dA_acc, mask=mask_n[None, :])
+    tl.store(dD_part_ptr + state_row + j, dD_acc)
+    tl.store(dbias_part_ptr + state_row + j, dbias_acc)
+
+
+# --------------------------------------------------------------------------- host side
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tile sizes for one call: channels per block, padded states, sub-block length, warps."""
+
+    block_d: int
+    n_pad: int
+    block_t: int
+    num_warps: int
+    carry_block: int = 64
+
+
+MAX_BLOCK_D = 4
+
+
+def _pow2_divisor(x: int, cap: int) -> int:
+    p = 1
+    while p * 2 <= cap and x % (p * 2) == 0:
+        p *= 2
+    return p
+
+
+def pick_config(dim: int, groups: int, dstate: int, block_t: int | None = None) -> LaunchConfig:
+    """Choose tiles: the channel block lies within one B/C group and divides it."""
+    dpg = dim // groups
+    n_pad = triton.next_power_of_2(dstate)
+    block_d = _pow2_divisor(dpg, MAX_BLOCK_D)
+    if block_t is None:
+        block_t = max(16, min(64, 1024 // (block_d * n_pad)))
+        block_t = min(block_t, CHUNK)
+    num_warps = 4 if block_d * n_pad * block_t <= 1024 else 8
+    return LaunchConfig(block_d=block_d, n_pad=n_pad, block_t=block_t, num_warps=num_warps)
+
+
+def _acc_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _state_torch_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _common_args(u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, cfg: LaunchConfig):
+    batch, dim, L = u.shape
+    groups = B.shape[1]
+    dstate = A.shape[1]
+    nchunk = triton.cdiv(L, CHUNK)
+    n_dblocks = dim // cfg.block_d
+    return batch, dim, L, groups, dstate, nchunk, n_dblocks
+
+
+def _carry_scan(local, dtsum, A, init, reverse, cfg: LaunchConfig):
+    batch, dim, nchunk, dstate = local.shape
+    carry = torch.empty_like(local)
+    final = torch.empty(batch, dim, dstate, device=local.device, dtype=local.dtype)
+    cb = min(cfg.carry_block, triton.next_power_of_2(nchunk))
+    _carry_scan_kernel[(batch * dim,)](
+        local, dtsum, A, init if init is not None else local, carry, final,
+        dim, nchunk, dstate, triton.cdiv(nchunk, cb),
+        CB=cb, NP=cfg.n_pad, HAS_INIT=init is not None, REVERSE=reverse,
+        ACC=_acc_dtype(local.dtype), num_warps=4,
+    )
+    return carry, final
+
+
+def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchConfig | None = None):
+    """Backend interface: ``(out, last_state, checkpoints)``; B/C grouped ``(b, g, n, L)``."""
+    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+    z = z.contiguous() if z is not None else None
+    A = A.contiguous()
+    cfg = config or pick_config(u.shape[1], B.shape[1], A.shape[1])
+    batch, dim, L, groups, dstate, nchunk, n_dblocks = _common_args(u, A, B, cfg)
+    sdt = _state_torch_dtype(u.dtype)
+    acc = _acc_dtype(u.dtype)
+    local = torch.empty(batch, dim, nchunk, dstate, device=u.device, dtype=sdt)
+    dtsum = torch.empty(batch, dim, nchunk, device=u.device, dtype=sdt)
+    dummy = u
+    grid = (batch * n_dblocks, nchunk)
+    shape_args = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
+    _fwd_chunk_state_kernel[grid](
+        u, delta, A, B, delta_bias if delta_bias is not None else dummy, local, dtsum, *shape_args,
+        BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), ACC=acc, num_warps=cfg.num_warps,
+    )
+    checkpoints, last_state = _carry_scan(local, dtsum, A, None, False, cfg)
+    out = torch.empty_like(u)
+    _fwd_chunk_out_kernel[grid](
+        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
+        delta_bias if delta_bias is not None else dummy, checkpoints, out, *shape_args,
+        BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus), ACC=acc, num_warps=cfg.num_warps,
+    )
+    return out, last_state, checkpoints
+
+
+def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints,
+             config: LaunchConfig | None = None):
+    """Backend interface: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
+    dout, u, delta, B, C = (t.contiguous() for t in (dout, u, delta, B, C))
+    z = z.contiguous() if z is not None else None
+    A = A.contiguous()
+    checkpoints = checkpoints.contiguous()
+    cfg = config or pick_config(u.shape[1], B.shape[1], A.shape[1])
+    batch, dim, L, groups, dstate, nchunk, n_dblocks = _common_args(u, A, B, cfg)
+    sdt = _state_torch_dtype(u.dtype)
+    acc = _acc_dtype(u.dtype)
+    dev = u.device
+    dummy = u
+    grid = (batch * n_dblocks, nchunk)
+    shape_args = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
+    has_bias = delta_bias is not None
+    bias_arg = delta_bias if has_bias else dummy
+    z_arg = z if z is not None else dummy
+
+    q = torch.empty(batch, dim, nchunk, dstate, device=dev, dtype=sdt)
+    dtsum = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
+    _bwd_chunk_carry_kernel[grid](
+        dout, delta, A, C, z_arg, bias_arg, q, dtsum, *shape_args,
+        BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
+        HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), ACC=acc,
+        num_warps=cfg.num_warps,
+    )
+    init = dlast_state.to(sdt).contiguous() if dlast_state is not None else None
+    gcarry, _dh0 = _carry_scan(q, dtsum, A, init, True, cfg)
+
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    atomic = n_dblocks // groups > 1
+    alloc_bc = torch.zeros if atomic else torch.empty
+    dB = alloc_bc(B.shape, device=dev, dtype=sdt)
+    dC = alloc_bc(C.shape, device=dev, dtype=sdt)
+    dA_part = torch.empty(batch, dim, nchunk, dstate, device=dev, dtype=sdt)
+    dD_part = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
+    dbias_part = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
+    _bwd_chunk_grad_kernel[grid](
+        dout, u, delta, A, B, C, D if D is not None else dummy, z_arg, bias_arg, checkpoints, gcarry,
+        du, ddelta, dz if dz is not None else dummy, dB, dC, dA_part, dD_part, dbias_part, *shape_args,
+        BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
+        ATOMIC_BC=atomic, ACC=acc, num_warps=cfg.num_warps,
+    )
+    dA = dA_part.sum(dim=(0, 2)).to(A.dtype)
+    dD = dD_part.sum(dim=(0, 2)).to(D.dtype) if D is not None else None
+    ddelta_bias = dbias_part.sum(dim=(0, 2)).to(delta_bias.dtype) if has_bias else None
+    return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, ddelta_bias
