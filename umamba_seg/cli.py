@@ -1,0 +1,278 @@
+"""``umamba-seg <command>``: argument parsing only; each command calls one function.
+
+Contract: design.md section 7. Exit 0 on success; bad usage or bad input exits 2 with one
+line ``error: <what>, <which file>, <what to do>`` on stderr and no traceback (``--debug``
+shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from umamba_seg.errors import UserInputError
+
+CONFIG_CHOICES = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one contract line (exit 2)."""
+
+    def error(self, message: str):  # noqa: D401
+        raise UserInputError(f"bad usage ({message})", self.prog, f"see `{self.prog} --help`")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="folder holding raw/, preprocessed/, results/ (default: nnUNet_* variables, else ./umamba_workdir)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _arch_names() -> list[str]:
+    from umamba_seg.architectures import registry
+
+    return registry.available()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="umamba-seg", description="Self-configuring Mamba/xLSTM medical image segmentation on nnU-Net v2.")
+    parser.add_argument("--version", action="version", version=f"umamba-seg {__import__('umamba_seg').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plan-and-preprocess", help="fingerprint, plan every architecture, preprocess")
+    _common(p)
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name")
+    p.add_argument("-a", "--arch", nargs="+", default=None, help="architectures (default: every registered one)")
+    p.add_argument("-c", "--configurations", nargs="+", default=None, choices=CONFIG_CHOICES[:3],
+                   help="configurations to preprocess (default: all planned)")
+    p.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory target of the plans")
+    p.add_argument("--verify", action="store_true", help="check the whole raw dataset first and report every problem")
+    p.add_argument("--explain", action="store_true", help="print each plan and its memory estimate")
+    p.add_argument("--no-preprocess", action="store_true", help="only plan")
+    p.add_argument("--clean", action="store_true", help="recompute the fingerprint")
+    p.add_argument("-np", "--num-processes", type=int, default=2)
+
+    p = sub.add_parser("train", help="train one fold")
+    _common(p)
+    p.add_argument("-d", "--dataset", required=True)
+    p.add_argument("-c", "--configuration", required=True, choices=CONFIG_CHOICES)
+    p.add_argument("-f", "--fold", required=True, help="0..4 or all")
+    p.add_argument("-a", "--arch", default="cnn")
+    p.add_argument("--epochs", type=int, default=None, help="default: nnU-Net's 1000")
+    p.add_argument("--iters-per-epoch", type=int, default=None, help="default: nnU-Net's 250")
+    p.add_argument("--val-iters", type=int, default=None, help="validation iterations per epoch (default 50)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--continue", dest="continue_", action="store_true", help="resume from the latest checkpoint")
+    p.add_argument("--npz", action="store_true", help="save validation probabilities (ensembling, find-best)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow checkpoints that need full unpickling")
+    p.add_argument("-np", "--num-processes", type=int, default=2, help="processes for preprocessing on demand")
+
+    p = sub.add_parser("predict", help="segment a folder of images")
+    _common(p)
+    p.add_argument("-i", "--input", required=True, type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("-d", "--dataset", default=None)
+    p.add_argument("-c", "--configuration", default=None, choices=CONFIG_CHOICES)
+    p.add_argument("-a", "--arch", default="cnn")
+    p.add_argument("-m", "--model-dir", type=Path, default=None,
+                   help="a trained <Trainer>__<plans>__<config> folder (instead of -d/-c/-a)")
+    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to average (default: all trained)")
+    p.add_argument("--checkpoint", default="checkpoint_final.pth")
+    p.add_argument("--step-size", type=float, default=0.5)
+    p.add_argument("--no-tta", action="store_true", help="disable mirroring test-time augmentation")
+    p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("--continue", dest="continue_", action="store_true", help="skip finished cases")
+    p.add_argument("--num-parts", type=int, default=1)
+    p.add_argument("--part-id", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--trust-checkpoint", action="store_true")
+
+    p = sub.add_parser("ensemble", help="average saved probabilities of several prediction folders")
+    _common(p)
+    p.add_argument("-i", "--input", nargs="+", required=True, type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("-np", "--num-processes", type=int, default=2)
+
+    p = sub.add_parser("evaluate", help="Dice, IoU, HD95, NSD of predictions against references")
+    _common(p)
+    p.add_argument("-r", "--reference", required=True, type=Path)
+    p.add_argument("-p", "--prediction", required=True, type=Path)
+    p.add_argument("-d", "--dataset", default=None, help="labels/regions from this dataset's dataset.json")
+    p.add_argument("-o", "--output", type=Path, default=None, help="default: the prediction folder")
+    p.add_argument("--nsd-tolerance", default="1.0", help="mm, or a JSON file {label: mm}")
+    p.add_argument("-np", "--num-processes", type=int, default=2)
+
+    p = sub.add_parser("make-dataset", help="generate a built-in synthetic dataset in nnU-Net format")
+    _common(p)
+    p.add_argument("--kind", required=True, choices=("ct3d", "mri3d", "endoscopy2d", "microscopy2d"))
+    p.add_argument("--id", type=int, default=None, help="dataset id (default per kind)")
+    p.add_argument("--num-train", type=int, default=None)
+    p.add_argument("--num-test", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="default", help="default | small")
+
+    p = sub.add_parser("demo", help="the whole chain on small built-in datasets, on CPU")
+    _common(p)
+    p.add_argument("-a", "--arch", nargs="+", default=None, help="architectures to train (default: cnn + umamba_bot)")
+    p.add_argument("--fast", action="store_true", help="an even smaller run (smoke test)")
+    return parser
+
+
+# ---- command implementations ------------------------------------------------------------
+
+def _workspace(args):
+    from umamba_seg.workspace import Workspace
+
+    return Workspace.resolve(args.workdir).activate()
+
+
+def cmd_plan_and_preprocess(args) -> int:
+    from umamba_seg.architectures import registry
+    from umamba_seg.planning.pipeline import plan_and_preprocess
+
+    ws = _workspace(args)
+    name = ws.dataset_name(args.dataset)
+    archs = args.arch or registry.available()
+    for a in archs:
+        registry.get(a)
+    res = plan_and_preprocess(ws, name, archs, args.configurations, args.gpu_memory_gb, args.num_processes,
+                              verify=args.verify, clean=args.clean, preprocess=not args.no_preprocess)
+    if args.explain:
+        from umamba_seg.planning.explain import explain_plans
+
+        print(explain_plans(ws, name, archs, res["configurations"], args.gpu_memory_gb))
+    print(f"Plans: {', '.join(sorted(res['plans']))} in {ws.preprocessed_dataset(name)}")
+    for c, d in res["preprocessed"].items():
+        print(f"Preprocessed {c}: {d['preprocessed']} case(s) now, {d['skipped']} already done")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from umamba_seg.architectures import registry
+    from umamba_seg.training.run import train_fold
+
+    ws = _workspace(args)
+    name = ws.dataset_name(args.dataset)
+    registry.get(args.arch)
+    out = train_fold(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
+                     args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
+                     args.num_processes)
+    print(f"Trained: {out}")
+    return 0
+
+
+def _model_dir(ws, args) -> Path:
+    from umamba_seg.training.run import output_folder
+
+    if args.model_dir is not None:
+        return args.model_dir
+    if args.dataset is None or args.configuration is None:
+        raise UserInputError("predict needs -d and -c (or -m MODEL_DIR)", "predict", "add -d ID -c CONFIG")
+    name = ws.dataset_name(args.dataset)
+    return output_folder(ws, name, args.arch, args.configuration, 0).parent
+
+
+def cmd_predict(args) -> int:
+    from umamba_seg.devices import resolve_device
+    from umamba_seg.inference.predict import predict_folder
+
+    ws = _workspace(args)
+    model_dir = _model_dir(ws, args)
+    if not model_dir.is_dir():
+        raise UserInputError("no trained model", model_dir,
+                             f"train it first: umamba-seg train -d {args.dataset} -c {args.configuration} -f 0 -a {args.arch}")
+    res = predict_folder(model_dir, args.input, args.output, args.folds, args.step_size, not args.no_tta,
+                         args.save_probabilities, args.continue_, args.num_parts, args.part_id,
+                         resolve_device(args.device), args.checkpoint, args.trust_checkpoint)
+    print(f"Predicted {res['predicted']} case(s) ({res['skipped']} already done) into {args.output} "
+          f"in {res['seconds']:.1f} s")
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from umamba_seg.evaluation.ensemble import ensemble_folders
+
+    ensemble_folders(list(args.input), args.output, num_processes=args.num_processes,
+                     save_probabilities=args.save_probabilities)
+    print(f"Ensembled {len(args.input)} folders into {args.output}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from umamba_seg.evaluation.evaluate import evaluate_folders
+
+    dataset_json = None
+    if args.dataset is not None:
+        ws = _workspace(args)
+        name = ws.dataset_name(args.dataset)
+        for base in (ws.raw_dataset(name), ws.preprocessed_dataset(name)):
+            if (base / "dataset.json").is_file():
+                dataset_json = base / "dataset.json"
+                break
+        if dataset_json is None:
+            raise UserInputError("dataset.json not found", ws.raw_dataset(name), "check -d and --workdir")
+    tol: float | Path
+    try:
+        tol = float(args.nsd_tolerance)
+    except ValueError:
+        tol = Path(args.nsd_tolerance)
+        if not tol.is_file():
+            raise UserInputError("--nsd-tolerance is neither a number nor a JSON file", tol,
+                                 "pass mm (e.g. 1.0) or a JSON file {label: mm}") from None
+    evaluate_folders(args.reference, args.prediction, args.output, dataset_json, tol, args.num_processes)
+    return 0
+
+
+def cmd_make_dataset(args) -> int:
+    from umamba_seg.data import make_dataset
+
+    ws = _workspace(args)
+    out = make_dataset(args.kind, ws.raw, dataset_id=args.id, seed=args.seed, num_train=args.num_train,
+                       num_test=args.num_test, size=args.size)
+    print(f"Dataset written to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from umamba_seg.demo import run_demo
+
+    workdir = args.workdir or (Path.cwd() / "umamba_demo")
+    run_demo(Path(workdir), archs=args.arch, fast=args.fast)
+    return 0
+
+
+COMMANDS = {
+    "plan-and-preprocess": cmd_plan_and_preprocess,
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "ensemble": cmd_ensemble,
+    "evaluate": cmd_evaluate,
+    "make-dataset": cmd_make_dataset,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        t0 = time.perf_counter()
+        code = COMMANDS[args.command](args)
+        if args.command not in ("demo",):
+            print(f"[{args.command}] done in {time.perf_counter() - t0:.1f} s")
+        return code
+    except UserInputError as e:
+        if debug:
+            raise
+        print(e.line(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,76 @@
+"""Load a trained model folder into nnunetv2's predictor, safely.
+
+Replaces ``nnUNetPredictor.initialize_from_trained_model_folder`` (which unpickles with
+``weights_only=False`` and needs the trainer class findable by name): checkpoints load with
+``weights_only=True`` unless ``--trust-checkpoint``, and are checked to belong to the
+model folder's dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import load_json
+
+from umamba_seg.errors import UserInputError
+from umamba_seg.training.checkpoint_io import load_checkpoint_safe
+
+
+def available_folds(model_dir: Path, checkpoint_name: str) -> list[str]:
+    return sorted(p.parent.name.removeprefix("fold_") for p in Path(model_dir).glob(f"fold_*/{checkpoint_name}"))
+
+
+def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name: str = "checkpoint_final.pth",
+                   device: torch.device = torch.device("cpu"), step_size: float = 0.5, tta: bool = True,
+                   trust: bool = False, verbose: bool = False):
+    """An initialised ``nnUNetPredictor`` for ``model_dir`` (a ``<Trainer>__<plans>__<config>`` folder)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    model_dir = Path(model_dir)
+    for f in ("plans.json", "dataset.json"):
+        if not (model_dir / f).is_file():
+            raise UserInputError(f"model folder has no {f}", model_dir / f,
+                                 "point -d/-c/-a at a trained model (run `umamba-seg train` first)")
+    if folds is None:
+        folds = available_folds(model_dir, checkpoint_name)
+        if not folds:
+            raise UserInputError(f"model folder has no {checkpoint_name} in any fold_*", model_dir,
+                                 "finish training (or pass --checkpoint checkpoint_latest.pth)")
+    plans = load_json(str(model_dir / "plans.json"))
+    dataset_json = load_json(str(model_dir / "dataset.json"))
+    params, trainer_name, mirror_axes, configuration = [], None, None, None
+    for f in folds:
+        path = model_dir / f"fold_{f}" / checkpoint_name
+        if not path.is_file():
+            raise UserInputError(f"fold {f} has no {checkpoint_name}", path,
+                                 f"train fold {f} first or choose folds among {available_folds(model_dir, checkpoint_name) or 'none'}")
+        ckpt = load_checkpoint_safe(path, map_location="cpu", trust=trust)
+        ds = ckpt.get("dataset_name") or ckpt.get("init_args", {}).get("plans", {}).get("dataset_name")
+        if ds is not None and ds != plans["dataset_name"]:
+            raise UserInputError(f"checkpoint belongs to {ds}, not {plans['dataset_name']}", path,
+                                 "copy the right checkpoint or predict with that dataset's model")
+        trainer_name = ckpt.get("trainer_name", "nnUNetTrainer")
+        configuration = ckpt["init_args"]["configuration"]
+        mirror_axes = ckpt.get("inference_allowed_mirroring_axes")
+        params.append(ckpt["network_weights"])
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(configuration)
+    n_in = determine_num_input_channels(pm, cm, dataset_json)
+    n_out = pm.get_label_manager(dataset_json).num_segmentation_heads
+    network = nnUNetTrainer.build_network_architecture(pm, cm, n_in, n_out, enable_deep_supervision=False)
+    try:
+        network.load_state_dict(params[0])
+    except RuntimeError as e:
+        raise UserInputError(f"checkpoint does not fit the network in plans.json ({str(e).splitlines()[0]})",
+                             model_dir / f"fold_{folds[0]}" / checkpoint_name,
+                             "use the plans the model was trained with") from e
+    predictor = nnUNetPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=tta,
+                                perform_everything_on_device=device.type == "cuda", device=device,
+                                verbose=verbose, allow_tqdm=False)
+    predictor.manual_initialization(network, pm, cm, params, dataset_json, trainer_name, mirror_axes)
+    return predictor

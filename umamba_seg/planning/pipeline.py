@@ -1,0 +1,129 @@
+"""`plan-and-preprocess`: one fingerprint, per-configuration spacing, per-architecture plans.
+
+Steps: (optional) verify the raw dataset -> fingerprint (nnunetv2, reused when present) ->
+CNN plans (nnunetv2's planner) -> one plans file per requested architecture -> preprocess each
+requested configuration once (resumable) -> copy ground truth for validation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+from umamba_seg.atomic import atomic_path
+from umamba_seg.errors import UserInputError
+from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
+from umamba_seg.planning.naming import CNN_ARCH
+from umamba_seg.workspace import Workspace
+
+ALL_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
+
+
+def extract_fingerprint(ws: Workspace, dataset_name: str, num_processes: int, clean: bool = False) -> Path:
+    """Run nnunetv2's fingerprint extractor unless a fingerprint is already stored."""
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+
+    out = ws.preprocessed_dataset(dataset_name) / "dataset_fingerprint.json"
+    if out.is_file() and not clean:
+        return out
+    fpe = DatasetFingerprintExtractor(dataset_name, num_processes, verbose=False)
+    fpe.run(overwrite_existing=True)
+    return out
+
+
+def plan_cnn(ws: Workspace, dataset_name: str, gpu_memory_gb: float) -> Path:
+    from umamba_seg.planning.cnn_planner import UMambaCNNPlanner
+
+    import os
+
+    # nnunetv2's VRAM estimate sets torch threads from nnUNet_n_proc_DA, which may be 0 on CPU
+    saved = os.environ.get("nnUNet_n_proc_DA")
+    if saved is not None and int(saved) < 1:
+        os.environ["nnUNet_n_proc_DA"] = "1"
+    try:
+        planner = UMambaCNNPlanner(dataset_name, gpu_memory_target_in_gb=gpu_memory_gb)
+        planner.plan_experiment()
+    finally:
+        if saved is not None:
+            os.environ["nnUNet_n_proc_DA"] = saved
+    return plans_file(ws.preprocessed_dataset(dataset_name), CNN_ARCH)
+
+
+def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: float = 8.0,
+                 num_processes: int = 2) -> Path:
+    """Plans for ``arch``; plan it from the stored fingerprint if missing (and say so)."""
+    pre = ws.preprocessed_dataset(dataset_name)
+    out = plans_file(pre, arch)
+    if out.is_file():
+        return out
+    if not plans_file(pre, CNN_ARCH).is_file():
+        if not (ws.raw_dataset(dataset_name) / "dataset.json").is_file():
+            raise UserInputError(
+                f"no plans for '{arch}' and no raw dataset to plan from", ws.raw_dataset(dataset_name),
+                f"run `umamba-seg plan-and-preprocess -d {dataset_name}` first",
+            )
+        print(f"No plans for '{arch}' yet: planning {dataset_name} from its fingerprint first.")
+        extract_fingerprint(ws, dataset_name, num_processes)
+        plan_cnn(ws, dataset_name, gpu_memory_gb)
+    if arch != CNN_ARCH:
+        print(f"No plans for '{arch}' yet: deriving {out.name} from the stored CNN plans.")
+        write_arch_plans(pre, arch)
+    return out
+
+
+def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
+                        configurations: Sequence[str] | None = None, gpu_memory_gb: float = 8.0,
+                        num_processes: int = 2, verify: bool = False, clean: bool = False,
+                        preprocess: bool = True) -> dict:
+    """Run the whole planning step; returns timings and what was written."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    raw = ws.raw_dataset(dataset_name)
+    pre = ws.preprocessed_dataset(dataset_name)
+    if not (raw / "dataset.json").is_file():
+        raise UserInputError("dataset.json not found", raw / "dataset.json",
+                             "create it (nnU-Net format) or check --workdir / nnUNet_raw")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if verify:
+        from umamba_seg.verify import verify_raw_dataset
+
+        verify_raw_dataset(raw, num_processes=num_processes)
+        timings["verify"] = time.perf_counter() - t0
+    pre.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    extract_fingerprint(ws, dataset_name, num_processes, clean=clean)
+    timings["fingerprint"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cnn_plans = plan_cnn(ws, dataset_name, gpu_memory_gb)
+    written = {CNN_ARCH: cnn_plans}
+    for arch in archs:
+        if arch != CNN_ARCH:
+            written[arch] = write_arch_plans(pre, arch)
+    timings["plan"] = time.perf_counter() - t
+
+    plans = load_json(str(cnn_plans))
+    available = [c for c in ALL_CONFIGURATIONS if c in plans["configurations"]]
+    if configurations is None:
+        configurations = available
+    missing = [c for c in configurations if c not in plans["configurations"]]
+    if missing:
+        raise UserInputError(
+            f"configuration(s) {', '.join(missing)} not planned for this dataset", cnn_plans,
+            f"choose from {', '.join(available)} (2D data has only 2d; 3d_lowres only exists for large images)",
+        )
+    done = {}
+    if preprocess:
+        from umamba_seg.planning.preprocess import ResumablePreprocessor, copy_gt_segmentations
+
+        for c in configurations:
+            t = time.perf_counter()
+            pp = ResumablePreprocessor(verbose=False)
+            n_new, n_skip = pp.run_resumable(dataset_name, c, cnn_plans, raw, pre, num_processes)
+            done[c] = {"preprocessed": n_new, "skipped": n_skip}
+            timings[f"preprocess_{c}"] = time.perf_counter() - t
+        copy_gt_segmentations(raw, pre)
+    return {"plans": {k: str(v) for k, v in written.items()}, "configurations": list(configurations),
+            "preprocessed": done, "timings": timings}

@@ -1,0 +1,115 @@
+"""``umambaTrainer``: nnunetv2's trainer with the schedule as parameters.
+
+Same training code path as ``nnUNetTrainer`` (losses, augmentation, poly LR, deep
+supervision, validation, ``progress.png``) for every architecture. It adds: epochs /
+iterations / validation iterations settable per run (nnU-Net's 1000 x 250 + 50 cannot run on
+a CPU), a progress bar per epoch, a checkpoint every epoch so ``--continue`` loses at most one
+epoch, and checkpoints that load with ``weights_only=True``, written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from tqdm import tqdm
+
+from umamba_seg.training.checkpoint_io import load_checkpoint_safe, save_checkpoint_safe
+
+
+class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming convention
+    """nnUNetTrainer with a configurable schedule and safe, atomic checkpoints."""
+
+    trust_checkpoints: bool = False
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.save_every = 1
+        self.show_progress = True
+
+    def configure_schedule(self, epochs: int | None = None, iters_per_epoch: int | None = None,
+                           val_iters: int | None = None) -> None:
+        """Override nnU-Net's 1000 epochs x 250 iterations (+ 50 validation iterations)."""
+        if epochs is not None:
+            self.num_epochs = int(epochs)
+        if iters_per_epoch is not None:
+            self.num_iterations_per_epoch = int(iters_per_epoch)
+        if val_iters is not None:
+            self.num_val_iterations_per_epoch = int(val_iters)
+
+    def run_training(self) -> None:
+        """nnunetv2's loop, with progress bars."""
+        self.on_train_start()
+        for epoch in range(self.current_epoch, self.num_epochs):
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            bar = tqdm(range(self.num_iterations_per_epoch), desc=f"epoch {epoch + 1}/{self.num_epochs} train",
+                       disable=not self.show_progress or self.local_rank != 0, leave=False)
+            train_outputs = []
+            for _ in bar:
+                out = self.train_step(next(self.dataloader_train))
+                train_outputs.append(out)
+                bar.set_postfix(loss=f"{float(out['loss']):.3f}")
+            self.on_train_epoch_end(train_outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val_outputs = [self.validation_step(next(self.dataloader_val))
+                               for _ in tqdm(range(self.num_val_iterations_per_epoch), leave=False,
+                                             desc=f"epoch {epoch + 1}/{self.num_epochs} val",
+                                             disable=not self.show_progress or self.local_rank != 0)]
+                self.on_validation_epoch_end(val_outputs)
+            self.on_epoch_end()
+        self.on_train_end()
+
+    def save_checkpoint(self, filename: str) -> None:
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        mod = self.network.module if self.is_ddp else self.network
+        mod = getattr(mod, "_orig_mod", mod)
+        checkpoint = {
+            "network_weights": mod.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            "dataset_name": self.plans_manager.dataset_name,
+        }
+        save_checkpoint_safe(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """Restore weights, optimizer, logger and epoch (nnunetv2's logic; its dict path is broken)."""
+        if not self.was_initialized:
+            self.initialize()
+        if isinstance(filename_or_checkpoint, (str, os.PathLike)):
+            ckpt = load_checkpoint_safe(Path(filename_or_checkpoint), map_location=self.device,
+                                        trust=self.trust_checkpoints)
+        else:
+            ckpt = filename_or_checkpoint
+        mod = self.network.module if self.is_ddp else self.network
+        mod = getattr(mod, "_orig_mod", mod)
+        own = mod.state_dict().keys()
+        weights = {(k[7:] if k not in own and k.startswith("module.") else k): v
+                   for k, v in ckpt["network_weights"].items()}
+        init_args = dict(ckpt["init_args"])
+        if isinstance(init_args.get("device"), str):
+            init_args["device"] = torch.device(init_args["device"])
+        self.my_init_kwargs = init_args
+        self.current_epoch = ckpt["current_epoch"]
+        self.logger.load_checkpoint(ckpt["logging"])
+        self._best_ema = ckpt["_best_ema"]
+        self.inference_allowed_mirroring_axes = ckpt.get("inference_allowed_mirroring_axes",
+                                                         self.inference_allowed_mirroring_axes)
+        mod.load_state_dict(weights)
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self.grad_scaler is not None and ckpt.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
