@@ -1,0 +1,222 @@
+"""Shared pieces of the dataset converters: the nnU-Net raw layout, atomic writes, the CLI.
+
+Every converter writes ``<out_raw>/DatasetXXX_Name/{imagesTr,labelsTr,imagesTs,labelsTs}`` and a
+``dataset.json`` made by nnunetv2's own ``generate_dataset_json``. Each file is written to a
+temporary name and renamed, so an interrupted run leaves only whole files; a re-run skips cases
+whose outputs already exist (``--overwrite`` redoes them) and removes temporary leftovers, which
+nnU-Net would otherwise mistake for cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from umamba_seg.atomic import atomic_path
+from umamba_seg.errors import UserInputError
+
+_DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
+DEFAULT_WORKDIR = "umamba_workdir"
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Paths of one nnU-Net raw dataset folder."""
+
+    root: Path
+    file_ending: str
+
+    @property
+    def images_tr(self) -> Path:
+        return self.root / "imagesTr"
+
+    @property
+    def labels_tr(self) -> Path:
+        return self.root / "labelsTr"
+
+    @property
+    def images_ts(self) -> Path:
+        return self.root / "imagesTs"
+
+    @property
+    def labels_ts(self) -> Path:
+        return self.root / "labelsTs"
+
+    def image(self, case: str, channel: int, test: bool = False) -> Path:
+        folder = self.images_ts if test else self.images_tr
+        return folder / f"{case}_{channel:04d}{self.file_ending}"
+
+    def label(self, case: str, test: bool = False) -> Path:
+        folder = self.labels_ts if test else self.labels_tr
+        return folder / f"{case}{self.file_ending}"
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """``Dataset%03d_Name`` as nnU-Net names dataset folders."""
+    if not isinstance(dataset_id, (int, np.integer)) or not 1 <= int(dataset_id) <= 999:
+        raise UserInputError(f"dataset id {dataset_id!r} is not an integer from 1 to 999", "--id",
+                             "pick a free id such as 703")
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def require_dir(src: str | os.PathLike, what: str) -> Path:
+    """``src`` as a Path; a clear error if it is not a folder."""
+    path = Path(src).expanduser()
+    if not path.is_dir():
+        raise UserInputError(f"the {what} folder does not exist", path,
+                             "pass the folder that you extracted from the download")
+    return path
+
+
+def prepare_dataset(out_raw: str | os.PathLike, dataset_id: int, name: str, file_ending: str) -> RawDataset:
+    """Create the dataset folder and its subfolders; refuse an id already taken by another name."""
+    folder_name = dataset_folder_name(dataset_id, name)
+    out_raw = Path(out_raw).expanduser()
+    if out_raw.is_dir():
+        prefix = f"Dataset{int(dataset_id):03d}_"
+        clash = sorted(p.name for p in out_raw.iterdir()
+                       if p.is_dir() and p.name.startswith(prefix) and p.name != folder_name)
+        if clash:
+            raise UserInputError(f"dataset id {dataset_id} is already used by {clash[0]}", out_raw / clash[0],
+                                 "pass another --id or remove that folder")
+    ds = RawDataset(out_raw / folder_name, file_ending)
+    for sub in (ds.images_tr, ds.labels_tr):
+        sub.mkdir(parents=True, exist_ok=True)
+    for sub in (ds.images_tr, ds.labels_tr, ds.images_ts, ds.labels_ts):
+        remove_temporary_leftovers(sub)
+    return ds
+
+
+def remove_temporary_leftovers(folder: Path) -> None:
+    """Delete ``.<name>.<random>.tmp<ending>`` files that a killed run of :func:`atomic_path` left."""
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith(".") and ".tmp" in p.name and p.is_file():
+                p.unlink()
+
+
+def outputs_exist(paths: Iterable[Path], overwrite: bool) -> bool:
+    """True when every output is there and the caller may skip the case."""
+    return not overwrite and all(p.is_file() for p in paths)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy bytes atomically (keeps NIfTI headers exactly as downloaded)."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def write_sitk(image, dst: Path) -> None:
+    """Write a SimpleITK image atomically, compressed."""
+    import SimpleITK as sitk
+
+    with atomic_path(dst) as tmp:
+        sitk.WriteImage(image, str(tmp), True)
+
+
+def write_png(array: np.ndarray, dst: Path) -> None:
+    """Write an (H, W) or (H, W, 3) uint8 array as a lossless PNG, atomically."""
+    from PIL import Image
+
+    if array.dtype != np.uint8:
+        raise ValueError(f"write_png expects uint8, got {array.dtype}")
+    with atomic_path(dst) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def write_dataset_json(ds: RawDataset, channel_names: dict, labels: dict, num_training: int, **extra) -> Path:
+    """``dataset.json`` by nnunetv2's ``generate_dataset_json``, written to a temp folder then renamed."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    final = ds.root / "dataset.json"
+    with tempfile.TemporaryDirectory(dir=ds.root, prefix=".dataset_json.") as tmp:
+        generate_dataset_json(tmp, dict(channel_names), dict(labels), num_training, ds.file_ending,
+                              dataset_name=ds.root.name, **extra)
+        os.replace(Path(tmp) / "dataset.json", final)
+    return final
+
+
+def check_no_foreign_cases(ds: RawDataset, cases: Sequence[str]) -> None:
+    """Refuse a labelsTr that holds cases this conversion did not produce (numTraining would be wrong)."""
+    n = len(ds.file_ending)
+    present = {p.name[:-n] for p in ds.labels_tr.iterdir() if p.name.endswith(ds.file_ending)}
+    extra = sorted(present - set(cases))
+    if extra:
+        raise UserInputError(f"{ds.labels_tr} holds {len(extra)} case(s) that are not in the source, e.g. {extra[0]}",
+                             ds.root, "remove the dataset folder or pass another --id, then convert again")
+
+
+def require_cases(found: Sequence, src: Path, what: str, fix: str) -> None:
+    if not found:
+        raise UserInputError(f"no {what} found", src, fix)
+
+
+def progress(items: Sequence, desc: str):
+    """A tqdm bar over ``items`` (plain iteration if tqdm is missing)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return items
+    return tqdm(items, desc=desc, unit="case", disable=None)
+
+
+def verify_raw_dataset(folder: str | os.PathLike, num_processes: int = 1) -> None:
+    """Run nnunetv2's ``verify_dataset_integrity``; turn its failures into one clear error."""
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    try:
+        verify_dataset_integrity(str(folder), num_processes)
+    except (AssertionError, RuntimeError, FileNotFoundError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"nnU-Net's integrity check failed: {first}", folder,
+                             "read the messages above, fix the source and convert again") from e
+
+
+# ---- command line ---------------------------------------------------------------------
+def default_raw_dir() -> Path:
+    """``$nnUNet_raw`` if set, else ``./umamba_workdir/raw`` (the CLI's default workdir)."""
+    env = os.environ.get("nnUNet_raw")
+    return Path(env) if env else Path.cwd() / DEFAULT_WORKDIR / "raw"
+
+
+def build_parser(description: str, default_id: int) -> argparse.ArgumentParser:
+    """The arguments every converter takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("src", metavar="SRC_DIR", help="the extracted download (see datasets.md)")
+    p.add_argument("--out", metavar="RAW_DIR", default=None,
+                   help="nnU-Net raw folder (default: $nnUNet_raw, else ./umamba_workdir/raw; "
+                        "with umamba-seg --workdir W this is W/raw)")
+    p.add_argument("--id", type=int, default=default_id, help=f"dataset id (default {default_id})")
+    p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
+    p.add_argument("--verify", action="store_true", help="run nnU-Net's integrity check afterwards")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def run_cli(parser: argparse.ArgumentParser, convert_from_args: Callable[[argparse.Namespace, Path], Path],
+            argv: Sequence[str] | None = None) -> int:
+    """Parse, convert, optionally verify; user errors become one ``error: ...`` line and exit 2."""
+    args = parser.parse_args(argv)
+    out_raw = Path(args.out) if args.out else default_raw_dir()
+    try:
+        folder = convert_from_args(args, out_raw)
+        if args.verify:
+            verify_raw_dataset(folder)
+    except UserInputError as e:
+        if args.debug:
+            raise
+        print(e.line(), file=sys.stderr)
+        return 2
+    dataset_id = int(_DATASET_RE.match(folder.name).group(1))
+    print(f"wrote {folder}\nnext: umamba-seg plan-and-preprocess -d {dataset_id} "
+          f"(with --workdir W when {out_raw} is W/raw)")
+    return 0

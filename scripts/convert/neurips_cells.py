@@ -1,0 +1,224 @@
+"""NeurIPS 2022 Cell Segmentation challenge microscopy -> nnU-Net raw 2D RGB dataset.
+
+Why: the challenge images mix formats (8-bit PNG/BMP/JPEG, 16-bit or multi-channel TIFF) and its
+labels are *instance* masks (one integer per cell); nnU-Net trains semantic labels on one image
+format.
+
+Source layout (below SRC_DIR, any depth): ``<split>/images/cell_00001.<png|bmp|tif|tiff|jpg>`` and
+``<split>/labels/cell_00001_label.<tiff|tif|png>``, e.g. ``Training-labeled/`` and ``Tuning/``.
+Folders whose name says *unlabeled* are skipped; folders named *tuning*, *validation* or *test* (and
+images without a label) go to ``imagesTs``/``labelsTs``.
+
+Images: one RGB PNG per case (grey images repeated on the three channels, alpha dropped); 8-bit
+images keep their values, other bit depths are scaled per channel from the 1st to the 99th
+percentile of the non-zero pixels to 0..255 (the challenge baseline's normalisation, so microscope
+bit depth does not matter).
+
+Labels, ``scheme="interior-boundary"`` (default, the U-Mamba cell setting, labels background 0,
+interior 1, boundary 2): a pixel is *boundary* when it belongs to a cell and one of its four
+neighbours belongs to another cell or to the background; the rest of the cell is *interior*. The
+boundary class keeps touching cells apart, so :func:`labels_to_instances` can recover instances
+(connected interiors, each grown over its nearest boundary pixels) for the challenge's F1 score.
+``scheme="foreground"`` writes plain cell/background (0/1) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+try:
+    from . import common
+except ImportError:  # run as a script: this folder is sys.path[0]
+    import common
+
+from umamba_seg.errors import UserInputError
+
+NAME = "NeurIPSCell"
+DEFAULT_ID = 703
+CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
+SCHEMES = {
+    "interior-boundary": {"background": 0, "interior": 1, "boundary": 2},
+    "foreground": {"background": 0, "cell": 1},
+}
+_IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+_LABEL_ENDINGS = (".tiff", ".tif", ".png")
+_TEST_WORDS = re.compile(r"(tuning|validation|test)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    image: Path
+    label: Path | None
+    test: bool
+
+
+def find_cases(src: Path) -> list[Case]:
+    """Pair ``images/<id>.*`` with ``labels/<id>_label.*`` in every split folder below ``src``."""
+    cases: dict[str, Case] = {}
+    for images_dir in sorted(p for p in src.rglob("images") if p.is_dir()):
+        split = images_dir.parent
+        rel_parts = split.relative_to(src).parts
+        if any("unlabeled" in part.lower() for part in rel_parts):
+            continue
+        test = any(_TEST_WORDS.search(part) for part in rel_parts)
+        labels_dir = split / "labels"
+        for image in sorted(images_dir.iterdir()):
+            if not image.is_file() or image.suffix.lower() not in _IMAGE_ENDINGS:
+                continue
+            case_id = image.name[: -len(image.suffix)]
+            if case_id in cases:
+                raise UserInputError(f"case {case_id} appears twice ({cases[case_id].image} and {image})", image,
+                                     "convert the splits separately or rename one of them")
+            label = next((labels_dir / f"{case_id}_label{e}" for e in _LABEL_ENDINGS
+                          if (labels_dir / f"{case_id}_label{e}").is_file()), None)
+            cases[case_id] = Case(case_id, image, label, test or label is None)
+    return [cases[k] for k in sorted(cases)]
+
+
+def _read_array(path: Path) -> np.ndarray:
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except Exception as e:  # unreadable or truncated file: tell the user which one
+        raise UserInputError(f"cannot read {path.suffix} file ({type(e).__name__}: {e})", path,
+                             "re-download this file") from e
+
+
+def _scale_to_uint8(channel: np.ndarray) -> np.ndarray:
+    values = channel[channel > 0]
+    if values.size == 0:
+        return np.zeros(channel.shape, np.uint8)
+    lo, hi = np.percentile(values, [1, 99])
+    if hi <= lo:
+        hi = lo + 1
+    scaled = (channel.astype(np.float64) - lo) / (hi - lo)
+    return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
+
+
+def to_rgb_uint8(arr: np.ndarray, where: Path) -> np.ndarray:
+    """Any challenge image as (H, W, 3) uint8."""
+    a = np.squeeze(arr)
+    if a.ndim == 3 and a.shape[0] <= 4 < a.shape[-1]:  # channels first (TIFF)
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] > 4:
+        raise UserInputError(f"image has shape {arr.shape}, expected a 2D grey or colour image", where,
+                             "remove or re-export this image as 2D")
+    a = a[..., :3]
+    if a.dtype != np.uint8:
+        a = np.stack([_scale_to_uint8(a[..., c]) for c in range(a.shape[-1])], axis=-1)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    elif a.shape[-1] == 2:
+        a = np.concatenate([a, np.zeros_like(a[..., :1])], axis=-1)
+    return np.ascontiguousarray(a)
+
+
+def instance_boundaries(instances: np.ndarray) -> np.ndarray:
+    """Cell pixels with a 4-neighbour of another value (another cell or background)."""
+    inst = np.asarray(instances)
+    edge = np.zeros(inst.shape, bool)
+    vertical = inst[1:, :] != inst[:-1, :]
+    horizontal = inst[:, 1:] != inst[:, :-1]
+    edge[1:, :] |= vertical
+    edge[:-1, :] |= vertical
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    return edge & (inst > 0)
+
+
+def instances_to_labels(instances: np.ndarray, scheme: str = "interior-boundary") -> np.ndarray:
+    """Instance mask (0 = background, k = cell k) -> semantic labels of ``scheme`` (uint8)."""
+    inst = np.asarray(instances)
+    cells = inst > 0
+    if scheme == "foreground":
+        return cells.astype(np.uint8)
+    if scheme != "interior-boundary":
+        raise ValueError(f"unknown scheme {scheme!r}, expected one of {sorted(SCHEMES)}")
+    boundary = instance_boundaries(inst)
+    out = np.zeros(inst.shape, np.uint8)
+    out[cells & ~boundary] = 1
+    out[boundary] = 2
+    return out
+
+
+def labels_to_instances(labels: np.ndarray) -> np.ndarray:
+    """Interior/boundary prediction -> instances: connected interiors grown over nearby boundary pixels."""
+    from scipy import ndimage
+
+    seg = np.asarray(labels)
+    seeds, n = ndimage.label(seg == 1)
+    if n == 0:
+        return np.zeros(seg.shape, np.int32)
+    _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    grown = seeds[iy, ix]
+    out = np.where(seg > 0, grown, 0).astype(np.int32)
+    return out
+
+
+def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
+            scheme: str = "interior-boundary", overwrite: bool = False) -> Path:
+    """Convert the challenge folder ``src`` into ``out_raw/DatasetXXX_NeurIPSCell``; return that folder."""
+    if scheme not in SCHEMES:
+        raise UserInputError(f"unknown label scheme {scheme!r}", "--scheme", f"use one of {sorted(SCHEMES)}")
+    src = common.require_dir(src, "NeurIPS cell segmentation")
+    cases = find_cases(src)
+    common.require_cases(cases, src, "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
+                         "pass the folder that holds Training-labeled/ (with images/ and labels/)")
+    train = [c for c in cases if not c.test]
+    common.require_cases(train, src, "labelled training images (<split>/labels/<case>_label.tiff)",
+                         "extract the labelled training data (Training-labeled/) below SRC_DIR")
+    ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
+    for case in common.progress(cases, "cells"):
+        outputs = [ds.image(case.case_id, 0, case.test)]
+        if case.label is not None:
+            outputs.append(ds.label(case.case_id, case.test))
+        if common.outputs_exist(outputs, overwrite):
+            continue
+        rgb = to_rgb_uint8(_read_array(case.image), case.image)
+        if case.label is not None:
+            inst = np.squeeze(_read_array(case.label))
+            if inst.shape != rgb.shape[:2]:
+                raise UserInputError(f"instance mask is {inst.shape} but its image is {rgb.shape[:2]}", case.label,
+                                     "use the label file that belongs to this image")
+            common.write_png(instances_to_labels(inst, scheme), ds.label(case.case_id, case.test))
+        common.write_png(rgb, ds.image(case.case_id, 0, case.test))
+    common.check_no_foreign_cases(ds, [c.case_id for c in train])
+    common.write_dataset_json(
+        ds, CHANNEL_NAMES, SCHEMES[scheme], len(train),
+        reference="https://neurips22-cellseg.grand-challenge.org/",
+        license="see the challenge data page",
+        description=f"NeurIPS 2022 cell segmentation converted by umamba-seg scripts/convert/neurips_cells.py; "
+                    f"instance masks -> {scheme} labels; instance task: rebuild cells with labels_to_instances",
+        converted_by="umamba-seg")
+    return ds.root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID)
+    parser.add_argument("--scheme", choices=sorted(SCHEMES), default="interior-boundary",
+                        help="semantic labels made from the instance masks (default interior-boundary)")
+
+    def run(args: argparse.Namespace, out_raw: Path) -> Path:
+        return convert(args.src, out_raw, args.id, scheme=args.scheme, overwrite=args.overwrite)
+
+    return common.run_cli(parser, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
