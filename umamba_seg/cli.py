@@ -156,9 +156,9 @@ def cmd_train(args) -> int:
     from umamba_seg.architectures import registry
     from umamba_seg.training.run import train_fold
 
+    registry.get(args.arch)
     ws = _workspace(args)
     name = ws.dataset_name(args.dataset)
-    registry.get(args.arch)
     out = train_fold(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
                      args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
                      args.num_processes)
