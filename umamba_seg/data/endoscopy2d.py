@@ -1,0 +1,110 @@
+"""Synthetic laparoscopy frames (RGB PNG): surgical instruments over textured tissue.
+
+Tissue is pink-red with folds (low-frequency shading), a darker lumen, a vessel network
+(the zero level set of a smooth random field looks like capillaries) and specular
+highlights. One or two instruments enter from the image border: a metallic or black
+shaft with cylinder shading and a specular streak, ending in an open or closed clasper,
+casting a soft shadow. A circular endoscope vignette blacks out the corners. Label 1 is
+every visible instrument pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from umamba_seg.data.kind import Case, DatasetKind, SizePreset
+from umamba_seg.data.shapes import blob, blur, grid, smooth_field
+
+INSTRUMENT = 1
+
+
+def _tissue(rng: np.random.Generator, shape: tuple[int, ...], y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(H, W, 3) tissue colour in [0, 1]."""
+    tint = smooth_field(rng, shape, 3)
+    base = np.stack([0.72 + 0.07 * tint, 0.3 + 0.05 * tint, 0.27 + 0.04 * tint], axis=-1)
+    folds = 1.0 + 0.16 * smooth_field(rng, shape, 4)
+    base *= folds[..., None]
+    lumen = blob(rng, (y, x), (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5)), (0.35, 0.45), irregularity=0.3)
+    base *= (1.0 - 0.45 * blur(lumen.astype(np.float32), 0.06 * shape[0]))[..., None]
+    vessel_field = smooth_field(rng, shape, max(4, shape[0] // 10))
+    vessels = np.exp(-(vessel_field / 0.12) ** 2) * rng.uniform(0.4, 0.7)
+    base[..., 0] *= 1.0 - 0.25 * vessels
+    base[..., 1] *= 1.0 - 0.55 * vessels
+    base[..., 2] *= 1.0 - 0.45 * vessels
+    texture = 1.0 + 0.04 * smooth_field(rng, shape, max(8, shape[0] // 4))
+    base *= texture[..., None]
+    spec = smooth_field(rng, shape, max(6, shape[0] // 6)) > 2.3
+    base[spec] = 0.97
+    return base
+
+
+def _instrument(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One instrument: (mask, grey level map, shadow weight)."""
+    angle = rng.uniform(0, 2 * np.pi)
+    entry = np.array([np.sin(angle), np.cos(angle)]) * 1.45  # start outside the frame
+    inward = -entry / np.linalg.norm(entry)
+    turn = rng.uniform(-0.5, 0.5)
+    d = np.array([inward[0] * np.cos(turn) - inward[1] * np.sin(turn),
+                  inward[0] * np.sin(turn) + inward[1] * np.cos(turn)])
+    normal = np.array([-d[1], d[0]])
+    t = (y - entry[0]) * d[0] + (x - entry[1]) * d[1]  # along the shaft
+    s = (y - entry[0]) * normal[0] + (x - entry[1]) * normal[1]  # across the shaft
+    width = rng.uniform(0.12, 0.2)
+    length = rng.uniform(1.1, 1.9)
+    shaft = (np.abs(s) < width / 2) & (t > 0) & (t < length)
+    jaw_len = rng.uniform(0.12, 0.22)
+    u = (t - length) / jaw_len  # 0..1 along the jaws
+    opening = rng.uniform(0.0, 0.6)
+    jaw_half = (width / 2) * (1.0 - 0.6 * u) * (1.0 + opening * u)
+    gap = (width / 2) * opening * u
+    jaws = (u >= 0) & (u <= 1) & (np.abs(s) < jaw_half) & (np.abs(s) >= gap)
+    mask = shaft | jaws
+    metallic = rng.random() < 0.5
+    profile = np.cos(np.clip(s / (width / 2), -1, 1) * np.pi / 2.4)  # cylinder shading
+    shaft_grey = rng.uniform(0.55, 0.75) if metallic else rng.uniform(0.1, 0.18)
+    grey = np.where(shaft, shaft_grey * (0.55 + 0.45 * profile), rng.uniform(0.6, 0.8) * (0.6 + 0.4 * profile))
+    streak = np.exp(-((s - 0.25 * width) / (0.06 * width)) ** 2) * (metallic * 0.35 + 0.15)
+    grey = np.clip(grey + streak, 0, 1)
+    shadow = np.exp(-np.maximum(np.abs(s) - width / 2, 0) / 0.08) * ((t > 0) & (t < length + jaw_len))
+    return mask, grey, shadow
+
+
+def render_endoscopy_case(rng: np.random.Generator, preset: SizePreset) -> Case:
+    """One RGB frame (H, W, 3) uint8 and its instrument mask."""
+    shape = preset.shape
+    y, x = grid(shape)
+    image = _tissue(rng, shape, y, x)
+    label = np.zeros(shape, dtype=np.uint8)
+    for _ in range(1 if rng.random() < 0.6 else 2):
+        mask, grey, shadow = _instrument(rng, y, x)
+        image *= (1.0 - 0.35 * shadow * (label == 0))[..., None]
+        colour = np.stack([grey, grey * 1.01, grey * 1.05], axis=-1)
+        image[mask] = colour[mask]
+        label[mask] = INSTRUMENT
+    image = blur(image, (0.6, 0.6, 0))
+    r2 = y ** 2 + x ** 2
+    vignette = np.clip(1.12 - 0.3 * r2, 0, 1) * (r2 < rng.uniform(1.5, 1.9))
+    image *= vignette[..., None]
+    label[vignette == 0] = 0
+    image += rng.normal(0, 0.015, image.shape)
+    rgb = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+    return Case(images=[rgb], label=label, spacing=(1.0, 1.0))
+
+
+KIND = DatasetKind(
+    kind="endoscopy2d",
+    name="SynthEndoscopy",
+    default_id=903,
+    channel_names={"0": "R", "1": "G", "2": "B"},
+    labels={"background": 0, "instrument": INSTRUMENT},
+    file_ending=".png",
+    description="Synthetic RGB laparoscopy frames: metallic and black instruments with claspers over "
+    "textured tissue with vessels, folds, specular highlights and vignetting. Generated by umamba-seg.",
+    sizes={
+        "tiny": SizePreset(shape=(64, 64), spacing=(1.0, 1.0), num_train=8, num_test=2),
+        "small": SizePreset(shape=(96, 96), spacing=(1.0, 1.0), num_train=40, num_test=8),
+        "default": SizePreset(shape=(256, 320), spacing=(1.0, 1.0), num_train=100, num_test=20),
+    },
+    render=render_endoscopy_case,
+    case_prefix="endo",
+)
