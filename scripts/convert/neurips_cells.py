@@ -18,7 +18,7 @@ Labels, ``scheme="interior-boundary"`` (default, the U-Mamba cell setting, label
 interior 1, boundary 2): a pixel is *boundary* when it belongs to a cell and one of its four
 neighbours belongs to another cell or to the background; the rest of the cell is *interior*. The
 boundary class keeps touching cells apart, so :func:`labels_to_instances` can recover instances
-(connected interiors, each grown over its nearest boundary pixels) for the challenge's F1 score.
+(connected interiors, optionally grown over their nearest boundary pixels) for the challenge's F1 score.
 ``scheme="foreground"`` writes plain cell/background (0/1) instead.
 """
 
@@ -157,18 +157,22 @@ def instances_to_labels(instances: np.ndarray, scheme: str = "interior-boundary"
     return out
 
 
-def labels_to_instances(labels: np.ndarray) -> np.ndarray:
-    """Interior/boundary prediction -> instances: connected interiors grown over nearby boundary pixels."""
+def labels_to_instances(labels: np.ndarray, grow: bool = True) -> np.ndarray:
+    """Interior/boundary prediction -> instance mask (int32, 0 = background).
+
+    Each connected interior region (4-connectivity) is one cell. With ``grow`` (default) every
+    predicted boundary pixel joins its nearest interior region, so cells get their full extent;
+    ``grow=False`` keeps the interior regions only, which is what U-Mamba's published F1 script
+    scores (connected components of class 1).
+    """
     from scipy import ndimage
 
     seg = np.asarray(labels)
     seeds, n = ndimage.label(seg == 1)
-    if n == 0:
-        return np.zeros(seg.shape, np.int32)
+    if n == 0 or not grow:
+        return seeds.astype(np.int32)
     _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
-    grown = seeds[iy, ix]
-    out = np.where(seg > 0, grown, 0).astype(np.int32)
-    return out
+    return np.where(seg > 0, seeds[iy, ix], 0).astype(np.int32)
 
 
 def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
