@@ -187,6 +187,25 @@ def test_isic_converts_jpeg_to_png_and_masks_to_0_1(isic_src: Path, tmp_path: Pa
         common.verify_raw_dataset(out)
 
 
+def test_isic_vmunet_split_layout(tmp_path: Path) -> None:
+    """VM-UNet's 7:3 release: train|val/images/*.png with masks of the same name under masks/."""
+    rng = np.random.default_rng(4)
+    src = tmp_path / "isic18"
+    for split, case in (("train", "ISIC_0000005"), ("train", "ISIC_0000006"), ("val", "ISIC_0000007")):
+        (src / split / "images").mkdir(parents=True, exist_ok=True)
+        (src / split / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(src / split / "images" / f"{case}.png")
+        mask = np.zeros((12, 16), np.uint8)
+        mask[3:9, 4:12] = 255
+        Image.fromarray(mask).save(src / split / "masks" / f"{case}.png")
+    out = isic2018.convert(src, tmp_path / "raw", 705)
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["ISIC_0000005.png", "ISIC_0000006.png"]
+    assert [p.name for p in (out / "labelsTs").iterdir()] == ["ISIC_0000007.png"]
+    img = np.asarray(Image.open(out / "imagesTr" / "ISIC_0000005_0000.png"))
+    np.testing.assert_array_equal(img, np.asarray(Image.open(src / "train" / "images" / "ISIC_0000005.png")))
+    assert np.asarray(Image.open(out / "labelsTs" / "ISIC_0000007.png")).sum() == 48
+
+
 def test_isic_max_side_shrinks_image_and_mask_together(isic_src: Path, tmp_path: Path) -> None:
     out = isic2018.convert(isic_src, tmp_path / "raw", 705, max_side=14)
     img = np.asarray(Image.open(out / "imagesTr" / "ISIC_0000000_0000.png"))

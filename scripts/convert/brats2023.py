@@ -178,7 +178,7 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
     extra = dict(regions_class_order=REGIONS_CLASS_ORDER) if regions else {}
     common.write_dataset_json(
         ds, CHANNEL_NAMES, REGION_LABELS if regions else PLAIN_LABELS, len(train),
-        reference="https://www.synapse.org/brats2023",
+        reference="BraTS 2023 challenge on https://www.synapse.org (see datasets.md)",
         license="BraTS data use agreement (see the challenge page)",
         description=f"BraTS {'/'.join(releases)} converted by umamba-seg scripts/convert/brats2023.py; labels 1 NETC, "
                     f"2 SNFH, 3 ET (BraTS 2023 meaning; 2021-style 4 mapped to 3)",

@@ -10,9 +10,11 @@ Source layout (the official zips extracted side by side below SRC_DIR; any depth
 * likewise ``..._Validation_Input`` / ``..._Validation_GroundTruth`` and ``..._Test_Input`` /
   ``..._Test_GroundTruth``;
 * ISIC 2017: ``ISIC-2017_Training_Data/ISIC_0000000.jpg`` (its ``*_superpixels.png`` are ignored) and
-  ``ISIC-2017_Training_Part1_GroundTruth/ISIC_0000000_segmentation.png``.
+  ``ISIC-2017_Training_Part1_GroundTruth/ISIC_0000000_segmentation.png``;
+* VM-UNet's released 7:3 split: ``train/images/ISIC_0000000.png`` with ``train/masks/ISIC_0000000.png``
+  and the same under ``val/`` (a file in a folder named ``masks`` is the mask of the image with its name).
 
-An image goes to ``imagesTs`` when a folder in its path names it validation or test data, else to
+An image goes to ``imagesTs`` when a folder in its path names it val, validation or test data, else to
 ``imagesTr``; masks of test images go to ``labelsTs`` (``umamba-seg evaluate -r labelsTs`` uses them).
 Images without a mask go to ``imagesTs``. One RGB PNG per case holds the three channels (R, G, B), as
 nnU-Net's natural-image reader expects. ``max_side`` optionally shrinks large photographs (the
@@ -42,7 +44,7 @@ DEFAULT_ID = 705
 CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
 LABELS = {"background": 0, "lesion": 1}
 _IMAGE_ENDINGS = (".jpg", ".jpeg", ".png")
-_TEST_WORDS = re.compile(r"(validation|test)", re.IGNORECASE)
+_TEST_WORDS = re.compile(r"(^|[^a-z])(val|validation|test)([^a-z]|$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,8 @@ def find_cases(src: Path) -> list[Case]:
         if not p.is_file():
             continue
         stem, ending = p.name[: -len(p.suffix)], p.suffix.lower()
-        if stem.endswith("_segmentation") and ending == ".png":
-            masks[(stem[: -len("_segmentation")], _is_test(p, src))] = p
+        if ending == ".png" and (stem.endswith("_segmentation") or p.parent.name.lower() == "masks"):
+            masks[(stem.removesuffix("_segmentation"), _is_test(p, src))] = p
         elif ending in _IMAGE_ENDINGS and "_" not in stem[len("ISIC_"):]:
             if stem in images:
                 raise UserInputError(f"image {stem} appears twice ({images[stem]} and {p})", p,
