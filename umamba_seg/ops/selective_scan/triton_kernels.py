@@ -7,7 +7,8 @@ here is also parallel over chunks of ``CHECKPOINT_LEN`` positions:
 forward
   1. ``_fwd_chunk_state_kernel``: per (batch, channel block, chunk) the chunk's end state
      from a zero start and the chunk's summed step ``sum(dt)`` (its decay is
-     ``exp(A * sum(dt))``). Closed form, no scan: ``h_end = sum_t x_t exp(A (S_end - S_t))``.
+     ``exp(A * sum(dt))``). Closed form, no scan: ``h_end = sum_t x_t exp(A R_t)`` with
+     ``R_t`` the sum of dt after t.
   2. ``_carry_scan_kernel``: per (batch, channel) an associative scan over chunks of the
      carries; writes ``checkpoints`` (state before each chunk) and the last state.
   3. ``_fwd_chunk_out_kernel``: per chunk, rescan from its checkpoint and write ``out``
@@ -55,7 +56,8 @@ def _lin_combine(a1, b1, a2, b2):
 
 @triton.jit
 def _softplus(x):
-    # max(x, 0) + log1p(exp(-|x|)), with an accurate log1p for tiny arguments.
+    # max(x, 0) + log1p(exp(-|x|)), with an accurate log1p for tiny arguments
+    # (the division's 0/0 lane is discarded by the where).
     e = tl.exp(-tl.abs(x))
     w = 1.0 + e
     log1p = tl.where(w == 1.0, e, tl.log(w) * e / (w - 1.0))
@@ -82,9 +84,12 @@ def _load_dt(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.c
 @triton.jit
 def _end_state(h, dt, u, Bt, A2):
     """State after a sub-block from state ``h`` (closed form; stable for A <= 0)."""
-    S = tl.cumsum(dt, axis=1)  # [BD, BT], inclusive
+    # Decay from t to the sub-block end uses the suffix sum of dt after t, computed as a
+    # reverse cumsum (not total - prefix): its rounding error scales with the suffix, so
+    # the dominant recent terms are exact even when dt is large.
+    R = tl.cumsum(dt, axis=1, reverse=True) - dt  # [BD, BT], sum over r > t
     tot = tl.sum(dt, axis=1)  # [BD]
-    w = tl.exp(A2[:, :, None] * (tot[:, None] - S)[:, None, :])  # [BD, NP, BT]
+    w = tl.exp(A2[:, :, None] * R[:, None, :])  # [BD, NP, BT]
     x = (dt * u)[:, None, :] * Bt[None, :, :]
     return tl.exp(A2 * tot[:, None]) * h + tl.sum(w * x, axis=2), tot
 
@@ -125,7 +130,8 @@ def _fwd_chunk_state_kernel(
         bias = tl.load(bias_ptr + offs_d).to(ACC)
     h = tl.zeros([BD, NP], dtype=ACC)
     dsum = tl.zeros([BD], dtype=ACC)
-    for s in range(0, CHUNK_LEN, BT):
+    chunk_len = tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN)  # skip sub-blocks past L
+    for s in range(0, chunk_len, BT):
         t = j * CHUNK_LEN + s + tl.arange(0, BT)
         mask_t = t < L
         offs = row[:, None] + t[None, :]
@@ -211,7 +217,8 @@ def _fwd_chunk_out_kernel(
     h = tl.load(ckpt_ptr + (state_row + j)[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0)
     h = h.to(ACC)
     tt = tl.arange(0, BT)
-    for s in range(0, CHUNK_LEN, BT):
+    chunk_len = tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN)  # skip sub-blocks past L
+    for s in range(0, chunk_len, BT):
         t = j * CHUNK_LEN + s + tt
         mask_t = t < L
         offs = row[:, None] + t[None, :]
@@ -257,7 +264,8 @@ def _bwd_chunk_carry_kernel(
         bias = tl.load(bias_ptr + offs_d).to(ACC)
     q = tl.zeros([BD, NP], dtype=ACC)
     dsum = tl.zeros([BD], dtype=ACC)
-    for s in range(0, CHUNK_LEN, BT):
+    chunk_len = tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN)  # skip sub-blocks past L
+    for s in range(0, chunk_len, BT):
         t = j * CHUNK_LEN + s + tl.arange(0, BT)
         mask_t = t < L
         offs = row[:, None] + t[None, :]
@@ -305,7 +313,7 @@ def _bwd_chunk_grad_kernel(
     dD_acc = tl.zeros([BD], dtype=ACC)
     dbias_acc = tl.zeros([BD], dtype=ACC)
     tt = tl.arange(0, BT)
-    n_sub: tl.constexpr = CHUNK_LEN // BT
+    n_sub = tl.cdiv(tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN), BT)  # sub-blocks holding positions < L
     for si in range(0, n_sub):
         sub = n_sub - 1 - si
         # state entering this sub-block, recomputed from the chunk checkpoint
