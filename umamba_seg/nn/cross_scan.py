@@ -1,0 +1,170 @@
+"""Cross-scan SSM (VMamba's SS2D) for 2D and 3D maps, and the VSS block around it.
+
+The layer reads a channels-last map ``(B, *spatial, C)``: ``in_proj`` splits it into a
+branch ``x`` and a gate ``z``; ``x`` goes through a depthwise conv + SiLU, is read in
+K = 2 * ndim orders (:func:`umamba_seg.ops.scan_orders.cross_scan_orders`: 2D row,
+column and both reversed; 3D three axis rotations and their reverses), and all K
+sequences go through **one** selective-scan call: the K directions are stacked on the
+channel axis (``K * d_inner`` channels) with grouped B/C (``g = K``) and per-direction
+``x_proj``/``dt_proj``/``A``/``D``. The K outputs are put back in place and summed,
+then LayerNorm, ``* silu(z)`` and ``out_proj``.
+
+Parameter layout follows the authors' (``x_proj_weight (K, R + 2N, E)``,
+``dt_projs_weight (K, E, R)``, ``dt_projs_bias (K, E)``, ``A_logs (K * E, N)``,
+``Ds (K * E)``), so counts match VM-UNet exactly. ``use_ssm=False`` is the ablation:
+the scan is replaced by the identity (conv, norm, gate and projections stay).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.layers import DropPath
+
+from umamba_seg.ops.scan_orders import ScanOrder, cross_merge, cross_scan, cross_scan_orders
+
+__all__ = ["CrossScanSSM", "VSSBlock"]
+
+
+def _selective_scan() -> Callable[..., torch.Tensor]:
+    """The package's selective scan (dispatching op), or its reference while that lands."""
+    try:
+        from umamba_seg.ops.selective_scan import selective_scan  # type: ignore[attr-defined]
+    except ImportError:
+        from umamba_seg.ops.selective_scan.reference import selective_scan_ref as selective_scan
+    return selective_scan
+
+
+def _dt_bias_init(d: int, dt_min: float, dt_max: float, floor: float) -> torch.Tensor:
+    """Bias whose softplus is log-uniform in ``[dt_min, dt_max]`` (Mamba's dt init)."""
+    dt = torch.exp(torch.rand(d) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))  # inverse softplus
+
+
+class CrossScanSSM(nn.Module):
+    """SS2D (``spatial_dims=2``, K = 4) / SS3D (``spatial_dims=3``, K = 6) on ``(B, *spatial, C)``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        spatial_dims: int = 2,
+        d_state: int = 16,
+        d_conv: int = 3,
+        expand: float = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        use_ssm: bool = True,
+        scan_backend: str = "auto",
+    ):
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
+        self.d_model = d_model
+        self.spatial_dims = spatial_dims
+        self.d_state = d_state
+        self.d_inner = E = int(expand * d_model)
+        self.dt_rank = R = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.num_directions = K = 2 * spatial_dims
+        self.use_ssm = use_ssm
+        self.scan_backend = scan_backend
+
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=bias)
+        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial_dims - 1]
+        self.conv = conv(E, E, kernel_size=d_conv, padding=(d_conv - 1) // 2, groups=E, bias=conv_bias)
+        if use_ssm:
+            bound = E**-0.5  # nn.Linear's default init, as the authors' stacked x_proj
+            self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * d_state, E).uniform_(-bound, bound))
+            dt_std = R**-0.5
+            self.dt_projs_weight = nn.Parameter(torch.empty(K, E, R).uniform_(-dt_std, dt_std))
+            self.dt_projs_bias = nn.Parameter(
+                torch.stack([_dt_bias_init(E, dt_min, dt_max, dt_init_floor) for _ in range(K)])
+            )
+            self.dt_projs_bias._no_reinit = True  # type: ignore[attr-defined]
+            A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(K * E, 1)
+            self.A_logs = nn.Parameter(torch.log(A))
+            self.Ds = nn.Parameter(torch.ones(K * E))
+            self.A_logs._no_weight_decay = True  # type: ignore[attr-defined]
+            self.Ds._no_weight_decay = True  # type: ignore[attr-defined]
+        self.out_norm = nn.LayerNorm(E)
+        self.out_proj = nn.Linear(E, d_model, bias=bias)
+        self._orders: dict[tuple[int, ...], list[ScanOrder]] = {}
+
+    def orders(self, shape: tuple[int, ...]) -> list[ScanOrder]:
+        """The K scan orders for a spatial ``shape`` (cached)."""
+        if shape not in self._orders:
+            self._orders[shape] = cross_scan_orders(shape)
+        return self._orders[shape]
+
+    def scan_core(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, E, *spatial)`` -> ``(B, E, L)`` row-major, float32: K directions, one scan."""
+        b, e = x.shape[:2]
+        shape = tuple(x.shape[2:])
+        L = math.prod(shape)
+        K, n, R = self.num_directions, self.d_state, self.dt_rank
+        orders = self.orders(shape)
+        xs = cross_scan(x, orders)  # (B, K, E, L)
+        x_dbl = torch.einsum("bkel,kce->bkcl", xs, self.x_proj_weight.to(xs.dtype))
+        dts, Bs, Cs = torch.split(x_dbl, [R, n, n], dim=2)
+        dts = torch.einsum("bkrl,ker->bkel", dts, self.dt_projs_weight.to(dts.dtype))
+        y = _selective_scan_call(
+            xs.reshape(b, K * e, L).float(),
+            dts.reshape(b, K * e, L).float(),
+            -torch.exp(self.A_logs.float()),
+            Bs.float().contiguous(),
+            Cs.float().contiguous(),
+            self.Ds.float(),
+            self.dt_projs_bias.float().reshape(-1),
+            self.scan_backend,
+        )
+        return cross_merge(y.view(b, K, e, L), orders)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, *spatial, C)`` -> ``(B, *spatial, C)``."""
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(f"expected (B, *{self.spatial_dims} spatial, C), got shape {tuple(x.shape)}")
+        spatial = tuple(x.shape[1:-1])
+        x, z = self.in_proj(x).chunk(2, dim=-1)
+        x = x.movedim(-1, 1).contiguous()  # (B, E, *spatial)
+        x = F.silu(self.conv(x))
+        y = self.scan_core(x) if self.use_ssm else x.flatten(2)
+        y = y.view(y.shape[0], self.d_inner, *spatial).movedim(1, -1)  # (B, *spatial, E)
+        y = self.out_norm(y.to(self.out_norm.weight.dtype))
+        return self.out_proj(y * F.silu(z))
+
+
+def _selective_scan_call(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    delta_bias: torch.Tensor,
+    backend: str,
+) -> torch.Tensor:
+    fn = _selective_scan()
+    kwargs = dict(D=D, delta_bias=delta_bias, delta_softplus=True)
+    if backend != "auto":
+        kwargs["backend"] = backend
+    return fn(u, delta, A, B, C, **kwargs)
+
+
+class VSSBlock(nn.Module):
+    """VM-UNet's visual state-space block: ``x + drop_path(SSM(LN(x)))`` on ``(B, *spatial, C)``."""
+
+    def __init__(self, dim: int, spatial_dims: int = 2, drop_path: float = 0.0, **ssm_kwargs):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.ssm = CrossScanSSM(dim, spatial_dims=spatial_dims, **ssm_kwargs)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.ssm(self.norm(x)))
