@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.convert import brats2023, common, isic2018, neurips_cells  # noqa: E402
+from scripts.convert import brats2023, common, endovis2017, isic2018, neurips_cells  # noqa: E402
 from umamba_seg.errors import UserInputError  # noqa: E402
 
 
@@ -220,6 +220,76 @@ def test_isic_mask_size_mismatch_is_a_user_error(isic_src: Path, tmp_path: Path)
     with pytest.raises(UserInputError, match="mask is 5x5") as e:
         isic2018.convert(isic_src, tmp_path / "raw", 705)
     assert str(bad) in e.value.line()
+
+
+# ---- EndoVis 2017 ---------------------------------------------------------------------
+def _endovis_sequence(root: Path, n: int, instruments: dict[str, tuple[slice, slice]], frames: int, rng,
+                      rgb_masks: bool = False) -> None:
+    seq = root / f"instrument_dataset_{n}"
+    (seq / "left_frames").mkdir(parents=True)
+    for f in range(frames):
+        Image.fromarray(rng.integers(0, 255, (10, 14, 3), dtype=np.uint8)).save(seq / "left_frames" / f"frame{f:03d}.png")
+        for folder, (rows, cols) in instruments.items():
+            (seq / "ground_truth" / folder).mkdir(parents=True, exist_ok=True)
+            m = np.zeros((10, 14), np.uint8)
+            m[rows, cols] = 10
+            m[rows.start, cols] = 30  # another part value: still the same instrument
+            if rgb_masks:
+                m = np.repeat(m[..., None], 3, axis=-1)
+            Image.fromarray(m).save(seq / "ground_truth" / folder / f"frame{f:03d}.png")
+
+
+@pytest.fixture()
+def endovis_src(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(5)
+    src = tmp_path / "endovis17"
+    _endovis_sequence(src / "instrument_1_4_training", 1,
+                      {"Left_Prograsp_Forceps_labels": (slice(1, 4), slice(1, 5)),
+                       "Maryland_Bipolar_Forceps_labels": (slice(5, 8), slice(2, 6)),
+                       "Other_labels": (slice(2, 6), slice(9, 13))}, 2, rng)
+    _endovis_sequence(src / "instrument_5_8_training", 7,
+                      {"Right_Large_Needle_Driver_labels": (slice(0, 3), slice(0, 4)),
+                       "Monopolar_Curved_Scissors_labels": (slice(6, 9), slice(6, 12))}, 2, rng, rgb_masks=True)
+    _endovis_sequence(src / "instrument_2017_test", 9, {}, 1, rng)
+    return src
+
+
+def test_endovis_instrument_types_from_folder_names() -> None:
+    names = {"Maryland_Bipolar_Forceps_labels": 1, "Left_Prograsp_Forceps_labels": 2,
+             "Large_Needle_Driver_Right_labels": 3, "Vessel_Sealer_labels": 4, "Grasping_Retractor_labels": 5,
+             "Monopolar_Curved_Scissors_labels": 6, "Other_labels": 7, "Bipolar_Forceps_labels": 1}
+    assert {n: endovis2017.instrument_type(n) for n in names} == names
+    with pytest.raises(UserInputError, match="unknown instrument folder"):
+        endovis2017.instrument_type("Suction_labels")
+    frame = np.arange(1080 * 1920, dtype=np.int64).reshape(1080, 1920)
+    cropped = endovis2017.crop_frame(frame)
+    assert cropped.shape == (1024, 1280) and cropped[0, 0] == 28 * 1920 + 320
+    assert endovis2017.crop_frame(frame, crop=False).shape == (1080, 1920)
+    assert endovis2017.crop_frame(frame[:10, :14]).shape == (10, 14)
+
+
+def test_endovis_converts_frames_and_type_maps(endovis_src: Path, tmp_path: Path) -> None:
+    out = endovis2017.convert(endovis_src, tmp_path / "raw", 704)
+    ds = json.loads((out / "dataset.json").read_text())
+    assert ds["numTraining"] == 4 and ds["labels"]["Other instrument"] == 7
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [
+        "seq1_frame000.png", "seq1_frame001.png", "seq7_frame000.png", "seq7_frame001.png"]
+    assert [p.name for p in (out / "imagesTs").iterdir()] == ["test_seq9_frame000_0000.png"]
+    lab = np.asarray(Image.open(out / "labelsTr" / "seq1_frame001.png"))
+    assert (lab[1:4, 1:5] == 2).all() and (lab[5:8, 2:6] == 1).all() and (lab[2:6, 9:13] == 7).all()
+    assert (lab > 0).sum() == 12 + 12 + 16
+    lab7 = np.asarray(Image.open(out / "labelsTr" / "seq7_frame000.png"))  # RGB-stored masks
+    assert (lab7[0:3, 0:4] == 3).all() and (lab7[6:9, 6:12] == 6).all() and (lab7 > 0).sum() == 12 + 18
+    frame = np.asarray(Image.open(endovis_src / "instrument_1_4_training/instrument_dataset_1/left_frames/frame001.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "imagesTr" / "seq1_frame001_0000.png")), frame)
+    _verify(out)
+
+
+def test_endovis_missing_mask_frame_is_a_user_error(endovis_src: Path, tmp_path: Path) -> None:
+    gone = endovis_src / "instrument_1_4_training/instrument_dataset_1/ground_truth/Other_labels/frame001.png"
+    gone.unlink()
+    with pytest.raises(UserInputError, match="Other_labels lacks frame001.png"):
+        endovis2017.convert(endovis_src, tmp_path / "raw", 704)
 
 
 # ---- NeurIPS cells ----------------------------------------------------------------------
