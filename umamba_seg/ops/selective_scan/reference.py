@@ -45,15 +45,17 @@ def _scan(
     Bf = expand_groups(to_grouped(B), dim).to(sd)  # (b, d, n, L)
     Cf = expand_groups(to_grouped(C), dim).to(sd)
 
+    # unbind once: indexing one position per step would make autograd's backward quadratic in L
+    dt_t, u_t, B_t, C_t = dt.unbind(-1), uf.unbind(-1), Bf.unbind(-1), Cf.unbind(-1)
     h = uf.new_zeros(batch, dim, dstate)
     checkpoints = []
     ys = []
     for t in range(length):
         if t % CHECKPOINT_LEN == 0:
             checkpoints.append(h)
-        decay = torch.exp(dt[:, :, t, None] * Af)
-        h = decay * h + (dt[:, :, t] * uf[:, :, t])[:, :, None] * Bf[:, :, :, t]
-        ys.append((h * Cf[:, :, :, t]).sum(-1))
+        decay = torch.exp(dt_t[t][:, :, None] * Af)
+        h = decay * h + (dt_t[t] * u_t[t])[:, :, None] * B_t[t]
+        ys.append((h * C_t[t]).sum(-1))
     y = torch.stack(ys, dim=-1)
     if D is not None:
         y = y + D.to(sd)[:, None] * uf
