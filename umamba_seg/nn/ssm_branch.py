@@ -1,0 +1,109 @@
+"""One Mamba-1 (S6) scan branch: causal depthwise conv1d + SiLU, x_proj -> (dt, B, C),
+dt_proj, and the selective scan with A = -exp(A_log), skip D and the dt bias.
+
+A Mamba mixer has one branch; SegMamba's tri-orientated mixer has three (forward,
+reversed, inter-slice), each with its own parameters but sharing the mixer's in/out
+projections. The branch reads a sequence that is already in its scan order, so it does
+not know about images.
+
+Initialisation follows Mamba: ``dt = exp(U[log dt_min, log dt_max])`` clamped at
+``dt_init_floor`` and stored as its inverse softplus in the dt_proj bias (so that
+``softplus(bias)`` starts in ``[dt_min, dt_max]``); dt_proj weights uniform in
+``+-dt_rank**-0.5 * dt_scale``; S4D-real ``A[d, n] = n + 1`` (``A_log = log A``); ``D = 1``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from umamba_seg.ops.selective_scan import selective_scan
+
+
+def resolve_dt_rank(dt_rank: int | str, d_model: int) -> int:
+    """Mamba's ``dt_rank="auto"`` is ``ceil(d_model / 16)``."""
+    if dt_rank == "auto":
+        return math.ceil(d_model / 16)
+    return int(dt_rank)
+
+
+def s4d_real_a_log(d_inner: int, d_state: int) -> torch.Tensor:
+    """``log`` of the S4D-real matrix ``A[d, n] = n + 1`` (fp32, ``(d_inner, d_state)``)."""
+    a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1)
+    return torch.log(a)
+
+
+def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``softplus(x) == y`` for ``y > 0``, computed without overflow."""
+    return y + torch.log(-torch.expm1(-y))
+
+
+@torch.no_grad()
+def init_dt_projection(
+    dt_proj: nn.Linear,
+    dt_rank: int,
+    dt_min: float = 1e-3,
+    dt_max: float = 1e-1,
+    dt_init_floor: float = 1e-4,
+    dt_scale: float = 1.0,
+) -> None:
+    """Mamba's dt initialisation of ``dt_proj`` (weights and bias) in place."""
+    std = dt_rank**-0.5 * dt_scale
+    nn.init.uniform_(dt_proj.weight, -std, std)
+    d_inner = dt_proj.out_features
+    log_dt = torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+    dt = torch.exp(log_dt).clamp(min=dt_init_floor)
+    dt_proj.bias.copy_(inverse_softplus(dt))
+
+
+class SelectiveSSMBranch(nn.Module):
+    """Conv1d + selective scan on ``(B, d_inner, L)`` sequences in this branch's order."""
+
+    def __init__(
+        self,
+        d_inner: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        dt_rank: int = 1,
+        conv_bias: bool = True,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        dt_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.d_inner = d_inner
+        self.d_state = d_state
+        self.dt_rank = dt_rank
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+        init_dt_projection(self.dt_proj, dt_rank, dt_min, dt_max, dt_init_floor, dt_scale)
+        self.A_log = nn.Parameter(s4d_real_a_log(d_inner, d_state))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        # optimisers that honour these flags (as Mamba's do) skip weight decay on them
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``, ``z``: ``(B, d_inner, L)`` -> ``y``: ``(B, d_inner, L)`` (``y *= silu(z)`` if z)."""
+        length = x.shape[-1]
+        u = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs
+        x_dbl = self.x_proj(u.transpose(1, 2))  # (B, L, r + 2N)
+        dt, b, c = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (B, d_inner, L), bias added in the scan
+        a = -torch.exp(self.A_log.float())
+        return selective_scan(
+            u,
+            delta,
+            a,
+            b.transpose(1, 2),
+            c.transpose(1, 2),
+            D=self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )

@@ -1,0 +1,91 @@
+"""Token layer: run a sequence mixer on a feature map ``(B, C, *spatial)``.
+
+The map is flattened to ``(B, L, C)`` (voxels are tokens, row-major), normalised with
+LayerNorm over channels, mixed, and reshaped back; optionally ``x + mixer(LN(x))``
+(SegMamba) instead of ``mixer(LN(x))`` (U-Mamba). In channel-token mode (U-Mamba, for
+stages with no more voxels than channels) the channels are the tokens and the voxels the
+features: ``(B, C, N)`` with LayerNorm over ``N``.
+
+``fp32=True`` runs the layer in float32 with autocast off, as U-Mamba does for its Mamba
+layer: the scan accumulates in fp32 anyway, and the projections around it are the
+usual source of fp16 overflow, so this is what keeps AMP training from NaN-ing.
+
+Mixers take ``(x, spatial_shape)``; any ``nn.Module`` with that forward plugs in
+(Mamba, tri-orientated Mamba, and later ViL/mLSTM layers).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+def use_channel_tokens(channels: int, feature_map_size: Sequence[int]) -> bool:
+    """U-Mamba's rule: channels become the tokens when a stage has no more voxels than channels."""
+    return math.prod(feature_map_size) <= channels
+
+
+class TokenLayer(nn.Module):
+    """``(B, C, *spatial) -> (B, C, *spatial)`` via LayerNorm + a sequence mixer."""
+
+    def __init__(
+        self,
+        dim: int,
+        mixer: nn.Module,
+        channel_token: bool = False,
+        residual: bool = False,
+        fp32: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.norm = nn.LayerNorm(dim)
+        self.mixer = mixer
+        self.channel_token = channel_token
+        self.residual = residual
+        self.fp32 = fp32
+
+    def _mix(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        spatial = tuple(x.shape[2:])
+        flat = x.reshape(b, c, -1)
+        if self.channel_token:
+            seq = flat  # (B, C tokens, N features)
+            out = self.mixer(self.norm(seq), None)
+        else:
+            seq = flat.transpose(1, 2)  # (B, N tokens, C features)
+            out = self.mixer(self.norm(seq), spatial)
+        if self.residual:
+            out = out + seq
+        if not self.channel_token:
+            out = out.transpose(1, 2)
+        return out.reshape(b, c, *spatial)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = math.prod(x.shape[2:]) if self.channel_token else x.shape[1]
+        if features != self.dim:
+            raise ValueError(f"TokenLayer(dim={self.dim}, channel_token={self.channel_token}) got {tuple(x.shape)}")
+        if not self.fp32:
+            return self._mix(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._mix(x.float()).to(x.dtype)
+
+
+MixerFactory = Callable[[int], nn.Module]
+
+
+def make_token_layer(
+    channels: int,
+    feature_map_size: Sequence[int],
+    mixer_factory: MixerFactory,
+    channel_tokens: bool = True,
+    residual: bool = False,
+    fp32: bool = True,
+) -> TokenLayer:
+    """A token layer for a stage of ``channels`` x ``feature_map_size``; ``mixer_factory(d_model)``
+    builds the mixer; with ``channel_tokens`` the U-Mamba rule picks the token axis."""
+    channel_token = channel_tokens and use_channel_tokens(channels, feature_map_size)
+    dim = math.prod(feature_map_size) if channel_token else channels
+    return TokenLayer(dim, mixer_factory(dim), channel_token=channel_token, residual=residual, fp32=fp32)
