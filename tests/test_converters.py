@@ -23,11 +23,34 @@ from scripts.convert import brats2023, common, endovis2017, isic2018, neurips_ce
 from umamba_seg.errors import UserInputError  # noqa: E402
 
 
-def _verify(folder: Path) -> None:
-    """nnunetv2's integrity check (raises on any problem)."""
+class _InlinePool:
+    """Stands in for the spawn pool of nnunetv2's integrity check: same checks, no worker start-up."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __enter__(self) -> "_InlinePool":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def starmap(self, fn, iterable):
+        return [fn(*args) for args in iterable]
+
+
+def _verify(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnunetv2's integrity check (raises on any problem), its checks run in this process.
+
+    One test (ISIC) runs it unpatched, through the converters' --verify path."""
+    import multiprocessing
+    from types import SimpleNamespace
+
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    verify_dataset_integrity(str(folder), num_processes=1)
+    with monkeypatch.context() as m:
+        m.setattr(multiprocessing, "get_context", lambda method=None: SimpleNamespace(Pool=_InlinePool))
+        verify_dataset_integrity(str(folder), num_processes=1)
 
 
 # ---- BraTS ------------------------------------------------------------------------------
@@ -73,7 +96,7 @@ def brats_src(tmp_path: Path) -> Path:
     return src
 
 
-def test_brats_converts_channels_labels_and_regions(brats_src: Path, tmp_path: Path) -> None:
+def test_brats_converts_channels_labels_and_regions(brats_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = brats2023.convert(brats_src, tmp_path / "raw", 706)
     assert out == tmp_path / "raw" / "Dataset706_BraTS2023"
     ds = json.loads((out / "dataset.json").read_text())
@@ -98,7 +121,7 @@ def test_brats_converts_channels_labels_and_regions(brats_src: Path, tmp_path: P
     np.testing.assert_array_equal(sitk.GetArrayFromImage(lab21), _tumour())
     assert lab21.GetOrigin() == (-5.0, 3.0, 7.0)
     np.testing.assert_array_equal(brats2023.to_brats2021_labels(_tumour()), _tumour((1, 2, 4)))
-    _verify(out)
+    _verify(out, monkeypatch)
 
 
 def test_brats_regions_decode_back_to_2023_labels(brats_src: Path, tmp_path: Path) -> None:
@@ -268,7 +291,7 @@ def test_endovis_instrument_types_from_folder_names() -> None:
     assert endovis2017.crop_frame(frame[:10, :14]).shape == (10, 14)
 
 
-def test_endovis_converts_frames_and_type_maps(endovis_src: Path, tmp_path: Path) -> None:
+def test_endovis_converts_frames_and_type_maps(endovis_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = endovis2017.convert(endovis_src, tmp_path / "raw", 704)
     ds = json.loads((out / "dataset.json").read_text())
     assert ds["numTraining"] == 4 and ds["labels"]["Other instrument"] == 7
@@ -282,7 +305,7 @@ def test_endovis_converts_frames_and_type_maps(endovis_src: Path, tmp_path: Path
     assert (lab7[0:3, 0:4] == 3).all() and (lab7[6:9, 6:12] == 6).all() and (lab7 > 0).sum() == 12 + 18
     frame = np.asarray(Image.open(endovis_src / "instrument_1_4_training/instrument_dataset_1/left_frames/frame001.png"))
     np.testing.assert_array_equal(np.asarray(Image.open(out / "imagesTr" / "seq1_frame001_0000.png")), frame)
-    _verify(out)
+    _verify(out, monkeypatch)
 
 
 def test_endovis_missing_mask_frame_is_a_user_error(endovis_src: Path, tmp_path: Path) -> None:
@@ -360,7 +383,7 @@ def test_interior_boundary_round_trips_to_instances() -> None:
     assert neurips_cells.labels_to_instances(np.zeros((4, 4), np.uint8)).max() == 0
 
 
-def test_cells_convert_formats_and_pass_integrity(cells_src: Path, tmp_path: Path) -> None:
+def test_cells_convert_formats_and_pass_integrity(cells_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = neurips_cells.convert(cells_src, tmp_path / "raw", 703)
     ds = json.loads((out / "dataset.json").read_text())
     assert ds["numTraining"] == 4
@@ -377,7 +400,12 @@ def test_cells_convert_formats_and_pass_integrity(cells_src: Path, tmp_path: Pat
     assert (grey16[..., 0] == grey16[..., 2]).all() and grey16.max() == 255 and grey16.min() == 0
     rgb8 = np.asarray(Image.open(out / "imagesTr" / "cell_00001_0000.png"))
     np.testing.assert_array_equal(rgb8, np.asarray(Image.open(cells_src / "Training-labeled/images/cell_00001.png")))
-    _verify(out)
+    _verify(out, monkeypatch)
+    bad = lab.copy()
+    bad[0, 0] = 5  # the in-process check still catches a label outside dataset.json
+    Image.fromarray(bad).save(out / "labelsTr" / "cell_00004.png")
+    with pytest.raises(RuntimeError, match="unexpected labels"):
+        _verify(out, monkeypatch)
 
 
 def test_cells_foreground_scheme(cells_src: Path, tmp_path: Path) -> None:
