@@ -156,6 +156,11 @@ def test_brats_missing_sequence_and_bad_labels_are_user_errors(tmp_path: Path) -
         brats2023.convert(src2, tmp_path / "raw", 706)
     assert "BraTS-GLI-00004-000-seg.nii.gz" in e.value.line()
     (tmp_path / "empty").mkdir()
+    src3 = tmp_path / "src3"
+    _brats_case(src3, "BraTS-GLI-00005-000", "-", ("t1n", "t1c", "t2w", "t2f"),
+                _tumour().astype(np.float32) * np.float32(0.5), rng)  # 0.5, 1.0, 1.5: not BraTS labels
+    with pytest.raises(UserInputError, match=r"values \[0\.5, 1\.5\]"):
+        brats2023.convert(src3, tmp_path / "raw3", 706)
     with pytest.raises(UserInputError, match="no BraTS case folders"):
         brats2023.convert(tmp_path / "empty", tmp_path / "raw2", 706)
 

@@ -107,8 +107,8 @@ def find_cases(src: Path) -> list[Case]:
 
 def remap_labels(seg: np.ndarray, naming: Naming, where: Path) -> np.ndarray:
     """Check the label values of one release and map them to 0, 1, 2, 3 (uint8)."""
-    values = set(np.unique(seg).astype(int).tolist())
-    unexpected = sorted(values - naming.label_values)
+    values = np.unique(seg).tolist()  # floats stay floats: a 0.5 must not pass as 0
+    unexpected = sorted(v for v in values if v not in naming.label_values)
     if unexpected:
         raise UserInputError(f"label file has values {unexpected}, BraTS {naming.release} uses "
                              f"{sorted(naming.label_values)}", where,
