@@ -7,11 +7,15 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
 from packaging.specifiers import SpecifierSet
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package, if present
+    tomllib = pytest.importorskip("tomli", reason="needs tomllib (Python 3.11+) or tomli to read pyproject.toml")
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
