@@ -160,15 +160,16 @@ def instances_to_labels(instances: np.ndarray, scheme: str = "interior-boundary"
 def labels_to_instances(labels: np.ndarray, grow: bool = True) -> np.ndarray:
     """Interior/boundary prediction -> instance mask (int32, 0 = background).
 
-    Each connected interior region (4-connectivity) is one cell. With ``grow`` (default) every
-    predicted boundary pixel joins its nearest interior region, so cells get their full extent;
-    ``grow=False`` keeps the interior regions only, which is what U-Mamba's published F1 script
-    scores (connected components of class 1).
+    Each connected interior region (8-connectivity, like skimage's default; interiors of two
+    different cells can never touch diagonally, since each pixel next to another cell is
+    boundary) is one cell. With ``grow`` (default) every predicted boundary pixel joins its nearest
+    interior region, so cells get their full extent; ``grow=False`` keeps the interior regions
+    only, which is what U-Mamba's published F1 script scores (connected components of class 1).
     """
     from scipy import ndimage
 
     seg = np.asarray(labels)
-    seeds, n = ndimage.label(seg == 1)
+    seeds, n = ndimage.label(seg == 1, structure=np.ones((3, 3), bool))
     if n == 0 or not grow:
         return seeds.astype(np.int32)
     _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
