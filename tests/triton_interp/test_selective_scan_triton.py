@@ -100,8 +100,11 @@ def test_all_options_grouped_two_chunks_fp32():
     check_against_reference(args, tk.LaunchConfig(2, 4, 32, 4), rtol=2e-5, grad_rtol=5e-5)
 
 
-def test_variable_bc_atomic_padded_states_single_chunk():
-    # g=1 with 2 channel blocks per group -> atomic dB/dC; n=3 padded to 4; no options, no dlast.
+def test_variable_bc_atomic_padded_states_single_chunk(monkeypatch):
+    # g=1 with 2 channel blocks per group sharing 1 dB/dC copy -> atomic adds; n=3 padded
+    # to 4; no options, no dlast.
+    monkeypatch.setattr(tk, "MAX_BC_SLOTS", 1)
+    assert tk.bc_slots(2, 1000) == 1
     args = make_inputs(2, 4, 3, 70, 1, torch.float32)
     check_against_reference(args, tk.LaunchConfig(2, 4, 32, 4), rtol=2e-5, grad_rtol=5e-5, dlast=False)
 
@@ -117,8 +120,10 @@ def test_many_chunks_multi_block_carry_scan():
 
 def test_odd_channels_one_per_block_and_length_one():
     args = make_inputs(1, 3, 5, 1, 1, torch.float32, D=True, z=True)
+    # 3 channel blocks in one group -> 3 dB/dC copies written with plain stores
     cfg = tk.pick_config(3, 1, 5, block_t=16)
     assert cfg.block_d == 1 and cfg.n_pad == 8
+    assert tk.bc_slots(3, 5) == 3
     check_against_reference(args, cfg, rtol=2e-5, grad_rtol=5e-5)
 
 

@@ -21,8 +21,9 @@ backward (in reverse, recomputing states from the checkpoints)
      right, starting from ``dlast_state``.
   3. ``_bwd_chunk_grad_kernel``: per chunk, sub-blocks right to left: recompute states
      from the checkpoint, reverse-scan the state gradient, emit every gradient. dB/dC are
-     summed over the channel block in registers and stored directly when one block
-     covers the whole group, else atomically added (contention = blocks per group).
+     summed over the channel block in registers; the blocks of a group write into
+     separate fp32 copies (plain stores, summed by torch) when they fit a memory budget,
+     else into fewer copies with atomic adds (contention = blocks per copy).
      dA/dD/d(delta_bias) go to per-chunk partials reduced by torch (no atomics).
 
 Inside a chunk, tiles are ``[channels, states, positions]`` in fp32 (fp64 for fp64
@@ -289,7 +290,7 @@ def _bwd_chunk_carry_kernel(
 def _bwd_chunk_grad_kernel(
     dout_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, gcarry_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr,
-    dim, L, nchunk, dpg, groups, dstate, n_dblocks,
+    dim, L, nchunk, dpg, groups, dstate, n_dblocks, n_slots, slot_stride,
     BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC_BC: tl.constexpr, ACC: tl.constexpr,
@@ -307,6 +308,10 @@ def _bwd_chunk_grad_kernel(
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d).to(ACC)
     so = (state_row + j)[:, None] * dstate + offs_n[None, :]
+    # dB/dC partial slot of this channel block: blocks of a group spread over n_slots copies
+    slot = ((pid_bd % n_dblocks) % (dpg // BD)) % n_slots
+    dB_ptr += slot.to(tl.int64) * slot_stride
+    dC_ptr += slot.to(tl.int64) * slot_stride
     h0 = tl.load(ckpt_ptr + so, mask=mask_n[None, :], other=0.0).to(ACC)
     gr = tl.load(gcarry_ptr + so, mask=mask_n[None, :], other=0.0).to(ACC)  # a_e * g_e from the right
     dA_acc = tl.zeros([BD, NP], dtype=ACC)
@@ -405,7 +410,14 @@ class LaunchConfig:
     carry_block: int = 64
 
 
-MAX_BLOCK_D = 4
+#: Channels per block (at most). 2 x 16 states x 64 positions on 8 warps compiles without
+#: spills for sm_80/sm_90a (4 x 16 x 32 and 1 x 16 x 64 on 4 warps spill in the backward).
+MAX_BLOCK_D = 2
+#: Elements of one [channels, states, positions] tile (8 per thread on 8 warps).
+TILE_ELEMENTS = 2048
+#: Budget for the per-slot dB/dC fp32 copies that replace atomics (bytes, both together).
+BC_SLOT_BYTES = 256 * 2**20
+MAX_BC_SLOTS = 8
 
 
 def _pow2_divisor(x: int, cap: int) -> int:
@@ -421,10 +433,21 @@ def pick_config(dim: int, groups: int, dstate: int, block_t: int | None = None) 
     n_pad = triton.next_power_of_2(dstate)
     block_d = _pow2_divisor(dpg, MAX_BLOCK_D)
     if block_t is None:
-        block_t = max(16, min(64, 1024 // (block_d * n_pad)))
-        block_t = min(block_t, CHUNK)
-    num_warps = 4 if block_d * n_pad * block_t <= 1024 else 8
+        block_t = max(16, min(CHUNK, TILE_ELEMENTS // (block_d * n_pad)))
+    num_warps = max(1, min(8, block_d * n_pad * block_t // 256))
     return LaunchConfig(block_d=block_d, n_pad=n_pad, block_t=block_t, num_warps=num_warps)
+
+
+def bc_slots(blocks_per_group: int, bc_numel: int) -> int:
+    """How many fp32 copies of dB/dC the channel blocks of a group write into.
+
+    One copy per block (plain stores, no atomics) when that fits ``BC_SLOT_BYTES``;
+    otherwise fewer copies with atomic adds, contention ``blocks_per_group / slots``.
+    """
+    fit = max(1, BC_SLOT_BYTES // max(1, 2 * 4 * bc_numel))
+    if blocks_per_group <= min(fit, MAX_BC_SLOTS):
+        return blocks_per_group
+    return max(1, min(fit, MAX_BC_SLOTS, blocks_per_group))
 
 
 def _acc_dtype(dtype: torch.dtype):
@@ -522,16 +545,19 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    atomic = n_dblocks // groups > 1
+    blocks_per_group = n_dblocks // groups
+    n_slots = bc_slots(blocks_per_group, B.numel())
+    atomic = n_slots < blocks_per_group
     alloc_bc = torch.zeros if atomic else torch.empty
-    dB = alloc_bc(B.shape, device=dev, dtype=sdt)
-    dC = alloc_bc(C.shape, device=dev, dtype=sdt)
+    dB = alloc_bc((n_slots, *B.shape), device=dev, dtype=sdt)
+    dC = alloc_bc((n_slots, *C.shape), device=dev, dtype=sdt)
     dA_part = torch.empty(batch, dim, nchunk, dstate, device=dev, dtype=sdt)
     dD_part = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
     dbias_part = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
     _bwd_chunk_grad_kernel[grid](
         dout, u, delta, A, B, C, D if D is not None else dummy, z_arg, bias_arg, checkpoints, gcarry,
         du, ddelta, dz if dz is not None else dummy, dB, dC, dA_part, dD_part, dbias_part, *shape_args,
+        n_slots, B.numel(),
         BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
         ATOMIC_BC=atomic, ACC=acc, num_warps=cfg.num_warps,
@@ -539,4 +565,73 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
     dA = dA_part.sum(dim=(0, 2)).to(A.dtype)
     dD = dD_part.sum(dim=(0, 2)).to(D.dtype) if D is not None else None
     ddelta_bias = dbias_part.sum(dim=(0, 2)).to(delta_bias.dtype) if has_bias else None
+    dB = dB[0] if n_slots == 1 else dB.sum(0)
+    dC = dC[0] if n_slots == 1 else dC.sum(0)
     return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, ddelta_bias
+
+
+# --------------------------------------------------------------------------- AOT configurations
+
+_IO_PTRS = {"u_ptr", "delta_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddelta_ptr", "dz_ptr", "B_ptr", "C_ptr"}
+_INT_ARGS = {"dim", "L", "nchunk", "dpg", "groups", "dstate", "n_dblocks", "n_iters", "n_slots", "slot_stride"}
+
+
+def aot_signature(kernel, io_dtype: str = "bf16") -> dict[str, str]:
+    """Triton signature of ``kernel``: half/float I/O pointers as ``io_dtype``, state in fp32."""
+    sig: dict[str, str] = {}
+    for param in kernel.params:
+        name = param.name
+        if param.is_constexpr:
+            sig[name] = "constexpr"
+        elif name in _INT_ARGS:
+            sig[name] = "i32"
+        elif name in _IO_PTRS:
+            sig[name] = f"*{io_dtype}"
+        else:
+            sig[name] = "*fp32"
+    return sig
+
+
+def _chunk_constexprs(cfg: LaunchConfig, **flags) -> dict[str, object]:
+    return dict(BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK, ACC=tl.float32, **flags)
+
+
+def aot_configs_for(cfg: LaunchConfig, io_dtype: str = "bf16") -> list[AotConfig]:
+    """Every kernel of one forward + backward call with all options on (the heaviest variant)."""
+    full = dict(HAS_BIAS=True, SOFTPLUS=True)
+    rows = [
+        (_fwd_chunk_state_kernel, _chunk_constexprs(cfg, **full)),
+        (_fwd_chunk_out_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, **full)),
+        (_bwd_chunk_carry_kernel, _chunk_constexprs(cfg, HAS_Z=True, **full)),
+        (_bwd_chunk_grad_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, ATOMIC_BC=True, **full)),
+    ]
+    out = [AotConfig(fn, aot_signature(fn, io_dtype), consts, cfg.num_warps, label=f"{io_dtype}") for fn, consts in rows]
+    for reverse in (False, True):
+        consts = dict(CB=cfg.carry_block, NP=cfg.n_pad, HAS_INIT=reverse, REVERSE=reverse, ACC=tl.float32)
+        out.append(AotConfig(_carry_scan_kernel, aot_signature(_carry_scan_kernel, io_dtype), consts, 4))
+    return out
+
+
+#: The production tile configurations for d_state 16: channels per group even (2 per
+#: block, SegMamba/U-Mamba/VM-UNet) and odd (1 per block).
+PRODUCTION_CONFIGS = (pick_config(96, 1, 16), pick_config(3, 1, 16))
+
+
+def aot_configs() -> list[AotConfig]:
+    """Every kernel variant launched with the production tiles (carry scans deduplicated)."""
+    rows: list[AotConfig] = []
+    seen: set[tuple] = set()
+    for cfg in PRODUCTION_CONFIGS:
+        for c in aot_configs_for(cfg):
+            key = (c.fn.__name__, tuple(sorted((k, str(v)) for k, v in c.constexprs.items())), c.num_warps)
+            if key not in seen:
+                seen.add(key)
+                rows.append(c)
+    return rows
+
+
+def __getattr__(name: str):
+    # AOT_CONFIGS is built on first use: it needs compiled (not interpreted) kernels.
+    if name == "AOT_CONFIGS":
+        return aot_configs()
+    raise AttributeError(name)
