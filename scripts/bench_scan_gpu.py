@@ -1,0 +1,174 @@
+"""GPU section of the selective-scan benchmark: Triton kernels vs the torch path (not a test).
+
+Runs only where CUDA exists (prints one line and returns otherwise). For the three
+benchmark shapes of ``scripts/bench_scan.py`` and each input dtype it reports forward
+and forward+backward times of both backends, the Triton speed-up, the largest
+difference between the backends (a first correctness check on real hardware), and
+the *effective* bandwidth: the bytes a call must move at least (inputs read once,
+outputs written once) divided by its time, next to the card's bandwidth (nominal from
+a table when the card is known, and a measured device-to-device copy).
+
+    python scripts/bench_scan_gpu.py [--repeats 5] [--dtypes bf16 fp32] [--shapes all|small]
+
+Importable: ``run_gpu_section(...)`` returns one dict per (shape, dtype).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_scan import SHAPES, make_inputs  # noqa: E402
+
+from umamba_seg.ops.selective_scan import selective_scan  # noqa: E402
+
+#: Nominal peak memory bandwidth in GB/s by a substring of the device name.
+NOMINAL_GBS = {
+    "H200": 4800.0,
+    "H100 NVL": 3900.0,
+    "H100 PCIe": 2000.0,
+    "H100": 3350.0,
+    "A100-SXM4-80GB": 2039.0,
+    "A100 80GB PCIe": 1935.0,
+    "A100": 1555.0,
+    "L40S": 864.0,
+    "A10G": 600.0,
+    "RTX 4090": 1008.0,
+}
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def nominal_bandwidth_gbs(name: str) -> float | None:
+    """Catalogue bandwidth of a device name, or None if unknown."""
+    for key, gbs in NOMINAL_GBS.items():
+        if key in name:
+            return gbs
+    return None
+
+
+def measured_copy_bandwidth_gbs(device: torch.device, nbytes: int = 1 << 30, repeats: int = 5) -> float:
+    """Read + write bandwidth of a large device-to-device copy."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(_cuda_time(lambda: dst.copy_(src)) for _ in range(repeats))
+    return 2 * nbytes / best / 1e9
+
+
+def _cuda_time(fn) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def min_bytes(b: int, d: int, n: int, L: int, groups: int, esize: int, backward: bool) -> int:
+    """Bytes a call has to move at least: every input read once, every output written once."""
+    seq = b * d * L * esize  # one (b, d, L) tensor
+    bc = b * groups * n * L * esize  # one B or C
+    fwd = 3 * seq + 2 * bc + seq  # u, delta, z, B, C in; out
+    if not backward:
+        return fwd
+    # forward again (recompute happens inside the backward, inputs re-read) + dout in,
+    # du, ddelta, dz, dB, dC out
+    return fwd + (4 * seq + 2 * bc) + (3 * seq + 2 * bc)
+
+
+def _cast(kw: dict, dtype: torch.dtype) -> dict:
+    seq_keys = ("u", "delta", "z", "B", "C")
+    return {k: (v.to(dtype) if k in seq_keys else v) for k, v in kw.items()}
+
+
+def _forward(kw: dict, backend: str) -> torch.Tensor:
+    with torch.no_grad():
+        return selective_scan(**kw, delta_softplus=True, backend=backend)
+
+
+def _forward_backward(kw: dict, backend: str, dout: torch.Tensor) -> dict:
+    leaves = {k: v.detach().requires_grad_(True) for k, v in kw.items()}
+    out = selective_scan(**leaves, delta_softplus=True, backend=backend)
+    out.backward(dout)
+    return {k: v.grad for k, v in leaves.items()}
+
+
+def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float(), b.float()
+    return ((a - b).abs().max() / (b.abs().max() + 1e-12)).item()
+
+
+def run_gpu_section(repeats: int = 5, dtypes: tuple[str, ...] = ("bf16", "fp32"), shapes=None,
+                    backends: tuple[str, str] = ("triton", "torch")) -> list[dict]:
+    """Benchmark every (shape, dtype); prints a table and returns its rows. [] without CUDA."""
+    if not torch.cuda.is_available():
+        print("no CUDA device: GPU section of the selective-scan benchmark skipped")
+        return []
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    props = torch.cuda.get_device_properties(device)
+    nominal = nominal_bandwidth_gbs(name)
+    copy_gbs = measured_copy_bandwidth_gbs(device)
+    print(f"device: {name}, {props.multi_processor_count} SMs; bandwidth nominal "
+          f"{nominal if nominal else 'unknown'} GB/s, measured copy {copy_gbs:.0f} GB/s")
+    tri, ref = backends
+    header = (f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} {'dtype':>5} | {tri + ' fwd ms':>12} {ref + ' fwd ms':>12} "
+              f"{'x':>5} {'GB/s':>6} {'%copy':>5} | {tri + ' f+b ms':>12} {ref + ' f+b ms':>12} {'x':>5} "
+              f"{'GB/s':>6} {'%copy':>5} | {'max rel diff out/grads':>22}")
+    print(header)
+    rows = []
+    for b, d, n, L in shapes or SHAPES:
+        base = make_inputs(b, d, n, L, device)
+        for dname in dtypes:
+            dtype = DTYPES[dname]
+            kw = _cast(base, dtype)
+            dout = torch.randn(b, d, L, device=device, dtype=dtype)
+            esize = torch.finfo(dtype).bits // 8
+            row = dict(b=b, d=d, n=n, L=L, dtype=dname, device=name)
+            outs, grads = {}, {}
+            for backend in (tri, ref):
+                outs[backend] = _forward(kw, backend)  # warm-up and compile
+                grads[backend] = _forward_backward(kw, backend, dout)
+                row[f"{backend}_fwd_s"] = min(_cuda_time(lambda: _forward(kw, backend)) for _ in range(repeats))
+                row[f"{backend}_fwdbwd_s"] = min(
+                    _cuda_time(lambda: _forward_backward(kw, backend, dout)) for _ in range(repeats))
+            row["max_rel_diff_out"] = _max_rel_diff(outs[tri], outs[ref])
+            row["max_rel_diff_grad"] = max(_max_rel_diff(grads[tri][k], grads[ref][k]) for k in grads[ref])
+            fb = min_bytes(b, d, n, L, 1, esize, backward=False)
+            fbb = min_bytes(b, d, n, L, 1, esize, backward=True)
+            row["fwd_gbs"] = fb / row[f"{tri}_fwd_s"] / 1e9
+            row["fwdbwd_gbs"] = fbb / row[f"{tri}_fwdbwd_s"] / 1e9
+            row["fwd_speedup"] = row[f"{ref}_fwd_s"] / row[f"{tri}_fwd_s"]
+            row["fwdbwd_speedup"] = row[f"{ref}_fwdbwd_s"] / row[f"{tri}_fwdbwd_s"]
+            row["nominal_gbs"], row["copy_gbs"] = nominal, copy_gbs
+            rows.append(row)
+            print(f"{b:>2} {d:>4} {n:>3} {L:>7} {dname:>5} | {row[f'{tri}_fwd_s'] * 1e3:12.3f} "
+                  f"{row[f'{ref}_fwd_s'] * 1e3:12.3f} {row['fwd_speedup']:5.1f} {row['fwd_gbs']:6.0f} "
+                  f"{100 * row['fwd_gbs'] / copy_gbs:5.1f} | {row[f'{tri}_fwdbwd_s'] * 1e3:12.3f} "
+                  f"{row[f'{ref}_fwdbwd_s'] * 1e3:12.3f} {row['fwdbwd_speedup']:5.1f} {row['fwdbwd_gbs']:6.0f} "
+                  f"{100 * row['fwdbwd_gbs'] / copy_gbs:5.1f} | "
+                  f"{row['max_rel_diff_out']:10.2e} {row['max_rel_diff_grad']:10.2e}", flush=True)
+            del kw, dout, outs, grads
+        del base
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timings per measurement; the minimum is kept")
+    parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=sorted(DTYPES))
+    parser.add_argument("--shapes", default="all", choices=["small", "all"])
+    args = parser.parse_args(argv)
+    shapes = SHAPES[:1] if args.shapes == "small" else SHAPES
+    run_gpu_section(repeats=args.repeats, dtypes=tuple(args.dtypes), shapes=shapes)
+
+
+if __name__ == "__main__":
+    main()
