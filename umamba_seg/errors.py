@@ -7,6 +7,7 @@ everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 from os import PathLike
+from typing import Sequence
 
 
 class UserInputError(Exception):
@@ -25,3 +26,18 @@ class UserInputError(Exception):
         if self.fix:
             parts.append(self.fix)
         return "error: " + ", ".join(parts)
+
+
+class UserInputErrors(UserInputError):
+    """Several problems found at once (``--verify`` reports every one); one line each."""
+
+    def __init__(self, problems: Sequence[UserInputError]):
+        self.problems = list(problems)
+        first = self.problems[0]
+        super().__init__(first.what, first.where, first.fix)
+
+    def line(self) -> str:
+        lines = [p.line() for p in self.problems]
+        if len(lines) > 1:
+            lines.append(f"error: {len(lines)} problems found, the dataset, fix each file named above")
+        return "\n".join(lines)
