@@ -96,6 +96,19 @@ def _end_state(h, dt, u, Bt, A2):
 
 
 @triton.jit
+def _program_ids(n_dblocks, nchunk):
+    """(batch * n_dblocks + channel block, chunk) from a flat 1-D grid, channel blocks fastest.
+
+    Consecutive programs share (batch, chunk), so its B/C rows are read from L2 after the
+    first; a flat grid also avoids the 65,535 limit of grid axes 1 and 2.
+    """
+    pid = tl.program_id(0)
+    db = pid % n_dblocks
+    rest = pid // n_dblocks
+    return (rest // nchunk) * n_dblocks + db, rest % nchunk
+
+
+@triton.jit
 def _tile_index(pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate,
                 BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr):
     """Common index algebra of the chunk kernels."""
@@ -120,8 +133,7 @@ def _fwd_chunk_state_kernel(
     BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr,
 ):
-    pid_bd = tl.program_id(0)
-    j = tl.program_id(1)
+    pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
         pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
     mask_n = offs_n < dstate
@@ -203,8 +215,7 @@ def _fwd_chunk_out_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ACC: tl.constexpr,
 ):
-    pid_bd = tl.program_id(0)
-    j = tl.program_id(1)
+    pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
         pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
     mask_n = offs_n < dstate
@@ -254,8 +265,7 @@ def _bwd_chunk_carry_kernel(
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr,
 ):
     """q_j = sum_t dy_t C_t exp(A S_t), S_t = sum of dt from the chunk start to t inclusive."""
-    pid_bd = tl.program_id(0)
-    j = tl.program_id(1)
+    pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
         pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
     mask_n = offs_n < dstate
@@ -295,8 +305,7 @@ def _bwd_chunk_grad_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC_BC: tl.constexpr, ACC: tl.constexpr,
 ):
-    pid_bd = tl.program_id(0)
-    j = tl.program_id(1)
+    pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
         pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
     mask_n = offs_n < dstate
@@ -483,9 +492,8 @@ def _carry_scan(local, dtsum, A, init, reverse, cfg: LaunchConfig):
 
 def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchConfig | None = None):
     """Backend interface: ``(out, last_state, checkpoints)``; B/C grouped ``(b, g, n, L)``."""
-    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
-    z = z.contiguous() if z is not None else None
-    A = A.contiguous()
+    u, delta, B, C, A = (t.contiguous() for t in (u, delta, B, C, A))
+    z, D, delta_bias = (t.contiguous() if t is not None else None for t in (z, D, delta_bias))
     cfg = config or pick_config(u.shape[1], B.shape[1], A.shape[1])
     batch, dim, L, groups, dstate, nchunk, n_dblocks = _common_args(u, A, B, cfg)
     sdt = _state_torch_dtype(u.dtype)
@@ -493,7 +501,7 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchC
     local = torch.empty(batch, dim, nchunk, dstate, device=u.device, dtype=sdt)
     dtsum = torch.empty(batch, dim, nchunk, device=u.device, dtype=sdt)
     dummy = u
-    grid = (batch * n_dblocks, nchunk)
+    grid = (batch * n_dblocks * nchunk,)
     shape_args = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
     _fwd_chunk_state_kernel[grid](
         u, delta, A, B, delta_bias if delta_bias is not None else dummy, local, dtsum, *shape_args,
@@ -515,9 +523,8 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchC
 def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints,
              config: LaunchConfig | None = None):
     """Backend interface: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
-    dout, u, delta, B, C = (t.contiguous() for t in (dout, u, delta, B, C))
-    z = z.contiguous() if z is not None else None
-    A = A.contiguous()
+    dout, u, delta, B, C, A = (t.contiguous() for t in (dout, u, delta, B, C, A))
+    z, D, delta_bias = (t.contiguous() if t is not None else None for t in (z, D, delta_bias))
     checkpoints = checkpoints.contiguous()
     cfg = config or pick_config(u.shape[1], B.shape[1], A.shape[1])
     batch, dim, L, groups, dstate, nchunk, n_dblocks = _common_args(u, A, B, cfg)
@@ -525,7 +532,7 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
     acc = _acc_dtype(u.dtype)
     dev = u.device
     dummy = u
-    grid = (batch * n_dblocks, nchunk)
+    grid = (batch * n_dblocks * nchunk,)
     shape_args = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
     has_bias = delta_bias is not None
     bias_arg = delta_bias if has_bias else dummy
