@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from PIL import Image
-from nnunetv2.evaluation.evaluate_predictions import load_summary_json
+from nnunetv2.evaluation.evaluate_predictions import compute_metrics, load_summary_json
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
 from umamba_seg.errors import UserInputError
 from umamba_seg.evaluation.evaluate import evaluate_folders
@@ -89,6 +90,7 @@ def test_discovered_labels_metrics_and_reports(tmp_path, capsys):
     text = (pred / "summary.json").read_text()
     assert "NaN" in text
     on_disk = json.loads(text)
+    assert on_disk["nsd_tolerance_mm"] == {"1": 2.9, "2": 2.9}
     assert set(on_disk["metric_per_case"][0]["metrics"]) == {"1", "2"}
     assert set(on_disk["metric_per_case"][0]["metrics"]["1"]) == \
         {"Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred"}
@@ -108,6 +110,17 @@ def test_discovered_labels_metrics_and_reports(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "1/1/1/1" in table and "1/1/2/1" in table and "2.9 mm" in table
     assert not list(pred.glob(".*.tmp*"))   # atomic writes left no temporary file
+
+
+def test_overlap_metrics_match_nnunetv2_compute_metrics(tmp_path):
+    ref, pred = _cases(tmp_path)
+    ours = evaluate_folders(ref, pred, num_processes=1, verbose=False)
+    for case in ours["metric_per_case"]:
+        theirs = compute_metrics(case["reference_file"], case["prediction_file"], SimpleITKIO(), [1, 2])
+        for label in (1, 2):
+            for m in ("Dice", "IoU", "TP", "FP", "FN", "TN", "n_ref", "n_pred"):
+                assert _nan_equal(float(case["metrics"][label][m]), float(theirs["metrics"][label][m])), \
+                    (case["reference_file"], label, m)
 
 
 def test_dataset_json_regions_names_ignore_and_tolerance_file(tmp_path, capsys):
@@ -135,7 +148,9 @@ def test_dataset_json_regions_names_ignore_and_tolerance_file(tmp_path, capsys):
     assert metrics[(1, 2)]["TN"] == r.size - 36 - 8
     assert metrics[2]["Dice"] == 0.0 and math.isnan(metrics[2]["HD95"])
     assert (out / "summary.json").is_file() and not (pred / "summary.json").exists()
-    assert set(json.loads((out / "summary.json").read_text())["mean"]) == {"(1, 2)", "2"}
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert set(on_disk["mean"]) == {"(1, 2)", "2"}
+    assert on_disk["nsd_tolerance_mm"] == {"(1, 2)": 0.5, "2": 1.0}
     table = capsys.readouterr().out
     assert "(1, 2) whole" in table and "2 core" in table and "0.5 mm" in table
 
@@ -171,6 +186,18 @@ def test_shape_mismatch_names_the_prediction(tmp_path):
     with pytest.raises(UserInputError) as e:
         evaluate_folders(ref, pred, num_processes=1, verbose=False)
     assert "shape" in e.value.what and e.value.where.endswith("pred/case_c.nii.gz")
+
+
+def test_non_label_values_are_an_error(tmp_path):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _write(ref, "a.nii.gz", np.ones((2, 3, 4)))
+    pred.mkdir()
+    img = sitk.GetImageFromArray(np.full((2, 3, 4), 0.5, np.float32))
+    img.SetSpacing(SITK_SPACING)
+    sitk.WriteImage(img, str(pred / "a.nii.gz"))
+    with pytest.raises(UserInputError, match="not whole numbers") as e:
+        evaluate_folders(ref, pred, num_processes=1, verbose=False)
+    assert e.value.where == str(pred / "a.nii.gz")
 
 
 def test_spacing_mismatch_is_an_error(tmp_path):

@@ -240,6 +240,28 @@ class _WithDefault(dict):
 
 # ----------------------------------------------------------------------------- per case
 
+def _as_label_map(seg: np.ndarray) -> np.ndarray | None:
+    """nnunetv2's readers return float32; give back the smallest integer type, or None
+    if the values are not whole numbers (not a label map)."""
+    if seg.dtype.kind in "ui":
+        return seg
+    if not np.array_equal(seg, np.floor(seg)) or not np.isfinite(seg).all():
+        return None
+    lo, hi = float(seg.min()), float(seg.max())
+    for dtype in (np.uint8, np.uint16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return seg.astype(dtype)
+    return seg.astype(np.int64)
+
+
+def _labels_present(seg: np.ndarray) -> list[int]:
+    """The non-zero values of an integer label map (bincount when small and non-negative)."""
+    if seg.size and seg.dtype.kind in "ui" and seg.min() >= 0 and seg.max() < 1 << 16:
+        return [int(v) for v in np.flatnonzero(np.bincount(seg.ravel())) if v != 0]
+    return [int(v) for v in np.unique(seg) if v != 0]
+
+
 def _evaluate_case(job: _CaseJob) -> dict:
     """Read one pair and compute its metrics; failures come back as an ``error`` entry."""
     rw = job.reader_writer
@@ -250,7 +272,11 @@ def _evaluate_case(job: _CaseJob) -> dict:
         except Exception as e:  # noqa: BLE001 - any reader failure is the file's fault
             return {"error": (f"cannot read the {role} segmentation ({type(e).__name__}: {e})", file,
                               "check that the file is a valid label image")}
-        segs.append((seg[0], [float(s) for s in props["spacing"]]))
+        labels = _as_label_map(seg[0])
+        if labels is None:
+            return {"error": (f"the {role} holds values that are not whole numbers (not a label map)", file,
+                              "pass segmentations, not images or probabilities")}
+        segs.append((labels, [float(s) for s in props["spacing"]]))
     (ref, ref_spacing), (pred, pred_spacing) = segs
     if ref.shape != pred.shape:
         return {"error": (f"prediction shape {tuple(pred.shape)} differs from reference shape {tuple(ref.shape)}",
@@ -259,9 +285,9 @@ def _evaluate_case(job: _CaseJob) -> dict:
         return {"error": (f"prediction spacing {tuple(pred_spacing)} differs from reference spacing "
                           f"{tuple(ref_spacing)}", job.prediction_file,
                           "predict in the reference's geometry (same spacing)")}
+    labels_in_reference = _labels_present(ref)
     if job.labels_or_regions is None:
-        found = np.union1d(np.unique(ref), np.unique(pred))
-        labels_or_regions = tuple(int(v) for v in found if v != 0)
+        labels_or_regions = tuple(sorted(set(labels_in_reference) | set(_labels_present(pred))))
     else:
         labels_or_regions = job.labels_or_regions
     try:
@@ -271,7 +297,7 @@ def _evaluate_case(job: _CaseJob) -> dict:
         return {"error": (f"no NSD tolerance for class {e.args[0]}", job.reference_file,
                           "add it (or a \"default\") to the tolerance file")}
     return {"reference_file": job.reference_file, "prediction_file": job.prediction_file,
-            "metrics": metrics, "labels_in_reference": [int(v) for v in np.unique(ref) if v != 0],
+            "metrics": metrics, "labels_in_reference": labels_in_reference,
             "num_voxels": int(ref.size)}
 
 
@@ -342,7 +368,8 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
     (default ``pred_dir``) and, if ``verbose``, shows progress and prints the table.
     ``dataset_json`` is a dataset.json file or the folder holding it. Returns the summary
     dict as nnunetv2 holds it in memory (class keys are ints or region tuples, as
-    ``load_summary_json`` returns them), plus ``nan_counts``.
+    ``load_summary_json`` returns them), plus ``nan_counts`` and ``nsd_tolerance_mm``
+    (both keyed by the class key strings of summary.json).
     """
     ref_dir, pred_dir = _check_folder(ref_dir, "reference"), _check_folder(pred_dir, "prediction")
     out_dir = Path(out_dir) if out_dir is not None else pred_dir
@@ -374,14 +401,15 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
         raise UserInputError("the references contain no foreground label", ref_dir,
                              "check the reference folder, or pass the dataset (-d) to name the labels")
     summary = summarize(cases, keys)
-
     names = {k: classes.names.get(k, "") for k in keys}
     tolerances = {k: (tolerance[k] if isinstance(tolerance, dict) else tolerance) for k in keys
                   if not isinstance(tolerance, dict) or k in tolerance}
+    summary["nsd_tolerance_mm"] = {label_or_region_to_key(k): v for k, v in tolerances.items()}
+
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_summary_json(summary, out_dir / SUMMARY_JSON)
     write_summary_csv(summary, out_dir / SUMMARY_CSV, names, file_ending)
-    plot_boxplots(summary, out_dir / BOXPLOT_PNG, names)
+    plot_boxplots(summary, out_dir / BOXPLOT_PNG, names, tolerances)
     if verbose:
         print(format_table(summary, names, tolerances))
         print(f"wrote {out_dir / SUMMARY_JSON}, {SUMMARY_CSV} and {BOXPLOT_PNG}")

@@ -76,7 +76,15 @@ def write_summary_csv(summary: dict, path: Path, names: Mapping[LabelOrRegion, s
             writer.writerows(rows)
 
 
+def _nsd_title(tolerances: Mapping[LabelOrRegion, float] | None) -> str:
+    values = set((tolerances or {}).values())
+    if len(values) == 1:
+        return f"NSD at {values.pop():g} mm"
+    return "NSD (per-class tolerance)" if values else "NSD"
+
+
 def plot_boxplots(summary: dict, path: Path, names: Mapping[LabelOrRegion, str] | None = None,
+                  tolerances: Mapping[LabelOrRegion, float] | None = None,
                   metrics: Sequence[str] = SURFACE_AND_OVERLAP) -> None:
     """One panel per metric, one box per class over the cases (NaNs left out, n shown)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -84,10 +92,12 @@ def plot_boxplots(summary: dict, path: Path, names: Mapping[LabelOrRegion, str] 
 
     keys = list(summary["mean"].keys())
     labels = [class_title(k, names) for k in keys]
-    fig = Figure(figsize=(max(6.0, 1.2 * len(keys) * len(metrics) / 2 + 2), 4.0 * math.ceil(len(metrics) / 2)))
-    FigureCanvasAgg(fig)
-    ncols = 2 if len(metrics) > 1 else 1
+    ncols = 2 if len(metrics) > 1 and len(keys) <= 8 else 1
     nrows = math.ceil(len(metrics) / ncols)
+    panel_width = max(3.5, 0.5 * len(keys) + 1.0)
+    fig = Figure(figsize=(ncols * panel_width, nrows * 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    rotate = any(len(lab) > 8 for lab in labels)
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         data = [_values(summary, k, metric) for k in keys]
@@ -96,14 +106,14 @@ def plot_boxplots(summary: dict, path: Path, names: Mapping[LabelOrRegion, str] 
         if drawable:
             ax.boxplot([d for _, d in drawable], positions=[p for p, _ in drawable], widths=0.6)
         ax.set_xticks(positions)
-        ax.set_xticklabels([f"{lab}\nn={len(d)}" for lab, d in zip(labels, data)], fontsize=8)
+        ax.set_xticklabels([f"{lab}\nn={len(d)}" for lab, d in zip(labels, data)], fontsize=8,
+                           rotation=45 if rotate else 0, ha="right" if rotate else "center")
         ax.set_xlim(0.4, len(keys) + 0.6)
-        ax.set_title(metric + _UNITS.get(metric, ""))
+        ax.set_title(_nsd_title(tolerances) if metric == "NSD" else metric + _UNITS.get(metric, ""))
         if metric in ("Dice", "IoU", "NSD"):
             ax.set_ylim(-0.02, 1.02)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{len(summary['metric_per_case'])} cases (NaN cases left out)")
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 
