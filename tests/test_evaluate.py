@@ -239,6 +239,11 @@ def test_tolerance_errors(tmp_path):
         evaluate_folders(ref, pred, nsd_tolerance={2: 1.0}, num_processes=1, verbose=False)
     summary = evaluate_folders(ref, pred, nsd_tolerance={"default": 3.0}, num_processes=1, verbose=False)
     assert summary["metric_per_case"][0]["metrics"][1]["NSD"] == 1.0
+    # a CLI string: a number, else a file
+    summary = evaluate_folders(ref, pred, nsd_tolerance="3", num_processes=1, verbose=False)
+    assert summary["metric_per_case"][0]["metrics"][1]["NSD"] == 1.0
+    with pytest.raises(UserInputError, match="file not found"):
+        evaluate_folders(ref, pred, nsd_tolerance=str(tmp_path / "missing.json"), verbose=False)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +191,7 @@ def _parse_tolerance_key(key: str, names: Mapping[LabelOrRegion, str], source: P
 
 
 def _check_tolerance_value(value: Any, what: str, source: Path | None) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
     if not ok:
         raise UserInputError(f"NSD tolerance {what} must be a finite number >= 0 (mm), got {value!r}",
                              source, "fix the tolerance")
@@ -203,8 +204,14 @@ def resolve_nsd_tolerance(nsd_tolerance: float | Mapping | str | os.PathLike,
 
     A path is read as JSON: ``{"1": 2.0, "(1, 2)": 1.5, "liver": 3.0, "default": 1.0}``;
     keys are labels, region keys as in summary.json, or class names from dataset.json.
+    A string that reads as a number (a CLI argument such as ``"2"``) is that number.
     """
     names = names or {}
+    if isinstance(nsd_tolerance, str):
+        try:
+            nsd_tolerance = float(nsd_tolerance)
+        except ValueError:
+            pass
     if isinstance(nsd_tolerance, (str, os.PathLike)):
         source = Path(nsd_tolerance)
         try:
