@@ -99,20 +99,24 @@ def collect_file_problems(raw_dataset: Path, ds: dict) -> tuple[list[UserInputEr
             continue
         labels[p.name[: -len(ending)]] = p
     cases: dict[str, dict] = {}
+    from umamba_seg.inference.inputs import allowed_file_counts
+
+    counts = allowed_file_counts(n_ch, [ending])
     for case, chans in channels.items():
-        for c in range(n_ch):
+        n_files = len(chans) if len(chans) in counts and set(chans) == set(range(len(chans))) else n_ch
+        for c in range(n_files):
             if c not in chans:
                 problems.append(UserInputError(f"channel {c:04d} of case '{case}' is missing",
                                                images_dir / f"{case}_{c:04d}{ending}",
                                                f"every case needs {n_ch} channel file(s) as in channel_names"))
-        for c in sorted(set(chans) - set(range(n_ch))):
+        for c in sorted(set(chans) - set(range(n_files))):
             problems.append(UserInputError(f"extra channel {c:04d} (dataset.json has {n_ch} channel(s))", chans[c],
                                            "remove the file or add the channel to channel_names"))
         if case not in labels:
             problems.append(UserInputError(f"case '{case}' has no label file", labels_dir / f"{case}{ending}",
                                            "add the label map or remove the case's images"))
-        elif all(c in chans for c in range(n_ch)):
-            cases[case] = {"images": [chans[c] for c in range(n_ch)], "label": labels[case]}
+        elif all(c in chans for c in range(n_files)) and len(chans) == n_files:
+            cases[case] = {"images": [chans[c] for c in range(n_files)], "label": labels[case]}
     for case in sorted(set(labels) - set(channels)):
         problems.append(UserInputError(f"label of case '{case}' has no image", labels[case],
                                        f"add {case}_0000{ending} to imagesTr or remove the label"))

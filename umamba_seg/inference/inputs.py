@@ -1,65 +1,109 @@
 """Group a prediction input folder into cases: ``<case>_XXXX<ending>`` files per channel.
 
-Single-channel datasets may omit the ``_0000`` suffix (a plain ``<case><ending>``).
+Any file ending the model's image reader supports is accepted (a model trained on NIfTI
+also predicts MHA/NRRD), and each case's output keeps its input's ending. Single-channel
+datasets may omit the ``_0000`` suffix (a plain ``<case><ending>``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from umamba_seg.errors import UserInputError
 
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
-def group_cases(folder: Path, file_ending: str, num_channels: int) -> dict[str, list[Path]]:
-    """``{case: [channel files in order]}``, validated against ``num_channels``."""
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    files: tuple[Path, ...]  # one per channel, in channel order
+    ending: str
+
+
+def _match_ending(name: str, endings: Sequence[str]) -> str | None:
+    for e in sorted(endings, key=len, reverse=True):
+        if name.lower().endswith(e.lower()):
+            return name[len(name) - len(e):]
+    return None
+
+
+def group_cases(folder: Path, endings: Sequence[str], num_channels: int) -> dict[str, Case]:
+    """``{case: Case}`` for every readable file in ``folder``, validated against ``num_channels``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserInputError("input folder not found", folder, "pass an existing folder with -i")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(file_ending)
-                   and not p.name.startswith("."))
-    if not files:
-        others = sorted({"".join(p.suffixes) for p in folder.iterdir() if p.is_file()})
+    found: list[tuple[Path, str]] = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            e = _match_ending(p.name, endings)
+            if e is not None:
+                found.append((p, e))
+    if not found:
+        others = sorted({"".join(p.suffixes) for p in folder.iterdir() if p.is_file()} - {""})
         raise UserInputError(
-            f"no '{file_ending}' files to predict" + (f" (found {', '.join(others)})" if others else ""),
-            folder, f"put images named <case>_0000{file_ending} there (the model's file_ending)",
+            "no image files to predict" + (f" (found only {', '.join(others)})" if others else " (folder is empty)"),
+            folder, f"put images named <case>_0000<ending> there, ending one of {', '.join(endings)}",
         )
-    chan_re = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
-    cases: dict[str, dict[int, Path]] = {}
-    plain: list[Path] = []
-    for p in files:
-        stem = p.name[: -len(file_ending)]
-        m = chan_re.match(stem)
+    chans: dict[str, dict[int, Path]] = {}
+    case_ending: dict[str, str] = {}
+    plain: list[tuple[Path, str]] = []
+    for p, e in found:
+        m = _CHANNEL.match(p.name[: -len(e)])
         if m:
-            cases.setdefault(m.group("case"), {})[int(m.group("ch"))] = p
+            case = m.group("case")
+            chans.setdefault(case, {})[int(m.group("ch"))] = p
+            if case_ending.setdefault(case, e) != e:
+                raise UserInputError(f"case '{case}' mixes file endings {case_ending[case]} and {e}", p,
+                                     "give all channels of a case the same format")
         else:
-            plain.append(p)
+            plain.append((p, e))
     if plain:
         if num_channels != 1:
             raise UserInputError(
-                f"file without a channel suffix but the model expects {num_channels} channels", plain[0],
-                f"name channel files <case>_0000{file_ending} ... <case>_{num_channels - 1:04d}{file_ending}",
+                f"file without a channel suffix but the model expects {num_channels} channels", plain[0][0],
+                f"name channel files <case>_0000{plain[0][1]} ... <case>_{num_channels - 1:04d}{plain[0][1]}",
             )
-        for p in plain:
-            case = p.name[: -len(file_ending)]
-            if case in cases:
+        for p, e in plain:
+            case = p.name[: -len(e)]
+            if case in chans:
                 raise UserInputError("case given both with and without _0000", p, "keep only one of the two files")
-            cases[case] = {0: p}
-    out: dict[str, list[Path]] = {}
-    for case, chans in sorted(cases.items()):
-        expected = set(range(num_channels))
-        if set(chans) != expected:
-            missing = sorted(expected - set(chans))
-            extra = sorted(set(chans) - expected)
-            if missing:
+            chans[case] = {0: p}
+            case_ending[case] = e
+    out: dict[str, Case] = {}
+    files_per_case = allowed_file_counts(num_channels, endings)
+    for case, ch in sorted(chans.items()):
+        e = case_ending[case]
+        n = max(ch) + 1
+        missing = sorted(set(range(n)) - set(ch))
+        if not missing and n not in files_per_case:
+            if n < max(files_per_case):
+                missing = list(range(n, max(files_per_case)))
+            else:
+                extra = [c for c in ch if c >= max(files_per_case)]
                 raise UserInputError(
-                    f"case '{case}' is missing channel(s) {', '.join(f'{c:04d}' for c in missing)}",
-                    folder / f"{case}_{missing[0]:04d}{file_ending}",
-                    f"the model expects {num_channels} channel(s) per case: add the file",
+                    f"case '{case}' has extra channel(s) {', '.join(f'{c:04d}' for c in extra)}",
+                    ch[extra[0]], f"the model expects {num_channels} channel(s): remove or rename the file",
                 )
+        if missing:
             raise UserInputError(
-                f"case '{case}' has extra channel(s) {', '.join(f'{c:04d}' for c in extra)}",
-                chans[extra[0]], f"the model expects {num_channels} channel(s): remove or rename the file",
+                f"case '{case}' is missing channel(s) {', '.join(f'{c:04d}' for c in missing)}",
+                folder / f"{case}_{missing[0]:04d}{e}",
+                f"the model expects {num_channels} channel(s) per case: add the file",
             )
-        out[case] = [chans[c] for c in range(num_channels)]
+        out[case] = Case(case, tuple(ch[c] for c in range(n)), e)
     return out
+
+
+NATURAL_IMAGE_ENDINGS = (".png", ".bmp", ".jpg", ".jpeg")
+
+
+def allowed_file_counts(num_channels: int, endings: Sequence[str]) -> set[int]:
+    """Files per case: one per channel, or one RGB(A) file for 3/4 channels of natural images."""
+    counts = {num_channels}
+    if num_channels in (3, 4) and any(e.lower() in NATURAL_IMAGE_ENDINGS for e in endings):
+        counts.add(1)
+    return counts

@@ -18,6 +18,36 @@ from umamba_seg.errors import UserInputError
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe
 
 
+def _fold_averaging_predictor_class():
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    class FoldAveragingPredictor(nnUNetPredictor):
+        """Averages the folds' *probabilities* (nnunetv2 averages logits).
+
+        So ``-f 0 1`` equals ``ensemble`` of the single-fold predictions. The mean probability
+        is returned as logits that the export's softmax/sigmoid maps back to it exactly
+        (log p for softmax, log-odds for sigmoid regions).
+        """
+
+        def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+            if len(self.list_of_parameters) == 1:
+                return super().predict_logits_from_preprocessed_data(data)
+            regions = self.plans_manager.get_label_manager(self.dataset_json).has_regions
+            mean = None
+            for params in self.list_of_parameters:
+                getattr(self.network, "_orig_mod", self.network).load_state_dict(params)
+                logits = self.predict_sliding_window_return_logits(data).to("cpu").float()
+                prob = torch.sigmoid(logits) if regions else torch.softmax(logits, 0)
+                mean = prob if mean is None else mean.add_(prob)
+            mean /= len(self.list_of_parameters)
+            eps = torch.finfo(mean.dtype).tiny
+            if regions:
+                return torch.log(mean.clamp_min(eps)) - torch.log1p(-mean.clamp_max(1 - 1e-7))
+            return torch.log(mean.clamp_min(eps))
+
+    return FoldAveragingPredictor
+
+
 def available_folds(model_dir: Path, checkpoint_name: str) -> list[str]:
     return sorted(p.parent.name.removeprefix("fold_") for p in Path(model_dir).glob(f"fold_*/{checkpoint_name}"))
 
@@ -26,7 +56,6 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
                    device: torch.device = torch.device("cpu"), step_size: float = 0.5, tta: bool = True,
                    trust: bool = False, verbose: bool = False):
     """An initialised ``nnUNetPredictor`` for ``model_dir`` (a ``<Trainer>__<plans>__<config>`` folder)."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -69,7 +98,7 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
         raise UserInputError(f"checkpoint does not fit the network in plans.json ({str(e).splitlines()[0]})",
                              model_dir / f"fold_{folds[0]}" / checkpoint_name,
                              "use the plans the model was trained with") from e
-    predictor = nnUNetPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=tta,
+    predictor = _fold_averaging_predictor_class()(tile_step_size=step_size, use_gaussian=True, use_mirroring=tta,
                                 perform_everything_on_device=device.type == "cuda", device=device,
                                 verbose=verbose, allow_tqdm=False)
     predictor.manual_initialization(network, pm, cm, params, dataset_json, trainer_name, mirror_axes)

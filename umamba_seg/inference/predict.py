@@ -52,9 +52,10 @@ def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Se
         raise UserInputError(f"--step-size {step_size} is not in (0, 1]", "--step-size", "use e.g. 0.5")
     predictor = load_predictor(Path(model_dir), folds, checkpoint_name, device, step_size, tta, trust)
     ds = predictor.dataset_json
-    file_ending = ds["file_ending"]
     n_channels = len(ds.get("channel_names", ds.get("modality", {})))
-    cases = group_cases(Path(input_dir), file_ending, n_channels)
+    rw_class = predictor.plans_manager.image_reader_writer_class
+    endings = list(dict.fromkeys([ds["file_ending"], *getattr(rw_class, "supported_file_endings", [])]))
+    cases = group_cases(Path(input_dir), endings, n_channels)
     mine = shard(sorted(cases), num_parts, part_id)
     output_dir = Path(output_dir)
     if output_dir.resolve() == Path(input_dir).resolve():
@@ -65,24 +66,28 @@ def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Se
     write_json_atomic({"model_dir": str(model_dir), "folds": list(folds) if folds else None, "step_size": step_size,
                        "tta": tta, "save_probabilities": save_probabilities, "checkpoint": checkpoint_name},
                       output_dir / f"predict_args_part{part_id}.json")
-    todo = [c for c in mine if not (continue_ and all(p.is_file() for p in
-                                                       case_outputs(output_dir, c, file_ending, save_probabilities)))]
+    todo = [c for c in mine if not (continue_ and all(p.is_file() for p in case_outputs(
+        output_dir, c, cases[c].ending, save_probabilities)))]
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     scratch_root = output_dir / SCRATCH / f"part{part_id}"
     t0 = time.perf_counter()
     for case in tqdm(todo, desc="Predicting", unit="case"):
-        files = [str(p) for p in cases[case]]
+        files = [str(p) for p in cases[case].files]
         data, _, props = preprocessor.run_case(files, None, predictor.plans_manager, predictor.configuration_manager,
                                                ds)
+        if data.shape[0] != n_channels:
+            raise UserInputError(f"case '{case}' has {data.shape[0]} channel(s) but the model expects {n_channels}",
+                                 files[0], "give each case the channels listed in the model's dataset.json")
+        case_ds = {**ds, "file_ending": cases[case].ending}  # write in the input's format
         logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
         scratch = scratch_root / case
         if scratch.exists():
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True)
-        export_prediction_from_logits(logits, props, predictor.configuration_manager, predictor.plans_manager, ds,
+        export_prediction_from_logits(logits, props, predictor.configuration_manager, predictor.plans_manager, case_ds,
                                       str(scratch / case), save_probabilities,
                                       num_threads_torch=max(1, min(4, os.cpu_count() or 1)))
-        for final in case_outputs(output_dir, case, file_ending, save_probabilities):
+        for final in case_outputs(output_dir, case, cases[case].ending, save_probabilities):
             os.replace(scratch / final.name, final)
         shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(scratch_root, ignore_errors=True)

@@ -7,18 +7,34 @@ requested configuration once (resumable) -> copy ground truth for validation.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
 from pathlib import Path
 from typing import Sequence
 
-from umamba_seg.atomic import atomic_path
 from umamba_seg.errors import UserInputError
 from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
 from umamba_seg.planning.naming import CNN_ARCH
 from umamba_seg.workspace import Workspace
 
 ALL_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
+
+
+@contextlib.contextmanager
+def explain_failures(raw_dataset: Path):
+    """If nnunetv2 crashes on the data, find the offending file with our checks and report that instead."""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised unless our checks explain it
+        from umamba_seg.verify import verify_raw_dataset
+
+        try:
+            verify_raw_dataset(raw_dataset, run_nnunet_check=False)
+        except UserInputError as explained:
+            raise explained from e
+        raise
 
 
 def extract_fingerprint(ws: Workspace, dataset_name: str, num_processes: int, clean: bool = False) -> Path:
@@ -94,7 +110,8 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
         timings["verify"] = time.perf_counter() - t0
     pre.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    extract_fingerprint(ws, dataset_name, num_processes, clean=clean)
+    with explain_failures(raw):
+        extract_fingerprint(ws, dataset_name, num_processes, clean=clean)
     timings["fingerprint"] = time.perf_counter() - t
     t = time.perf_counter()
     cnn_plans = plan_cnn(ws, dataset_name, gpu_memory_gb)
@@ -121,7 +138,8 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
         for c in configurations:
             t = time.perf_counter()
             pp = ResumablePreprocessor(verbose=False)
-            n_new, n_skip = pp.run_resumable(dataset_name, c, cnn_plans, raw, pre, num_processes)
+            with explain_failures(raw):
+                n_new, n_skip = pp.run_resumable(dataset_name, c, cnn_plans, raw, pre, num_processes)
             done[c] = {"preprocessed": n_new, "skipped": n_skip}
             timings[f"preprocess_{c}"] = time.perf_counter() - t
         copy_gt_segmentations(raw, pre)
