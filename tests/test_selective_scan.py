@@ -109,8 +109,7 @@ def test_multiple_blocks_carry_state(monkeypatch):
 
 @pytest.mark.parametrize("chunk", [1, 8, 256])
 def test_chunk_lengths(monkeypatch, chunk):
-    monkeypatch.setattr(torch_chunked, "FWD_CHUNK", chunk)
-    monkeypatch.setattr(torch_chunked, "BWD_CHUNK", chunk)
+    monkeypatch.setattr(torch_chunked, "CHUNK", chunk)
     kw = select(make_inputs(1, 4, 3, 1, 270, seed=chunk), (True, False, True, True))
     compare_backends(kw)
 
