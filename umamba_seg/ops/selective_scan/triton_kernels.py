@@ -19,8 +19,9 @@ backward (in reverse, recomputing states from the checkpoints)
      gradient flowing left, ``q = sum_t dy_t C_t exp(A S_t)``.
   2. ``_carry_scan_kernel`` (reversed): the state gradient entering each chunk from the
      right, starting from ``dlast_state``.
-  3. ``_bwd_chunk_grad_kernel``: per chunk, sub-blocks right to left: recompute states
-     from the checkpoint, reverse-scan the state gradient, emit every gradient. dB/dC are
+  3. ``_bwd_chunk_grad_kernel``: per chunk, the sub-block start states are recomputed
+     from the checkpoint (held in registers for up to 4 sub-blocks), then sub-blocks right
+     to left: rescan the states, reverse-scan the state gradient, emit every gradient. dB/dC are
      summed over the channel block in registers; the blocks of a group write into
      separate fp32 copies (plain stores, summed by torch) when they fit a memory budget,
      else into fewer copies with atomic adds (contention = blocks per copy).
@@ -297,6 +298,95 @@ def _bwd_chunk_carry_kernel(
 
 
 @triton.jit
+def _advance_sub_block(h, j, sub, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n, tt, L, dim,
+                       BT: tl.constexpr, CHUNK_LEN: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+    """State after sub-block ``sub`` of chunk ``j`` given the state ``h`` before it."""
+    t = j * CHUNK_LEN + sub * BT + tt
+    mask_t = t < L
+    offs = row[:, None] + t[None, :]
+    m2 = mask_t[None, :] & (offs_d[:, None] < dim)
+    dt, _raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
+    u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
+    Bt = tl.load(B_ptr + bc_row[:, None] + t[None, :], mask=mask_n[:, None] & mask_t[None, :], other=0.0).to(ACC)
+    h, _tot = _end_state(h, dt, u, Bt, A2)
+    return h
+
+
+@triton.jit
+def _bwd_sub_block(
+    h, gr, dA_acc, dD_acc, dbias_acc, j, sub,
+    dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
+    A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
+    BT: tl.constexpr, CHUNK_LEN: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC_BC: tl.constexpr, ACC: tl.constexpr,
+):
+    """All gradients of one sub-block, given the state ``h`` before it and the state
+    gradient ``gr`` entering from its right (``a_e * g_e``); returns the gradient leaving
+    to its left and the updated dA/dD/d(delta_bias) accumulators."""
+    t = j * CHUNK_LEN + sub * BT + tt
+    mask_t = t < L
+    offs = row[:, None] + t[None, :]
+    m2 = mask_t[None, :] & (offs_d[:, None] < dim)
+    dt, raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
+    u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
+    mbc = mask_n[:, None] & mask_t[None, :]
+    bc_offs = bc_row[:, None] + t[None, :]
+    Bt = tl.load(B_ptr + bc_offs, mask=mbc, other=0.0).to(ACC)
+    Ct = tl.load(C_ptr + bc_offs, mask=mbc, other=0.0).to(ACC)
+    dout = tl.load(dout_ptr + offs, mask=m2, other=0.0).to(ACC)
+    # forward recompute of the states in this sub-block
+    a = tl.exp(dt[:, None, :] * A2[:, :, None])
+    x = (dt * u)[:, None, :] * Bt[None, :, :]
+    pa, pb = tl.associative_scan((a, x), 2, _lin_combine)
+    hs = pa * h[:, :, None] + pb  # h_t
+    ah = hs - x  # a_t * h_{t-1}
+    y = tl.sum(hs * Ct[None, :, :], axis=1)
+    if HAS_D:
+        y += Dv[:, None] * u
+    dy = dout
+    if HAS_Z:
+        zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
+        sg = _sigmoid(zz)
+        dy = dout * zz * sg
+        dz = dout * y * sg * (1.0 + zz * (1.0 - sg))
+        tl.store(dz_ptr + offs, dz, mask=m2)
+    # reverse scan of the state gradient: g_t = a_{t+1} g_{t+1} + dy_t C_t
+    m_next = ((t + 1) < L)[None, :] & (tt < BT - 1)[None, :] & (offs_d[:, None] < dim)
+    dt_next, _rn = _load_dt(delta_ptr, offs + 1, m_next, bias, HAS_BIAS, SOFTPLUS, ACC)
+    alpha = tl.exp(dt_next[:, None, :] * A2[:, :, None])
+    alpha = tl.where((tt < BT - 1)[None, None, :], alpha, 1.0)
+    beta = dy[:, None, :] * Ct[None, :, :]
+    ga, gb = tl.associative_scan((alpha, beta), 2, _lin_combine, reverse=True)
+    g = ga * gr[:, :, None] + gb
+    # gradients
+    gdt = g * dt[:, None, :]
+    du = tl.sum(gdt * Bt[None, :, :], axis=1)
+    if HAS_D:
+        du += dy * Dv[:, None]
+        dD_acc += tl.sum(dy * u, axis=1)
+    ddt = tl.sum(g * (Bt[None, :, :] * u[:, None, :] + A2[:, :, None] * ah), axis=1)
+    dA_acc += tl.sum(gdt * ah, axis=2)
+    if SOFTPLUS:
+        ddt = ddt * _sigmoid(raw)
+    ddt = tl.where(m2, ddt, 0.0)
+    dbias_acc += tl.sum(ddt, axis=1)
+    tl.store(du_ptr + offs, du, mask=m2)
+    tl.store(ddelta_ptr + offs, ddt, mask=m2)
+    dBt = tl.sum(gdt * u[:, None, :], axis=0)  # [NP, BT], summed over the channel block
+    dCt = tl.sum(hs * dy[:, None, :], axis=0)
+    if ATOMIC_BC:
+        tl.atomic_add(dB_ptr + bc_offs, dBt, mask=mbc)
+        tl.atomic_add(dC_ptr + bc_offs, dCt, mask=mbc)
+    else:
+        tl.store(dB_ptr + bc_offs, dBt, mask=mbc)
+        tl.store(dC_ptr + bc_offs, dCt, mask=mbc)
+    # gradient leaving to the left: a_s * g_s at the sub-block start
+    gr = tl.sum(tl.where((tt == 0)[None, None, :], a * g, 0.0), axis=2)
+    return gr, dA_acc, dD_acc, dbias_acc
+
+
+@triton.jit
 def _bwd_chunk_grad_kernel(
     dout_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, gcarry_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr,
@@ -327,79 +417,58 @@ def _bwd_chunk_grad_kernel(
     dD_acc = tl.zeros([BD], dtype=ACC)
     dbias_acc = tl.zeros([BD], dtype=ACC)
     tt = tl.arange(0, BT)
-    n_sub = tl.cdiv(tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN), BT)  # sub-blocks holding positions < L
-    for si in range(0, n_sub):
-        sub = n_sub - 1 - si
-        # state entering this sub-block, recomputed from the chunk checkpoint
-        h = h0
-        for s2 in range(0, sub):
-            tp = j * CHUNK_LEN + s2 * BT + tt
-            mp = tp < L
-            offp = row[:, None] + tp[None, :]
-            m2p = mp[None, :] & (offs_d[:, None] < dim)
-            dtp, _rp = _load_dt(delta_ptr, offp, m2p, bias, HAS_BIAS, SOFTPLUS, ACC)
-            up = tl.load(u_ptr + offp, mask=m2p, other=0.0).to(ACC)
-            Bp = tl.load(B_ptr + bc_row[:, None] + tp[None, :], mask=mask_n[:, None] & mp[None, :], other=0.0).to(ACC)
-            h, _tot = _end_state(h, dtp, up, Bp, A2)
-        t = j * CHUNK_LEN + sub * BT + tt
-        mask_t = t < L
-        offs = row[:, None] + t[None, :]
-        m2 = mask_t[None, :] & (offs_d[:, None] < dim)
-        dt, raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
-        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
-        mbc = mask_n[:, None] & mask_t[None, :]
-        bc_offs = bc_row[:, None] + t[None, :]
-        Bt = tl.load(B_ptr + bc_offs, mask=mbc, other=0.0).to(ACC)
-        Ct = tl.load(C_ptr + bc_offs, mask=mbc, other=0.0).to(ACC)
-        dout = tl.load(dout_ptr + offs, mask=m2, other=0.0).to(ACC)
-        # forward recompute of the states in this sub-block
-        a = tl.exp(dt[:, None, :] * A2[:, :, None])
-        x = (dt * u)[:, None, :] * Bt[None, :, :]
-        pa, pb = tl.associative_scan((a, x), 2, _lin_combine)
-        hs = pa * h[:, :, None] + pb  # h_t
-        ah = hs - x  # a_t * h_{t-1}
-        y = tl.sum(hs * Ct[None, :, :], axis=1)
-        if HAS_D:
-            y += Dv[:, None] * u
-        dy = dout
-        if HAS_Z:
-            zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
-            sg = _sigmoid(zz)
-            dy = dout * zz * sg
-            dz = dout * y * sg * (1.0 + zz * (1.0 - sg))
-            tl.store(dz_ptr + offs, dz, mask=m2)
-        # reverse scan of the state gradient: g_t = a_{t+1} g_{t+1} + dy_t C_t
-        m_next = ((t + 1) < L)[None, :] & (tt < BT - 1)[None, :] & (offs_d[:, None] < dim)
-        dt_next, _rn = _load_dt(delta_ptr, offs + 1, m_next, bias, HAS_BIAS, SOFTPLUS, ACC)
-        alpha = tl.exp(dt_next[:, None, :] * A2[:, :, None])
-        alpha = tl.where((tt < BT - 1)[None, None, :], alpha, 1.0)
-        beta = dy[:, None, :] * Ct[None, :, :]
-        ga, gb = tl.associative_scan((alpha, beta), 2, _lin_combine, reverse=True)
-        g = ga * gr[:, :, None] + gb
-        # gradients
-        gdt = g * dt[:, None, :]
-        du = tl.sum(gdt * Bt[None, :, :], axis=1)
-        if HAS_D:
-            du += dy * Dv[:, None]
-            dD_acc += tl.sum(dy * u, axis=1)
-        ddt = tl.sum(g * (Bt[None, :, :] * u[:, None, :] + A2[:, :, None] * ah), axis=1)
-        dA_acc += tl.sum(gdt * ah, axis=2)
-        if SOFTPLUS:
-            ddt = ddt * _sigmoid(raw)
-        ddt = tl.where(m2, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=1)
-        tl.store(du_ptr + offs, du, mask=m2)
-        tl.store(ddelta_ptr + offs, ddt, mask=m2)
-        dBt = tl.sum(gdt * u[:, None, :], axis=0)  # [NP, BT], summed over the channel block
-        dCt = tl.sum(hs * dy[:, None, :], axis=0)
-        if ATOMIC_BC:
-            tl.atomic_add(dB_ptr + bc_offs, dBt, mask=mbc)
-            tl.atomic_add(dC_ptr + bc_offs, dCt, mask=mbc)
-        else:
-            tl.store(dB_ptr + bc_offs, dBt, mask=mbc)
-            tl.store(dC_ptr + bc_offs, dCt, mask=mbc)
-        # gradient leaving to the left: a_s * g_s at the sub-block start
-        gr = tl.sum(tl.where((tt == 0)[None, None, :], a * g, 0.0), axis=2)
+    if CHUNK_LEN // BT <= 4:
+        # Up to 4 sub-blocks: their start states are computed once, front to back, and
+        # held in registers; then the sub-blocks are processed back to front.
+        h1 = h0
+        h2 = h0
+        h3 = h0
+        if CHUNK_LEN // BT > 1:
+            h1 = _advance_sub_block(h0, j, 0, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n, tt,
+                                    L, dim, BT, CHUNK_LEN, HAS_BIAS, SOFTPLUS, ACC)
+        if CHUNK_LEN // BT > 2:
+            h2 = _advance_sub_block(h1, j, 1, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n, tt,
+                                    L, dim, BT, CHUNK_LEN, HAS_BIAS, SOFTPLUS, ACC)
+        if CHUNK_LEN // BT > 3:
+            h3 = _advance_sub_block(h2, j, 2, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n, tt,
+                                    L, dim, BT, CHUNK_LEN, HAS_BIAS, SOFTPLUS, ACC)
+        if CHUNK_LEN // BT > 3:
+            gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
+                h3, gr, dA_acc, dD_acc, dbias_acc, j, 3,
+                dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
+                A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
+                BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+        if CHUNK_LEN // BT > 2:
+            gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
+                h2, gr, dA_acc, dD_acc, dbias_acc, j, 2,
+                dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
+                A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
+                BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+        if CHUNK_LEN // BT > 1:
+            gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
+                h1, gr, dA_acc, dD_acc, dbias_acc, j, 1,
+                dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
+                A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
+                BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+        gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
+            h0, gr, dA_acc, dD_acc, dbias_acc, j, 0,
+            dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
+            A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
+            BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+    else:
+        # Many sub-blocks: recompute each start state from the chunk checkpoint.
+        n_sub = tl.cdiv(tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN), BT)  # sub-blocks holding positions < L
+        for si in range(0, n_sub):
+            sub = n_sub - 1 - si
+            h = h0
+            for s2 in range(0, sub):
+                h = _advance_sub_block(h, j, s2, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n,
+                                       tt, L, dim, BT, CHUNK_LEN, HAS_BIAS, SOFTPLUS, ACC)
+            gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
+                h, gr, dA_acc, dD_acc, dbias_acc, j, sub,
+                dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
+                A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
+                BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
     tl.store(dA_part_ptr + so, dA_acc, mask=mask_n[None, :])
     tl.store(dD_part_ptr + state_row + j, dD_acc)
     tl.store(dbias_part_ptr + state_row + j, dbias_acc)
