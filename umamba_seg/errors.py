@@ -19,6 +19,9 @@ class UserInputError(Exception):
         self.fix = fix
         super().__init__(self.line())
 
+    def __reduce__(self):  # survive pickling across worker processes unchanged
+        return (type(self), (self.what, self.where, self.fix))
+
     def line(self) -> str:
         parts = [self.what]
         if self.where:
@@ -35,6 +38,9 @@ class UserInputErrors(UserInputError):
         self.problems = list(problems)
         first = self.problems[0]
         super().__init__(first.what, first.where, first.fix)
+
+    def __reduce__(self):
+        return (type(self), (self.problems,))
 
     def line(self) -> str:
         lines = [p.line() for p in self.problems]
