@@ -34,12 +34,14 @@ inputs) registers; positions are processed in sub-blocks of ``BLOCK_T`` with
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
+from umamba_seg.errors import UserInputError
 from umamba_seg.ops.triton_aot import AotConfig
 
 from .common import CHECKPOINT_LEN
@@ -559,8 +561,19 @@ def _carry_scan(local, dtsum, A, init, reverse, cfg: LaunchConfig):
     return carry, final
 
 
+def _check_device(u: torch.Tensor) -> None:
+    """Triton kernels need CUDA tensors, except in Triton's CPU interpreter (tests)."""
+    if u.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise UserInputError(
+            f"the Triton selective-scan backend got tensors on {u.device.type}",
+            None,
+            "move the model to a CUDA GPU or use backend='torch'",
+        )
+
+
 def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchConfig | None = None):
     """Backend interface: ``(out, last_state, checkpoints)``; B/C grouped ``(b, g, n, L)``."""
+    _check_device(u)
     u, delta, B, C, A = (t.contiguous() for t in (u, delta, B, C, A))
     z, D, delta_bias = (t.contiguous() if t is not None else None for t in (z, D, delta_bias))
     cfg = config or pick_config(u.shape[1], B.shape[1], A.shape[1])
@@ -592,6 +605,7 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchC
 def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints,
              config: LaunchConfig | None = None):
     """Backend interface: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
+    _check_device(u)
     dout, u, delta, B, C, A = (t.contiguous() for t in (dout, u, delta, B, C, A))
     z, D, delta_bias = (t.contiguous() if t is not None else None for t in (z, D, delta_bias))
     checkpoints = checkpoints.contiguous()
