@@ -107,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsd-tolerance", default="1.0", help="mm, or a JSON file {label: mm}")
     p.add_argument("-np", "--num-processes", type=int, default=2)
 
+    p = sub.add_parser("find-best", help="best model or pairwise ensemble from cross-validation, + postprocessing")
+    _common(p)
+    p.add_argument("-d", "--dataset", required=True)
+    p.add_argument("-a", "--arch", nargs="+", default=None, help="only these architectures (default: all trained)")
+    p.add_argument("-c", "--configurations", nargs="+", default=None)
+    p.add_argument("--no-ensembling", action="store_true")
+    p.add_argument("-np", "--num-processes", type=int, default=2)
+
+    p = sub.add_parser("postprocess", help="apply the postprocessing find-best determined")
+    _common(p)
+    p.add_argument("-i", "--input", required=True, type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--pp-file", required=True, type=Path, help="postprocessing.json written by find-best")
+    p.add_argument("-np", "--num-processes", type=int, default=2)
+
     p = sub.add_parser("make-dataset", help="generate a built-in synthetic dataset in nnU-Net format")
     _common(p)
     p.add_argument("--kind", required=True, choices=("ct3d", "mri3d", "endoscopy2d", "microscopy2d"))
@@ -228,6 +243,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_find_best(args) -> int:
+    from umamba_seg.evaluation.find_best import find_best
+
+    ws = _workspace(args)
+    name = ws.dataset_name(args.dataset)
+    find_best(ws, name, args.arch, args.configurations, not args.no_ensembling, args.num_processes)
+    print(f"Instructions written to {ws.results_dataset(name) / 'inference_instructions.txt'}")
+    return 0
+
+
+def cmd_postprocess(args) -> int:
+    from umamba_seg.evaluation.postprocess import postprocess_folder
+
+    postprocess_folder(args.input, args.output, args.pp_file, args.num_processes)
+    print(f"Postprocessed {args.input} into {args.output}")
+    return 0
+
+
 def cmd_make_dataset(args) -> int:
     from umamba_seg.data import make_dataset
 
@@ -252,6 +285,8 @@ COMMANDS = {
     "predict": cmd_predict,
     "ensemble": cmd_ensemble,
     "evaluate": cmd_evaluate,
+    "find-best": cmd_find_best,
+    "postprocess": cmd_postprocess,
     "make-dataset": cmd_make_dataset,
     "demo": cmd_demo,
 }

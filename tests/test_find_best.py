@@ -1,0 +1,56 @@
+"""Issue 14: 2 folds x 2 architectures -> predict -> ensemble -> evaluate -> find-best -> postprocess, via the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from pipeline_fixtures import TINY_SCHEDULE, run_cli, trained_2d_workdir  # noqa: F401
+
+from umamba_seg.evaluation.find_best import _MODEL_RE
+from umamba_seg.evaluation.postprocess import load_postprocessing
+
+SECOND_ARCH = "umamba_bot"
+
+
+def test_model_folder_names_parse():
+    m = _MODEL_RE.match("umambaTrainer__umambaPlans_umamba_bot_nossm__3d_fullres")
+    assert (m.group("trainer"), m.group("arch"), m.group("config")) == ("umambaTrainer", "umamba_bot_nossm",
+                                                                        "3d_fullres")
+
+
+def test_find_best_chain(trained_2d_workdir, tmp_path, capsys):
+    workdir = tmp_path / "wd"
+    shutil.copytree(trained_2d_workdir, workdir)
+    raw = next((workdir / "raw").iterdir())
+    ds = raw.name[7:10]
+    for f in ("0", "1"):
+        run_cli("train", "-d", ds, "-c", "2d", "-f", f, "-a", SECOND_ARCH, "--npz", "--workdir", workdir,
+                *TINY_SCHEDULE)
+    preds = []
+    for arch in ("cnn", SECOND_ARCH):
+        out = tmp_path / f"pred_{arch}"
+        run_cli("predict", "-i", raw / "imagesTs", "-o", out, "-d", ds, "-c", "2d", "-a", arch, "-f", "0", "1",
+                "--save-probabilities", "--no-tta", "--device", "cpu", "--workdir", workdir)
+        preds.append(out)
+    run_cli("ensemble", "-i", *preds, "-o", tmp_path / "ens")
+    run_cli("evaluate", "-r", raw / "labelsTs", "-p", tmp_path / "ens", "-d", ds, "--workdir", workdir)
+    capsys.readouterr()
+    run_cli("find-best", "-d", ds, "--workdir", workdir)
+    printed = capsys.readouterr().out
+    results = workdir / "results" / raw.name
+    text = (results / "inference_instructions.txt").read_text()
+    assert "umambaTrainer__umambaPlans_cnn__2d" in text and f"umambaPlans_{SECOND_ARCH}__2d" in text
+    assert "ensemble___" in text, "the pairwise ensemble must be a candidate"
+    assert "umamba-seg predict -i INPUT_FOLDER" in text and "-f 0 1" in text
+    assert "umamba-seg postprocess" in text and "Best for" in printed
+    info = json.loads((results / "inference_information.json").read_text())
+    assert len(info["all_results"]) == 3  # two single models and their ensemble
+    best = max(info["all_results"].values())
+    assert abs(info["best_model_or_ensemble"]["result_on_crossval_pre_pp"] - best) < 1e-12
+    pp_json = text.split("--pp-file ")[1].split()[0]
+    fns, kwargs = load_postprocessing(pp_json)
+    assert len(fns) == len(kwargs)
+    run_cli("postprocess", "-i", tmp_path / "ens", "-o", tmp_path / "ens_pp", "--pp-file", pp_json)
+    assert sorted(p.name for p in (tmp_path / "ens_pp").glob("*.png")) == \
+        sorted(p.name for p in (tmp_path / "ens").glob("*.png"))

@@ -1,0 +1,112 @@
+"""``find-best``: the best single model or pairwise ensemble from cross-validation, by nnU-Net's rule.
+
+Discovers every trained ``umambaTrainer__umambaPlans_<arch>__<config>`` of a dataset, uses the
+folds all of them have, and runs nnunetv2's ``find_best_configuration`` (accumulate the
+cross-validation predictions, ensemble every pair from their ``--npz`` probabilities, pick the
+highest foreground Dice, determine connected-component postprocessing). The inference
+instructions are then rewritten as ``umamba-seg`` commands, and the postprocessing is stored
+as JSON so applying it never unpickles code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Sequence
+
+from umamba_seg.atomic import write_json_atomic, write_text_atomic
+from umamba_seg.errors import UserInputError
+from umamba_seg.workspace import Workspace
+
+_MODEL_RE = re.compile(r"^(?P<trainer>.+?)__(?P<plans>umambaPlans_(?P<arch>.+))__(?P<config>.+)$")
+
+
+def discover_models(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = None,
+                    configurations: Sequence[str] | None = None) -> list[dict]:
+    """Trained model folders with their folds (those with a finished checkpoint and validation)."""
+    results = ws.results_dataset(dataset_name)
+    models = []
+    for d in sorted(results.iterdir()) if results.is_dir() else []:
+        m = _MODEL_RE.match(d.name)
+        if not d.is_dir() or not m:
+            continue
+        if archs and m.group("arch") not in archs or configurations and m.group("config") not in configurations:
+            continue
+        folds = sorted(int(f.name[5:]) for f in d.glob("fold_[0-9]*")
+                       if (f / "checkpoint_final.pth").is_file() and (f / "validation").is_dir())
+        npz = all(any((d / f"fold_{f}" / "validation").glob("*.npz")) for f in folds)
+        if folds:
+            models.append({"trainer": m.group("trainer"), "plans": m.group("plans"), "arch": m.group("arch"),
+                           "configuration": m.group("config"), "folds": folds, "npz": npz, "dir": d})
+    return models
+
+
+def _predict_cmd(ds_id: int, m: dict, folds: Sequence[int], out: str, workdir: str, probs: bool) -> str:
+    cmd = (f"umamba-seg predict -i INPUT_FOLDER -o {out} -d {ds_id} -c {m['configuration']} -a {m['arch']} "
+           f"-f {' '.join(map(str, folds))} --workdir {workdir}")
+    return cmd + (" --save-probabilities" if probs else "")
+
+
+def write_postprocessing_json(pkl: Path) -> Path:
+    """Store nnunetv2's postprocessing.pkl (functions + kwargs) as JSON next to it."""
+    with open(pkl, "rb") as f:  # written by nnunetv2 in this very run
+        fns, kwargs = pickle.load(f)
+    out = pkl.with_suffix(".json")
+    write_json_atomic({"functions": [f"{fn.__module__}.{fn.__name__}" for fn in fns], "kwargs": kwargs}, out)
+    return out
+
+
+def find_best(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = None,
+              configurations: Sequence[str] | None = None, allow_ensembling: bool = True,
+              num_processes: int = 2) -> dict:
+    """Run the selection; returns nnunetv2's result dict plus our instructions."""
+    from nnunetv2.evaluation.find_best_configuration import find_best_configuration
+
+    models = discover_models(ws, dataset_name, archs, configurations)
+    where = ws.results_dataset(dataset_name)
+    if not models:
+        raise UserInputError("no trained models with finished folds", where,
+                             f"train some first: umamba-seg train -d {dataset_name} -c CONFIG -f 0 --npz")
+    folds = sorted(set.intersection(*(set(m["folds"]) for m in models)))
+    if not folds:
+        raise UserInputError("the trained models share no finished fold", where,
+                             "train the same folds (e.g. -f 0 and -f 1) for every architecture")
+    if allow_ensembling and len(models) > 1 and not all(m["npz"] for m in models):
+        missing = [m["dir"].name for m in models if not m["npz"]]
+        print(f"Ensembling disabled: no validation probabilities in {', '.join(missing)} (train with --npz).")
+        allow_ensembling = False
+    print(f"Comparing {len(models)} model(s) on folds {folds}: " + ", ".join(m["dir"].name for m in models))
+    res = find_best_configuration(
+        dataset_name, tuple({"trainer": m["trainer"], "plans": m["plans"], "configuration": m["configuration"]}
+                            for m in models),
+        allow_ensembling=allow_ensembling and len(models) > 1, num_processes=num_processes, overwrite=True,
+        folds=tuple(folds))
+    best = res["best_model_or_ensemble"]
+    pp_json = write_postprocessing_json(Path(best["postprocessing_file"]))
+    chosen = [next(m for m in models if m["plans"] == s["plans_identifier"] and m["configuration"] == s["configuration"]
+                   and m["trainer"] == s["trainer"]) for s in best["selected_model_or_models"]]
+    ds_id = ws.dataset_id(dataset_name)
+    workdir = str(ws.raw.parent)
+    lines = [f"Best for {dataset_name} on cross-validation folds {folds}: "
+             + (" + ".join(f"{m['arch']} {m['configuration']}" for m in chosen))
+             + f" (foreground Dice {best['result_on_crossval_pre_pp']:.4f}, "
+               f"{best['result_on_crossval_post_pp']:.4f} after postprocessing)", "",
+             "All candidates (foreground Dice):"]
+    lines += [f"  {k}: {v:.4f}" for k, v in res["all_results"].items()]
+    lines += ["", "Run on new data:"]
+    if len(chosen) == 1:
+        lines.append(_predict_cmd(ds_id, chosen[0], folds, "OUTPUT_FOLDER", workdir, False))
+    else:
+        for i, m in enumerate(chosen, 1):
+            lines.append(_predict_cmd(ds_id, m, folds, f"OUTPUT_FOLDER_MODEL_{i}", workdir, True))
+        lines.append("umamba-seg ensemble -i " + " ".join(f"OUTPUT_FOLDER_MODEL_{i}" for i in range(1, len(chosen) + 1))
+                     + " -o OUTPUT_FOLDER")
+    lines += ["", "Then apply the postprocessing:",
+              f"umamba-seg postprocess -i OUTPUT_FOLDER -o OUTPUT_FOLDER_PP --pp-file {pp_json}", ""]
+    text = "\n".join(lines)
+    write_text_atomic(text, where / "inference_instructions.txt")
+    print(text)
+    res["umamba_instructions"] = text
+    res["postprocessing_json"] = str(pp_json)
+    return res
