@@ -5,7 +5,7 @@ over blocks of 4096 positions: one exp and one multiply-add per state element, w
 selective scan has to do. Targets: forward <= 2x the bound, forward+backward <= 4x.
 Also prints, for information, the speed-up of the forward over a float32 per-step loop.
 
-    python scripts/bench_scan.py [--backend torch] [--repeats 3] [--shapes small|all]
+    python scripts/bench_scan.py [--backend torch] [--repeats 3] [--shapes small|all] [--threads N]
 """
 
 from __future__ import annotations
@@ -84,7 +84,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timings per measurement; the minimum is kept")
     parser.add_argument("--shapes", default="all", choices=["small", "all"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shapes = SHAPES[:1] if args.shapes == "small" else SHAPES
     print(f"device={device} threads={torch.get_num_threads()} backend={args.backend}")

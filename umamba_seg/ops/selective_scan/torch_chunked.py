@@ -1,42 +1,41 @@
 """Chunked, vectorised PyTorch selective scan: forward and hand-written backward.
 
-Used on CPU and as the GPU fallback. No Python loop over every position of the
-sequence and no autograd through one; memory stays bounded for any length.
+Used on CPU and as the GPU fallback. No autograd through a loop over the sequence, no
+state tensor of the whole sequence: memory stays bounded for any length.
 
-Layout. Inputs are turned time-major once, ``(L, b, g, dg)`` for per-channel tensors and
-``(L, b, g, n)`` for B/C, and padded to a multiple of ``CHECKPOINT_LEN`` with ``dt = 0``
-(decay 1, no input: the state passes through unchanged). The sequence is then processed
-in blocks of whole checkpoint intervals; a block is viewed as ``c`` chunks of ``T``
-positions, ``(c, T, b, g, dg, n)``, so one step ``t`` of the recurrence updates all ``c``
-chunks at once with a single tensor operation on a slice that stays in cache.
+Layout. Per-channel inputs are made time-major once, ``(Lp, b, g, 1, dg)``, and B/C
+``(Lp, b, g, n, 1)``; states are ``(..., b, g, n, dg)`` with the channels innermost, so
+every bulk operation runs over long contiguous rows. ``Lp`` pads the length to a
+multiple of ``CHECKPOINT_LEN`` with ``dt = 0`` (decay 1, no input: the state passes
+through unchanged, so the last state and the adjoint are exact).
 
-Forward, per block: ``decay = exp(dt * A)`` and ``x = dt * u * B`` in bulk; a loop over
-the ``T`` positions of a chunk runs ``h_t = decay_t * h_{t-1} + x_t`` for all chunks from
-a zero state while turning ``decay`` into its running product ``P_t`` within the chunk;
-a short loop over chunks carries the true state across chunk boundaries; then
-``h = h_local + P * h_chunk_start`` and ``y = <C, h>`` (a batched matmul over n). Only
-products of decays (all in ``[0, 1]`` for ``dt * A <= 0``) are formed: nothing is divided
-by a decay, so long sequences with strong decay stay finite.
+Forward, per block of whole checkpoint intervals, viewed as ``c`` chunks of ``T``
+positions: ``decay = exp(dt * A)`` and ``x = dt * u * B`` in bulk; a loop over the ``T``
+positions runs ``h_t = decay_t * h_{t-1} + x_t`` for all ``c`` chunks at once from a zero
+state, turning ``decay`` into its running product ``P_t`` inside the chunk; a short loop
+over chunks carries the true state across chunk boundaries; then ``h += P * h_start``
+and ``y = <C, h>`` (a batched matmul). Only products of decays are formed (in ``[0, 1]``
+when ``dt * A <= 0``); nothing is divided by a decay, so long sequences with strong decay
+stay finite. ``T`` is picked so one loop step touches about ``STEP_ELEMENTS`` elements.
 
-Backward, per block from the last: recompute the states from the block's checkpoint the
-same way, run the adjoint recurrence ``g_t = dy_t C_t + decay_{t+1} g_{t+1}`` backwards
-with suffix products of decays for the chunk carry, then form every gradient with
-batched matmuls/einsums. States and accumulations are float32 (float64 for float64
-inputs).
+Backward, per checkpoint interval from the last: the interval starts at a checkpoint, so
+its states are recomputed by one loop; the adjoint ``g_t = dy_t C_t + decay_{t+1}
+g_{t+1}`` enters from the interval's end and runs backwards by one loop; then every
+gradient is a bulk product and reduction over the interval. States and accumulations
+are float32 (float64 for float64 inputs).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .common import CHECKPOINT_LEN, compute_dt, num_checkpoints, state_dtype
+from .common import CHECKPOINT_LEN, num_checkpoints, state_dtype
 
-# Tiling knobs, tuned on a 2-core CPU. A block holds about BLOCK_ELEMENTS state elements
-# (positions * b * d * n, whole checkpoint intervals); a chunk length T is picked so that
-# one step of the in-chunk loop touches about STEP_ELEMENTS elements: below PyTorch's
-# parallel grain (32768) the many small loop ops run on one thread without a barrier,
-# while the few bulk ops per block use all threads. CHUNK forces T (tests).
+# Tiling knobs, tuned on a 2-core CPU. A forward block holds about BLOCK_ELEMENTS state
+# elements (positions * b * d * n, whole checkpoint intervals); the chunk length T makes
+# one loop step touch about STEP_ELEMENTS elements: below PyTorch's parallel grain
+# (32768) the many small loop ops run without a thread barrier, while the few bulk ops
+# per block use all threads. CHUNK forces T (tests).
 BLOCK_ELEMENTS = 1 << 21
 STEP_ELEMENTS = 24576
 CHUNK: int | None = None
@@ -56,204 +55,221 @@ def _tiling(batch: int, dim: int, dstate: int, padded_len: int) -> tuple[int, in
 
 
 def _time_major(x: torch.Tensor, padded_len: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(b, k, L)`` -> contiguous ``(Lp, b, k)`` in ``dtype``, zero-padded at the end."""
-    b, k, L = x.shape
-    out = x.new_zeros(padded_len, b, k, dtype=dtype)
-    out[:L].copy_(x.permute(2, 0, 1))
+    """``(b, k, L)`` or ``(b, g, n, L)`` -> contiguous ``(Lp, b, ...)`` in ``dtype``, zero-padded."""
+    out = torch.empty(padded_len, *x.shape[:-1], dtype=dtype, device=x.device)
+    L = x.shape[-1]
+    out[:L].copy_(x.movedim(-1, 0))
+    out[L:].zero_()
     return out
 
 
-def _grouped_time_major(x: torch.Tensor, padded_len: int, dtype: torch.dtype) -> torch.Tensor:
-    """Grouped ``(b, g, n, L)`` -> contiguous ``(Lp, b, g, n)``, zero-padded."""
-    b, g, n, L = x.shape
-    out = x.new_zeros(padded_len, b, g, n, dtype=dtype)
-    out[:L].copy_(x.permute(3, 0, 1, 2))
-    return out
+def _batch_major(x: torch.Tensor, length: int) -> torch.Tensor:
+    """``(Lp, b, ...)`` -> a ``(b, ..., L)`` view (drops the padding)."""
+    return x[:length].movedim(0, -1)
 
 
-def _from_time_major(x: torch.Tensor, length: int) -> torch.Tensor:
-    """``(Lp, b, ...)`` -> ``(b, ..., L)`` (drops the padding)."""
-    perm = list(range(1, x.dim())) + [0]
-    return x[:length].permute(*perm)
+class _Scan:
+    """The time-major tensors shared by forward and backward of one call."""
 
+    def __init__(self, u, delta, A, B, C, delta_bias, delta_softplus):
+        b, d, L = u.shape
+        self.b, self.d, self.L = b, d, L
+        self.g, self.n = B.shape[1], A.shape[1]
+        self.dg = d // self.g
+        self.sd = state_dtype(u.dtype)
+        self.padded = num_checkpoints(L) * CHECKPOINT_LEN
+        # dt = softplus(delta + bias), time-major; the padding stays 0
+        dt = _time_major(delta, self.padded, self.sd)
+        if delta_bias is not None:
+            dt[:L] += delta_bias.to(self.sd)
+        if delta_softplus:
+            torch.ops.aten.softplus.out(dt[:L], 1, 20, out=dt[:L])
+        self.dt = dt
+        self.dtu = _time_major(u, self.padded, self.sd).mul_(dt)
+        self.B = _time_major(B, self.padded, self.sd)
+        self.C = _time_major(C, self.padded, self.sd)
+        # A as (g, n, dg): channels innermost, like the states
+        self.A = A.to(self.sd).reshape(self.g, self.dg, self.n).transpose(1, 2).contiguous()
 
-def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
-    """Shared set-up of forward and backward: sizes, state dtype, time-major tensors."""
-    batch, dim, length = u.shape
-    groups, dstate = B.shape[1], A.shape[1]
-    sd = state_dtype(u.dtype)
-    padded = num_checkpoints(length) * CHECKPOINT_LEN
-    dt = compute_dt(delta, delta_bias, delta_softplus, sd)
-    uf = u.to(sd)
-    dg = dim // groups
-    dt_tm = _time_major(dt, padded, sd).view(padded, batch, groups, 1, dg)
-    dtu_tm = _time_major(dt * uf, padded, sd).view(padded, batch, groups, 1, dg)
-    B_tm = _grouped_time_major(B, padded, sd).unsqueeze(-1)
-    C_tm = _grouped_time_major(C, padded, sd).unsqueeze(-1)
-    # A as (g, n, dg): the channel axis innermost, like every state tensor here
-    Ag = A.to(sd).reshape(groups, dg, dstate).transpose(1, 2).contiguous()
-    return dict(
-        batch=batch, dim=dim, length=length, groups=groups, dstate=dstate, sd=sd, padded=padded,
-        dt=dt, uf=uf, dt_tm=dt_tm, dtu_tm=dtu_tm, B_tm=B_tm, C_tm=C_tm, Ag=Ag,
-    )
+    def channels(self, x: torch.Tensor) -> torch.Tensor:
+        """``(Lp, b, d)`` -> ``(Lp, b, g, 1, dg)`` view."""
+        return x.view(self.padded, self.b, self.g, 1, self.dg)
+
+    def states(self, x: torch.Tensor) -> torch.Tensor:
+        """``(Lp, b, g, n)`` -> ``(Lp, b, g, n, 1)`` view."""
+        return x.unsqueeze(-1)
+
+    def buffer(self, *shape: int) -> torch.Tensor:
+        return torch.empty(*shape, dtype=self.sd, device=self.dt.device)
 
 
 def _block_states(
-    dt_b: torch.Tensor, dtu_b: torch.Tensor, B_b: torch.Tensor, Ag: torch.Tensor, h_in: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """States of one block of ``c`` chunks of ``T`` positions.
+    dt_b: torch.Tensor,
+    dtu_b: torch.Tensor,
+    B_b: torch.Tensor,
+    A: torch.Tensor,
+    h_in: torch.Tensor,
+    decay: torch.Tensor,
+    h: torch.Tensor,
+    starts: torch.Tensor,
+) -> None:
+    """States of one block of ``c`` chunks of ``T`` positions, written into ``h``.
 
     ``dt_b, dtu_b``: ``(c, T, b, g, 1, dg)``; ``B_b``: ``(c, T, b, g, n, 1)``; ``h_in``:
-    ``(b, g, n, dg)``, the state before the block. Returns ``(h, starts)``: ``h``
-    ``(c, T, b, g, n, dg)``, the state after every position, and ``starts``
-    ``(c + 1, b, g, n, dg)``, the state before every chunk followed by the block's last state.
+    ``(b, g, n, dg)``, the state before the block. Fills ``h`` ``(c, T, b, g, n, dg)`` with
+    the state after every position and ``starts`` ``(c + 1, b, g, n, dg)`` with the state
+    before every chunk followed by the block's last state; ``decay`` is scratch.
     """
     c, T = dt_b.shape[:2]
-    decay = torch.mul(dt_b, Ag).exp_()
-    h = torch.mul(dtu_b, B_b)
+    torch.mul(dt_b, A, out=decay).exp_()
+    torch.mul(dtu_b, B_b, out=h)
     # local scan from a zero state; decay becomes the running product inside the chunk
+    h_t, decay_t = h.unbind(1), decay.unbind(1)
     for t in range(1, T):
-        h[:, t].addcmul_(decay[:, t], h[:, t - 1])
-        decay[:, t].mul_(decay[:, t - 1])
-    starts = h.new_empty(c + 1, *h.shape[2:])
+        h_t[t].addcmul_(decay_t[t], h_t[t - 1])
+        decay_t[t].mul_(decay_t[t - 1])
     starts[0] = h_in
     for i in range(c):
         torch.addcmul(h[i, T - 1], decay[i, T - 1], starts[i], out=starts[i + 1])
     h.addcmul_(decay, starts[:c].unsqueeze(1))
-    return h, starts
-
-
-def _to_checkpoint_layout(x: torch.Tensor, batch: int, dim: int, dstate: int) -> torch.Tensor:
-    """``(k, b, g, n, dg)`` -> ``(b, d, k, n)`` contiguous."""
-    k, _, g = x.shape[:3]
-    return x.permute(1, 2, 4, 0, 3).reshape(batch, dim, k, dstate).contiguous()
 
 
 def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """Backend interface: ``(out, last_state, checkpoints)``; see the package docstring."""
-    p = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-    b, d, g, n, sd = p["batch"], p["dim"], p["groups"], p["dstate"], p["sd"]
-    dg = d // g
-    padded = p["padded"]
+    s = _Scan(u, delta, A, B, C, delta_bias, delta_softplus)
+    b, d, g, n, dg, padded = s.b, s.d, s.g, s.n, s.dg, s.padded
     blk, T = _tiling(b, d, n, padded)
     per_ckpt = CHECKPOINT_LEN // T
+    dt, dtu, Bs, Cs = s.channels(s.dt), s.channels(s.dtu), s.states(s.B), s.states(s.C)
 
-    y_tm = u.new_empty(padded, b, g, 1, dg, dtype=sd)
-    checkpoints = u.new_empty(num_checkpoints(p["length"]), b, g, n, dg, dtype=sd)
-    h = u.new_zeros(b, g, n, dg, dtype=sd)
-    for s in range(0, padded, blk):
-        e = min(s + blk, padded)
-        c = (e - s) // T
-        dt_b = p["dt_tm"][s:e].view(c, T, b, g, 1, dg)
-        dtu_b = p["dtu_tm"][s:e].view(c, T, b, g, 1, dg)
-        B_b = p["B_tm"][s:e].view(c, T, b, g, n, 1)
-        C_b = p["C_tm"][s:e].view(c, T, b, g, n, 1)
-        hs, starts = _block_states(dt_b, dtu_b, B_b, p["Ag"], h)
-        torch.matmul(C_b.transpose(-1, -2), hs, out=y_tm[s:e].view(c, T, b, g, 1, dg))
-        k0 = s // CHECKPOINT_LEN
+    y_tm = s.buffer(padded, b, g, 1, dg)
+    checkpoints = s.buffer(num_checkpoints(s.L), b, g, n, dg)
+    c_max = blk // T
+    decay_buf, h_buf = s.buffer(c_max * T, b, g, n, dg), s.buffer(c_max * T, b, g, n, dg)
+    starts_buf = s.buffer(c_max + 1, b, g, n, dg)
+    h = torch.zeros(b, g, n, dg, dtype=s.sd, device=u.device)
+    for p0 in range(0, padded, blk):
+        p1 = min(p0 + blk, padded)
+        c = (p1 - p0) // T
+        shape = (c, T, b, g, n, dg)
+        hs, starts = h_buf[: c * T].view(shape), starts_buf[: c + 1]
+        _block_states(
+            dt[p0:p1].view(c, T, b, g, 1, dg),
+            dtu[p0:p1].view(c, T, b, g, 1, dg),
+            Bs[p0:p1].view(c, T, b, g, n, 1),
+            s.A,
+            h,
+            decay_buf[: c * T].view(shape),
+            hs,
+            starts,
+        )
+        torch.matmul(Cs[p0:p1].view(c, T, b, g, n, 1).transpose(-1, -2), hs, out=y_tm[p0:p1].view(c, T, b, g, 1, dg))
+        k0 = p0 // CHECKPOINT_LEN
         checkpoints[k0 : k0 + c // per_ckpt] = starts[0:c:per_ckpt]
-        h = starts[c]
+        h = starts[c].clone()
 
-    y = _from_time_major(y_tm.view(padded, b, d), p["length"])
+    out = torch.empty(b, d, s.L, dtype=s.sd, device=u.device)
+    out.copy_(_batch_major(y_tm.view(padded, b, d), s.L))
     if D is not None:
-        y = y + D.to(sd)[:, None] * p["uf"]
+        out.addcmul_(u.to(s.sd), D.to(s.sd)[:, None])
     if z is not None:
-        y = y * F.silu(z.to(sd))
-    last_state = h.permute(0, 1, 3, 2).reshape(b, d, n)
-    ckpt = _to_checkpoint_layout(checkpoints, b, d, n)
-    return y.to(u.dtype).contiguous(), last_state, ckpt
+        out.mul_(torch.nn.functional.silu(z.to(s.sd)))
+    last_state = h.transpose(-1, -2).reshape(b, d, n)
+    ckpt = checkpoints.permute(1, 2, 4, 0, 3).reshape(b, d, -1, n)
+    return out.to(u.dtype), last_state, ckpt
 
 
 def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints):
     """Backend interface: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
-    p = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-    b, d, g, n, sd, L = p["batch"], p["dim"], p["groups"], p["dstate"], p["sd"], p["length"]
-    dg = d // g
-    padded = p["padded"]
-    Ag = p["Ag"]
+    s = _Scan(u, delta, A, B, C, delta_bias, delta_softplus)
+    b, d, g, n, dg, padded, L, sd = s.b, s.d, s.g, s.n, s.dg, s.padded, s.L, s.sd
+    dt, dtu, Bs, Cs = s.channels(s.dt), s.channels(s.dtu), s.states(s.B), s.states(s.C)
 
-    def buffer(*shape: int) -> torch.Tensor:
-        return torch.empty(*shape, dtype=sd, device=u.device)
-
-    dout_f = dout.to(sd)
-    dy = dout_f
+    # dy: the gradient reaching y = <C, h> (+ D u), time-major
+    dy_tm = _time_major(dout, padded, sd)
+    sig_z = None
     if z is not None:
-        zf = z.to(sd)
-        sig_z = torch.sigmoid(zf)
-        dy = dout_f * (zf * sig_z)
-    dD = (dy * p["uf"]).sum((0, 2)).to(D.dtype) if D is not None else None
-    y_tm = buffer(padded, b, g, 1, dg) if z is not None else None
-    dy_tm = _time_major(dy, padded, sd).view(padded, b, g, 1, dg)
+        sig_z = torch.sigmoid(z.to(sd))
+        dy_tm[:L].mul_((z.to(sd) * sig_z).movedim(-1, 0))
+    dy = s.channels(dy_tm)
+    y_tm = s.buffer(padded, b, g, 1, dg) if z is not None else None
     # checkpoints (b, d, k, n) -> (k, b, g, n, dg)
     ckpt = checkpoints.to(sd).view(b, g, dg, -1, n).permute(3, 0, 1, 4, 2).contiguous()
 
-    ddtu_tm, ddt_tm = buffer(padded, b, g, 1, dg), buffer(padded, b, g, 1, dg)
-    dB_tm, dC_tm = buffer(padded, b, g, n, 1), buffer(padded, b, g, n, 1)
+    ddtu_tm, ddt_tm = s.buffer(padded, b, g, 1, dg), s.buffer(padded, b, g, 1, dg)
+    dB_tm, dC_tm = s.buffer(padded, b, g, n, 1), s.buffer(padded, b, g, n, 1)
     dA_acc = torch.zeros(g, n, dg, dtype=sd, device=u.device)
     gin = torch.zeros(b, g, n, dg, dtype=sd, device=u.device)
     if dlast_state is not None:
         gin += dlast_state.to(sd).view(b, g, dg, n).transpose(-1, -2)
 
-    # One checkpoint interval per block: its first state is a checkpoint, so the states
-    # are recomputed by a plain loop, and the adjoint enters the block from its end.
     T = CHECKPOINT_LEN
-    decay, hs, adj, tmp = (buffer(T, b, g, n, dg) for _ in range(4))
+    decay, hs, adj, tmp = (s.buffer(T, b, g, n, dg) for _ in range(4))
+    decay_t, hs_t, adj_t = decay.unbind(0), hs.unbind(0), adj.unbind(0)
     for k in reversed(range(padded // T)):
-        s, e = k * T, (k + 1) * T
-        dt_b, dtu_b, dy_b = p["dt_tm"][s:e], p["dtu_tm"][s:e], dy_tm[s:e]
-        B_b, C_b = p["B_tm"][s:e], p["C_tm"][s:e]
+        p0, p1 = k * T, (k + 1) * T
+        dt_b, dtu_b, dy_b, B_b, C_b = dt[p0:p1], dtu[p0:p1], dy[p0:p1], Bs[p0:p1], Cs[p0:p1]
         h_in = ckpt[k]
-        torch.mul(dt_b, Ag, out=decay).exp_()
+        # states of the interval, from its checkpoint
+        torch.mul(dt_b, s.A, out=decay).exp_()
         torch.mul(dtu_b, B_b, out=hs)
-        hs[0].addcmul_(decay[0], h_in)
+        hs_t[0].addcmul_(decay_t[0], h_in)
         for t in range(1, T):
-            hs[t].addcmul_(decay[t], hs[t - 1])
+            hs_t[t].addcmul_(decay_t[t], hs_t[t - 1])
         if y_tm is not None:
-            torch.matmul(C_b.transpose(-1, -2), hs, out=y_tm[s:e])
+            torch.matmul(C_b.transpose(-1, -2), hs, out=y_tm[p0:p1])
 
-        # adjoint g_t = dL/dh_t: g_t = dy_t C_t + decay_{t+1} g_{t+1}
+        # adjoint g_t = dL/dh_t = dy_t C_t + decay_{t+1} g_{t+1}, entering from the end
         torch.mul(dy_b, C_b, out=adj)
-        adj[T - 1].add_(gin)
+        adj_t[T - 1].add_(gin)
         for t in range(T - 2, -1, -1):
-            adj[t].addcmul_(decay[t + 1], adj[t + 1])
-        gin = decay[0] * adj[0]
+            adj_t[t].addcmul_(decay_t[t + 1], adj_t[t + 1])
+        gin = decay_t[0] * adj_t[0]
 
         # q = g_t * decay_t * h_{t-1}: the gradient reaching exp(dt * A)
         q = decay.mul_(adj)
         q[1:].mul_(hs[: T - 1])
         q[0].mul_(h_in)
-        torch.sum(torch.mul(q, Ag, out=tmp), dim=-2, keepdim=True, out=ddt_tm[s:e])
+        torch.sum(torch.mul(q, s.A, out=tmp), dim=-2, keepdim=True, out=ddt_tm[p0:p1])
         dA_acc += torch.mul(q, dt_b, out=tmp).sum((0, 1))
-        torch.matmul(hs, dy_b.transpose(-1, -2), out=dC_tm[s:e])
-        torch.matmul(adj, dtu_b.transpose(-1, -2), out=dB_tm[s:e])
-        torch.matmul(B_b.transpose(-1, -2), adj, out=ddtu_tm[s:e])
+        torch.sum(torch.mul(hs, dy_b, out=tmp), dim=-1, keepdim=True, out=dC_tm[p0:p1])
+        torch.sum(torch.mul(adj, dtu_b, out=tmp), dim=-1, keepdim=True, out=dB_tm[p0:p1])
+        torch.matmul(B_b.transpose(-1, -2), adj, out=ddtu_tm[p0:p1])
 
-    ddtu = _from_time_major(ddtu_tm.view(padded, b, d), L)
-    ddt = _from_time_major(ddt_tm.view(padded, b, d), L) + ddtu * p["uf"]
-    du = ddtu * p["dt"]
-    dz = None
+    # per-channel gradients, back in (b, d, L)
+    ddtu = _batch_major(ddtu_tm.view(padded, b, d), L)
+    du = torch.empty(b, d, L, dtype=sd, device=u.device)
+    torch.mul(ddtu, _batch_major(s.dt, L), out=du)
+    ddt = _batch_major(ddt_tm.view(padded, b, d), L).contiguous()
+    ddt.addcmul_(ddtu, u.to(sd))
+    dy_bl = _batch_major(dy_tm, L)
+    dD = None
     if D is not None:
-        du = du + dy * D.to(sd)[:, None]
+        du.addcmul_(dy_bl, D.to(sd)[:, None])
+        dD = torch.einsum("bdl,bdl->d", dy_bl, u.to(sd)).to(D.dtype)
+    dz = None
     if z is not None:
-        y = _from_time_major(y_tm.view(padded, b, d), L)
+        y = _batch_major(y_tm.view(padded, b, d), L).contiguous()
         if D is not None:
-            y = y + D.to(sd)[:, None] * p["uf"]
-        dz = (dout_f * y * sig_z * (1 + zf * (1 - sig_z))).to(z.dtype)
+            y.addcmul_(u.to(sd), D.to(sd)[:, None])
+        # d silu(z)/dz = sig * (1 + z * (1 - sig))
+        dsilu = torch.rsub(sig_z, 1).mul_(z.to(sd)).add_(1).mul_(sig_z)
+        dz = dsilu.mul_(y).mul_(dout.to(sd)).to(z.dtype)
     if delta_softplus:
-        pre = delta.to(sd)
+        pre = delta.to(sd, copy=True)
         if delta_bias is not None:
-            pre = pre + delta_bias.to(sd)[:, None]
-        ddt = ddt * torch.sigmoid(pre)
+            pre += delta_bias.to(sd)[:, None]
+        ddt.mul_(pre.sigmoid_())
     ddelta_bias = ddt.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
-    dB = _from_time_major(dB_tm.view(padded, b, g, n), L)
-    dC = _from_time_major(dC_tm.view(padded, b, g, n), L)
+    dB = _batch_major(dB_tm.view(padded, b, g, n), L)
+    dC = _batch_major(dC_tm.view(padded, b, g, n), L)
     return (
-        du.to(u.dtype).contiguous(),
-        ddt.to(delta.dtype).contiguous(),
+        du.to(u.dtype),
+        ddt.to(delta.dtype),
         dA_acc.transpose(1, 2).reshape(d, n).to(A.dtype),
-        dB.to(B.dtype).contiguous(),
-        dC.to(C.dtype).contiguous(),
+        dB.to(B.dtype, memory_format=torch.contiguous_format),
+        dC.to(C.dtype, memory_format=torch.contiguous_format),
         dD,
-        dz.contiguous() if dz is not None else None,
+        dz,
         ddelta_bias,
     )
