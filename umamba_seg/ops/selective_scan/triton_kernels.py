@@ -212,12 +212,13 @@ def _carry_scan_kernel(
 
 @triton.jit
 def _fwd_chunk_out_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, out_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, out_ptr, last_ptr,
     dim, L, nchunk, dpg, groups, dstate, n_dblocks,
     BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ACC: tl.constexpr,
 ):
+    """Rescan each chunk from its checkpoint, write ``out``; the last chunk writes the last state."""
     pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
         pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
@@ -255,6 +256,9 @@ def _fwd_chunk_out_kernel(
             y = y * zz * _sigmoid(zz)
         tl.store(out_ptr + offs, y, mask=m2)
         h = tl.sum(tl.where((tt == BT - 1)[None, None, :], hs, 0.0), axis=2)
+    if j == nchunk - 1:
+        tl.store(last_ptr + (bi * dim + offs_d).to(tl.int64)[:, None] * dstate + offs_n[None, :], h,
+                 mask=mask_n[None, :])
 
 
 # --------------------------------------------------------------------------- backward
@@ -585,16 +589,21 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchC
     dummy = u
     grid = (batch * n_dblocks * nchunk,)
     shape_args = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
-    _fwd_chunk_state_kernel[grid](
-        u, delta, A, B, delta_bias if delta_bias is not None else dummy, local, dtsum, *shape_args,
-        BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), ACC=acc, num_warps=cfg.num_warps,
-    )
-    checkpoints, last_state = _carry_scan(local, dtsum, A, None, False, cfg)
+    if nchunk > 1:
+        _fwd_chunk_state_kernel[grid](
+            u, delta, A, B, delta_bias if delta_bias is not None else dummy, local, dtsum, *shape_args,
+            BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
+            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), ACC=acc, num_warps=cfg.num_warps,
+        )
+    if nchunk > 1:
+        checkpoints, _final = _carry_scan(local, dtsum, A, None, False, cfg)
+    else:  # one chunk: its checkpoint is the zero state, no carries to scan
+        checkpoints = torch.zeros_like(local)
+    last_state = torch.empty(batch, dim, dstate, device=u.device, dtype=sdt)
     out = torch.empty_like(u)
     _fwd_chunk_out_kernel[grid](
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, checkpoints, out, *shape_args,
+        delta_bias if delta_bias is not None else dummy, checkpoints, out, last_state, *shape_args,
         BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), ACC=acc, num_warps=cfg.num_warps,
@@ -621,16 +630,20 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
     bias_arg = delta_bias if has_bias else dummy
     z_arg = z if z is not None else dummy
 
-    q = torch.empty(batch, dim, nchunk, dstate, device=dev, dtype=sdt)
-    dtsum = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
-    _bwd_chunk_carry_kernel[grid](
-        dout, delta, A, C, z_arg, bias_arg, q, dtsum, *shape_args,
-        BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
-        HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), ACC=acc,
-        num_warps=cfg.num_warps,
-    )
     init = dlast_state.to(sdt).contiguous() if dlast_state is not None else None
-    gcarry, _dh0 = _carry_scan(q, dtsum, A, init, True, cfg)
+    if nchunk > 1:
+        q = torch.empty(batch, dim, nchunk, dstate, device=dev, dtype=sdt)
+        dtsum = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
+        _bwd_chunk_carry_kernel[grid](
+            dout, delta, A, C, z_arg, bias_arg, q, dtsum, *shape_args,
+            BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
+            HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), ACC=acc,
+            num_warps=cfg.num_warps,
+        )
+        gcarry, _dh0 = _carry_scan(q, dtsum, A, init, True, cfg)
+    else:  # one chunk: the state gradient entering it from the right is dlast_state
+        gcarry = (init if init is not None else torch.zeros(batch, dim, dstate, device=dev, dtype=sdt))
+        gcarry = gcarry.reshape(batch, dim, 1, dstate).contiguous()
 
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
