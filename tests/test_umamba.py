@@ -1,0 +1,234 @@
+"""Issue 8: U-Mamba Bot and Enc (2D and 3D) built from nnunetv2 plans, and their CLI run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+from umamba_seg.architectures import registry
+from umamba_seg.architectures.umamba import UMambaBot, UMambaEnc, alternate_stages, umamba_block_counts
+from umamba_seg.nn.token_layer import TokenLayer
+
+SSM_PARAMS = ("A_log", "D", "dt_proj.bias", "conv1d.weight", "conv1d.bias")
+
+
+def cnn_architecture(dim: int, features: list[int], strides: list[list[int]]) -> dict:
+    """A CNN ``architecture`` block as nnunetv2's planner writes it into plans."""
+    n = len(features)
+    conv = "Conv2d" if dim == 2 else "Conv3d"
+    norm = "InstanceNorm2d" if dim == 2 else "InstanceNorm3d"
+    return {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": n,
+            "features_per_stage": features,
+            "conv_op": f"torch.nn.modules.conv.{conv}",
+            "kernel_sizes": [[3] * dim] * n,
+            "strides": strides,
+            "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1),
+            "conv_bias": True,
+            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+
+CASES = {
+    2: (cnn_architecture(2, [4, 8, 16, 32, 32], [[1, 1]] + [[2, 2]] * 4), [32, 32]),
+    3: (cnn_architecture(3, [4, 8, 16, 24], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]), [8, 16, 16]),
+}
+
+
+def build(name: str, dim: int, deep_supervision: bool = True, in_ch: int = 2, classes: int = 3):
+    cnn, patch = CASES[dim]
+    block = registry.get(name).architecture_block(cnn, patch)
+    block = json.loads(json.dumps(block))  # what a plans file stores
+    net = get_network_from_plans(
+        block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"], in_ch, classes,
+        deep_supervision=deep_supervision,
+    )  # fmt: skip
+    return net, block, patch
+
+
+def ssm_parameters(net: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in net.named_parameters() if n.endswith(SSM_PARAMS)}
+
+
+@pytest.mark.parametrize("name", ["umamba_bot", "umamba_enc"])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_from_plans_deep_supervision_shapes_and_backward(name, dim):
+    torch.manual_seed(0)
+    net, block, patch = build(name, dim)
+    assert isinstance(net, UMambaBot if name == "umamba_bot" else UMambaEnc)
+    strides = block["arch_kwargs"]["strides"]
+    x = torch.randn(2, 2, *patch)
+    outs = net(x)
+    # nnunetv2's deep-supervision targets: scales 1 / cumprod(strides)[:-1]
+    scales = 1 / np.cumprod(np.vstack(strides), axis=0)[:-1]
+    assert len(outs) == len(strides) - 1
+    for out, scale in zip(outs, scales):
+        assert list(out.shape) == [2, 3, *(int(round(p * s)) for p, s in zip(patch, scale))]
+    sum(o.square().mean() for o in outs).backward()
+    grads = ssm_parameters(net)
+    assert grads, "no SSM parameters found"
+    for pname, p in grads.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    net.decoder.deep_supervision = False  # what nnunetv2's trainer toggles
+    with torch.no_grad():
+        single = net(x[:1])
+    assert torch.is_tensor(single) and list(single.shape) == [1, 3, *patch]
+
+
+def test_mamba_layer_placement_and_channel_tokens():
+    bot2, _, _ = build("umamba_bot", 2)
+    assert bot2.mamba_stages == [4]
+    enc2, kw2, _ = build("umamba_enc", 2)
+    assert enc2.mamba_stages == [0, 2, 4] == kw2["arch_kwargs"]["mamba_stages"]  # alternate, ending with the last
+    assert alternate_stages(6) == [1, 3, 5]
+    enc3, _, _ = build("umamba_enc", 3)
+    assert enc3.mamba_stages == [0, 1, 2, 3]  # every stage in 3D
+    layers = enc3.encoder.token_layers
+    assert all(isinstance(layer, TokenLayer) for layer in layers)
+    # 3D stage sizes for patch 8x16x16: 8x16x16, 8x8x8, 4x4x4, 2x2x2 with 4, 8, 16, 24 channels
+    assert [layer.channel_token for layer in layers] == [False, False, False, True]
+    assert layers[3].dim == 8 and layers[2].dim == 16
+    # Bot keeps voxels as tokens even at a 2x2 bottleneck (as the authors do)
+    assert not bot2.encoder.token_layers[4].channel_token and bot2.encoder.token_layers[4].dim == 32
+
+
+def test_nossm_ablation_is_the_network_without_mamba():
+    for name in ("umamba_bot", "umamba_enc"):
+        full, _, _ = build(name, 3)
+        ablated, block, patch = build(name + "_nossm", 3)
+        assert block["arch_kwargs"]["use_ssm"] is False and not registry.get(name + "_nossm").has_ssm
+        assert not ssm_parameters(ablated)
+        assert all(isinstance(layer, torch.nn.Identity) for layer in ablated.encoder.token_layers)
+        mamba = sum(p.numel() for layer in full.encoder.token_layers for p in layer.parameters())
+        n_full = sum(p.numel() for p in full.parameters())
+        n_ablated = sum(p.numel() for p in ablated.parameters())
+        assert mamba > 0 and n_full - n_ablated == mamba
+        assert set(ablated.state_dict()) < set(full.state_dict())
+        out = ablated(torch.randn(1, 2, *patch))
+        assert len(out) == 3
+
+
+def test_block_counts_follow_the_authors():
+    assert umamba_block_counts(6, [2] * 6, [2] * 5) == ([2, 2, 2, 1, 1, 1], [2, 2, 2, 1, 1])
+    assert umamba_block_counts(5, [2] * 5, [2] * 4) == ([2, 2, 2, 1, 1], [2, 2, 2, 1])
+    _, block, _ = build("umamba_enc", 2)
+    kw = block["arch_kwargs"]
+    assert kw["n_blocks_per_stage"] == [2, 2, 2, 1, 1] and kw["n_conv_per_stage_decoder"] == [2, 2, 2, 1]
+    assert kw["patch_size"] == [32, 32] and kw["d_state"] == 16 and kw["expand"] == 2 and kw["d_conv"] == 4
+    assert block["_kw_requires_import"] == ["conv_op", "norm_op", "nonlin"]  # dropout_op is None
+
+
+@pytest.mark.parametrize("name", ["umamba_bot", "umamba_enc"])
+def test_bf16_autocast_forward_backward_is_finite(name):
+    torch.manual_seed(0)
+    net, _, patch = build(name, 2)
+    x = torch.randn(2, 2, *patch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = net(x)
+        loss = sum(o.float().square().mean() for o in outs)
+    loss.backward()
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in ssm_parameters(net).values())
+
+
+# --------------------------------------------------------------------------- CLI and stock nnunetv2
+
+CLI_SCHEDULE = ["--epochs", "1", "--iters-per-epoch", "2", "--val-iters", "1", "--device", "cpu", "--seed", "0"]
+
+
+def _cli(*args) -> None:
+    from umamba_seg.cli import main
+
+    code = main([str(a) for a in args])
+    assert code == 0, f"umamba-seg {' '.join(map(str, args))} exited {code}"
+
+
+@pytest.fixture(scope="module")
+def planned_2d(tmp_path_factory, raw_2d_dataset) -> Path:
+    """A workdir with the 2D dataset planned for U-Mamba Bot and Enc and preprocessed."""
+    import shutil
+
+    os.environ.setdefault("nnUNet_n_proc_DA", "0")
+    workdir = tmp_path_factory.mktemp("umamba_cli")
+    shutil.copytree(raw_2d_dataset, workdir / "raw" / raw_2d_dataset.name)
+    _cli("plan-and-preprocess", "-d", raw_2d_dataset.name[7:10], "-a", "umamba_bot", "umamba_enc", "-c", "2d",
+         "-np", "1", "--workdir", workdir)  # fmt: skip
+    return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["umamba_bot", "umamba_enc"])
+def test_cli_plan_train_predict(planned_2d, tmp_path, arch):
+    raw = next((planned_2d / "raw").iterdir())
+    ds_id = raw.name[7:10]
+    plans = json.loads((planned_2d / "preprocessed" / raw.name / f"umambaPlans_{arch}.json").read_text())
+    conf = plans["configurations"]["2d"]
+    assert conf["architecture"]["network_class_name"].endswith("UMambaBot" if arch == "umamba_bot" else "UMambaEnc")
+    assert conf["data_identifier"] == "umambaPlans_2d"  # preprocessed data shared with the CNN
+    _cli("train", "-d", ds_id, "-c", "2d", "-f", "0", "-a", arch, "--workdir", planned_2d, *CLI_SCHEDULE)
+    fold = planned_2d / "results" / raw.name / f"umambaTrainer__umambaPlans_{arch}__2d" / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    out = tmp_path / "pred"
+    _cli("predict", "-i", raw / "imagesTs", "-o", out, "-d", ds_id, "-c", "2d", "-a", arch, "-f", "0",
+         "--no-tta", "--device", "cpu", "--workdir", planned_2d)  # fmt: skip
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    assert sorted(p.name for p in out.glob(f"*{ending}")) == sorted(
+        p.name for p in (raw / "labelsTs").glob(f"*{ending}")
+    )
+
+
+@pytest.mark.slow
+def test_stock_nnunetv2_trains_and_predicts_our_plans(planned_2d, tmp_path):
+    """nnunetv2's own nnUNetTrainer trains from umambaPlans_umamba_bot.json and the stock
+    ``nnUNetv2_predict`` command predicts with the result."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    raw = next((planned_2d / "raw").iterdir())
+    pre = planned_2d / "preprocessed"
+    results = tmp_path / "results"
+    env = {"nnUNet_raw": str(planned_2d / "raw"), "nnUNet_preprocessed": str(pre), "nnUNet_results": str(results)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        # what `nnUNetv2_train DATASET 2d 0 -p umambaPlans_umamba_bot -device cpu` runs, with
+        # nnU-Net's 250 x 1000 iterations cut to 2
+        trainer = get_trainer_from_args(raw.name, "2d", 0, "nnUNetTrainer", "umambaPlans_umamba_bot",
+                                        device=torch.device("cpu"))
+        trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 1, 2, 1
+        trainer.run_training()
+        model = results / raw.name / "nnUNetTrainer__umambaPlans_umamba_bot__2d"
+        assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+        assert isinstance(trainer.network, UMambaBot)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out = tmp_path / "pred"
+    exe = Path(sys.executable).with_name("nnUNetv2_predict")
+    cmd = [str(exe), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", raw.name, "-c", "2d", "-f", "0",
+           "-p", "umambaPlans_umamba_bot", "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"]  # fmt: skip
+    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    assert len(list(out.glob(f"*{ending}"))) == len(list((raw / "labelsTs").glob(f"*{ending}")))
