@@ -113,7 +113,8 @@ def _selective_scan_configs() -> list:
 
 def _config_id(cfg) -> str:
     c = as_aot_config(cfg)
-    consts = "-".join(f"{k}{v}" for k, v in c.constexprs.items() if k in ("BD", "NP", "BT", "CB", "REVERSE"))
+    keys = ("BD", "NP", "BT", "CB", "REVERSE", "ATOMIC_BC")
+    consts = "-".join(f"{k}{v}" for k, v in c.constexprs.items() if k in keys)
     return f"{c.fn.__name__}-w{c.num_warps}-{consts}"
 
 

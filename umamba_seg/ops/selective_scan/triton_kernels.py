@@ -584,21 +584,20 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchC
     batch, dim, L, groups, dstate, nchunk, n_dblocks = _common_args(u, A, B, cfg)
     sdt = _state_torch_dtype(u.dtype)
     acc = _acc_dtype(u.dtype)
-    local = torch.empty(batch, dim, nchunk, dstate, device=u.device, dtype=sdt)
-    dtsum = torch.empty(batch, dim, nchunk, device=u.device, dtype=sdt)
     dummy = u
     grid = (batch * n_dblocks * nchunk,)
     shape_args = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
     if nchunk > 1:
+        local = torch.empty(batch, dim, nchunk, dstate, device=u.device, dtype=sdt)
+        dtsum = torch.empty(batch, dim, nchunk, device=u.device, dtype=sdt)
         _fwd_chunk_state_kernel[grid](
             u, delta, A, B, delta_bias if delta_bias is not None else dummy, local, dtsum, *shape_args,
             BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), ACC=acc, num_warps=cfg.num_warps,
         )
-    if nchunk > 1:
         checkpoints, _final = _carry_scan(local, dtsum, A, None, False, cfg)
     else:  # one chunk: its checkpoint is the zero state, no carries to scan
-        checkpoints = torch.zeros_like(local)
+        checkpoints = torch.zeros(batch, dim, 1, dstate, device=u.device, dtype=sdt)
     last_state = torch.empty(batch, dim, dstate, device=u.device, dtype=sdt)
     out = torch.empty_like(u)
     _fwd_chunk_out_kernel[grid](
@@ -700,13 +699,15 @@ def _chunk_constexprs(cfg: LaunchConfig, **flags) -> dict[str, object]:
 
 
 def aot_configs_for(cfg: LaunchConfig, io_dtype: str = "bf16") -> list[AotConfig]:
-    """Every kernel of one forward + backward call with all options on (the heaviest variant)."""
+    """Every kernel of one forward + backward call with all options on (the heaviest variant);
+    the gradient kernel both with atomic and with plain dB/dC stores."""
     full = dict(HAS_BIAS=True, SOFTPLUS=True)
     rows = [
         (_fwd_chunk_state_kernel, _chunk_constexprs(cfg, **full)),
         (_fwd_chunk_out_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, **full)),
         (_bwd_chunk_carry_kernel, _chunk_constexprs(cfg, HAS_Z=True, **full)),
         (_bwd_chunk_grad_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, ATOMIC_BC=True, **full)),
+        (_bwd_chunk_grad_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, ATOMIC_BC=False, **full)),
     ]
     out = [AotConfig(fn, aot_signature(fn, io_dtype), consts, cfg.num_warps, label=f"{io_dtype}") for fn, consts in rows]
     for reverse in (False, True):
