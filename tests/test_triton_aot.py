@@ -19,6 +19,7 @@ import triton.language as tl  # noqa: E402
 
 from umamba_seg.ops.triton_aot import (  # noqa: E402
     KernelResources,
+    blocks_per_sm,
     as_aot_config,
     compile_configs,
     compile_for_gpu,
@@ -96,6 +97,20 @@ def test_format_table_lists_every_row() -> None:
     assert len(lines) == 4
     assert "sm_80" in lines[2] and "BLOCK=64" in lines[2] and "1024" in lines[2]
     assert "sm_90a" in lines[3] and "N=16" in lines[3] and "96" in lines[3]
+    assert lines[0].split()[-1] == "blocks/SM"
+    assert lines[2].split()[-1] == str(rows[0].blocks_per_sm)
+
+
+def test_blocks_per_sm_estimate() -> None:
+    # 255 registers x 8 warps: 8192 registers per warp -> 65536 // 65536 = 1 block
+    assert blocks_per_sm(90, 8, 255, 0) == 1
+    # 64 registers x 4 warps = 8192 per block -> 8 blocks by registers, 16 by warps
+    assert blocks_per_sm(80, 4, 64, 0) == 8
+    # shared memory bound: 100 KiB per block on sm_80 (164 KiB) -> 1 block, on sm_90 (228 KiB) -> 2
+    assert blocks_per_sm(80, 1, 16, 100 * 1024) == 1
+    assert blocks_per_sm(90, 1, 16, 100 * 1024) == 2
+    # tiny kernels are capped by the 64 warp slots
+    assert blocks_per_sm(90, 8, 16, 0) == 8
 
 
 def test_tuple_configs_are_accepted() -> None:

@@ -41,6 +41,11 @@ class KernelResources:
     def spills(self) -> bool:
         return self.spill_stores > 0 or self.spill_loads > 0
 
+    @property
+    def blocks_per_sm(self) -> int:
+        """Resident blocks per SM allowed by registers, shared memory and warp slots (estimate)."""
+        return blocks_per_sm(self.arch, self.num_warps, self.registers, self.shared_bytes)
+
 
 @dataclass(frozen=True)
 class AotConfig:
@@ -77,6 +82,21 @@ def _gpu_name(arch: int) -> str:
     if arch not in SUPPORTED_ARCHS:
         raise ValueError(f"arch must be one of {SUPPORTED_ARCHS}, got {arch}")
     return "sm_90a" if arch == 90 else f"sm_{arch}"
+
+
+#: Per-SM limits of sm_80 / sm_90: registers, shared memory usable by blocks, warps, blocks.
+_SM_LIMITS = {80: (65536, 164 * 1024, 64, 32), 90: (65536, 228 * 1024, 64, 32)}
+
+
+def blocks_per_sm(arch: int, num_warps: int, registers: int, shared_bytes: int) -> int:
+    """Occupancy estimate: registers are allocated per warp in units of 256, shared memory
+    per block with 1 KiB reserved by the driver."""
+    regs_sm, smem_sm, warps_sm, blocks_sm = _SM_LIMITS[arch]
+    regs_per_warp = -(-max(registers, 1) * 32 // 256) * 256
+    by_regs = regs_sm // (regs_per_warp * num_warps)
+    by_smem = smem_sm // (shared_bytes + 1024) if shared_bytes else blocks_sm
+    by_warps = warps_sm // num_warps
+    return max(0, min(by_regs, by_smem, by_warps, blocks_sm))
 
 
 _REG_RE = re.compile(r"Used (\d+) registers")
@@ -176,8 +196,9 @@ def compile_configs(
 
 
 def format_table(rows: list[KernelResources]) -> str:
-    """A fixed-width text table: kernel, arch, warps, constexprs, registers, shared, spills."""
-    header = ("kernel", "arch", "warps", "constexprs", "regs", "shared_B", "spill_st_B", "spill_ld_B")
+    """A fixed-width text table: kernel, arch, warps, constexprs, registers, shared, spills,
+    and the estimated resident blocks per SM."""
+    header = ("kernel", "arch", "warps", "constexprs", "regs", "shared_B", "spill_st_B", "spill_ld_B", "blocks/SM")
     body = [
         (
             r.name,
@@ -188,6 +209,7 @@ def format_table(rows: list[KernelResources]) -> str:
             str(r.shared_bytes),
             str(r.spill_stores),
             str(r.spill_loads),
+            str(r.blocks_per_sm),
         )
         for r in rows
     ]
