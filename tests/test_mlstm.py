@@ -153,3 +153,19 @@ def test_backend_resolution_and_argument_errors():
         mlstm(q, k[..., :3], v, ig, fg)
     ref = mlstm(q, k, v, ig, fg, backend="reference")
     torch.testing.assert_close(mlstm(q, k, v, ig, fg, backend="torch"), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_several_blocks_of_chunks_match_one_block(monkeypatch):
+    """The torch path processes BLOCK_POSITIONS positions at a time; block edges must not show."""
+    from umamba_seg.ops.mlstm import torch_chunkwise
+
+    inputs = make_inputs(b=1, h=2, L=37, dh=4, seed=13)
+    grad_out = torch.randn(1, 2, 37, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    ref = grads_of(mlstm_parallel_reference, inputs, grad_out)
+    ref_out = mlstm_parallel_reference(*inputs)
+    monkeypatch.setattr(torch_chunkwise, "BLOCK_POSITIONS", 8)  # 2 chunks of 4 per block, 5 blocks
+    assert len(torch_chunkwise._blocks(10, 4)) == 5
+    torch.testing.assert_close(mlstm(*inputs, backend="torch", chunk=4), ref_out, rtol=1e-9, atol=1e-10)
+    got = grads_of(lambda *a: mlstm(*a, backend="torch", chunk=4), inputs, grad_out)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-8, atol=1e-9)

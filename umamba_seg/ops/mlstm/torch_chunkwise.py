@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from .reference import DEFAULT_EPS, check_mlstm_shapes, compute_dtype
 
 DEFAULT_CHUNK = 64
+BLOCK_POSITIONS = 131072
 
 
 @dataclass
@@ -114,6 +115,20 @@ def gate_grads(
     return k_dk, d_fgate
 
 
+def chunk_maxima(a_max: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Running max of the state in log space: ``m_prev (.., N + 1)``, ``m_prev[..., 0] = -inf``.
+
+    ``m_after[c] = max(m_after[c-1] + g[c], a_max[c]) = G[c] + cummax(a_max - G)[c]`` with
+    ``G`` the cumulative ``g``; computed in float64 because ``G`` grows like L while
+    the maxima stay of the order of the gates.
+    """
+    g64, a64 = g.double(), a_max.double()
+    cum = g64.cumsum(-1)
+    m_after = cum + (a64 - cum).cummax(-1).values
+    first = torch.full_like(m_after[..., :1], float("-inf"))
+    return torch.cat([first, m_after], dim=-1).to(a_max.dtype)
+
+
 def state_recurrence(
     k_local: torch.Tensor, a_max: torch.Tensor, g: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,43 +136,50 @@ def state_recurrence(
 
     ``k_local[..., c, :]``: chunk c's own contribution (any trailing size, flattened),
     normalised by ``a_max[..., c]``. Returns ``states (.., N, E)`` (state *before* chunk c,
-    normalised by ``m_prev[..., c]``) and ``m_prev (.., N + 1)`` (last entry: after the
-    final chunk). ``m_prev[..., 0] = -inf`` (empty state).
+    normalised by ``m_prev[..., c]``) and ``m_prev (.., N + 1)`` (see :func:`chunk_maxima`).
+    One fused multiply-add per chunk in the Python loop; the scalars are vectorised.
     """
-    n = k_local.shape[-2]
-    states = torch.empty_like(k_local)
-    m_prev = a_max.new_empty(*a_max.shape[:-1], n + 1)
-    state = torch.zeros_like(k_local[..., 0, :])
-    m = torch.full_like(a_max[..., 0], float("-inf"))
-    for c in range(n):
-        states[..., c, :] = state
-        m_prev[..., c] = m
-        m_new = torch.maximum(m + g[..., c], a_max[..., c])
-        state = torch.exp(m + g[..., c] - m_new)[..., None] * state + torch.exp(
-            a_max[..., c] - m_new
-        )[..., None] * k_local[..., c, :]
-        m = m_new
-    m_prev[..., n] = m
+    m_prev = chunk_maxima(a_max, g)
+    decay = torch.exp(m_prev[..., :-1] + g - m_prev[..., 1:])
+    scaled = k_local * torch.exp(a_max - m_prev[..., 1:])[..., None]
+    states = _linear_scan(scaled, decay, reverse=False)
     return states, m_prev
 
 
 def reverse_recurrence(r_local: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
     """Reverse state: ``out[c] = sum over later chunks``; ``out[c-1] = r_local[c] + decay[c] * out[c]``."""
-    n = r_local.shape[-2]
-    out = torch.empty_like(r_local)
-    state = torch.zeros_like(r_local[..., 0, :])
-    for c in range(n - 1, -1, -1):
-        out[..., c, :] = state
-        state = r_local[..., c, :] + decay[..., c, None] * state
-    return out
+    return _linear_scan(r_local, decay, reverse=True)
 
 
-def _causal_log_d(gates: ChunkedGates) -> torch.Tensor:
+def _linear_scan(local: torch.Tensor, decay: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """Exclusive scan ``out[c] = decay[c-1] * out[c-1] + local[c-1]`` (or mirrored), ``out[first] = 0``.
+
+    Chunks are moved to the front so each step writes one contiguous slice in place.
+    """
+    loc = local.movedim(-2, 0)
+    dec = decay.movedim(-1, 0)[..., None]
+    out = torch.zeros_like(loc)
+    n = loc.shape[0]
+    order = range(n - 1, 0, -1) if reverse else range(n - 1)
+    step = -1 if reverse else 1
+    for c in order:
+        torch.addcmul(loc[c], out[c], dec[c], out=out[c + step])
+    return out.movedim(0, -2).contiguous()
+
+
+def _causal_log_d(b: torch.Tensor, log_i: torch.Tensor) -> torch.Tensor:
     """Intra-chunk log decay matrix ``b_t - b_s + log_i_s`` (s <= t), -inf above the diagonal."""
-    t = gates.b.shape[-1]
-    log_d = gates.b[..., :, None] - gates.b[..., None, :] + gates.log_i[..., None, :]
+    t = b.shape[-1]
+    log_d = b[..., :, None] - b[..., None, :] + log_i[..., None, :]
     causal = torch.ones(t, t, dtype=torch.bool, device=log_d.device).tril()
     return log_d.masked_fill(~causal, float("-inf"))
+
+
+def _blocks(n_chunks: int, chunk: int) -> list[slice]:
+    """Ranges of (batch x head x chunk) chunks processed together: about BLOCK_POSITIONS
+    positions at a time, so the T x T intra-chunk temporaries stay bounded whatever L is."""
+    per = max(1, BLOCK_POSITIONS // chunk)
+    return [slice(c, min(c + per, n_chunks)) for c in range(0, n_chunks, per)]
 
 
 def _chunk_inputs(
@@ -208,30 +230,42 @@ def mlstm_chunkwise_forward(
     gates = chunk_gates(igate, fgate, chunk, compute_dtype(q.dtype))
     qc, kc, vc = _chunk_inputs(q, k, v, chunk)
     w = torch.exp(gates.a - gates.a_max[..., None])
-    c_local = torch.einsum("bhnt,bhntk,bhntv->bhnkv", w, kc, vc)
+    c_local = torch.einsum("bhntk,bhntv->bhnkv", kc * w[..., None], vc)
     n_local = torch.einsum("bhnt,bhntk->bhnk", w, kc)
     flat = torch.cat([c_local.flatten(-2), n_local], dim=-1)
+    del c_local, n_local
     states, m_prev = state_recurrence(flat, gates.a_max, gates.g)
+    del flat
     c_prev = states[..., : dh * dh].unflatten(-1, (dh, dh))
     n_prev = states[..., dh * dh :]
 
-    log_d = _causal_log_d(gates)
-    m_inter = m_prev[..., :-1, None] + gates.b
-    m = torch.maximum(m_inter, log_d.amax(-1))
-    s = (qc @ kc.transpose(-1, -2)) * torch.exp(log_d - m[..., None])
-    alpha = torch.exp(m_inter - m)
-    num = alpha[..., None] * (qc @ c_prev) + s @ vc
-    n = alpha * (qc * n_prev[..., None, :]).sum(-1) + s.sum(-1)
-    den = torch.maximum(n.abs(), torch.exp(-m)) + eps
-    h = num / den[..., None]
-    return ForwardResult(
-        h=h.flatten(-3, -2)[..., :L, :],
-        n=n,
-        m=m,
-        c_prev=c_prev,
-        n_prev=n_prev,
-        m_prev=m_prev,
-    )
+    # Every chunk is independent once its entering state is known: flatten (b, h, N) into
+    # one chunk axis and work through it in contiguous blocks (bounded T x T temporaries).
+    qf, kf, vf = (x.flatten(0, 2) for x in (qc, kc, vc))
+    bf, lif = gates.b.flatten(0, 2), gates.log_i.flatten(0, 2)
+    cf, nf = c_prev.flatten(0, 2), n_prev.flatten(0, 2)
+    mbf = m_prev[..., :-1].reshape(-1)
+    h = torch.empty_like(vf)
+    n = torch.empty_like(bf)
+    m = torch.empty_like(bf)
+    for blk in _blocks(qf.shape[0], chunk):
+        b, log_i, q_b = bf[blk], lif[blk], qf[blk]
+        log_d = _causal_log_d(b, log_i)
+        # max_s<=t (b_t - b_s + log_i_s) = b_t + cummax_s(log_i_s - b_s): O(T), not O(T^2).
+        m_intra = b + (log_i - b).cummax(-1).values
+        m_inter = mbf[blk, None] + b
+        m_b = torch.maximum(m_inter, m_intra)
+        s_b = (q_b @ kf[blk].transpose(-1, -2)) * torch.exp(log_d - m_b[..., None])
+        del log_d
+        alpha = torch.exp(m_inter - m_b)
+        num = alpha[..., None] * (q_b @ cf[blk]) + s_b @ vf[blk]
+        n_b = alpha * (q_b * nf[blk, None, :]).sum(-1) + s_b.sum(-1)
+        den = torch.maximum(n_b.abs(), torch.exp(-m_b)) + eps
+        h[blk] = num / den[..., None]
+        n[blk] = n_b
+        m[blk] = m_b
+    h, n, m = h.view_as(vc), n.view_as(gates.b), m.view_as(gates.b)
+    return ForwardResult(h=h.flatten(-3, -2)[..., :L, :], n=n, m=m, c_prev=c_prev, n_prev=n_prev, m_prev=m_prev)
 
 
 def mlstm_chunkwise_backward(
@@ -254,28 +288,41 @@ def mlstm_chunkwise_backward(
     h = pad_length(fwd.h, lp, -2).unflatten(-2, (n_ch, chunk))
     dh_pad = pad_length(dh_out.to(fwd.h.dtype), lp, -2).unflatten(-2, (n_ch, chunk))
     dnum, dn = output_grads(dh_pad, h, fwd.n, fwd.m, eps)
+    del h, dh_pad
     m = fwd.m
     m_before, m_after = fwd.m_prev[..., :-1], fwd.m_prev[..., 1:]
 
     # Reverse state: queries of later chunks, weighted relative to the state max before them.
     w_q = torch.exp(gates.b - m + m_before[..., None])
-    r_c = torch.einsum("bhnt,bhntk,bhntv->bhnkv", w_q, qc, dnum)
+    r_c = torch.einsum("bhntk,bhntv->bhnkv", qc * w_q[..., None], dnum)
     r_n = torch.einsum("bhnt,bhntk,bhnt->bhnk", w_q, qc, dn)
     decay = torch.exp(gates.g + m_before - m_after)
     r_next = reverse_recurrence(torch.cat([r_c.flatten(-2), r_n], dim=-1), decay)
+    del r_c, r_n
     r_next_c = r_next[..., : dh * dh].unflatten(-1, (dh, dh))
     r_next_n = r_next[..., dh * dh :]
 
-    log_d = _causal_log_d(gates)
-    p = torch.exp(log_d - m[..., None])
-    alpha = torch.exp(m_before[..., None] + gates.b - m)
-    gamma = torch.exp(gates.a - m_after[..., None])
-    ds_p = (dnum @ vc.transpose(-1, -2) + dn[..., None]) * p
-    s = (qc @ kc.transpose(-1, -2)) * p
-    dqc = alpha[..., None] * (dnum @ fwd.c_prev.transpose(-1, -2) + dn[..., None] * fwd.n_prev[..., None, :])
-    dqc = dqc + ds_p @ kc
-    dkc = gamma[..., None] * (vc @ r_next_c.transpose(-1, -2) + r_next_n[..., None, :]) + ds_p.transpose(-1, -2) @ qc
-    dvc = gamma[..., None] * (kc @ r_next_c) + s.transpose(-1, -2) @ dnum
+    qf, kf, vf, dnf = (x.flatten(0, 2) for x in (qc, kc, vc, dnum))
+    bf, lif, af, mf, dnnf = (x.flatten(0, 2) for x in (gates.b, gates.log_i, gates.a, m, dn))
+    cf, npf = fwd.c_prev.flatten(0, 2), fwd.n_prev.flatten(0, 2)
+    rcf, rnf = r_next_c.flatten(0, 2), r_next_n.flatten(0, 2)
+    mbf, maf = m_before.reshape(-1), m_after.reshape(-1)
+    dqc, dkc, dvc = torch.empty_like(qf), torch.empty_like(kf), torch.empty_like(vf)
+    for blk in _blocks(qf.shape[0], chunk):
+        b, m_b, q_b, k_b, v_b = bf[blk], mf[blk], qf[blk], kf[blk], vf[blk]
+        dnum_b, dn_b = dnf[blk], dnnf[blk]
+        p = torch.exp(_causal_log_d(b, lif[blk]) - m_b[..., None])
+        alpha = torch.exp(mbf[blk, None] + b - m_b)
+        gamma = torch.exp(af[blk] - maf[blk, None])
+        ds_p = (dnum_b @ v_b.transpose(-1, -2) + dn_b[..., None]) * p
+        s = (q_b @ k_b.transpose(-1, -2)) * p
+        del p
+        inter_q = dnum_b @ cf[blk].transpose(-1, -2) + dn_b[..., None] * npf[blk, None, :]
+        dqc[blk] = alpha[..., None] * inter_q + ds_p @ k_b
+        inter_k = v_b @ rcf[blk].transpose(-1, -2) + rnf[blk, None, :]
+        dkc[blk] = gamma[..., None] * inter_k + ds_p.transpose(-1, -2) @ q_b
+        dvc[blk] = gamma[..., None] * (k_b @ rcf[blk]) + s.transpose(-1, -2) @ dnum_b
+    dqc, dkc, dvc = dqc.view_as(qc), dkc.view_as(kc), dvc.view_as(vc)
 
     qc, dqc, kc, dkc, dvc = (x.flatten(-3, -2)[..., :L, :] for x in (qc, dqc, kc, dkc, dvc))
     d_igate, d_fgate = gate_grads(qc, dqc, kc, dkc, fgate)
