@@ -8,9 +8,14 @@ the *effective* bandwidth: the bytes a call must move at least (inputs read once
 outputs written once) divided by its time, next to the card's bandwidth (nominal from
 a table when the card is known, and a measured device-to-device copy).
 
-    python scripts/bench_scan_gpu.py [--repeats 5] [--dtypes bf16 fp32] [--shapes all|small]
+    python scripts/bench_scan_gpu.py [--repeats 5] [--dtypes bf16 fp32] [--shapes all|small] [--sweep]
 
-Importable: ``run_gpu_section(...)`` returns one dict per (shape, dtype).
+``--sweep`` also times the Triton forward and backward kernels directly under several
+tile configurations (channels per block, sub-block length, warps) to tune
+``triton_kernels.pick_config`` on a real card.
+
+Importable: ``run_gpu_section(...)`` returns one dict per (shape, dtype);
+``sweep_tiles(...)`` one dict per (shape, tile configuration).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_scan import SHAPES, make_inputs  # noqa: E402
 
 from umamba_seg.ops.selective_scan import selective_scan  # noqa: E402
+from umamba_seg.ops.selective_scan import triton_kernels as tk  # noqa: E402
 
 #: Nominal peak memory bandwidth in GB/s by a substring of the device name.
 NOMINAL_GBS = {
@@ -160,14 +166,58 @@ def run_gpu_section(repeats: int = 5, dtypes: tuple[str, ...] = ("bf16", "fp32")
     return rows
 
 
+#: (block_d, block_t, num_warps) tried by the sweep; n_pad follows d_state.
+SWEEP_TILES = [(1, 64, 4), (1, 128, 8), (2, 32, 4), (2, 32, 8), (2, 64, 8), (4, 32, 8), (4, 16, 4)]
+
+
+def sweep_tiles(repeats: int = 5, dtype_name: str = "bf16", shapes=None, tiles=SWEEP_TILES) -> list[dict]:
+    """Time the Triton backend's forward and backward per tile configuration. [] without CUDA."""
+    if not torch.cuda.is_available():
+        print("no CUDA device: tile sweep skipped")
+        return []
+    device = torch.device("cuda")
+    dtype = DTYPES[dtype_name]
+    rows = []
+    print(f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} | {'BD':>2} {'BT':>4} {'warps':>5} | {'fwd ms':>8} {'bwd ms':>8}")
+    for b, d, n, L in shapes or SHAPES:
+        kw = _cast(make_inputs(b, d, n, L, device), dtype)
+        args = [kw["u"], kw["delta"], kw["A"], kw["B"][:, None], kw["C"][:, None], kw["D"], kw["z"],
+                kw["delta_bias"], True]
+        dout = torch.randn(b, d, L, device=device, dtype=dtype)
+        default = tk.pick_config(d, 1, n)
+        for block_d, block_t, warps in [(default.block_d, default.block_t, default.num_warps), *tiles]:
+            if d % block_d:
+                continue
+            cfg = tk.LaunchConfig(block_d, default.n_pad, block_t, warps)
+            try:
+                out, last, ckpt = tk.forward(*args, config=cfg)
+                tk.backward(dout, None, *args, ckpt, config=cfg)
+            except Exception as exc:  # a configuration the card cannot run (resources)
+                print(f"{b:>2} {d:>4} {n:>3} {L:>7} | {block_d:>2} {block_t:>4} {warps:>5} | failed: {exc}")
+                continue
+            t_f = min(_cuda_time(lambda: tk.forward(*args, config=cfg)) for _ in range(repeats))
+            t_b = min(_cuda_time(lambda: tk.backward(dout, None, *args, ckpt, config=cfg)) for _ in range(repeats))
+            rows.append(dict(b=b, d=d, n=n, L=L, block_d=block_d, block_t=block_t, num_warps=warps,
+                             fwd_s=t_f, bwd_s=t_b, default=cfg == default))
+            mark = " (default)" if cfg == default else ""
+            print(f"{b:>2} {d:>4} {n:>3} {L:>7} | {block_d:>2} {block_t:>4} {warps:>5} | "
+                  f"{t_f * 1e3:8.3f} {t_b * 1e3:8.3f}{mark}", flush=True)
+        del kw, args, dout
+        torch.cuda.empty_cache()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timings per measurement; the minimum is kept")
     parser.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=sorted(DTYPES))
     parser.add_argument("--shapes", default="all", choices=["small", "all"])
+    parser.add_argument("--sweep", action="store_true", help="also sweep Triton tile configurations")
     args = parser.parse_args(argv)
     shapes = SHAPES[:1] if args.shapes == "small" else SHAPES
     run_gpu_section(repeats=args.repeats, dtypes=tuple(args.dtypes), shapes=shapes)
+    if args.sweep:
+        sweep_tiles(repeats=args.repeats, dtype_name=args.dtypes[0], shapes=shapes)
 
 
 if __name__ == "__main__":
