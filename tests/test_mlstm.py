@@ -4,6 +4,7 @@ gradients), stays finite for extreme gates and low precision, and keeps memory l
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -147,6 +148,9 @@ def test_backend_resolution_and_argument_errors():
         mlstm(q, k, v, ig, fg, backend="cuda")
     with pytest.raises(ValueError, match="float64"):
         mlstm(q.double(), k.double(), v.double(), ig.double(), fg.double(), backend="triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        with pytest.raises(ValueError, match="CUDA"):
+            mlstm(q, k, v, ig, fg, backend="triton")
     with pytest.raises(ValueError, match="igate"):
         mlstm(q, k, v, ig[..., :4], fg)
     with pytest.raises(ValueError, match="k must"):

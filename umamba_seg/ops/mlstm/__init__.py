@@ -119,6 +119,8 @@ def mlstm(
         return mlstm_parallel_reference(q, k, v, igate, fgate, eps=eps)
     if which == "triton" and q.dtype == torch.float64:
         raise ValueError("mlstm: the triton backend does not take float64 inputs; use backend='torch'")
+    if which == "triton" and not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("mlstm: the triton backend needs CUDA tensors (or TRITON_INTERPRET=1); use backend='auto'")
     if chunk < 1:
         raise ValueError(f"mlstm: chunk must be positive, got {chunk}")
     q, k, v, igate, fgate = (t.contiguous() for t in (q, k, v, igate, fgate))

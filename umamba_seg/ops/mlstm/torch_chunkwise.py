@@ -18,6 +18,13 @@ q/k/v gradients are again a chunkwise linear attention, with a reverse state
 exponent is positive. Gate gradients need no extra pass: with ``F`` the cumulative
 log forget gate, ``dF_i = q_i.dq_i - k_i.dk_i`` and ``dlog i_j = k_j.dk_j``.
 
+Layout of the work: per-chunk state contributions are one batched product over all
+chunks; carrying them across chunks is a Python loop of one fused multiply-add per chunk
+(the chunk maxima are vectorised with a cummax); the intra-chunk part runs over
+(batch x head x chunk) in blocks of ``BLOCK_POSITIONS`` positions, so temporaries are
+bounded whatever L is. Memory kept for backward: the inputs, ``h``, two numbers per
+position and one (dh x dh + dh) state per chunk.
+
 Everything is computed in float32 (float64 for float64 inputs); the helper functions
 here (gate preparation, output gradients, gate gradients) are shared with the Triton
 path, which replaces only the per-chunk heavy parts.
