@@ -174,12 +174,12 @@ def _linear_scan(local: torch.Tensor, decay: torch.Tensor, reverse: bool) -> tor
     return out.movedim(0, -2).contiguous()
 
 
-def _causal_log_d(b: torch.Tensor, log_i: torch.Tensor) -> torch.Tensor:
-    """Intra-chunk log decay matrix ``b_t - b_s + log_i_s`` (s <= t), -inf above the diagonal."""
+def _decay_matrix(b: torch.Tensor, log_i: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``exp(b_t - b_s + log_i_s - m_t)`` for s <= t, 0 above the diagonal: ``(.., T, T)``."""
     t = b.shape[-1]
-    log_d = b[..., :, None] - b[..., None, :] + log_i[..., None, :]
-    causal = torch.ones(t, t, dtype=torch.bool, device=log_d.device).tril()
-    return log_d.masked_fill(~causal, float("-inf"))
+    p = (b - m)[..., :, None] + (log_i - b)[..., None, :]
+    above = torch.ones(t, t, dtype=torch.bool, device=b.device).triu(1)
+    return p.masked_fill_(above, float("-inf")).exp_()
 
 
 def _blocks(n_chunks: int, chunk: int) -> list[slice]:
@@ -257,18 +257,16 @@ def mlstm_chunkwise_forward(
     m = torch.empty_like(bf)
     for blk in _blocks(qf.shape[0], chunk):
         b, log_i, q_b = bf[blk], lif[blk], qf[blk]
-        log_d = _causal_log_d(b, log_i)
         # max_s<=t (b_t - b_s + log_i_s) = b_t + cummax_s(log_i_s - b_s): O(T), not O(T^2).
         m_intra = b + (log_i - b).cummax(-1).values
         m_inter = mbf[blk, None] + b
         m_b = torch.maximum(m_inter, m_intra)
-        s_b = (q_b @ kf[blk].transpose(-1, -2)) * torch.exp(log_d - m_b[..., None])
-        del log_d
+        s_b = torch.bmm(q_b, kf[blk].transpose(-1, -2)).mul_(_decay_matrix(b, log_i, m_b))
         alpha = torch.exp(m_inter - m_b)
-        num = alpha[..., None] * (q_b @ cf[blk]) + s_b @ vf[blk]
-        n_b = alpha * (q_b * nf[blk, None, :]).sum(-1) + s_b.sum(-1)
+        num = torch.bmm(q_b, cf[blk]).mul_(alpha[..., None]).baddbmm_(s_b, vf[blk])
+        n_b = alpha * torch.bmm(q_b, nf[blk, :, None])[..., 0] + s_b.sum(-1)
         den = torch.maximum(n_b.abs(), torch.exp(-m_b)) + eps
-        h[blk] = num / den[..., None]
+        torch.div(num, den[..., None], out=h[blk])
         n[blk] = n_b
         m[blk] = m_b
     h, n, m = h.view_as(vc), n.view_as(gates.b), m.view_as(gates.b)
@@ -318,17 +316,18 @@ def mlstm_chunkwise_backward(
     for blk in _blocks(qf.shape[0], chunk):
         b, m_b, q_b, k_b, v_b = bf[blk], mf[blk], qf[blk], kf[blk], vf[blk]
         dnum_b, dn_b = dnf[blk], dnnf[blk]
-        p = torch.exp(_causal_log_d(b, lif[blk]) - m_b[..., None])
+        p = _decay_matrix(b, lif[blk], m_b)
         alpha = torch.exp(mbf[blk, None] + b - m_b)
         gamma = torch.exp(af[blk] - maf[blk, None])
-        ds_p = (dnum_b @ v_b.transpose(-1, -2) + dn_b[..., None]) * p
-        s = (q_b @ k_b.transpose(-1, -2)) * p
+        ds_p = torch.bmm(dnum_b, v_b.transpose(-1, -2)).add_(dn_b[..., None]).mul_(p)
+        s = torch.bmm(q_b, k_b.transpose(-1, -2)).mul_(p)
         del p
-        inter_q = dnum_b @ cf[blk].transpose(-1, -2) + dn_b[..., None] * npf[blk, None, :]
-        dqc[blk] = alpha[..., None] * inter_q + ds_p @ k_b
-        inter_k = v_b @ rcf[blk].transpose(-1, -2) + rnf[blk, None, :]
-        dkc[blk] = gamma[..., None] * inter_k + ds_p.transpose(-1, -2) @ q_b
-        dvc[blk] = gamma[..., None] * (k_b @ rcf[blk]) + s.transpose(-1, -2) @ dnum_b
+        inter_q = torch.baddbmm(dn_b[..., None] * npf[blk, None, :], dnum_b, cf[blk].transpose(-1, -2))
+        torch.baddbmm(inter_q.mul_(alpha[..., None]), ds_p, k_b, out=dqc[blk])
+        inter_k = torch.bmm(v_b, rcf[blk].transpose(-1, -2)).add_(rnf[blk, None, :]).mul_(gamma[..., None])
+        torch.baddbmm(inter_k, ds_p.transpose(-1, -2), q_b, out=dkc[blk])
+        inter_v = torch.bmm(k_b, rcf[blk]).mul_(gamma[..., None])
+        torch.baddbmm(inter_v, s.transpose(-1, -2), dnum_b, out=dvc[blk])
     dqc, dkc, dvc = dqc.view_as(qc), dkc.view_as(kc), dvc.view_as(vc)
 
     qc, dqc, kc, dkc, dvc = (x.flatten(-3, -2)[..., :L, :] for x in (qc, dqc, kc, dkc, dvc))
