@@ -157,5 +157,6 @@ def test_selective_scan_aot_configs_cover_every_kernel() -> None:
         "_bwd_chunk_carry_kernel",
         "_bwd_chunk_grad_kernel",
     }
-    reverse = {as_aot_config(c).constexprs.get("REVERSE") for c in _SCAN_CONFIGS if "REVERSE" in as_aot_config(c).constexprs}
+    carry = [as_aot_config(c).constexprs for c in _SCAN_CONFIGS if "REVERSE" in as_aot_config(c).constexprs]
+    reverse = {consts["REVERSE"] for consts in carry}
     assert reverse == {True, False}

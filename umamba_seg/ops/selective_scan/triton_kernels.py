@@ -10,9 +10,10 @@ forward
      ``exp(A * sum(dt))``). Closed form, no scan: ``h_end = sum_t x_t exp(A R_t)`` with
      ``R_t`` the sum of dt after t.
   2. ``_carry_scan_kernel``: per (batch, channel) an associative scan over chunks of the
-     carries; writes ``checkpoints`` (state before each chunk) and the last state.
+     carries; writes ``checkpoints`` (state before each chunk).
   3. ``_fwd_chunk_out_kernel``: per chunk, rescan from its checkpoint and write ``out``
-     (``+ D u``, ``* silu(z)``).
+     (``+ D u``, ``* silu(z)``); the last chunk writes the last state.
+  A single-chunk sequence (L <= 256) runs pass 3 only.
 
 backward (in reverse, recomputing states from the checkpoints)
   1. ``_bwd_chunk_carry_kernel``: per chunk the chunk's contribution to the state
@@ -21,15 +22,17 @@ backward (in reverse, recomputing states from the checkpoints)
      right, starting from ``dlast_state``.
   3. ``_bwd_chunk_grad_kernel``: per chunk, the sub-block start states are recomputed
      from the checkpoint (held in registers for up to 4 sub-blocks), then sub-blocks right
-     to left: rescan the states, reverse-scan the state gradient, emit every gradient. dB/dC are
-     summed over the channel block in registers; the blocks of a group write into
+     to left: rescan the states, reverse-scan the state gradient, emit every gradient.
+     dB/dC are summed over the channel block in registers; the blocks of a group write into
      separate fp32 copies (plain stores, summed by torch) when they fit a memory budget,
      else into fewer copies with atomic adds (contention = blocks per copy).
      dA/dD/d(delta_bias) go to per-chunk partials reduced by torch (no atomics).
 
 Inside a chunk, tiles are ``[channels, states, positions]`` in fp32 (fp64 for fp64
 inputs) registers; positions are processed in sub-blocks of ``BLOCK_T`` with
-``tl.associative_scan`` of ``(decay, input)`` pairs.
+``tl.associative_scan`` of ``(decay, input)`` pairs. The grid is flat: one program per
+(batch, channel block, chunk), e.g. 48 x 1024 programs per batch item for SegMamba's
+first stage (d = 96, L = 262,144), where one block per (batch, channel) would be 96.
 """
 
 from __future__ import annotations
@@ -709,7 +712,7 @@ def aot_configs_for(cfg: LaunchConfig, io_dtype: str = "bf16") -> list[AotConfig
         (_bwd_chunk_grad_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, ATOMIC_BC=True, **full)),
         (_bwd_chunk_grad_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, ATOMIC_BC=False, **full)),
     ]
-    out = [AotConfig(fn, aot_signature(fn, io_dtype), consts, cfg.num_warps, label=f"{io_dtype}") for fn, consts in rows]
+    out = [AotConfig(fn, aot_signature(fn, io_dtype), consts, cfg.num_warps, label=io_dtype) for fn, consts in rows]
     for reverse in (False, True):
         consts = dict(CB=cfg.carry_block, NP=cfg.n_pad, HAS_INIT=reverse, REVERSE=reverse, ACC=tl.float32)
         out.append(AotConfig(_carry_scan_kernel, aot_signature(_carry_scan_kernel, io_dtype), consts, 4))
