@@ -101,7 +101,9 @@ def _state_recurrence_kernel(
 
     TRACK_MAX (forward, chunks in order): m' = max(m + G[c], AMAX[c]);
     S = exp(m + G[c] - m') S + exp(AMAX[c] - m') LOCAL[c]; MPREV[c] = m before chunk c,
-    MPREV[N] = final m. Otherwise (backward, chunks in reverse): S = LOCAL[c] + DECAY[c] S.
+    MPREV[N] = final m, MPREV[0] = -1e30 (the empty state; the torch path writes -inf,
+    both give zero weights). Otherwise (backward, chunks in reverse):
+    S = LOCAL[c] + DECAY[c] S. Every program recomputes the scalar m sequence (cheap).
     """
     pe = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -110,8 +112,7 @@ def _state_recurrence_kernel(
     state = tl.zeros([BLOCK], dtype=tl.float32)
     if TRACK_MAX:
         m = tl.full([], -1e30, tl.float32)
-        for i in range(0, N):
-            c = i
+        for c in range(0, N):
             tl.store((STATES + (bh * N + c) * E) + re, state, mask=ok)
             if pe == 0:
                 tl.store(MPREV + bh * (N + 1) + c, m)
