@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from pipeline_fixtures import TINY_SCHEDULE, run_cli, trained_2d_workdir  # noqa: F401
+from pipeline_fixtures import TINY_SCHEDULE, run_cli
 
 from umamba_seg.evaluation.find_best import _MODEL_RE
 from umamba_seg.evaluation.postprocess import load_postprocessing
