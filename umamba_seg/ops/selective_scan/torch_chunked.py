@@ -12,11 +12,13 @@ through unchanged, so the last state and the adjoint are exact).
 Forward, per block of whole checkpoint intervals, viewed as ``c`` chunks of ``T``
 positions: ``decay = exp(dt * A)`` and ``x = dt * u * B`` in bulk; a loop over the ``T``
 positions runs ``h_t = decay_t * h_{t-1} + x_t`` for all ``c`` chunks at once from a zero
-state, turning ``decay`` into its running product ``P_t`` inside the chunk; a short loop
-over chunks carries the true state across chunk boundaries; then ``h += P * h_start``
-and ``y = <C, h>`` (a batched matmul). Only products of decays are formed (in ``[0, 1]``
-when ``dt * A <= 0``); nothing is divided by a decay, so long sequences with strong decay
-stay finite. ``T`` is picked so one loop step touches about ``STEP_ELEMENTS`` elements.
+state, giving each chunk's end state; a short loop over chunks carries the true state
+across chunk boundaries with the whole-chunk decay ``exp(A * sum(dt))``; the loop then
+runs again from the true chunk starts, and ``y = <C, h>`` is one batched matmul. Only
+decays and sums of ``dt * A`` are exponentiated; nothing is divided by a decay (long
+sequences with strong decay stay finite) and no chain of products of decays is formed
+(it would crawl through denormals, which are very slow on CPUs). ``T`` is picked so one
+loop step touches about ``STEP_ELEMENTS`` elements.
 
 Backward, per checkpoint interval from the last: the interval starts at a checkpoint, so
 its states are recomputed by one loop; the adjoint ``g_t = dy_t C_t + decay_{t+1}
@@ -36,7 +38,7 @@ from .common import CHECKPOINT_LEN, num_checkpoints, state_dtype
 # one loop step touch about STEP_ELEMENTS elements: below PyTorch's parallel grain
 # (32768) the many small loop ops run without a thread barrier, while the few bulk ops
 # per block use all threads. CHUNK forces T (tests).
-BLOCK_ELEMENTS = 1 << 21
+BLOCK_ELEMENTS = 3 << 19
 STEP_ELEMENTS = 24576
 CHUNK: int | None = None
 
@@ -122,16 +124,24 @@ def _block_states(
     """
     c, T = dt_b.shape[:2]
     torch.mul(dt_b, A, out=decay).exp_()
-    torch.mul(dtu_b, B_b, out=h)
-    # local scan from a zero state; decay becomes the running product inside the chunk
     h_t, decay_t = h.unbind(1), decay.unbind(1)
+    starts[0] = h_in
+    if c > 1:
+        # local scan of every chunk from a zero state, only for the chunk-end states
+        torch.mul(dtu_b, B_b, out=h)
+        for t in range(1, T):
+            h_t[t].addcmul_(decay_t[t], h_t[t - 1])
+        # whole-chunk decay exp(A * sum(dt)): from a sum, not a chain of products that
+        # would crawl through denormals
+        total = torch.mul(dt_b.sum(1), A).exp_()
+        for i in range(c - 1):
+            torch.addcmul(h[i, T - 1], total[i], starts[i], out=starts[i + 1])
+    # the scan proper, every chunk from its true start state
+    torch.mul(dtu_b, B_b, out=h)
+    h_t[0].addcmul_(decay_t[0], starts[:c])
     for t in range(1, T):
         h_t[t].addcmul_(decay_t[t], h_t[t - 1])
-        decay_t[t].mul_(decay_t[t - 1])
-    starts[0] = h_in
-    for i in range(c):
-        torch.addcmul(h[i, T - 1], decay[i, T - 1], starts[i], out=starts[i + 1])
-    h.addcmul_(decay, starts[:c].unsqueeze(1))
+    starts[c] = h[c - 1, T - 1]
 
 
 def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -203,6 +213,10 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
     if dlast_state is not None:
         gin += dlast_state.to(sd).view(b, g, dg, n).transpose(-1, -2)
 
+    # One checkpoint interval at a time, from the last: it starts at a checkpoint, so its
+    # states come from one forward loop; the adjoint enters from its end and runs back
+    # in one loop. No products of decays are formed (they would underflow slowly through
+    # denormals, which are very slow on CPUs).
     T = CHECKPOINT_LEN
     decay, hs, adj, tmp = (s.buffer(T, b, g, n, dg) for _ in range(4))
     decay_t, hs_t, adj_t = decay.unbind(0), hs.unbind(0), adj.unbind(0)
@@ -210,7 +224,6 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
         p0, p1 = k * T, (k + 1) * T
         dt_b, dtu_b, dy_b, B_b, C_b = dt[p0:p1], dtu[p0:p1], dy[p0:p1], Bs[p0:p1], Cs[p0:p1]
         h_in = ckpt[k]
-        # states of the interval, from its checkpoint
         torch.mul(dt_b, s.A, out=decay).exp_()
         torch.mul(dtu_b, B_b, out=hs)
         hs_t[0].addcmul_(decay_t[0], h_in)
@@ -219,7 +232,7 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
         if y_tm is not None:
             torch.matmul(C_b.transpose(-1, -2), hs, out=y_tm[p0:p1])
 
-        # adjoint g_t = dL/dh_t = dy_t C_t + decay_{t+1} g_{t+1}, entering from the end
+        # adjoint g_t = dL/dh_t = dy_t C_t + decay_{t+1} g_{t+1}
         torch.mul(dy_b, C_b, out=adj)
         adj_t[T - 1].add_(gin)
         for t in range(T - 2, -1, -1):
