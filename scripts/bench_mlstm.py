@@ -131,7 +131,7 @@ def quadratic_fit(points: list[tuple[int, int]]) -> tuple[float, float]:
 
 
 def first_length_over(a: float, c: float, budget: float) -> int:
-    """Smallest power-of-two L whose fitted memory exceeds ``budget`` bytes (and the exact root)."""
+    """Smallest power-of-two L whose fitted memory exceeds ``budget`` bytes."""
     L = 1
     while a * L * L + c * L <= budget:
         L *= 2

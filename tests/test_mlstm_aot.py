@@ -22,6 +22,12 @@ CONFIGS = [as_aot_config(c) for c in tk.AOT_CONFIGS]
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 
 
+def _config_id(c) -> str:
+    parts = [c.fn.__name__] + [f"{k}{v}" for k, v in c.constexprs.items() if k in ("HAS_Z", "TRACK_MAX")]
+    parts.append("bf16" if "*bf16" in c.signature.values() else "fp32")
+    return "-".join(parts)
+
+
 def test_aot_configs_cover_every_kernel() -> None:
     names = {c.fn.__name__ for c in CONFIGS}
     assert names == {
@@ -38,11 +44,9 @@ def test_aot_configs_cover_every_kernel() -> None:
             assert c.constexprs["T"] == tk.DEFAULT_CHUNK
     assert {c.constexprs.get("HAS_Z") for c in CONFIGS if "HAS_Z" in c.constexprs} == {True, False}
     assert {c.constexprs.get("TRACK_MAX") for c in CONFIGS if "TRACK_MAX" in c.constexprs} == {True, False}
-
-
-def _config_id(c) -> str:
-    flags = "-".join(f"{k}{v}" for k, v in c.constexprs.items() if k in ("HAS_Z", "TRACK_MAX"))
-    return f"{c.fn.__name__}-{flags}" if flags else c.fn.__name__
+    bf16 = {c.fn.__name__ for c in CONFIGS if "*bf16" in c.signature.values()}
+    assert bf16 == {"_chunk_outer_kernel", "_fwd_output_kernel", "_bwd_dqk_kernel", "_bwd_dv_kernel"}
+    assert len({_config_id(c) for c in CONFIGS}) == len(CONFIGS)
 
 
 @pytest.mark.slow

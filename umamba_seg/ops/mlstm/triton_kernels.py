@@ -446,10 +446,12 @@ def mlstm_triton_backward(
 
 _INT_ARGS = {"L", "N", "E", "DH", "DIM_K", "DIM_V"}
 _FLOAT_ARGS = {"scale", "eps"}
+_INPUT_ARGS = {"Q", "K", "V", "X", "Y"}  # X, Y: k, v in the forward's state kernel
 
 
-def _signature(fn, constexprs: dict[str, object]) -> dict[str, str]:
-    """Triton types of ``fn``'s arguments in order: sizes i32, scalars fp32, tensors *fp32."""
+def _signature(fn, constexprs: dict[str, object], io: str = "fp32") -> dict[str, str]:
+    """Triton types of ``fn``'s arguments in order: sizes i32, scalars fp32, q/k/v ``*io``,
+    every other tensor ``*fp32``."""
     sig = {}
     for name in fn.arg_names:
         if name in constexprs:
@@ -459,23 +461,28 @@ def _signature(fn, constexprs: dict[str, object]) -> dict[str, str]:
         elif name in _FLOAT_ARGS:
             sig[name] = "fp32"
         else:
-            sig[name] = "*fp32"
+            sig[name] = f"*{io}" if name in _INPUT_ARGS else "*fp32"
     return sig
 
 
 def _aot_configs() -> list[tuple]:
-    """(fn, signature, constexprs, num_warps) of every kernel at the shipped sizes (head dim >= 32)."""
+    """(fn, signature, constexprs, num_warps) of every kernel at the shipped sizes (head dim >= 32),
+    for float32 inputs and, for the kernels that read q/k/v, bfloat16 inputs (AMP)."""
     chunk, tile = DEFAULT_CHUNK, MAX_TILE
-    entries = [
-        (_chunk_outer_kernel, {"T": chunk, "BK": tile, "BV": tile, "HAS_Z": True, "PRECISION": PRECISION}, NUM_WARPS),
+    reads_qkv = [
         (_chunk_outer_kernel, {"T": chunk, "BK": tile, "BV": tile, "HAS_Z": False, "PRECISION": PRECISION}, NUM_WARPS),
-        (_state_recurrence_kernel, {"BLOCK": RECURRENCE_BLOCK, "TRACK_MAX": True}, NUM_WARPS),
-        (_state_recurrence_kernel, {"BLOCK": RECURRENCE_BLOCK, "TRACK_MAX": False}, NUM_WARPS),
         (_fwd_output_kernel, {"T": chunk, "BK": tile, "BV": tile, "PRECISION": PRECISION}, NUM_WARPS),
         (_bwd_dqk_kernel, {"T": chunk, "BK": tile, "BV": DQK_V_TILE, "PRECISION": PRECISION}, DQK_NUM_WARPS),
         (_bwd_dv_kernel, {"T": chunk, "BK": tile, "BV": tile, "PRECISION": PRECISION}, NUM_WARPS),
     ]
-    return [(fn, _signature(fn, ce), ce, warps) for fn, ce, warps in entries]
+    fp32_only = [
+        (_chunk_outer_kernel, {"T": chunk, "BK": tile, "BV": tile, "HAS_Z": True, "PRECISION": PRECISION}, NUM_WARPS),
+        (_state_recurrence_kernel, {"BLOCK": RECURRENCE_BLOCK, "TRACK_MAX": True}, NUM_WARPS),
+        (_state_recurrence_kernel, {"BLOCK": RECURRENCE_BLOCK, "TRACK_MAX": False}, NUM_WARPS),
+    ]
+    configs = [(fn, _signature(fn, ce), ce, warps) for fn, ce, warps in reads_qkv + fp32_only]
+    configs += [(fn, _signature(fn, ce, "bf16"), ce, warps) for fn, ce, warps in reads_qkv]
+    return configs
 
 
 AOT_CONFIGS = _aot_configs()
