@@ -246,3 +246,12 @@ def test_cli_plan_train_predict(request, workdir_factory, tmp_path, dataset_fixt
     ending = json.loads((raw_src / "dataset.json").read_text())["file_ending"]
     cases = sorted(p.name for p in (raw_src / "labelsTs").iterdir() if p.name.endswith(ending))
     assert sorted(p.name for p in out.glob(f"*{ending}")) == cases
+
+
+def test_memory_proxy_grows_with_patch_and_with_the_scan():
+    small = VMUNet(1, 2, strides=vmunet_strides([64, 64]), **TINY)
+    big = VMUNet(1, 2, strides=vmunet_strides([128, 128]), **TINY)
+    nossm = VMUNet(1, 2, strides=vmunet_strides([64, 64]), use_ssm=False, **TINY)
+    a, b, c = (m.compute_conv_feature_map_size(p) for m, p in ((small, [64, 64]), (big, [128, 128]), (nossm, [64, 64])))
+    assert 3.5 * a < b < 4.5 * a  # activations scale with the number of voxels
+    assert c < a

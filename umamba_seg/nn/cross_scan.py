@@ -18,7 +18,6 @@ the scan is replaced by the identity (conv, norm, gate and projections stay).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -26,17 +25,9 @@ import torch.nn.functional as F
 from monai.networks.layers import DropPath
 
 from umamba_seg.ops.scan_orders import ScanOrder, cross_merge, cross_scan, cross_scan_orders
+from umamba_seg.ops.selective_scan import selective_scan
 
 __all__ = ["CrossScanSSM", "VSSBlock"]
-
-
-def _selective_scan() -> Callable[..., torch.Tensor]:
-    """The package's selective scan (dispatching op), or its reference while that lands."""
-    try:
-        from umamba_seg.ops.selective_scan import selective_scan  # type: ignore[attr-defined]
-    except ImportError:
-        from umamba_seg.ops.selective_scan.reference import selective_scan_ref as selective_scan
-    return selective_scan
 
 
 def _dt_bias_init(d: int, dt_min: float, dt_max: float, floor: float) -> torch.Tensor:
@@ -87,12 +78,9 @@ class CrossScanSSM(nn.Module):
             self.dt_projs_bias = nn.Parameter(
                 torch.stack([_dt_bias_init(E, dt_min, dt_max, dt_init_floor) for _ in range(K)])
             )
-            self.dt_projs_bias._no_reinit = True  # type: ignore[attr-defined]
             A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(K * E, 1)
             self.A_logs = nn.Parameter(torch.log(A))
             self.Ds = nn.Parameter(torch.ones(K * E))
-            self.A_logs._no_weight_decay = True  # type: ignore[attr-defined]
-            self.Ds._no_weight_decay = True  # type: ignore[attr-defined]
         self.out_norm = nn.LayerNorm(E)
         self.out_proj = nn.Linear(E, d_model, bias=bias)
         self._orders: dict[tuple[int, ...], list[ScanOrder]] = {}
@@ -114,15 +102,16 @@ class CrossScanSSM(nn.Module):
         x_dbl = torch.einsum("bkel,kce->bkcl", xs, self.x_proj_weight.to(xs.dtype))
         dts, Bs, Cs = torch.split(x_dbl, [R, n, n], dim=2)
         dts = torch.einsum("bkrl,ker->bkel", dts, self.dt_projs_weight.to(dts.dtype))
-        y = _selective_scan_call(
+        y = selective_scan(
             xs.reshape(b, K * e, L).float(),
             dts.reshape(b, K * e, L).float(),
             -torch.exp(self.A_logs.float()),
             Bs.float().contiguous(),
             Cs.float().contiguous(),
-            self.Ds.float(),
-            self.dt_projs_bias.float().reshape(-1),
-            self.scan_backend,
+            D=self.Ds.float(),
+            delta_bias=self.dt_projs_bias.float().reshape(-1),
+            delta_softplus=True,
+            backend=self.scan_backend,
         )
         return cross_merge(y.view(b, K, e, L), orders)
 
@@ -138,23 +127,6 @@ class CrossScanSSM(nn.Module):
         y = y.view(y.shape[0], self.d_inner, *spatial).movedim(1, -1)  # (B, *spatial, E)
         y = self.out_norm(y.to(self.out_norm.weight.dtype))
         return self.out_proj(y * F.silu(z))
-
-
-def _selective_scan_call(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor,
-    delta_bias: torch.Tensor,
-    backend: str,
-) -> torch.Tensor:
-    fn = _selective_scan()
-    kwargs = dict(D=D, delta_bias=delta_bias, delta_softplus=True)
-    if backend != "auto":
-        kwargs["backend"] = backend
-    return fn(u, delta, A, B, C, **kwargs)
 
 
 class VSSBlock(nn.Module):
