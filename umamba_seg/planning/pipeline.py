@@ -85,7 +85,7 @@ def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: flo
         plan_cnn(ws, dataset_name, gpu_memory_gb)
     if arch != CNN_ARCH:
         print(f"No plans for '{arch}' yet: deriving {out.name} from the stored CNN plans.")
-        write_arch_plans(pre, arch)
+        write_arch_plans(pre, arch, gpu_memory_gb)
     return out
 
 
@@ -118,7 +118,7 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
     written = {CNN_ARCH: cnn_plans}
     for arch in archs:
         if arch != CNN_ARCH:
-            written[arch] = write_arch_plans(pre, arch)
+            written[arch] = write_arch_plans(pre, arch, gpu_memory_gb)
     timings["plan"] = time.perf_counter() - t
 
     plans = load_json(str(cnn_plans))

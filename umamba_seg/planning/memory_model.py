@@ -1,0 +1,290 @@
+"""Bytes of activations a network keeps for backward, traced on the meta device.
+
+The planner needs, for a candidate patch and batch size, the memory a training step's
+forward pass leaves on the GPU for backward. nnU-Net's proxy counts conv feature maps
+only, so token mixers (projections, conv1d output, dt/B/C, scan checkpoints, cross-scan
+copies, mLSTM chunk states) never enter it. Here the network itself runs on meta
+tensors (shapes and dtypes, no data) and every tensor autograd saves is caught by
+``torch.autograd.graph.saved_tensors_hooks``:
+
+* autocast's casting policy is replayed by :mod:`amp_emulation` (CUDA's by default: conv
+  and linear outputs in fp16/bf16, layer norms and softplus in fp32, fp32 token layers
+  where a network turns autocast off), so bytes are those a GPU stores under AMP;
+  ``device_type="cpu"`` replays CPU autocast (the calibration against real CPU runs);
+* bytes are counted once per storage (views and repeated saves are free), parameters
+  excluded; a saved tensor counts as *token mixer* when it is saved inside one of
+  :mod:`umamba_seg.nn`'s sequence-mixing modules, as *conv* otherwise; cached casts of
+  parameters are counted apart (they do not grow with the batch);
+* the scan ops' backends are swapped for stand-ins (:mod:`op_standins`) that save the
+  same checkpoints; their autograd Functions stay the real ones;
+* networks are built with large factory tensors on the meta device (no allocation, no
+  init cost) and small ones on the CPU (constructors may call ``tolist()`` on e.g. a
+  drop-path schedule), then moved to meta.
+
+Everything saved except parameter casts is proportional to the batch, so one trace at
+batch 1 gives every batch size (:meth:`MemoryEstimate.at_batch`). :func:`measure_saved_bytes`
+counts the same way on real tensors; the calibration test compares the two. Results are
+cached per (network, kwargs, patch, AMP policy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import pydoc
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from umamba_seg.planning.amp_emulation import emulated_autocast
+from umamba_seg.planning.op_standins import standin_ops
+
+__all__ = [
+    "MemoryEstimate",
+    "ActivationCounter",
+    "build_network",
+    "estimate_memory",
+    "is_token_mixer",
+    "measure_saved_bytes",
+    "trace_saved_bytes",
+]
+
+# modules (by import path) whose saved tensors count as the token mixer's
+TOKEN_MIXER_MODULES = (
+    "umamba_seg.nn.token_layer",
+    "umamba_seg.nn.mamba_mixer",
+    "umamba_seg.nn.ssm_branch",
+    "umamba_seg.nn.cross_scan",
+    "umamba_seg.nn.tri_oriented",
+)
+# any other module of umamba_seg.nn whose name contains one of these is a mixer too (ViL/mLSTM layers)
+TOKEN_MIXER_HINTS = ("vil", "lstm", "mamba", "ssm", "mixer")
+
+# factory functions whose tensors stay on the CPU whatever their size (schedules like drop-path rates)
+_ALWAYS_CPU = {torch.linspace, torch.logspace, torch.tensor, torch.as_tensor}
+_SIZED = {torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full, torch.randint, torch.arange,
+          torch.empty_strided}
+SMALL_NUMEL = 1024  # factory tensors up to this size are built for real on the CPU
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Activation bytes of one training-mode forward pass at ``batch`` samples."""
+
+    conv_bytes: int  # saved for backward outside token mixers (convs, norms, skips, heads, input)
+    mixer_bytes: int  # saved for backward inside token mixers
+    output_bytes: int  # network outputs (logits kept for the loss) not already saved
+    param_cast_bytes: int  # saved low-precision copies of parameters (autocast's weight cache)
+    n_parameters: int
+    batch: int
+
+    @property
+    def saved_bytes(self) -> int:
+        """Bytes saved for backward (what the calibration measures)."""
+        return self.conv_bytes + self.mixer_bytes + self.param_cast_bytes
+
+    @property
+    def activation_bytes(self) -> int:
+        """Saved bytes plus the outputs: what a training step holds between forward and backward."""
+        return self.saved_bytes + self.output_bytes
+
+    def at_batch(self, batch: int) -> "MemoryEstimate":
+        """The same network and patch at another batch size (all but parameter casts scale)."""
+        f = batch / self.batch
+        return replace(self, conv_bytes=round(self.conv_bytes * f), mixer_bytes=round(self.mixer_bytes * f),
+                       output_bytes=round(self.output_bytes * f), batch=batch)
+
+
+def is_token_mixer(module: nn.Module) -> bool:
+    """True for the sequence-mixing layers of :mod:`umamba_seg.nn` (Mamba, cross-scan, ToM, ViL)."""
+    mod = type(module).__module__
+    if not mod.startswith("umamba_seg.nn."):
+        return False
+    if mod in TOKEN_MIXER_MODULES:
+        return True
+    leaf = mod.rsplit(".", 1)[-1].lower()
+    return any(h in leaf for h in TOKEN_MIXER_HINTS)
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int]:
+    try:
+        s = t.untyped_storage()
+        return s._cdata, s.nbytes()
+    except (RuntimeError, NotImplementedError):  # tensors without a storage (e.g. sparse)
+        return id(t), t.numel() * t.element_size()
+
+
+class ActivationCounter:
+    """Counts bytes saved for backward while :meth:`active`: once per storage, parameters
+    excluded, split into conv and token-mixer parts by the module that saved them."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.param_keys = {_storage_key(p)[0] for p in model.parameters()}
+        self.seen: dict[int, tuple[int, bool]] = {}  # storage -> (bytes, saved inside a token mixer)
+        self._depth = 0
+        self._keep: list[torch.Tensor] = []  # saved tensors stay alive, so storages are not reused
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        key, nbytes = _storage_key(t)
+        if key not in self.param_keys and key not in self.seen:
+            self.seen[key] = (nbytes, self._depth > 0)
+            self._keep.append(t)
+        return t
+
+    def _enter(self, module, args) -> None:
+        self._depth += 1
+
+    def _leave(self, module, args, output) -> None:
+        self._depth -= 1
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["ActivationCounter"]:
+        mixers = [m for m in self.model.modules() if is_token_mixer(m)]
+        hooks = [m.register_forward_pre_hook(self._enter) for m in mixers]
+        hooks += [m.register_forward_hook(self._leave, always_call=True) for m in mixers]
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+                yield self
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def estimate(self, outputs, param_cast_keys: set[int], n_parameters: int, batch: int) -> MemoryEstimate:
+        """Totals so far, plus the network ``outputs`` not already saved."""
+        out_bytes = 0
+        for t in outputs if isinstance(outputs, (list, tuple)) else [outputs]:
+            key, nbytes = _storage_key(t)
+            if key not in self.seen and key not in self.param_keys:
+                self.seen[key] = (nbytes, False)
+                out_bytes += nbytes
+        casts = sum(b for k, (b, _) in self.seen.items() if k in param_cast_keys)
+        conv = sum(b for k, (b, mixer) in self.seen.items() if not mixer and k not in param_cast_keys)
+        mixer = sum(b for k, (b, m) in self.seen.items() if m and k not in param_cast_keys)
+        return MemoryEstimate(conv_bytes=conv - out_bytes, mixer_bytes=mixer, output_bytes=out_bytes,
+                              param_cast_bytes=casts, n_parameters=n_parameters, batch=batch)
+
+
+# --------------------------------------------------------------------------- building
+
+
+class _LazyFactories(TorchFunctionMode):
+    """Factory calls without a device: large tensors on meta, small ones on the CPU."""
+
+    def __torch_function__(self, func, types_, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if kwargs.get("device") is None and (func in _SIZED or func in _ALWAYS_CPU):
+            small = func in _ALWAYS_CPU or _requested_numel(func, args, kwargs) <= SMALL_NUMEL
+            kwargs["device"] = "cpu" if small else "meta"
+        return func(*args, **kwargs)
+
+
+def _requested_numel(func, args, kwargs) -> int:
+    try:
+        if func is torch.arange:  # arange(end) / arange(start, end[, step])
+            nums = [float(a) for a in args if isinstance(a, (int, float))]
+            start, end, step = (0.0, nums[0], 1.0) if len(nums) == 1 else (nums + [1.0])[:3]
+            return int(math.ceil((end - start) / step))
+        if func is torch.randint:  # randint(high, size) / randint(low, high, size)
+            size = kwargs.get("size", args[-1] if args else ())
+        elif args and isinstance(args[0], (tuple, list, torch.Size)):
+            size = args[0]
+        else:
+            size = kwargs.get("size", tuple(a for a in args if isinstance(a, int)))
+        return math.prod(int(s) for s in size)
+    except (TypeError, ValueError, IndexError):
+        return SMALL_NUMEL + 1
+
+
+def _resolve_kwargs(arch_kwargs: dict, requires_import: Sequence[str]) -> dict:
+    kw = dict(arch_kwargs)
+    for key in requires_import:
+        if isinstance(kw.get(key), str):
+            kw[key] = pydoc.locate(kw[key])
+    return kw
+
+
+def build_network(network_class_name: str, arch_kwargs: dict, requires_import: Sequence[str],
+                  input_channels: int, num_classes: int, deep_supervision: bool = True,
+                  lazy: bool = False) -> nn.Module:
+    """The network of a plans ``architecture`` block, called as nnunetv2's
+    ``get_network_from_plans`` calls it; ``lazy`` puts it on the meta device."""
+    cls = pydoc.locate(network_class_name)
+    if cls is None:
+        raise ImportError(f"network class {network_class_name} not found")
+    kw = _resolve_kwargs(arch_kwargs, requires_import)
+    ctx = _LazyFactories() if lazy else contextlib.nullcontext()
+    with ctx:
+        model = cls(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision, **kw)
+    return model.to("meta") if lazy else model
+
+
+def _set_deep_supervision(model: nn.Module, enabled: bool) -> None:
+    decoder = getattr(model, "decoder", None)
+    if decoder is not None and hasattr(decoder, "deep_supervision"):
+        decoder.deep_supervision = enabled
+
+
+def trace_saved_bytes(model: nn.Module, input_shape: Sequence[int], device_type: str = "cuda",
+                      amp_dtype: torch.dtype | None = torch.float16) -> MemoryEstimate:
+    """Trace one training-mode forward of a meta-device ``model`` on an input of ``input_shape``
+    = (batch, channels, *patch) under ``device_type``'s AMP policy (none if ``amp_dtype`` is None)."""
+    model.train()
+    _set_deep_supervision(model, True)
+    x = torch.empty(*input_shape, device="meta")
+    counter = ActivationCounter(model)
+    with standin_ops(), emulated_autocast(device_type, amp_dtype) as amp, counter.active():
+        out = model(x)
+    return counter.estimate(out, amp.weight_copy_keys, sum(p.numel() for p in model.parameters()),
+                            int(input_shape[0]))
+
+
+def measure_saved_bytes(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = torch.bfloat16
+                        ) -> MemoryEstimate:
+    """Run a real training-mode forward of ``model`` on ``x`` (autocast at ``amp_dtype`` on
+    x's device) and count what it saves for backward the same way as :func:`trace_saved_bytes`
+    (parameter casts are not told apart here: they are in ``conv_bytes``)."""
+    model.train()
+    _set_deep_supervision(model, True)
+    counter = ActivationCounter(model)
+    amp = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    with amp, counter.active():
+        out = model(x)
+    return counter.estimate(out, set(), sum(p.numel() for p in model.parameters()), x.shape[0])
+
+
+@lru_cache(maxsize=4096)
+def _estimate_cached(network_class_name: str, kwargs_json: str, requires_import: tuple[str, ...],
+                     input_channels: int, num_classes: int, patch: tuple[int, ...], batch: int,
+                     device_type: str, amp_dtype: str) -> MemoryEstimate:
+    model = build_network(network_class_name, json.loads(kwargs_json), requires_import, input_channels,
+                          num_classes, deep_supervision=True, lazy=True)
+    dtype = None if amp_dtype == "none" else getattr(torch, amp_dtype)
+    return trace_saved_bytes(model, (batch, input_channels, *patch), device_type, dtype)
+
+
+def estimate_memory(architecture: dict, patch_size: Sequence[int], batch_size: int, input_channels: int,
+                    num_classes: int, device_type: str = "cuda", amp_dtype: str = "float16",
+                    traced_batch: int = 1) -> MemoryEstimate:
+    """Activation bytes of a plans ``architecture`` block at ``patch_size`` x ``batch_size`` under
+    ``device_type``'s AMP (``amp_dtype``: "float16", "bfloat16" or "none"). Traced once per
+    (network, kwargs, patch) at ``traced_batch`` and scaled; cached."""
+    kwargs_json = json.dumps(architecture["arch_kwargs"], sort_keys=True, default=_jsonable)
+    est = _estimate_cached(architecture["network_class_name"], kwargs_json,
+                           tuple(architecture.get("_kw_requires_import", ())), int(input_channels),
+                           int(num_classes), tuple(int(p) for p in patch_size), int(traced_batch), device_type,
+                           amp_dtype)
+    return est if est.batch == batch_size else est.at_batch(int(batch_size))
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, type):
+        return f"{obj.__module__}.{obj.__name__}"
+    raise TypeError(f"cannot serialise {obj!r}")
