@@ -217,6 +217,7 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
     B_buf, C_buf = x.buffer(T, b, g, n), x.buffer(T, b, g, n)
     dB_buf, dC_buf = x.buffer(T, b, g, n), x.buffer(T, b, g, n)
     decay, hs, adj, tmp = (x.buffer(T, b, g, n, dg) for _ in range(4))
+    dec_t, h_t, a_t = decay.unbind(0), hs.unbind(0), adj.unbind(0)  # per-position views, made once
 
     # One checkpoint interval at a time, from the last: it starts at a checkpoint, so its
     # states come from one forward loop; the adjoint enters from its end and runs back
@@ -241,7 +242,6 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
         B_b = _into_time_major(B_buf[:l], B[..., p0:p1]).unsqueeze(-1)
         C_b = _into_time_major(C_buf[:l], C[..., p0:p1]).unsqueeze(-1)
         dec, h_, a_ = decay[:l], hs[:l], adj[:l]
-        dec_t, h_t, a_t = dec.unbind(0), h_.unbind(0), a_.unbind(0)
         h_in = ckpt[k]
 
         # states, from the interval's checkpoint
