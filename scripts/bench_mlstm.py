@@ -17,7 +17,7 @@ Peak memory on CPU is the growth of the resident set's high-water mark over the 
 ``torch.cuda.max_memory_allocated`` over the inputs.
 
     python scripts/bench_mlstm.py [--lengths 1024 4096 ...] [--heads 4] [--head-dim 64]
-                                  [--parallel-max-len 4096] [--repeats 2] [--device cpu]
+                                  [--parallel-max-len 4096] [--repeats 2] [--device cpu] [--threads N]
 """
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ def main() -> None:
                         help="longest L the parallel form is actually run at (beyond: predicted)")
     parser.add_argument("--repeats", type=int, default=2, help="timings per measurement; the minimum is kept")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default); 1 gives steadier timings on a shared box")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -155,6 +157,8 @@ def main() -> None:
         print(peak_bytes_child(method, backend, tuple(shape), backward))
         return
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     backend = "triton" if device.type == "cuda" else "torch"
     b, h, dh = args.batch, args.heads, args.head_dim
