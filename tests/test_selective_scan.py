@@ -78,7 +78,11 @@ def compare_backends(kw, rtol=1e-10):
         assert_close(g_t[name], g_r[name], rtol, f"d{name}")
 
 
-@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=lambda o: "-".join(n for n, on in zip(OPTION_NAMES, o) if on) or "plain")
+def option_id(opts) -> str:
+    return "-".join(name for name, on in zip(OPTION_NAMES, opts) if on) or "plain"
+
+
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=option_id)
 def test_every_option_combination_matches_reference(opts, monkeypatch):
     # chunks of 8 inside blocks of one checkpoint interval: in-chunk loop, chunk carry and block carry all run
     monkeypatch.setattr(torch_chunked, "CHUNK", 8)
@@ -147,7 +151,8 @@ def test_saved_tensors_are_inputs_and_checkpoints():
     out = selective_scan(**kw, backend="torch")
     saved = out.grad_fn.saved_tensors
     assert saved[-1].shape == (1, 4, 2, 2) and saved[-1].dtype == torch.float32
-    assert sum(t.numel() for t in saved[:-1] if t is not None) == sum(v.numel() for v in kw.values() if torch.is_tensor(v))
+    saved_inputs = sum(t.numel() for t in saved[:-1] if t is not None)
+    assert saved_inputs == sum(v.numel() for v in kw.values() if torch.is_tensor(v))
 
 
 @pytest.mark.parametrize("opts", [(False, False, False, False), (True, True, True, True)])

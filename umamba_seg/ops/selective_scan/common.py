@@ -117,9 +117,3 @@ def compute_dt(
 def expand_groups(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Grouped ``(b, g, n, L)`` -> per-channel ``(b, dim, n, L)`` (a copy; reference use only)."""
     return x.repeat_interleave(dim // x.shape[1], dim=1)
-
-
-def reduce_groups(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Per-channel ``(b, dim, ...)`` -> grouped ``(b, groups, ...)`` by summing channels of a group."""
-    b, d = x.shape[:2]
-    return x.reshape(b, groups, d // groups, *x.shape[2:]).sum(2)
