@@ -92,6 +92,7 @@ class FixedBatchTrainer(umambaTrainerDDP):  # noqa: N801
             rows = self._my_rows()
             (self.record_dir / f"first_loss_rank{rank}.json").write_text(
                 json.dumps({"loss": float(out["loss"]), "rows": rows.stop - rows.start}))
+            self._save_weights("step1")
         return out
 
     def on_train_end(self) -> None:
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("-d", "--dataset", required=True)
     p.add_argument("-c", "--configuration", default="2d")
-    p.add_argument("-a", "--arch", default="cnn")
+    p.add_argument("-a", "--arch", nargs="+", default=["cnn"], help="several only with --single")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--record", type=Path, required=True)
     p.add_argument("--kill-rank", type=int, default=-1)
@@ -121,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     name = ws.dataset_name(args.dataset)
     schedule = dict(epochs=1, iters_per_epoch=args.iters, val_iters=1, device="cpu", seed=0)
     if args.single:
-        train_single(ws, name, args.configuration, args.arch, **schedule)
+        for arch in args.arch:
+            FixedBatchTrainer.record_dir = args.record / arch
+            FixedBatchTrainer.record_dir.mkdir(exist_ok=True)
+            train_single(ws, name, args.configuration, arch, **schedule)
     else:
         from umamba_seg.training.ddp import train_fold_ddp
 
-        train_fold_ddp(ws, name, args.configuration, 0, args.arch, trainer_class=FixedBatchTrainer, validate=False,
+        (arch,) = args.arch
+        train_fold_ddp(ws, name, args.configuration, 0, arch, trainer_class=FixedBatchTrainer, validate=False,
                        **schedule)
     return 0
 
@@ -135,11 +140,11 @@ def train_single(ws, dataset_name: str, configuration: str, arch: str, epochs: i
     """The same fixed-batch training in one plain process (no process group)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
-    from umamba_seg.planning.arch_plans import plans_file
+    from umamba_seg.planning.pipeline import ensure_plans
     from umamba_seg.training.run import seed_everything
 
     pre = ws.preprocessed_dataset(dataset_name)
-    plans = load_json(str(plans_file(pre, arch)))
+    plans = load_json(str(ensure_plans(ws, dataset_name, arch)))
     plans["continue_training"] = False
     seed_everything(seed)
     trainer = FixedBatchTrainer(plans=plans, configuration=configuration, fold=0,
@@ -149,4 +154,10 @@ def train_single(ws, dataset_name: str, configuration: str, arch: str, epochs: i
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from umamba_seg.errors import UserInputError
+
+    try:
+        sys.exit(main())
+    except UserInputError as e:  # as the CLI does: one line, exit 2
+        print(e.line(), file=sys.stderr)
+        sys.exit(2)

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--trust-checkpoint", action="store_true", help="allow checkpoints that need full unpickling")
     p.add_argument("-np", "--num-processes", type=int, default=2, help="processes for preprocessing on demand")
+    p.add_argument("--ddp", action="store_true",
+                   help="DistributedDataParallel under torchrun (NCCL on GPUs, gloo on CPU); see docs/scaling_out.md")
 
     p = sub.add_parser("predict", help="segment a folder of images")
     _common(p)
@@ -174,9 +176,12 @@ def cmd_train(args) -> int:
     registry.get(args.arch)
     ws = _workspace(args)
     name = ws.dataset_name(args.dataset)
-    out = train_fold(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
-                     args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
-                     args.num_processes)
+    train = train_fold
+    if args.ddp:
+        from umamba_seg.training.ddp import train_fold_ddp as train
+    out = train(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
+                args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
+                args.num_processes)
     print(f"Trained: {out}")
     return 0
 

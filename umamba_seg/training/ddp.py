@@ -114,6 +114,18 @@ def init_distributed(device: torch.device) -> None:
         dist.init_process_group("gloo", timeout=ddp_timeout())
 
 
+_PEER_LOSS_MARKERS = ("gloo", "nccl", "connection reset", "connection closed", "broken pipe", "timed out",
+                      "timeout", "socket")
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another rank died or went silent."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(m in text for m in _PEER_LOSS_MARKERS)
+
+
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
@@ -319,8 +331,10 @@ def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: i
             trainer.perform_actual_validation(npz)
         dist.barrier()
         return out
-    except dist.DistError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except RuntimeError as e:
+        if not lost_peer(e):
+            raise
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise UserInputError(f"rank {info.rank} lost contact with the other training processes ({first})",
                              "torchrun", "see which rank failed first in torchrun's report, fix it, then rerun "
                              "the same command with --continue") from e
