@@ -136,10 +136,10 @@ def test_block_counts_follow_the_authors():
     assert block["_kw_requires_import"] == ["conv_op", "norm_op", "nonlin"]  # dropout_op is None
 
 
-@pytest.mark.parametrize("name", ["umamba_bot", "umamba_enc"])
-def test_bf16_autocast_forward_backward_is_finite(name):
+@pytest.mark.parametrize("name,dim", [("umamba_bot", 2), ("umamba_enc", 2), ("umamba_enc", 3)])
+def test_bf16_autocast_forward_backward_is_finite(name, dim):
     torch.manual_seed(0)
-    net, _, patch = build(name, 2)
+    net, _, patch = build(name, dim)
     x = torch.randn(2, 2, *patch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outs = net(x)
