@@ -4,7 +4,8 @@ The fixed-batch runs go through ``tests/ddp_worker.py`` (no augmentation, one gl
 drawn with a fixed seed, each rank keeping its rows): weights must be identical on both
 ranks, the ranks' mean first loss must equal the single process's within 1e-4, and a rank
 killed mid-run must end the job with our one-line error, not a hang. The CLI run checks
-``torchrun ... -m umamba_seg train --ddp`` end to end, with ``--continue``.
+``torchrun ... -m umamba_seg train --ddp --continue`` end to end, resuming a single-process
+run and validating over both ranks.
 """
 
 from __future__ import annotations
@@ -140,21 +141,25 @@ def test_killed_rank_ends_job_with_clear_error(ddp_workdir):
 
 
 @pytest.mark.slow
-def test_torchrun_cli_trains_validates_and_continues(ddp_workdir):
-    common = ["-m", "umamba_seg", "train", "-d", DATASET, "-c", "2d", "-f", "0", "--workdir", ddp_workdir,
-              "--iters-per-epoch", "2", "--val-iters", "1", "--device", "cpu", "--seed", "0", "--ddp"]
-    _run(_torchrun(*common, "--epochs", "1"))
-    fold = ddp_workdir / "results" / "Dataset903_SynthEndoscopy" / "umambaTrainer__umambaPlans_cnn__2d" / "fold_0"
-    ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=True)
-    assert ckpt["current_epoch"] == 1 and ckpt["trainer_name"] == "umambaTrainer"
-    assert len(list(fold.glob("training_log_*.txt"))) == 1  # rank 0 alone writes the log
-    summary = json.loads((fold / "validation" / "summary.json").read_text())
-    assert len(summary["metric_per_case"]) == 2  # both validation cases, one per rank
+def test_torchrun_cli_continues_a_single_process_run(ddp_workdir, trained_2d_workdir):  # noqa: F811
+    """``torchrun -m umamba_seg train --ddp --continue`` picks up the fixture's 1-epoch single-process fold 0."""
+    rel = Path("results") / "Dataset903_SynthEndoscopy" / "umambaTrainer__umambaPlans_cnn__2d"
+    shutil.copytree(trained_2d_workdir / rel, ddp_workdir / rel)
+    fold = ddp_workdir / rel / "fold_0"
+    shutil.rmtree(fold / "validation")
+    logs_before = set(fold.glob("training_log_*.txt"))
+    assert torch.load(fold / "checkpoint_final.pth", weights_only=True)["current_epoch"] == 1
 
-    res = _run(_torchrun(*common, "--epochs", "2", "--continue"))
-    assert res.stdout.count("--continue: resuming from checkpoint_final.pth at epoch 1") == 1
+    res = _run(_torchrun("-m", "umamba_seg", "train", "-d", DATASET, "-c", "2d", "-f", "0", "--workdir", ddp_workdir,
+                         "--epochs", "2", "--iters-per-epoch", "2", "--val-iters", "1", "--device", "cpu",
+                         "--seed", "0", "--ddp", "--continue"))
+    assert res.stdout.count("--continue: resuming from checkpoint_final.pth at epoch 1") == 1  # rank 0 only
     ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=True)
-    assert ckpt["current_epoch"] == 2 and len(ckpt["logging"]["train_losses"]) == 2
+    assert ckpt["current_epoch"] == 2 and ckpt["trainer_name"] == "umambaTrainer"
+    assert len(ckpt["logging"]["train_losses"]) == 2
+    assert len(set(fold.glob("training_log_*.txt")) - logs_before) == 1  # rank 0 alone writes the log
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert len(summary["metric_per_case"]) == 2  # both validation cases, predicted one per rank
     assert not list(fold.rglob(".*.tmp*"))  # no half-written files left
 
 
