@@ -126,6 +126,21 @@ def test_nossm_ablation_is_the_network_without_mamba():
         assert len(out) == 3
 
 
+def test_direct_construction_without_a_patch():
+    """Without a plan's patch, Bot (voxel tokens) builds; Enc's channel tokens need the patch."""
+    kwargs = dict(
+        n_stages=3, features_per_stage=[4, 8, 16], conv_op=torch.nn.Conv2d, kernel_sizes=[[3, 3]] * 3,
+        strides=[[1, 1], [2, 2], [2, 2]], n_blocks_per_stage=1, n_conv_per_stage_decoder=1,
+        norm_op=torch.nn.InstanceNorm2d, nonlin=torch.nn.LeakyReLU,
+    )  # fmt: skip
+    bot = UMambaBot(1, 2, **kwargs)
+    assert bot.encoder.token_layers[2].dim == 16 and not bot.encoder.token_layers[2].channel_token
+    with torch.no_grad():
+        assert list(bot(torch.randn(1, 1, 16, 24)).shape) == [1, 2, 16, 24]
+    with pytest.raises(ValueError, match="patch_size"):
+        UMambaEnc(1, 2, **kwargs)
+
+
 def test_block_counts_follow_the_authors():
     assert umamba_block_counts(6, [2] * 6, [2] * 5) == ([2, 2, 2, 1, 1, 1], [2, 2, 2, 1, 1])
     assert umamba_block_counts(5, [2] * 5, [2] * 4) == ([2, 2, 2, 1, 1], [2, 2, 2, 1])

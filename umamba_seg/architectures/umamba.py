@@ -33,7 +33,7 @@ from umamba_seg.architectures.presets import load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.architectures.unet_parts import ResidualUpDecoder, TokenResidualEncoder
 from umamba_seg.nn.mamba_mixer import MambaMixer
-from umamba_seg.nn.token_layer import make_token_layer
+from umamba_seg.nn.token_layer import TokenLayer, make_token_layer
 
 
 def _resolve(op: type | str | None) -> type | None:
@@ -107,12 +107,12 @@ class _UMambaUNet(nn.Module):
             if stage not in self.mamba_stages:
                 return None
             if size is None:  # no patch known: voxels are the tokens
-                size = [math.inf]
+                return TokenLayer(channels, mixer(channels), fp32=ssm_fp32)
             return make_token_layer(channels, size, mixer, channel_tokens=channel_tokens, fp32=ssm_fp32)
 
         self.encoder = TokenResidualEncoder(
             input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides, n_blocks_per_stage,
-            patch_size if patch_size is not None else [0] * dim, token_layer, conv_bias, _resolve(norm_op),
+            patch_size, token_layer, conv_bias, _resolve(norm_op),
             norm_op_kwargs, _resolve(dropout_op), dropout_op_kwargs, _resolve(nonlin), nonlin_kwargs,
         )  # fmt: skip
         self.decoder = ResidualUpDecoder(

@@ -8,7 +8,7 @@ feature map. Which stages get one, and what it is, comes from a factory:
     token_layer_factory(stage_index, channels, feature_map_size) -> nn.Module | None
 
 (``None`` means no layer at that stage). ``feature_map_size`` is the stage's spatial
-size for the plan's patch, so layers that depend on it (U-Mamba's channel tokens) can
+size for the plan's patch (``None`` without a patch), so layers that depend on it (U-Mamba's channel tokens) can
 be built. The decoder mirrors U-Mamba's: upsample (nearest + 1^d conv, or a transposed
 conv), concatenate the skip, residual blocks, 1^d segmentation heads for nnunetv2 deep
 supervision; it also accepts a token layer factory for decoder stages.
@@ -28,7 +28,8 @@ from torch import nn
 
 from umamba_seg.nn.upsample import NearestUpsampleConv
 
-TokenLayerFactory = Callable[[int, int, Sequence[int]], "nn.Module | None"]
+# (stage index, channels, stage feature-map size or None when no patch is known) -> layer
+TokenLayerFactory = Callable[[int, int, "Sequence[int] | None"], "nn.Module | None"]
 
 
 def stage_feature_map_sizes(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -61,7 +62,7 @@ class TokenResidualEncoder(nn.Module):
         kernel_sizes: Sequence,
         strides: Sequence,
         n_blocks_per_stage: Sequence[int],
-        patch_size: Sequence[int],
+        patch_size: Sequence[int] | None,
         token_layer_factory: TokenLayerFactory | None = None,
         conv_bias: bool = False,
         norm_op: type[nn.Module] | None = None,
@@ -77,13 +78,14 @@ class TokenResidualEncoder(nn.Module):
             list(n_blocks_per_stage), conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs,
             nonlin, nonlin_kwargs, block=BasicBlockD, return_skips=True,
         )  # fmt: skip
-        dim = len(patch_size)
-        self.feature_map_sizes = stage_feature_map_sizes(patch_size, _as_lists(strides, dim))
+        dim = len(self.convs.strides[0])
+        self.feature_map_sizes = (
+            None if patch_size is None else stage_feature_map_sizes(patch_size, _as_lists(strides, dim))
+        )
         layers = []
         for s in range(n_stages):
-            layer = None if token_layer_factory is None else token_layer_factory(
-                s, features_per_stage[s], self.feature_map_sizes[s]
-            )
+            size = None if self.feature_map_sizes is None else self.feature_map_sizes[s]
+            layer = None if token_layer_factory is None else token_layer_factory(s, features_per_stage[s], size)
             layers.append(nn.Identity() if layer is None else layer)
         self.token_layers = nn.ModuleList(layers)
         for attr in (
