@@ -25,7 +25,7 @@ SSM_ARCHS = [a for a in registry.available() if a != "cnn" and not a.endswith("_
 WIDTH_KEYS = ("features_per_stage", "dims", "feature_size")
 
 
-def _narrow(block: dict, divisor: int = 4) -> dict:
+def _narrow(block: dict, divisor: int = 8) -> dict:
     """The same architecture with every width divided by ``divisor`` (fast real runs on a CPU)."""
     kw = dict(block["arch_kwargs"])
     for key in WIDTH_KEYS:
@@ -138,9 +138,9 @@ def test_emulated_cpu_policy_equals_real_cpu_autocast():
 # --------------------------------------------------------------------------- calibration
 
 
-CALIBRATION = {
-    2: ((1.0, 1.0), ([64, 64], [64, 128], [128, 128]), 2),
-    3: ((1.0, 1.0, 1.0), ([16, 16, 16], [16, 32, 32], [32, 32, 32]), 1),
+CALIBRATION = {  # (spacing, three patch sizes, batch)
+    2: ((1.0, 1.0), ([64, 64], [64, 96], [96, 96]), 2),
+    3: ((1.0, 1.0, 1.0), ([16, 16, 16], [16, 16, 32], [16, 32, 32]), 1),
 }
 
 

@@ -42,7 +42,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from umamba_seg.planning.amp_emulation import emulated_autocast
-from umamba_seg.planning.op_standins import standin_ops
+from umamba_seg.planning.op_standins import FastMetaNorms, standin_ops
 
 __all__ = [
     "MemoryEstimate",
@@ -173,11 +173,20 @@ class ActivationCounter:
 # --------------------------------------------------------------------------- building
 
 
+_KEEP_INPLACE = {"requires_grad_", "resize_", "set_", "share_memory_"}
+
+
 class _LazyFactories(TorchFunctionMode):
-    """Factory calls without a device: large tensors on meta, small ones on the CPU."""
+    """Factory calls without a device: large tensors on meta, small ones on the CPU. In-place
+    initialisation of meta tensors (``normal_``, ``uniform_``, ...) is skipped: there is no data
+    to fill, and PyTorch's meta versions of random fills are slow Python decompositions."""
 
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        name = getattr(func, "__name__", "")
+        if (name.endswith("_") and not name.startswith("__") and name not in _KEEP_INPLACE and args
+                and isinstance(args[0], torch.Tensor) and args[0].is_meta):
+            return args[0]
         if kwargs.get("device") is None and (func in _SIZED or func in _ALWAYS_CPU):
             small = func in _ALWAYS_CPU or _requested_numel(func, args, kwargs) <= SMALL_NUMEL
             kwargs["device"] = "cpu" if small else "meta"
@@ -238,7 +247,7 @@ def trace_saved_bytes(model: nn.Module, input_shape: Sequence[int], device_type:
     _set_deep_supervision(model, True)
     x = torch.empty(*input_shape, device="meta")
     counter = ActivationCounter(model)
-    with standin_ops(), emulated_autocast(device_type, amp_dtype) as amp, counter.active():
+    with standin_ops(), emulated_autocast(device_type, amp_dtype) as amp, FastMetaNorms(), counter.active():
         out = model(x)
     return counter.estimate(out, amp.weight_copy_keys, sum(p.numel() for p in model.parameters()),
                             int(input_shape[0]))

@@ -209,7 +209,9 @@ def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequ
         return needed(candidate(i)[2], knobs.min_batch_size) <= int(gpu_memory_gb * GB)
 
     lo, hi = 0, len(path) - 1  # first fitting candidate, by bisection (memory shrinks along the path)
-    if not fits(hi):
+    if fits(lo):
+        pass
+    elif not fits(hi):
         lo = hi
     else:
         while lo < hi:
