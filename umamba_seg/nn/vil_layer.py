@@ -67,7 +67,12 @@ class HeadwiseLinear(nn.Module):
 
 
 class CausalConv1d(nn.Module):
-    """Depthwise conv1d over the tokens of ``(B, L, D)`` that sees only the current and earlier tokens."""
+    """Depthwise conv1d over the tokens of ``(B, L, D)`` that sees only the current and earlier tokens.
+
+    The weights are an ``nn.Conv1d``'s (``(D, 1, k)``, tap ``k - 1`` on the current token),
+    applied as ``k`` shifted multiply-adds in the token-last layout: no transposes, and on
+    CPU its backward is several times faster than the depthwise convolution's.
+    """
 
     def __init__(self, dim: int, kernel_size: int = 4, bias: bool = True) -> None:
         super().__init__()
@@ -75,8 +80,13 @@ class CausalConv1d(nn.Module):
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, padding=kernel_size - 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.shape[1]
-        return self.conv(x.transpose(1, 2))[..., :length].transpose(1, 2)
+        length, k = x.shape[1], self.kernel_size
+        padded = F.pad(x, (0, 0, k - 1, 0))  # k - 1 zero tokens before the first
+        w = self.conv.weight[:, 0, :].to(x.dtype)  # (D, k)
+        y = padded[:, k - 1 :] * w[:, k - 1]
+        for j in range(k - 1):
+            y = y + padded[:, j : j + length] * w[:, j]
+        return y if self.conv.bias is None else y + self.conv.bias.to(x.dtype)
 
 
 class MultiHeadNorm(nn.Module):
