@@ -141,6 +141,43 @@ def test_direct_construction_without_a_patch():
         UMambaEnc(1, 2, **kwargs)
 
 
+def test_transposed_conv_upsampling_and_decoder_token_layers():
+    """The decoder's other upsampling and the decoder-side token layer hook (xLSTM-UNet)."""
+    from umamba_seg.architectures.unet_parts import ResidualUpDecoder, TokenResidualEncoder
+
+    _, block, patch = build("umamba_bot", 2)
+    kw = {**block["arch_kwargs"], "upsample": "transpconv"}
+    net = get_network_from_plans(block["network_class_name"], kw, block["_kw_requires_import"], 2, 3,
+                                 deep_supervision=False)  # fmt: skip
+    assert isinstance(net.decoder.upsample_layers[0], torch.nn.ConvTranspose2d)
+    with torch.no_grad():
+        assert list(net(torch.randn(1, 2, *patch)).shape) == [1, 3, *patch]
+
+    calls = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self, stage, channels, size):
+            super().__init__()
+            self.meta = (stage, channels, list(size))
+
+        def forward(self, x):
+            calls.append((self.meta, tuple(x.shape[1:])))
+            return x
+
+    enc = TokenResidualEncoder(
+        1, 3, [4, 8, 16], torch.nn.Conv2d, [[3, 3]] * 3, [[1, 1], [2, 2], [2, 2]], [1, 1, 1], [16, 16],
+        token_layer_factory=lambda s, c, size: Probe(s, c, size) if s == 1 else None,
+        norm_op=torch.nn.InstanceNorm2d, nonlin=torch.nn.LeakyReLU,
+    )  # fmt: skip
+    dec = ResidualUpDecoder(enc, 2, [1, 1], True, token_layer_factory=lambda s, c, size: Probe(s, c, size))
+    outs = dec(enc(torch.randn(1, 1, 16, 16)))
+    assert [tuple(o.shape) for o in outs] == [(1, 2, 16, 16), (1, 2, 8, 8)]
+    # encoder stage 1, then the decoder stages of skip 1 and skip 0, each with its map's size
+    assert calls == [((1, 8, [8, 8]), (8, 8, 8)), ((1, 8, [8, 8]), (8, 8, 8)), ((0, 4, [16, 16]), (4, 16, 16))]
+    with pytest.raises(ValueError, match="upsample"):
+        ResidualUpDecoder(enc, 2, [1, 1], True, upsample="bilinear")
+
+
 def test_block_counts_follow_the_authors():
     assert umamba_block_counts(6, [2] * 6, [2] * 5) == ([2, 2, 2, 1, 1, 1], [2, 2, 2, 1, 1])
     assert umamba_block_counts(5, [2] * 5, [2] * 4) == ([2, 2, 2, 1, 1], [2, 2, 2, 1])

@@ -149,7 +149,8 @@ class ResidualUpDecoder(nn.Module):
             if upsample == "nearest_conv":
                 ups.append(NearestUpsampleConv(encoder.conv_op, below, skip, stride))
             else:
-                ups.append(get_matching_convtransp(encoder.conv_op)(below, skip, stride, stride, bias=encoder.conv_bias))
+                transp = get_matching_convtransp(encoder.conv_op)
+                ups.append(transp(below, skip, stride, stride, bias=encoder.conv_bias))
             stages.append(
                 StackedResidualBlocks(
                     n_blocks_per_stage[s - 1], encoder.conv_op, 2 * skip, skip, encoder.kernel_sizes[-(s + 1)], 1,
