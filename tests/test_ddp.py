@@ -190,3 +190,32 @@ def test_rank_info_device_and_peer_loss(monkeypatch):
     assert lost_peer(RuntimeError("[gloo/transport/tcp/pair.cc:545] Read error: Connection reset by peer"))
     assert not lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not lost_peer(ValueError("gloo"))
+
+
+@pytest.mark.parametrize("arch", ("umamba_bot", "umamba_enc", "xlstm_bot", "xlstm_enc"))
+def test_ssm_network_gives_every_parameter_a_gradient(arch, ddp_workdir):
+    """DDP (find_unused_parameters=False) fails on a parameter outside the graph; under DDP every
+    deep-supervision output is in the loss (nnunetv2 weights the last one 1e-6), so none may be."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from umamba_seg.architectures import registry
+    from umamba_seg.planning.arch_plans import derive_arch_plans
+
+    if arch not in registry.available():
+        pytest.skip(f"{arch} is not registered")
+    pre = ddp_workdir / "preprocessed" / "Dataset903_SynthEndoscopy"
+    plans = derive_arch_plans(json.loads((pre / "umambaPlans_cnn.json").read_text()), arch,
+                              json.loads((pre / "dataset.json").read_text()))
+    pm = PlansManager(plans)
+    cm = pm.get_configuration("2d")
+    torch.manual_seed(0)
+    net = nnUNetTrainer.build_network_architecture(pm, cm, 3, 2, enable_deep_supervision=True)
+    outputs = net(torch.randn(1, 3, *cm.patch_size))
+    assert isinstance(outputs, (list, tuple)) and len(outputs) > 1
+    sum(o.float().square().mean() for o in outputs).backward()
+    unused = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
+    sequence_layer_grads = [p.grad.abs().sum() for n, p in net.named_parameters()
+                            if any(w in n.lower() for w in ("token_layers", "mixer", "ssm", "mamba", "mlstm"))]
+    assert sequence_layer_grads and max(sequence_layer_grads) > 0  # the SSM/mLSTM layers do learn
