@@ -29,8 +29,8 @@ def memory_record(conf: dict, dataset_json: dict, gpu_memory_gb: float) -> dict:
     from umamba_seg.planning.memory_model import estimate_memory
 
     channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
-    est = estimate_memory(conf["architecture"], conf["patch_size"], 1, len(channels), len(dataset_json["labels"]))
-    est = est.at_batch(int(conf["batch_size"]))
+    est = estimate_memory(conf["architecture"], conf["patch_size"], int(conf["batch_size"]), len(channels),
+                          len(dataset_json["labels"]))
     budget = MemoryBudget(gpu_memory_gb, est.n_parameters)
     return {"conv_gb": est.conv_bytes / GB, "token_mixer_gb": est.mixer_bytes / GB,
             "outputs_gb": est.output_bytes / GB, "param_casts_gb": est.param_cast_bytes / GB,

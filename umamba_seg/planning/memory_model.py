@@ -21,8 +21,11 @@ tensors (shapes and dtypes, no data) and every tensor autograd saves is caught b
   init cost) and small ones on the CPU (constructors may call ``tolist()`` on e.g. a
   drop-path schedule), then moved to meta.
 
-Everything saved except parameter casts is proportional to the batch, so one trace at
-batch 1 gives every batch size (:meth:`MemoryEstimate.at_batch`). :func:`measure_saved_bytes`
+The saved bytes are linear in the batch (an intercept: copies a forward derives from
+parameters), so traces at batches 2 and 3 give every batch size (:meth:`MemoryEstimate.at_batch`).
+Not batch 1: with a batch of one, ``(1, d, L)`` views are often already contiguous, so
+``.contiguous()`` copies that a real batch makes are missed (U-Mamba Enc came out 6% low
+scaled from batch 1). :func:`measure_saved_bytes`
 counts the same way on real tensors; the calibration test compares the two. Results are
 cached per (network, kwargs, patch, AMP policy).
 """
@@ -74,7 +77,12 @@ SMALL_NUMEL = 1024  # factory tensors up to this size are built for real on the 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Activation bytes of one training-mode forward pass at ``batch`` samples."""
+    """Activation bytes of one training-mode forward pass at ``batch`` samples.
+
+    The ``*_per_sample`` fields say how each part grows per sample; the rest of a part does
+    not depend on the batch (copies a forward derives from parameters: autocast's weight
+    casts, explicit ``weight.to(dtype)``, ``A = -exp(A_log)``, reshaped conv kernels).
+    """
 
     conv_bytes: int  # saved for backward outside token mixers (convs, norms, skips, heads, input)
     mixer_bytes: int  # saved for backward inside token mixers
@@ -82,6 +90,9 @@ class MemoryEstimate:
     param_cast_bytes: int  # saved low-precision copies of parameters (autocast's weight cache)
     n_parameters: int
     batch: int
+    conv_per_sample: float | None = None  # None: proportional to the batch
+    mixer_per_sample: float | None = None
+    output_per_sample: float | None = None
 
     @property
     def saved_bytes(self) -> int:
@@ -93,11 +104,38 @@ class MemoryEstimate:
         """Saved bytes plus the outputs: what a training step holds between forward and backward."""
         return self.saved_bytes + self.output_bytes
 
+    def _slopes(self) -> tuple[float, float, float]:
+        def slope(value: int, per: float | None) -> float:
+            return value / self.batch if per is None else per
+
+        return (slope(self.conv_bytes, self.conv_per_sample), slope(self.mixer_bytes, self.mixer_per_sample),
+                slope(self.output_bytes, self.output_per_sample))
+
+    @property
+    def per_sample_bytes(self) -> float:
+        """Bytes each additional sample adds."""
+        return sum(self._slopes())
+
+    @property
+    def batch_independent_bytes(self) -> float:
+        """Activation bytes at a batch of zero (the intercept of the linear model)."""
+        return self.activation_bytes - self.batch * self.per_sample_bytes
+
     def at_batch(self, batch: int) -> "MemoryEstimate":
-        """The same network and patch at another batch size (all but parameter casts scale)."""
-        f = batch / self.batch
-        return replace(self, conv_bytes=round(self.conv_bytes * f), mixer_bytes=round(self.mixer_bytes * f),
-                       output_bytes=round(self.output_bytes * f), batch=batch)
+        """The same network and patch at another batch size."""
+        c, m, o = self._slopes()
+        d = batch - self.batch
+        return replace(self, conv_bytes=round(self.conv_bytes + d * c), mixer_bytes=round(self.mixer_bytes + d * m),
+                       output_bytes=round(self.output_bytes + d * o), batch=batch, conv_per_sample=c,
+                       mixer_per_sample=m, output_per_sample=o)
+
+    @classmethod
+    def linear(cls, a: "MemoryEstimate", b: "MemoryEstimate") -> "MemoryEstimate":
+        """``a`` with per-sample slopes fitted through traces ``a`` and ``b`` at two batch sizes."""
+        n = b.batch - a.batch
+        return replace(a, conv_per_sample=(b.conv_bytes - a.conv_bytes) / n,
+                       mixer_per_sample=(b.mixer_bytes - a.mixer_bytes) / n,
+                       output_per_sample=(b.output_bytes - a.output_bytes) / n)
 
 
 def is_token_mixer(module: nn.Module) -> bool:
@@ -279,15 +317,21 @@ def _estimate_cached(network_class_name: str, kwargs_json: str, requires_import:
 
 def estimate_memory(architecture: dict, patch_size: Sequence[int], batch_size: int, input_channels: int,
                     num_classes: int, device_type: str = "cuda", amp_dtype: str = "float16",
-                    traced_batch: int = 1) -> MemoryEstimate:
+                    traced_batch: int | None = None) -> MemoryEstimate:
     """Activation bytes of a plans ``architecture`` block at ``patch_size`` x ``batch_size`` under
-    ``device_type``'s AMP (``amp_dtype``: "float16", "bfloat16" or "none"). Traced once per
-    (network, kwargs, patch) at ``traced_batch`` and scaled; cached."""
+    ``device_type``'s AMP (``amp_dtype``: "float16", "bfloat16" or "none"); cached.
+
+    Traced at batches 2 and 3 (the bytes are exactly linear in the batch from 2 on; a batch of
+    one is avoided because ``(1, d, L)`` views are often already contiguous, so copies a real
+    batch makes would be missed) and extrapolated; ``traced_batch`` traces that batch alone."""
     kwargs_json = json.dumps(architecture["arch_kwargs"], sort_keys=True, default=_jsonable)
-    est = _estimate_cached(architecture["network_class_name"], kwargs_json,
-                           tuple(architecture.get("_kw_requires_import", ())), int(input_channels),
-                           int(num_classes), tuple(int(p) for p in patch_size), int(traced_batch), device_type,
-                           amp_dtype)
+    key = (architecture["network_class_name"], kwargs_json, tuple(architecture.get("_kw_requires_import", ())),
+           int(input_channels), int(num_classes), tuple(int(p) for p in patch_size))
+    if traced_batch is not None:
+        est = _estimate_cached(*key, int(traced_batch), device_type, amp_dtype)
+    else:
+        est = MemoryEstimate.linear(_estimate_cached(*key, 2, device_type, amp_dtype),
+                                    _estimate_cached(*key, 3, device_type, amp_dtype))
     return est if est.batch == batch_size else est.at_batch(int(batch_size))
 
 

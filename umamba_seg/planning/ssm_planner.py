@@ -14,7 +14,7 @@ preprocessed data is shared by every architecture):
    it to a size the network accepts (VM-UNet: its embedding and merges; SegMamba: its
    stem and four halvings) and ``build_kwargs`` derives the rest (channel-token stages,
    slice counts, strides) from that patch;
-3. the memory model (:mod:`memory_model`, traced once per candidate at batch 1) gives
+3. the memory model (:mod:`memory_model`, traced per candidate at batches 2 and 3) gives
    the activation bytes; the budget (:mod:`budget`) gives what the card leaves for them;
    the first (largest) candidate that fits with the minimum batch size is found by
    bisection along the path;
@@ -198,12 +198,14 @@ def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequ
     def candidate(i: int) -> tuple[list[int], dict, MemoryEstimate]:
         if i not in cache:
             patch, block = _arch_candidate(search_spec, *path[i])
-            est = estimate_memory(block, patch, 1, input_channels, num_classes, device_type, amp_dtype)
+            est = estimate_memory(block, patch, knobs.min_batch_size, input_channels, num_classes, device_type,
+                                  amp_dtype)
             cache[i] = (patch, block, est)
         return cache[i]
 
     def needed(est: MemoryEstimate, batch: int) -> int:
-        return MemoryBudget(gpu_memory_gb, est.n_parameters, optimizer).fixed_bytes + est.at_batch(batch).activation_bytes
+        fixed = MemoryBudget(gpu_memory_gb, est.n_parameters, optimizer).fixed_bytes
+        return fixed + est.at_batch(batch).activation_bytes
 
     def fits(i: int) -> bool:
         return needed(candidate(i)[2], knobs.min_batch_size) <= int(gpu_memory_gb * GB)
@@ -226,8 +228,7 @@ def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequ
     if not fit:
         notes.append("even the smallest patch does not fit the memory target with the minimum batch size")
     budget = MemoryBudget(gpu_memory_gb, est.n_parameters, optimizer)
-    per_sample = est.activation_bytes - est.param_cast_bytes
-    by_memory = (budget.activation_bytes - est.param_cast_bytes) // max(per_sample, 1)
+    by_memory = int((budget.activation_bytes - est.batch_independent_bytes) // max(est.per_sample_bytes, 1))
     cap = round(n_voxels_dataset * knobs.max_dataset_covered / math.prod(patch))
     batch = int(max(min(by_memory, cap), knobs.min_batch_size))
     if cap < by_memory and batch > knobs.min_batch_size:
@@ -235,7 +236,8 @@ def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequ
     if spec is not search_spec:
         notes.append(f"patch and batch of {search_spec.name} (ablation)")
         patch, block = _arch_candidate(spec, patch, path[lo][1])
-        est = estimate_memory(block, patch, 1, input_channels, num_classes, device_type, amp_dtype)
+        est = estimate_memory(block, patch, knobs.min_batch_size, input_channels, num_classes, device_type,
+                              amp_dtype)
         budget = MemoryBudget(gpu_memory_gb, est.n_parameters, optimizer)
     return ConfigurationPlan(patch, batch, block, est.at_batch(batch), budget, fit, len(cache), notes)
 
