@@ -267,7 +267,15 @@ def _seed_rank(seed: int, rank: int) -> None:
 def _resume(trainer: umambaTrainerDDP, folder: Path, trust: bool) -> None:
     from umamba_seg.training.run import _newest_checkpoint
 
-    name = _broadcast_from_main(_newest_checkpoint(folder, trust) if _rank() == 0 else None)
+    name = None
+    if _rank() == 0:
+        try:
+            name = _newest_checkpoint(folder, trust)
+        except UserInputError as e:  # every rank stops with rank 0's reason (e.g. an untrusted checkpoint)
+            name = e
+    name = _broadcast_from_main(name)
+    if isinstance(name, UserInputError):
+        raise name
     if name is None:
         if _rank() == 0:
             print(f"--continue: no checkpoint in {folder}, starting a new training.")
