@@ -87,10 +87,11 @@ def test_two_gloo_ranks_stay_in_sync_and_match_one_process(arch, ddp_workdir, si
     single = single_records / arch
 
     firsts = [json.loads((rec / f"first_loss_rank{r}.json").read_text()) for r in (0, 1)]
-    assert [f["rows"] for f in firsts] == [1, 1]  # the plans' global batch of 2 split over 2 ranks
     ref = json.loads((single / "first_loss_rank0.json").read_text())
-    assert ref["rows"] == 2
-    mean_first = sum(f["loss"] for f in firsts) / 2
+    rows = [f["rows"] for f in firsts]  # the plans' global batch, split over the 2 ranks as nnunetv2 does
+    assert ref["rows"] >= 2 and sum(rows) == ref["rows"] and min(rows) >= 1 and max(rows) - min(rows) <= 1
+    # each rank: CE over its rows + Dice over the global batch, so the row-weighted mean is the global loss
+    mean_first = sum(f["loss"] * f["rows"] for f in firsts) / ref["rows"]
     assert abs(mean_first - ref["loss"]) < 1e-4, (firsts, ref)
 
     init0, init1, init_single = (_weights(p) for p in (rec / "initial_rank0.pt", rec / "initial_rank1.pt",
