@@ -67,3 +67,23 @@ def test_demo_budgets_and_targets():
         assert [t.configuration for t in tasks] == ["2d", "3d_fullres"]
         assert [t.dice_target for t in tasks] == [0.7, 0.5]
         assert all(t.num_train >= 5 and t.num_test >= 1 for t in tasks)  # fold 0 of a 5-fold split
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    """The real demo, as a user runs it: a fresh process, exit 0, Dice targets met."""
+    env = dict(os.environ)
+    env.pop("nnUNet_n_proc_DA", None)
+    env.pop("nnUNet_def_n_proc", None)
+    workdir = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "umamba_seg", "demo", "--workdir", str(workdir), "--fast"],
+                       capture_output=True, text=True, env=env, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Demo passed" in r.stdout and "Time per step" in r.stdout
+    for ds, target in (("Dataset903_SynthEndoscopy", 0.7), ("Dataset901_SynthAbdomenCT", 0.5)):
+        pred = workdir / "demo_predictions" / ds / "cnn"
+        summary = json.loads((pred / "summary.json").read_text())
+        assert summary["foreground_mean"]["Dice"] >= target
+        n_test = len(list((workdir / "raw" / ds / "labelsTs").iterdir()))
+        assert len(summary["metric_per_case"]) == n_test
+        assert (workdir / "results" / ds).is_dir()
