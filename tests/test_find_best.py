@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
+
+import numpy as np
 
 from pipeline_fixtures import TINY_SCHEDULE, run_cli
 
-from umamba_seg.evaluation.find_best import _MODEL_RE
+from umamba_seg.evaluation.find_best import _MODEL_RE, write_postprocessing_json
 from umamba_seg.evaluation.postprocess import load_postprocessing
 
 SECOND_ARCH = "umamba_bot"
@@ -17,6 +20,26 @@ def test_model_folder_names_parse():
     m = _MODEL_RE.match("umambaTrainer__umambaPlans_umamba_bot_nossm__3d_fullres")
     assert (m.group("trainer"), m.group("arch"), m.group("config")) == ("umambaTrainer", "umamba_bot_nossm",
                                                                         "3d_fullres")
+
+
+def test_postprocessing_json_keeps_numpy_labels(tmp_path):
+    """nnunetv2 stores the labels it postprocesses as numpy integers (CI once failed on np.int64)."""
+    from nnunetv2.postprocessing.remove_connected_components import (
+        remove_all_but_largest_component_from_segmentation as keep_largest)
+
+    kwargs = [{"labels_or_regions": np.int64(1)}, {"labels_or_regions": [np.int64(2), (np.int64(1), np.int64(2))]}]
+    pkl = tmp_path / "postprocessing.pkl"
+    pkl.write_bytes(pickle.dumps(([keep_largest, keep_largest], kwargs)))
+    fns, loaded = load_postprocessing(write_postprocessing_json(pkl))
+    assert fns == [keep_largest, keep_largest]
+    assert loaded == [{"labels_or_regions": 1}, {"labels_or_regions": [2, (1, 2)]}]
+    seg = np.zeros((1, 8, 8), dtype=np.uint8)
+    seg[0, :3, :3] = 1
+    seg[0, 6:, 6:] = 1  # the smaller component of label 1
+    seg[0, 4, :] = 2
+    for f, kw, kw_np in zip(fns, loaded, kwargs):
+        np.testing.assert_array_equal(f(seg, **kw), keep_largest(seg, **kw_np))
+    assert (fns[0](seg, **loaded[0]) == 1).sum() == 9
 
 
 def test_find_best_chain(trained_2d_workdir, tmp_path, capsys):

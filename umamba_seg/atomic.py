@@ -37,11 +37,19 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
         raise
 
 
+def _numpy_to_builtin(obj: Any) -> Any:
+    """JSON fallback for numpy scalars and arrays (nnunetv2 hands us both, e.g. in plans and
+    postprocessing kwargs); anything else is still a TypeError."""
+    if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
 def write_json_atomic(obj: Any, final: str | os.PathLike, indent: int = 2) -> None:
-    """Dump ``obj`` as JSON to ``final`` atomically."""
+    """Dump ``obj`` as JSON to ``final`` atomically (numpy scalars/arrays become numbers/lists)."""
     with atomic_path(final) as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=indent, sort_keys=False)
+            json.dump(obj, f, indent=indent, sort_keys=False, default=_numpy_to_builtin)
             f.flush()
             os.fsync(f.fileno())
 
