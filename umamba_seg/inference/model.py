@@ -98,8 +98,19 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
         raise UserInputError(f"checkpoint does not fit the network in plans.json ({str(e).splitlines()[0]})",
                              model_dir / f"fold_{folds[0]}" / checkpoint_name,
                              "use the plans the model was trained with") from e
+    return predictor_for_network(network, pm, cm, params, dataset_json, trainer_name, mirror_axes, device,
+                                 step_size, tta, verbose)
+
+
+def predictor_for_network(network: torch.nn.Module, plans_manager, configuration_manager, parameters: list[dict],
+                          dataset_json: dict, trainer_name: str, mirror_axes, device: torch.device,
+                          step_size: float = 0.5, tta: bool = True, verbose: bool = False):
+    """nnunetv2's sliding-window predictor around an already built ``network`` (fold averaging
+    over ``parameters``); what :func:`load_predictor` returns, also used by ``benchmark`` for
+    untrained networks."""
     predictor = _fold_averaging_predictor_class()(tile_step_size=step_size, use_gaussian=True, use_mirroring=tta,
-                                perform_everything_on_device=device.type == "cuda", device=device,
-                                verbose=verbose, allow_tqdm=False)
-    predictor.manual_initialization(network, pm, cm, params, dataset_json, trainer_name, mirror_axes)
+                                                  perform_everything_on_device=device.type == "cuda", device=device,
+                                                  verbose=verbose, allow_tqdm=False)
+    predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
+                                    trainer_name, mirror_axes)
     return predictor

@@ -4,7 +4,9 @@ nnunetv2 does the preprocessing, sliding-window inference, fold averaging, TTA a
 (which restores the input's spacing, origin and direction). This module adds what it lacks:
 cases grouped without the ``_0000`` suffix for single-channel data, atomic per-case output
 (a scratch folder then rename, the segmentation last), ``--continue`` that redoes
-half-written cases, sharding across machines, and a progress bar.
+half-written cases, sharding across machines, and a progress bar. The sliding-window time of
+every case is returned (``benchmark`` reports its median; ``warmup`` runs the first case once
+untimed first, so one-off costs do not land on it).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def shard(cases: Sequence[str], num_parts: int, part_id: int) -> list[str]:
 def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Sequence[str] | None = None,
                    step_size: float = 0.5, tta: bool = True, save_probabilities: bool = False,
                    continue_: bool = False, num_parts: int = 1, part_id: int = 0, device: torch.device | None = None,
-                   checkpoint_name: str = "checkpoint_final.pth", trust: bool = False) -> dict:
-    """Predict every case in ``input_dir``; returns counts and timing."""
+                   checkpoint_name: str = "checkpoint_final.pth", trust: bool = False, warmup: bool = False) -> dict:
+    """Predict every case in ``input_dir``; returns counts, the total seconds and, per predicted
+    case, the seconds of its sliding-window prediction (``sliding_window_seconds``)."""
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
     device = device or torch.device("cpu")
@@ -70,16 +73,26 @@ def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Se
         output_dir, c, cases[c].ending, save_probabilities)))]
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     scratch_root = output_dir / SCRATCH / f"part{part_id}"
-    t0 = time.perf_counter()
-    for case in tqdm(todo, desc="Predicting", unit="case"):
+
+    def preprocess(case: str):
         files = [str(p) for p in cases[case].files]
         data, _, props = preprocessor.run_case(files, None, predictor.plans_manager, predictor.configuration_manager,
                                                ds)
         if data.shape[0] != n_channels:
             raise UserInputError(f"case '{case}' has {data.shape[0]} channel(s) but the model expects {n_channels}",
                                  files[0], "give each case the channels listed in the model's dataset.json")
+        return torch.from_numpy(data), props
+
+    t0 = time.perf_counter()
+    if warmup and todo:
+        predictor.predict_logits_from_preprocessed_data(preprocess(todo[0])[0]).cpu()
+    window_seconds: dict[str, float] = {}
+    for case in tqdm(todo, desc="Predicting", unit="case"):
+        data, props = preprocess(case)
         case_ds = {**ds, "file_ending": cases[case].ending}  # write in the input's format
-        logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+        t_case = time.perf_counter()
+        logits = predictor.predict_logits_from_preprocessed_data(data).cpu()
+        window_seconds[case] = time.perf_counter() - t_case
         scratch = scratch_root / case
         if scratch.exists():
             shutil.rmtree(scratch)
@@ -95,4 +108,4 @@ def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Se
     if with_scratch.is_dir() and not any(with_scratch.iterdir()):
         with_scratch.rmdir()
     return {"predicted": len(todo), "skipped": len(mine) - len(todo), "cases_in_part": len(mine),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "sliding_window_seconds": window_seconds}

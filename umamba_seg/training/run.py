@@ -23,9 +23,11 @@ TRAINER_NAME = "umambaTrainer"
 
 
 def output_folder(ws: Workspace, dataset_name: str, arch: str, configuration: str, fold: int | str,
-                  trainer_name: str = TRAINER_NAME) -> Path:
-    """``<results>/DatasetXXX/<Trainer>__umambaPlans_<arch>__<config>/fold_<f>``."""
-    return ws.results_dataset(dataset_name) / f"{trainer_name}__{plans_identifier(arch)}__{configuration}" / f"fold_{fold}"
+                  trainer_name: str = TRAINER_NAME, plans_name: str | None = None) -> Path:
+    """``<results>/DatasetXXX/<Trainer>__<plans>__<config>/fold_<f>``; ``<plans>`` is
+    ``umambaPlans_<arch>`` unless ``plans_name`` names other plans (e.g. the benchmark's)."""
+    plans = plans_name or plans_identifier(arch)
+    return ws.results_dataset(dataset_name) / f"{trainer_name}__{plans}__{configuration}" / f"fold_{fold}"
 
 
 def seed_everything(seed: int) -> None:
@@ -78,8 +80,13 @@ def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, nu
 def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str = CNN_ARCH,
                epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None,
                device: str = "auto", continue_training: bool = False, npz: bool = False, seed: int | None = None,
-               trust_checkpoint: bool = False, num_processes: int = 2) -> Path:
-    """Train one fold; returns its output folder."""
+               trust_checkpoint: bool = False, num_processes: int = 2, plans_name: str | None = None,
+               validate: bool = True) -> Path:
+    """Train one fold; returns its output folder.
+
+    ``plans_name``: train with ``<preprocessed>/<plans_name>.json`` (which must exist, e.g. written
+    by ``benchmark``) instead of ``umambaPlans_<arch>.json``; results go to that plans' folder.
+    ``validate=False`` skips the final sliding-window validation of the fold."""
     from umamba_seg.planning.pipeline import ensure_plans
     from umamba_seg.training.trainer import umambaTrainer
 
@@ -90,7 +97,13 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
             raise UserInputError(f"fold '{fold}' is not a number or 'all'", "-f", "pass -f 0..4 or -f all") from None
     dev = resolve_device(device)
     configure_cpu_threads(dev)
-    plans_path = ensure_plans(ws, dataset_name, arch, num_processes=num_processes)
+    if plans_name is None:
+        plans_path = ensure_plans(ws, dataset_name, arch, num_processes=num_processes)
+    else:
+        plans_path = ws.preprocessed_dataset(dataset_name) / f"{plans_name}.json"
+        if not plans_path.is_file():
+            raise UserInputError(f"no plans named {plans_name}", plans_path,
+                                 "write them first (or train without a plans name)")
     ensure_preprocessed(ws, dataset_name, configuration, num_processes)
     plans = load_json(str(plans_path))
     if configuration not in plans["configurations"]:
@@ -100,7 +113,7 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
         seed_everything(seed)
     plans["continue_training"] = continue_training
     dataset_json = load_json(str(ws.preprocessed_dataset(dataset_name) / "dataset.json"))
-    out = output_folder(ws, dataset_name, arch, configuration, fold)
+    out = output_folder(ws, dataset_name, arch, configuration, fold, plans_name=plans_name)
     umambaTrainer.trust_checkpoints = trust_checkpoint
     trainer = umambaTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
                             device=dev)
@@ -119,5 +132,6 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
         print(f"Training already finished ({trainer.current_epoch} epochs); running validation only.")
         if not trainer.was_initialized:
             trainer.initialize()
-    trainer.perform_actual_validation(npz)
+    if validate:
+        trainer.perform_actual_validation(npz)
     return out

@@ -4,19 +4,24 @@ Same training code path as ``nnUNetTrainer`` (losses, augmentation, poly LR, dee
 supervision, validation, ``progress.png``) for every architecture. It adds: epochs /
 iterations / validation iterations settable per run (nnU-Net's 1000 x 250 + 50 cannot run on
 a CPU), a progress bar per epoch, a checkpoint every epoch so ``--continue`` loses at most one
-epoch, and checkpoints that load with ``weights_only=True``, written atomically.
+epoch, checkpoints that load with ``weights_only=True``, written atomically, and the wall time of
+every training step of a run in ``train_step_times.json`` next to them (``benchmark`` reads it).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from tqdm import tqdm
 
+from umamba_seg.atomic import write_json_atomic
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe, save_checkpoint_safe
+
+STEP_TIMES_FILE = "train_step_times.json"
 
 
 class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming convention
@@ -29,6 +34,7 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.save_every = 1
         self.show_progress = True
+        self.train_step_seconds: list[float] = []  # this run's steps, in order
 
     def configure_schedule(self, epochs: int | None = None, iters_per_epoch: int | None = None,
                            val_iters: int | None = None) -> None:
@@ -40,9 +46,30 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         if val_iters is not None:
             self.num_val_iterations_per_epoch = int(val_iters)
 
+    def _timed_train_step(self) -> dict:
+        """One ``train_step`` (forward, backward, optimizer step; loading the batch excluded), timed."""
+        batch = next(self.dataloader_train)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        out = self.train_step(batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.train_step_seconds.append(time.perf_counter() - t0)
+        return out
+
+    def _write_step_times(self, first_epoch: int) -> None:
+        if self.local_rank != 0:
+            return
+        write_json_atomic({"seconds": self.train_step_seconds, "first_epoch": first_epoch,
+                           "num_epochs": self.num_epochs, "iterations_per_epoch": self.num_iterations_per_epoch,
+                           "device": str(self.device)}, Path(self.output_folder) / STEP_TIMES_FILE)
+
     def run_training(self) -> None:
-        """nnunetv2's loop, with progress bars."""
+        """nnunetv2's loop, with progress bars and timed training steps."""
         self.on_train_start()
+        first_epoch = self.current_epoch
+        self.train_step_seconds = []
         for epoch in range(self.current_epoch, self.num_epochs):
             self.on_epoch_start()
             self.on_train_epoch_start()
@@ -50,7 +77,7 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
                        disable=not self.show_progress or self.local_rank != 0, leave=False)
             train_outputs = []
             for _ in bar:
-                out = self.train_step(next(self.dataloader_train))
+                out = self._timed_train_step()
                 train_outputs.append(out)
                 bar.set_postfix(loss=f"{float(out['loss']):.3f}")
             self.on_train_epoch_end(train_outputs)
@@ -62,6 +89,7 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
                                              disable=not self.show_progress or self.local_rank != 0)]
                 self.on_validation_epoch_end(val_outputs)
             self.on_epoch_end()
+        self._write_step_times(first_epoch)
         self.on_train_end()
 
     def save_checkpoint(self, filename: str) -> None:
