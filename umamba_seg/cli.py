@@ -124,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pp-file", required=True, type=Path, help="postprocessing.json written by find-best")
     p.add_argument("-np", "--num-processes", type=int, default=2)
 
+    p = sub.add_parser("benchmark", help="every architecture on the CNN's plan: parameters, memory, speed, Dice")
+    _common(p)
+    p.add_argument("-d", "--dataset", required=True)
+    p.add_argument("-c", "--configuration", required=True, choices=CONFIG_CHOICES[:3])
+    p.add_argument("-a", "--arch", nargs="+", default=None,
+                   help="architectures; each brings its _nossm ablation, the CNN always runs (default: every "
+                        "registered one)")
+    p.add_argument("--budget-epochs", type=int, default=1, help="training epochs per architecture")
+    p.add_argument("--iters-per-epoch", type=int, default=250)
+    p.add_argument("--val-iters", type=int, default=None, help="validation iterations per epoch (default 50)")
+    p.add_argument("--folds", nargs="+", default=["0"], help="folds to train and evaluate (default 0)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--no-tta", action="store_true", help="time and evaluate without mirroring")
+    p.add_argument("--step-size", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-np", "--num-processes", type=int, default=2)
+
     p = sub.add_parser("make-dataset", help="generate a built-in synthetic dataset in nnU-Net format")
     _common(p)
     p.add_argument("--kind", required=True, choices=("ct3d", "mri3d", "endoscopy2d", "microscopy2d"))
@@ -266,6 +283,27 @@ def cmd_postprocess(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from umamba_seg.benchmark.runner import BenchmarkSettings, run_benchmark
+    from umamba_seg.benchmark.same_plan import benchmark_archs
+
+    benchmark_archs(args.arch)  # unknown names: one clear error before any work
+    if args.budget_epochs < 1 or args.iters_per_epoch < 1:
+        raise UserInputError("--budget-epochs and --iters-per-epoch must be at least 1", "benchmark",
+                             "pass e.g. --budget-epochs 1 --iters-per-epoch 250")
+    for f in args.folds:
+        if f != "all" and not f.isdigit():
+            raise UserInputError(f"fold '{f}' is not a number or 'all'", "--folds", "pass e.g. --folds 0 1")
+    ws = _workspace(args)
+    name = ws.dataset_name(args.dataset)
+    settings = BenchmarkSettings(epochs=args.budget_epochs, iters_per_epoch=args.iters_per_epoch,
+                                 val_iters=args.val_iters, folds=tuple(args.folds), device=args.device,
+                                 tta=not args.no_tta, step_size=args.step_size, seed=args.seed,
+                                 num_processes=args.num_processes)
+    run_benchmark(ws, name, args.configuration, args.arch, settings)
+    return 0
+
+
 def cmd_make_dataset(args) -> int:
     from umamba_seg.data import make_dataset
 
@@ -292,6 +330,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "find-best": cmd_find_best,
     "postprocess": cmd_postprocess,
+    "benchmark": cmd_benchmark,
     "make-dataset": cmd_make_dataset,
     "demo": cmd_demo,
 }

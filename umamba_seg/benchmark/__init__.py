@@ -1,0 +1,14 @@
+"""``umamba-seg benchmark`` and the benchmark scripts: every architecture on the CNN's plan.
+
+A fair comparison changes one thing: the network. Each benchmarked architecture gets a
+plans file that is the CNN's plans with only the ``architecture`` block swapped
+(:mod:`same_plan`), so spacing, patch (or the nearest patch the network accepts, noted),
+batch and preprocessed data are the CNN's. Around that:
+
+* :mod:`timing`   warm-up, medians, interleaved repeats (one load drift hits every network alike);
+* :mod:`networks` planned networks built from those plans, forward / forward+backward /
+  sliding-window closures (``scripts/bench_networks.py``, ``scripts/bench_predict.py``);
+* :mod:`ratios`   ratios to the CNN and the inference-time target (SSM <= 1.3x the CNN);
+* :mod:`runner`   the ``benchmark`` command: plan, train, predict, evaluate, measure;
+* :mod:`report`   Markdown table, CSV, JSON and the Dice-vs-time plot.
+"""

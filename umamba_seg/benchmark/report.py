@@ -1,0 +1,181 @@
+"""The benchmark's outputs: a Markdown table, a CSV, a JSON record and a Dice-vs-time plot.
+
+One :class:`BenchmarkRow` per architecture. Ratios to the CNN and the inference-time target
+(:mod:`ratios`) are computed here from the rows, so every view shows the same numbers. Files
+are written atomically; the plot uses matplotlib's Agg canvas directly (no pyplot, no display),
+with marker area proportional to the parameter count, under matplotlib's default style (nnunetv2's
+progress plot sets a seaborn font scale process-wide, and the benchmark trains in-process).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from umamba_seg.atomic import atomic_path, write_json_atomic, write_text_atomic
+from umamba_seg.benchmark.ratios import INFERENCE_TARGET, TargetCheck, check_inference_target, ratios_to_cnn
+from umamba_seg.planning.naming import CNN_ARCH
+
+TABLE_MD = "benchmark.md"
+TABLE_CSV = "benchmark.csv"
+RESULTS_JSON = "benchmark.json"
+PLOT_PNG = "benchmark_dice_vs_time.png"
+
+
+@dataclass
+class BenchmarkRow:
+    """Everything measured for one architecture at the CNN's plan."""
+
+    arch: str
+    has_ssm: bool
+    configuration: str
+    spacing: list[float]
+    patch: list[int]
+    batch: int
+    params: int
+    estimated_activation_gb: float  # memory model, this device's AMP policy, plan patch and batch
+    measured_activation_gb: float  # bytes saved for backward in a real forward at the same setting
+    train_s_per_iter: float  # median training step after warm-up
+    train_iters_timed: int
+    infer_s_per_case: float  # median sliding-window prediction of a case after warm-up
+    infer_cases_timed: int
+    dice_mean: float  # foreground mean over the evaluated cases (mean over folds)
+    dice_per_class: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def memory_ratio(self) -> float:
+        """Estimated / measured activation memory."""
+        m = self.measured_activation_gb
+        return self.estimated_activation_gb / m if m > 0 else math.nan
+
+
+def _seconds(rows: Sequence[BenchmarkRow], attr: str) -> dict[str, float]:
+    return {r.arch: getattr(r, attr) for r in rows}
+
+
+def target_checks(rows: Sequence[BenchmarkRow]) -> list[TargetCheck]:
+    """The inference-time target (:data:`INFERENCE_TARGET` x the CNN) for every SSM row."""
+    return check_inference_target(_seconds(rows, "infer_s_per_case"),
+                                  patch_voxels={r.arch: math.prod(r.patch) for r in rows})
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "nan" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _patch(p: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in p)
+
+
+def _spacing(s: Sequence[float]) -> str:
+    return "x".join(f"{float(v):g}" for v in s)
+
+
+def _dice_classes(row: BenchmarkRow) -> str:
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in row.dice_per_class.items())
+
+
+def markdown_table(rows: Sequence[BenchmarkRow], meta: dict) -> str:
+    """The table, the target checks and how it was measured, as Markdown."""
+    train_r = ratios_to_cnn(_seconds(rows, "train_s_per_iter"))
+    infer_r = ratios_to_cnn(_seconds(rows, "infer_s_per_case"))
+    checks = {c.arch: c for c in target_checks(rows)}
+    head = ["arch", "SSM", "spacing", "patch", "batch", "params (M)", "act. GB est.", "act. GB meas.", "est./meas.",
+            "train s/it", "train / CNN", "infer s/case", "infer / CNN", "Dice mean", "Dice per class", "note"]
+    lines = [f"# Benchmark: {meta.get('dataset', '')} {meta.get('configuration', '')}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        flag = "" if r.arch not in checks or checks[r.arch].met else " (!)"
+        cells = [r.arch, "yes" if r.has_ssm else "no", _spacing(r.spacing), _patch(r.patch), str(r.batch),
+                 _fmt(r.params / 1e6, 2), _fmt(r.estimated_activation_gb), _fmt(r.measured_activation_gb),
+                 _fmt(r.memory_ratio, 2), _fmt(r.train_s_per_iter), _fmt(train_r[r.arch], 2) + "x",
+                 _fmt(r.infer_s_per_case), _fmt(infer_r[r.arch], 2) + "x" + flag, _fmt(r.dice_mean),
+                 _dice_classes(r), r.note]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Inference target: every SSM network <= {INFERENCE_TARGET:g}x the CNN's sliding-window time "
+                  "at the same plan."]
+    lines += [f"- {c.line()}" for c in checks.values()] or ["- no SSM network in this run"]
+    lines += ["", "Measured: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("dataset",
+                                                                                           "configuration")), ""]
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[BenchmarkRow], path: Path) -> None:
+    """One line per architecture; one ``dice_<class>`` column per class."""
+    classes = list(dict.fromkeys(k for r in rows for k in r.dice_per_class))
+    train_r = ratios_to_cnn(_seconds(rows, "train_s_per_iter"))
+    infer_r = ratios_to_cnn(_seconds(rows, "infer_s_per_case"))
+    head = ["arch", "has_ssm", "configuration", "spacing", "patch", "batch", "params", "estimated_activation_gb",
+            "measured_activation_gb", "estimated_over_measured", "train_s_per_iter", "train_vs_cnn",
+            "train_iters_timed", "infer_s_per_case", "infer_vs_cnn", "infer_cases_timed", "dice_mean",
+            *[f"dice_{c}" for c in classes], "note"]
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(head)
+            for r in rows:
+                w.writerow([r.arch, int(r.has_ssm), r.configuration, _spacing(r.spacing), _patch(r.patch), r.batch,
+                            r.params, r.estimated_activation_gb, r.measured_activation_gb, r.memory_ratio,
+                            r.train_s_per_iter, train_r[r.arch], r.train_iters_timed, r.infer_s_per_case,
+                            infer_r[r.arch], r.infer_cases_timed, r.dice_mean,
+                            *[r.dice_per_class.get(c, math.nan) for c in classes], r.note])
+
+
+def plot_dice_vs_time(rows: Sequence[BenchmarkRow], path: Path, title: str = "") -> None:
+    """Dice against sliding-window seconds per case; marker area ~ parameters; the target line."""
+    from matplotlib import style
+
+    with style.context("default"):
+        _draw_dice_vs_time(rows, path, title)
+
+
+def _draw_dice_vs_time(rows: Sequence[BenchmarkRow], path: Path, title: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    biggest = max((r.params for r in rows), default=1) or 1
+    colours = {"cnn": "tab:gray", "ssm": "tab:blue", "nossm": "tab:orange"}
+    for r in rows:
+        kind = "cnn" if r.arch == CNN_ARCH else ("ssm" if r.has_ssm else "nossm")
+        ax.scatter([r.infer_s_per_case], [r.dice_mean], s=40 + 900 * r.params / biggest, alpha=0.6,
+                   color=colours[kind], edgecolors="black", linewidths=0.5)
+        ax.annotate(f"{r.arch}\n{r.params / 1e6:.1f}M", (r.infer_s_per_case, r.dice_mean), fontsize=7,
+                    xytext=(6, 4), textcoords="offset points")
+    cnn = next((r for r in rows if r.arch == CNN_ARCH), None)
+    if cnn is not None and math.isfinite(cnn.infer_s_per_case):
+        ax.axvline(INFERENCE_TARGET * cnn.infer_s_per_case, linestyle="--", color="tab:red", linewidth=1)
+        ax.text(INFERENCE_TARGET * cnn.infer_s_per_case, 0.02, f" {INFERENCE_TARGET:g}x CNN", color="tab:red",
+                fontsize=8, transform=ax.get_xaxis_transform())
+    ax.set_xlabel("sliding-window inference, s per case (median)")
+    ax.set_ylabel("Dice (foreground mean)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Dice vs inference time (marker area ~ parameters)", fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def write_reports(rows: Sequence[BenchmarkRow], meta: dict, out_dir: Path) -> dict[str, Path]:
+    """Write the table, CSV, JSON and plot into ``out_dir``; returns their paths by kind."""
+    out_dir = Path(out_dir)
+    paths = {"markdown": out_dir / TABLE_MD, "csv": out_dir / TABLE_CSV, "json": out_dir / RESULTS_JSON,
+             "plot": out_dir / PLOT_PNG}
+    write_text_atomic(markdown_table(rows, meta), paths["markdown"])
+    write_csv(rows, paths["csv"])
+    infer_r = ratios_to_cnn(_seconds(rows, "infer_s_per_case"))
+    record = {"meta": meta,
+              "rows": [{**asdict(r), "memory_ratio": r.memory_ratio, "infer_vs_cnn": infer_r[r.arch]} for r in rows],
+              "inference_target": {"ratio": INFERENCE_TARGET,
+                                   "checks": [{"arch": c.arch, "ratio": c.ratio, "met": c.met, "reason": c.reason}
+                                              for c in target_checks(rows)]}}
+    write_json_atomic(record, paths["json"])
+    plot_dice_vs_time(rows, paths["plot"], f"{meta.get('dataset', '')} {meta.get('configuration', '')}: "
+                                           "Dice vs inference time (marker area ~ parameters)")
+    return paths

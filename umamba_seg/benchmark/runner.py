@@ -1,0 +1,239 @@
+"""``umamba-seg benchmark``: every architecture on the CNN's plan, measured side by side in one run.
+
+Steps, each printed as it starts:
+
+1. CNN plans and preprocessed data for the configuration (planned from the fingerprint and
+   preprocessed first if missing, as ``train`` does);
+2. per architecture (the CNN, each requested one and its ``_nossm`` ablation): the same-plan
+   plans file (:mod:`same_plan`), parameters and activation memory, estimated by the memory
+   model and measured in a real forward at the plan's patch and batch
+   (:func:`umamba_seg.planning.calibrate.calibrate_configuration`, this device's AMP: bf16 on
+   the CPU, fp16 on CUDA);
+3. per fold: training with the budget (``train_fold`` on those plans; every step is timed by
+   the trainer, the first step of a run is the warm-up), sliding-window prediction of the
+   evaluation cases (``predict_folder``; one untimed warm-up case, then each case timed) and
+   evaluation (``evaluate_folders``);
+4. the table, CSV, JSON and plot (:mod:`report`) in ``<results>/DatasetXXX/benchmark_<config>/``,
+   and the inference-time target check (:mod:`ratios`) printed.
+
+Evaluation cases are the dataset's held-out ``imagesTs`` with ``labelsTs`` when both exist,
+otherwise the fold's validation cases (linked from ``imagesTr``/``labelsTr``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import load_json
+
+from umamba_seg.architectures import registry
+from umamba_seg.benchmark.report import BenchmarkRow, markdown_table, target_checks, write_reports
+from umamba_seg.benchmark.same_plan import benchmark_archs, write_same_plans
+from umamba_seg.benchmark.timing import median
+from umamba_seg.errors import UserInputError
+from umamba_seg.planning.naming import CNN_ARCH
+from umamba_seg.workspace import Workspace
+
+_CHANNEL_SUFFIX_LEN = len("_0000")
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """The budget and measurement settings of one benchmark run."""
+
+    epochs: int = 1
+    iters_per_epoch: int = 250
+    val_iters: int | None = None
+    folds: tuple[str, ...] = ("0",)
+    device: str = "auto"
+    tta: bool = True
+    step_size: float = 0.5
+    seed: int = 0
+    num_processes: int = 2
+
+
+@dataclass(frozen=True)
+class EvaluationCases:
+    """Images to predict and their reference labels."""
+
+    images: Path
+    labels: Path
+    source: str
+    count: int
+
+
+def benchmark_folder(ws: Workspace, dataset_name: str, configuration: str) -> Path:
+    """``<results>/DatasetXXX_Name/benchmark_<config>``."""
+    return ws.results_dataset(dataset_name) / f"benchmark_{configuration}"
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.symlink(src, dst)
+    except OSError:  # file systems without symlinks
+        shutil.copy2(src, dst)
+
+
+def evaluation_cases(ws: Workspace, dataset_name: str, fold: str, bench_dir: Path) -> EvaluationCases:
+    """Held-out ``imagesTs``/``labelsTs`` if the raw dataset has both, else fold ``fold``'s
+    validation cases linked into ``bench_dir/cases/fold_<fold>``."""
+    raw = ws.raw_dataset(dataset_name)
+    ds = load_json(str(ws.preprocessed_dataset(dataset_name) / "dataset.json"))
+    ending = ds["file_ending"]
+    held_out = sorted((raw / "labelsTs").glob(f"*{ending}")) if (raw / "labelsTs").is_dir() else []
+    if held_out and (raw / "imagesTs").is_dir():
+        return EvaluationCases(raw / "imagesTs", raw / "labelsTs", "held-out imagesTs/labelsTs", len(held_out))
+    if fold == "all":
+        raise UserInputError("fold 'all' has no validation cases and the dataset has no imagesTs/labelsTs", raw,
+                             "add held-out cases with labels (imagesTs + labelsTs) or benchmark a fold 0..4")
+    splits_file = ws.preprocessed_dataset(dataset_name) / "splits_final.json"
+    if not splits_file.is_file():
+        raise UserInputError("no cross-validation splits to take validation cases from", splits_file,
+                             "train a fold first (the trainer writes the splits) or add imagesTs/labelsTs")
+    keys = json.loads(splits_file.read_text())[int(fold)]["val"]
+    dest = bench_dir / "cases" / f"fold_{fold}"
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "images").mkdir(parents=True)
+    (dest / "labels").mkdir()
+    for key in keys:
+        images = [p for p in (raw / "imagesTr").glob(f"{key}_*{ending}")
+                  if p.name[len(key) + 1:len(key) + _CHANNEL_SUFFIX_LEN].isdigit()
+                  and len(p.name) == len(key) + _CHANNEL_SUFFIX_LEN + len(ending)]
+        label = raw / "labelsTr" / f"{key}{ending}"
+        if not images or not label.is_file():
+            raise UserInputError(f"validation case '{key}' is missing from the raw dataset", label,
+                                 "restore the raw dataset (benchmark predicts from raw images)")
+        for p in images:
+            _link(p.resolve(), dest / "images" / p.name)
+        _link(label.resolve(), dest / "labels" / label.name)
+    return EvaluationCases(dest / "images", dest / "labels", f"fold {fold} validation cases", len(keys))
+
+
+def _class_names(dataset_json: dict) -> dict[str, str]:
+    """summary key (``"1"``, ``"(1, 2)"``) -> label name from ``dataset.json``."""
+    names = {}
+    for name, value in dataset_json["labels"].items():
+        key = str(tuple(value)) if isinstance(value, (list, tuple)) and len(value) > 1 else str(
+            value[0] if isinstance(value, (list, tuple)) else value)
+        names[key] = name
+    return names
+
+
+def _step_seconds(fold_dir: Path) -> list[float]:
+    from umamba_seg.training.trainer import STEP_TIMES_FILE
+
+    return [float(s) for s in json.loads((fold_dir / STEP_TIMES_FILE).read_text())["seconds"]]
+
+
+class _Steps:
+    """Prints ``[k/N] what`` for each step."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+
+    def __call__(self, what: str) -> None:
+        self.done += 1
+        print(f"\n[benchmark {self.done}/{self.total}] {what}", flush=True)
+
+
+def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: Sequence[str] | None = None,
+                  settings: BenchmarkSettings = BenchmarkSettings()) -> dict:
+    """Benchmark ``archs`` (with their ablations and the CNN) on the CNN's plan; returns
+    ``{"rows": [BenchmarkRow], "meta": {...}, "paths": {kind: Path}, "checks": [TargetCheck]}``."""
+    from umamba_seg.devices import resolve_device
+    from umamba_seg.evaluation.evaluate import evaluate_folders
+    from umamba_seg.inference.predict import predict_folder
+    from umamba_seg.planning.calibrate import calibrate_configuration
+    from umamba_seg.planning.pipeline import ensure_plans
+    from umamba_seg.training.run import ensure_preprocessed, train_fold
+
+    names = benchmark_archs(archs)
+    folds = [str(f) for f in settings.folds]
+    device = resolve_device(settings.device)
+    step = _Steps(1 + len(names) * (1 + 2 * len(folds)))
+    print(f"Benchmark of {', '.join(names)} on {dataset_name} {configuration}, every one on the CNN's plan "
+          f"({settings.epochs} epoch(s) x {settings.iters_per_epoch} iterations, fold(s) {', '.join(folds)}, "
+          f"{device})")
+    step("CNN plans and preprocessed data")
+    ensure_plans(ws, dataset_name, CNN_ARCH, num_processes=settings.num_processes)
+    ensure_preprocessed(ws, dataset_name, configuration, settings.num_processes)
+    pre = ws.preprocessed_dataset(dataset_name)
+    dataset_json = load_json(str(pre / "dataset.json"))
+    class_names = _class_names(dataset_json)
+    bench_dir = benchmark_folder(ws, dataset_name, configuration)
+    memory_device = "cuda" if device.type == "cuda" else "cpu"
+
+    rows: list[BenchmarkRow] = []
+    cases_used: dict[str, EvaluationCases] = {}
+    for arch in names:
+        step(f"{arch}: same-plan plans, parameters, activation memory (estimated vs measured)")
+        same = write_same_plans(pre, arch)
+        conf = same.plans["configurations"][configuration]
+        mem = calibrate_configuration(same.plans, configuration, dataset_json, device=memory_device)
+        print(f"  plans {same.plans_name}.json: patch {conf['patch_size']}, batch {conf['batch_size']}, "
+              f"spacing {conf['spacing']}" + (f" ({same.notes[configuration]})" if same.notes[configuration] else ""))
+        print(f"  {mem['params_m']:.2f} M parameters; activations {mem['estimated_gb']:.3f} GB estimated, "
+              f"{mem['measured_gb']:.3f} GB measured (ratio {mem['ratio']:.2f})")
+        steps_timed: list[float] = []
+        window_seconds: list[float] = []
+        fold_dice: list[dict] = []
+        for fold in folds:
+            step(f"{arch}: train fold {fold}")
+            fold_dir = train_fold(ws, dataset_name, configuration, fold, arch, settings.epochs,
+                                  settings.iters_per_epoch, settings.val_iters, settings.device, False, False,
+                                  settings.seed, False, settings.num_processes, plans_name=same.plans_name,
+                                  validate=False)
+            seconds = _step_seconds(fold_dir)
+            steps_timed += seconds[1:] or seconds  # the run's first step is its warm-up
+            if fold not in cases_used:
+                cases_used[fold] = evaluation_cases(ws, dataset_name, fold, bench_dir)
+            cases = cases_used[fold]
+            step(f"{arch}: sliding-window prediction of {cases.count} {cases.source} and evaluation, fold {fold}")
+            pred_dir = bench_dir / "predictions" / arch / f"fold_{fold}"
+            if pred_dir.exists():
+                shutil.rmtree(pred_dir)
+            res = predict_folder(fold_dir.parent, cases.images, pred_dir, [fold], settings.step_size, settings.tta,
+                                 device=device, warmup=True)
+            window_seconds += list(res["sliding_window_seconds"].values())
+            summary = evaluate_folders(cases.labels, pred_dir, dataset_json=pre / "dataset.json",
+                                       num_processes=settings.num_processes, verbose=False)
+            fold_dice.append(summary)
+        per_class = {}
+        for key in fold_dice[0]["mean"]:
+            values = [s["mean"][key]["Dice"] for s in fold_dice]
+            per_class[class_names.get(str(key), str(key))] = float(sum(values) / len(values))
+        dice_mean = float(sum(s["foreground_mean"]["Dice"] for s in fold_dice) / len(fold_dice))
+        row = BenchmarkRow(arch=arch, has_ssm=registry.get(arch).has_ssm, configuration=configuration,
+                           spacing=[float(s) for s in conf["spacing"]], patch=[int(p) for p in conf["patch_size"]],
+                           batch=int(conf["batch_size"]), params=int(round(mem["params_m"] * 1e6)),
+                           estimated_activation_gb=float(mem["estimated_gb"]),
+                           measured_activation_gb=float(mem["measured_gb"]),
+                           train_s_per_iter=median(steps_timed), train_iters_timed=len(steps_timed),
+                           infer_s_per_case=median(window_seconds), infer_cases_timed=len(window_seconds),
+                           dice_mean=dice_mean, dice_per_class=per_class, note=same.notes[configuration])
+        rows.append(row)
+        print(f"  {arch}: train {row.train_s_per_iter:.3f} s/it, inference {row.infer_s_per_case:.3f} s/case, "
+              f"Dice {row.dice_mean:.3f}")
+
+    meta = {
+        "dataset": dataset_name, "configuration": configuration, "device": str(device),
+        "torch_threads": torch.get_num_threads(), "epochs": settings.epochs,
+        "iters_per_epoch": settings.iters_per_epoch, "folds": ",".join(folds),
+        "evaluation_cases": "; ".join(f"fold {f}: {c.count} {c.source}" for f, c in cases_used.items()),
+        "tta": settings.tta, "step_size": settings.step_size, "seed": settings.seed,
+        "train_timing": "median training step (forward, backward, optimizer) after the first step of each run",
+        "inference_timing": "median sliding-window prediction per case after one untimed warm-up case",
+        "memory": f"bytes saved for backward at the plan's patch and batch, {memory_device} autocast "
+                  f"({'bf16' if memory_device == 'cpu' else 'fp16'})",
+    }
+    paths = write_reports(rows, meta, bench_dir)
+    print("\n" + markdown_table(rows, meta))
+    print("Wrote " + ", ".join(str(p) for p in paths.values()))
+    return {"rows": rows, "meta": meta, "paths": paths, "checks": target_checks(rows)}
