@@ -5,6 +5,7 @@ plans file that is the CNN's plans with only the ``architecture`` block swapped
 (:mod:`same_plan`), so spacing, patch (or the nearest patch the network accepts, noted),
 batch and preprocessed data are the CNN's. Around that:
 
+* :mod:`cnn_plan` the CNN plan the scripts measure on (a planned or a generated dataset);
 * :mod:`timing`   warm-up, medians, interleaved repeats (one load drift hits every network alike);
 * :mod:`networks` planned networks built from those plans, forward / forward+backward /
   sliding-window closures (``scripts/bench_networks.py``, ``scripts/bench_predict.py``);

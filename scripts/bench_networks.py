@@ -1,0 +1,81 @@
+"""Forward and forward+backward time of every architecture at the CNN's planned patch, relative to the CNN.
+
+A benchmark, not a test, and no training: each network (untrained, seeded) runs on the CNN's
+plan of the dataset (same patch, or the nearest one it accepts, and the same batch; see
+``umamba_seg.benchmark.same_plan``). Forward is inference mode; forward+backward is a training
+step without the optimizer, every deep-supervision output in the loss. Autocast on CUDA only,
+as nnunetv2's trainer does. The networks are timed interleaved in one run (warm-up first, then
+``--repeats`` rounds; medians), so load changes hit all of them alike.
+
+    python scripts/bench_networks.py --workdir W -d ID [-c 3d_fullres] [-a ARCH ...] [--repeats 3]
+        [--batch N] [--threads N] [--device cpu|cuda] [--quick]
+    python scripts/bench_networks.py --workdir /tmp/bench --make-dataset ct3d --quick   # built-in data
+
+``--quick``: batch 1, one warm-up and two timed rounds (a smoke run on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from tqdm import tqdm
+
+from umamba_seg.benchmark.cnn_plan import add_plan_arguments, cnn_plan_from_args
+from umamba_seg.benchmark.networks import forward_backward_fn, forward_fn, n_parameters, planned_network
+from umamba_seg.benchmark.ratios import ratios_to_cnn
+from umamba_seg.benchmark.same_plan import benchmark_archs
+from umamba_seg.benchmark.timing import interleaved_medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_plan_arguments(parser)
+    parser.add_argument("-a", "--arch", nargs="+", default=None,
+                        help="architectures, each with its _nossm ablation; the CNN always runs (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is kept")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each network first")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="batch 1, 1 warm-up, 2 rounds")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch, args.warmup, args.repeats = args.batch or 1, 1, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cnn = cnn_plan_from_args(args)
+    archs = benchmark_archs(args.arch)
+    print(f"{cnn.dataset_name} {cnn.configuration}: CNN patch {cnn.configuration_plan['patch_size']}, "
+          f"batch {cnn.configuration_plan['batch_size']}; device={device} threads={torch.get_num_threads()}")
+
+    fns, info = {}, {}
+    for arch in tqdm(archs, desc="building networks", unit="net"):
+        same = cnn.same_plan(arch)
+        planned = planned_network(same.plans, cnn.configuration, cnn.dataset_json)
+        batch = args.batch or planned.batch_size
+        x = torch.randn(batch, planned.input_channels, *planned.patch_size, device=device)
+        # two instances, seeded alike: forward in eval mode, forward+backward in training mode
+        train_net = planned.build(deep_supervision=True).to(device)
+        eval_net = planned.build(deep_supervision=False).to(device)
+        fns[(arch, "fwd")] = forward_fn(eval_net, x)
+        fns[(arch, "fwdbwd")] = forward_backward_fn(train_net, x)
+        info[arch] = (planned.patch_size, batch, n_parameters(train_net), same.notes[cnn.configuration])
+
+    bar = tqdm(total=args.repeats, desc="timing rounds", unit="round")
+    med = interleaved_medians(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update())
+    bar.close()
+    fwd = ratios_to_cnn({a: med[(a, "fwd")] for a in archs})
+    fb = ratios_to_cnn({a: med[(a, "fwdbwd")] for a in archs})
+    print(f"{'arch':<18} {'patch':<12} {'batch':>5} {'params':>8} | {'fwd s':>8} {'fwd/CNN':>8} | "
+          f"{'f+b s':>8} {'f+b/CNN':>8}  note")
+    for a in archs:
+        patch, batch, params, note = info[a]
+        print(f"{a:<18} {'x'.join(map(str, patch)):<12} {batch:>5} {params / 1e6:>7.2f}M | "
+              f"{med[(a, 'fwd')]:>8.3f} {fwd[a]:>7.2f}x | {med[(a, 'fwdbwd')]:>8.3f} {fb[a]:>7.2f}x  {note}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Sliding-window prediction time of one case per architecture, relative to the CNN on the same plan.
+
+A benchmark, not a test (the target is one: every SSM network <= 1.3x the CNN's time, flagged
+with the reason where missed; see ``umamba_seg.benchmark.ratios``). Each network (untrained,
+seeded) runs on the CNN's plan (``umamba_seg.benchmark.same_plan``) inside the predictor
+``umamba-seg predict`` uses, so tiling, Gaussian weighting and mirroring (TTA) are the real ones.
+The case is one preprocessed-looking volume (standard normal values, the plan's channels) of the
+configuration's median image size, or ``--shape``. The networks are timed interleaved in one run
+(warm-up first, then ``--repeats`` rounds; medians).
+
+    python scripts/bench_predict.py --workdir W -d ID [-c 3d_fullres] [-a ARCH ...] [--shape Z Y X]
+        [--repeats 3] [--no-tta] [--step-size 0.5] [--threads N] [--device cpu|cuda] [--quick]
+    python scripts/bench_predict.py --workdir /tmp/bench --make-dataset ct3d --quick   # built-in data
+
+``--quick``: a case of one patch, no TTA, one warm-up and one timed round (a CPU smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+from tqdm import tqdm
+
+from umamba_seg.benchmark.cnn_plan import add_plan_arguments, cnn_plan_from_args
+from umamba_seg.benchmark.networks import planned_network, sliding_window_fn, sliding_window_predictor
+from umamba_seg.benchmark.ratios import INFERENCE_TARGET, check_inference_target, ratios_to_cnn
+from umamba_seg.benchmark.same_plan import benchmark_archs
+from umamba_seg.benchmark.timing import interleaved_medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_plan_arguments(parser)
+    parser.add_argument("-a", "--arch", nargs="+", default=None,
+                        help="architectures, each with its _nossm ablation; the CNN always runs (default: all)")
+    parser.add_argument("--shape", type=int, nargs="+", default=None,
+                        help="spatial size of the case (default: the configuration's median image size)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is kept")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed predictions of each network first")
+    parser.add_argument("--no-tta", action="store_true", help="no mirroring")
+    parser.add_argument("--step-size", type=float, default=0.5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="one-patch case, no TTA, 1 warm-up, 1 round")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cnn = cnn_plan_from_args(args)
+    conf = cnn.configuration_plan
+    if args.quick:
+        args.no_tta, args.warmup, args.repeats = True, 1, 1
+    shape = args.shape or (conf["patch_size"] if args.quick else conf["median_image_size_in_voxels"])
+    shape = [int(round(s)) for s in shape]
+    if len(shape) != len(conf["patch_size"]):
+        parser.error(f"--shape needs {len(conf['patch_size'])} sizes for {cnn.configuration}")
+    archs = benchmark_archs(args.arch)
+    n_in = planned_network(cnn.plans, cnn.configuration, cnn.dataset_json).input_channels
+    torch.manual_seed(0)
+    # nnunetv2's layout: (channels, z, y, x); 2D configurations predict slice by slice
+    case = torch.randn(n_in, *([1] if len(shape) == 2 else []), *shape)
+    print(f"{cnn.dataset_name} {cnn.configuration}: case {'x'.join(map(str, shape))} ({n_in} channel(s)), "
+          f"CNN patch {conf['patch_size']}, TTA {'off' if args.no_tta else 'on'}, step {args.step_size}; "
+          f"device={device} threads={torch.get_num_threads()}")
+
+    fns, notes = {}, {}
+    for arch in tqdm(archs, desc="building predictors", unit="net"):
+        same = cnn.same_plan(arch)
+        planned = planned_network(same.plans, cnn.configuration, cnn.dataset_json)
+        predictor = sliding_window_predictor(planned, device, args.step_size, not args.no_tta)
+        fns[arch] = sliding_window_fn(predictor, case)
+        notes[arch] = (planned.patch_size, same.notes[cnn.configuration])
+
+    bar = tqdm(total=args.repeats, desc="timing rounds", unit="round")
+    med = interleaved_medians(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update())
+    bar.close()
+    ratios = ratios_to_cnn(med)
+    print(f"{'arch':<18} {'patch':<12} | {'s/case':>8} {'vs CNN':>8}  note")
+    for a in archs:
+        patch, note = notes[a]
+        print(f"{a:<18} {'x'.join(map(str, patch)):<12} | {med[a]:>8.3f} {ratios[a]:>7.2f}x  {note}")
+    checks = check_inference_target(med, patch_voxels={a: math.prod(notes[a][0]) for a in archs})
+    if checks:
+        print(f"Target: SSM networks <= {INFERENCE_TARGET:g}x the CNN's sliding-window time at the same plan")
+    for c in checks:
+        print(("  " if c.met else "! ") + c.line())
+
+
+if __name__ == "__main__":
+    main()
