@@ -4,8 +4,10 @@ The bound, per shape: ``(exp(delta[..., None] * A) * u[..., None]).sum(-1)`` in 
 over blocks of 4096 positions: one exp and one multiply-add per state element, which any
 selective scan has to do. Targets: forward <= 2x the bound, forward+backward <= 4x.
 Also prints, for information, the speed-up of the forward over a float32 per-step loop.
+Where CUDA exists it then runs the GPU section (``scripts/bench_scan_gpu.py``: Triton vs the
+torch path, achieved GB/s against the card's bandwidth); ``--no-gpu`` skips it.
 
-    python scripts/bench_scan.py [--backend torch] [--repeats 3] [--shapes small|all] [--threads N]
+    python scripts/bench_scan.py [--backend torch] [--repeats 3] [--shapes small|all] [--threads N] [--no-gpu]
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--shapes", default="all", choices=["small", "all"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-gpu", action="store_true", help="skip the GPU section even where CUDA exists")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,6 +114,11 @@ def main() -> None:
     t_fwd = min(timed(lambda: run_forward(kw, args.backend), device) for _ in range(args.repeats))
     print(f"forward speed-up over an fp32 per-step loop at L={L}: {t_loop / t_fwd:.1f}x "
           f"({t_loop:.3f} s vs {t_fwd:.3f} s)")
+    if not args.no_gpu:
+        from bench_scan_gpu import run_gpu_section  # imports this module's shapes; the script folder is on sys.path
+
+        print("\nGPU section:")
+        run_gpu_section(repeats=max(args.repeats, 5), shapes=shapes)
 
 
 if __name__ == "__main__":
