@@ -75,6 +75,7 @@ def test_inference_target_says_backbone_or_token_mixer():
     assert checks["xlstm_bot"].met and "ok" in checks["xlstm_bot"].line()
     assert not checks["umamba_bot"].met and "token mixer costs 0.50x" in checks["umamba_bot"].reason
     assert not checks["vmunet"].met and "backbone" in checks["vmunet"].reason
+    assert "token mixer adds 0.10x" in checks["vmunet"].reason
     assert "OVER the 1.3x target" in checks["vmunet"].line() and "2.00x" in checks["vmunet"].line()
     with_patches = {c.arch: c for c in check_inference_target(
         {"cnn": 1.0, "segmamba": 3.0, "segmamba_nossm": 2.0}, patch_voxels={"cnn": 100, "segmamba": 150,
