@@ -8,8 +8,9 @@ inputs are copied time-major into small reused buffers, ``(T, b, g, 1, dg)`` per
 and ``(T, b, g, n, 1)`` for B/C, and the states are ``(T, b, g, n, dg)`` with the channels
 innermost, so every bulk operation runs over contiguous rows and a block's buffers stay
 near the cache. Transposing block by block is cache-friendly, unlike transposing the
-whole ``(b, d, L)`` tensors. A block shorter than its buffer is padded with ``dt = 0``
-(decay 1, no input: the state passes through unchanged).
+whole ``(b, d, L)`` tensors. A block shorter than its buffer (the sequence's tail) is padded
+to a multiple of its chunk length with ``dt = 0`` (decay 1, no input: the state passes
+through unchanged); the chunk shrinks for short tails, so padding stays below one chunk.
 
 Forward, per block viewed as ``c`` chunks of ``T`` positions: ``decay = exp(dt * A)`` and
 ``x = dt * u * B`` in bulk; a loop over the ``T`` positions runs ``h_t = decay_t * h_{t-1}
@@ -58,6 +59,17 @@ def _tiling(batch: int, dim: int, dstate: int, padded_len: int) -> tuple[int, in
     while chunk < CHECKPOINT_LEN and (block // chunk) * per_position > STEP_ELEMENTS:
         chunk *= 2
     return block, chunk
+
+
+def _last_block_rows(real: int, chunk: int) -> tuple[int, int]:
+    """``(chunk_len, rows)`` for a block of ``real`` positions. A block no longer than one
+    chunk is one chunk of exactly ``real`` positions; a longer one is padded to a multiple
+    of the chunk. So a short sequence (or the tail of a long one) is never padded to a whole
+    checkpoint interval: VM-UNet's deep stages scan 6 to 80 positions over thousands of
+    channels, where that padding cost up to 40x."""
+    if real <= chunk:
+        return real, real
+    return chunk, -(-real // chunk) * chunk
 
 
 def _into_time_major(buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +157,7 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     b, d, g, n, dg, L = x.b, x.d, x.g, x.n, x.dg, x.L
     padded = num_checkpoints(L) * CHECKPOINT_LEN
     blk, T = _tiling(b, d, n, padded)
-    c_max, per_ckpt = blk // T, CHECKPOINT_LEN // T
+    c_max = blk // T
 
     dt_buf, dtu_buf, y_buf = x.buffer(blk, b, d), x.buffer(blk, b, d), x.buffer(blk, b, d)
     B_buf, C_buf = x.buffer(blk, b, g, n), x.buffer(blk, b, g, n)
@@ -154,32 +166,33 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     out = x.buffer(b, d, L)
     checkpoints = x.buffer(num_checkpoints(L), b, g, n, dg)
     h = torch.zeros(b, g, n, dg, dtype=x.sd, device=u.device)
-    for p0 in range(0, padded, blk):
-        p1 = min(p0 + blk, padded)
-        q1 = min(p1, L)  # real positions end here; the rest of the block is padding
-        rows, c = p1 - p0, (p1 - p0) // T
+    for p0 in range(0, L, blk):
+        q1 = min(p0 + blk, L)  # real positions end here; the rest of the block is padding
+        T_blk, rows = _last_block_rows(q1 - p0, T)
+        c, per_ckpt = rows // T_blk, CHECKPOINT_LEN // T_blk
         dt_bm = x.dt(p0, q1)
         u_bm = u[..., p0:q1]
         _into_time_major(dt_buf[:rows], dt_bm)
         _into_time_major(dtu_buf[:rows], dt_bm.mul_(u_bm))
         _into_time_major(B_buf[:rows], B[..., p0:q1])
         _into_time_major(C_buf[:rows], C[..., p0:q1])
-        shape = (c, T, b, g, n, dg)
+        shape = (c, T_blk, b, g, n, dg)
         hs, starts = h_buf[:rows].view(shape), starts_buf[: c + 1]
         _block_states(
-            x.channels(dt_buf[:rows]).view(c, T, b, g, 1, dg),
-            x.channels(dtu_buf[:rows]).view(c, T, b, g, 1, dg),
-            B_buf[:rows].view(c, T, b, g, n, 1),
+            x.channels(dt_buf[:rows]).view(c, T_blk, b, g, 1, dg),
+            x.channels(dtu_buf[:rows]).view(c, T_blk, b, g, 1, dg),
+            B_buf[:rows].view(c, T_blk, b, g, n, 1),
             x.A,
             h,
             decay_buf[:rows].view(shape),
             hs,
             starts,
         )
-        C_b = C_buf[:rows].view(c, T, b, g, 1, n)
-        torch.matmul(C_b, hs, out=x.channels(y_buf[:rows]).view(c, T, b, g, 1, dg))
+        C_b = C_buf[:rows].view(c, T_blk, b, g, 1, n)
+        torch.matmul(C_b, hs, out=x.channels(y_buf[:rows]).view(c, T_blk, b, g, 1, dg))
         k0 = p0 // CHECKPOINT_LEN
-        checkpoints[k0 : k0 + c // per_ckpt] = starts[0:c:per_ckpt]
+        block_ckpts = starts[0:c:per_ckpt]  # the states at this block's checkpoint positions
+        checkpoints[k0 : k0 + block_ckpts.shape[0]] = block_ckpts
         h = starts[c].clone()
 
         out_b = out[..., p0:q1]
@@ -266,8 +279,10 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
         ddt_b = x.channels(ddt_buf[:l])
         torch.sum(torch.mul(q, x.A, out=tmp_), dim=-2, keepdim=True, out=ddt_b)
         dA_acc += torch.mul(q, dt_b, out=tmp_).sum((0, 1))
-        torch.sum(torch.mul(h_, dy_b, out=tmp_), dim=-1, out=dC_buf[:l])
-        torch.sum(torch.mul(a_, dtu_b, out=tmp_), dim=-1, out=dB_buf[:l])
+        # dC_t = sum_c h_t dy_t and dB_t = sum_c g_t dt_t u_t: batched mat-vec products over
+        # the channels, so no state-sized product is written and read back
+        torch.matmul(h_, dy_b.transpose(-1, -2), out=dC_buf[:l].unsqueeze(-1))
+        torch.matmul(a_, dtu_b.transpose(-1, -2), out=dB_buf[:l].unsqueeze(-1))
         ddtu_b = x.channels(ddtu_buf[:l])
         torch.matmul(B_b.transpose(-1, -2), a_, out=ddtu_b)
         dB[..., p0:p1] = dB_buf[:l].movedim(0, -1)
