@@ -67,6 +67,9 @@ def test_demo_budgets_and_targets():
         assert [t.configuration for t in tasks] == ["2d", "3d_fullres"]
         assert [t.dice_target for t in tasks] == [0.7, 0.5]
         assert all(t.num_train >= 5 and t.num_test >= 1 for t in tasks)  # fold 0 of a 5-fold split
+    two_d, three_d = demo.demo_tasks()
+    assert demo.default_archs(two_d) == ["cnn", "umamba_bot"]  # an SSM network next to the CNN, same budget
+    assert demo.default_archs(three_d) == ["cnn"]  # keeps the default demo within its 5 minutes
 
 
 @pytest.mark.slow
