@@ -18,6 +18,7 @@ from typing import Sequence
 from umamba_seg.atomic import atomic_path, write_json_atomic, write_text_atomic
 from umamba_seg.benchmark.ratios import INFERENCE_TARGET, TargetCheck, check_inference_target, ratios_to_cnn
 from umamba_seg.planning.naming import CNN_ARCH
+from umamba_seg.plotting import default_style
 
 TABLE_MD = "benchmark.md"
 TABLE_CSV = "benchmark.csv"
@@ -125,15 +126,9 @@ def write_csv(rows: Sequence[BenchmarkRow], path: Path) -> None:
                             *[r.dice_per_class.get(c, math.nan) for c in classes], r.note])
 
 
+@default_style
 def plot_dice_vs_time(rows: Sequence[BenchmarkRow], path: Path, title: str = "") -> None:
     """Dice against sliding-window seconds per case; marker area ~ parameters; the target line."""
-    from matplotlib import style
-
-    with style.context("default"):
-        _draw_dice_vs_time(rows, path, title)
-
-
-def _draw_dice_vs_time(rows: Sequence[BenchmarkRow], path: Path, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from umamba_seg.atomic import atomic_path
 from umamba_seg.evaluation.metrics import METRIC_NAMES, LabelOrRegion, is_nan
+from umamba_seg.plotting import default_style
 
 SURFACE_AND_OVERLAP: tuple[str, ...] = ("Dice", "IoU", "HD95", "NSD")
 _UNITS = {"HD95": " (mm)"}
@@ -83,6 +84,7 @@ def _nsd_title(tolerances: Mapping[LabelOrRegion, float] | None) -> str:
     return "NSD (per-class tolerance)" if values else "NSD"
 
 
+@default_style
 def plot_boxplots(summary: dict, path: Path, names: Mapping[LabelOrRegion, str] | None = None,
                   tolerances: Mapping[LabelOrRegion, float] | None = None,
                   metrics: Sequence[str] = SURFACE_AND_OVERLAP) -> None:
