@@ -32,3 +32,9 @@ def configure_cpu_threads(device: torch.device) -> None:
 
     if device.type == "cpu" and "nnUNet_n_proc_DA" not in os.environ:
         os.environ["nnUNet_n_proc_DA"] = str(max(0, min(2, (os.cpu_count() or 2) // 2)))
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait for queued GPU work (a no-op on the CPU), so a timer sees the work it started."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

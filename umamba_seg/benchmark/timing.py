@@ -16,11 +16,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-
-def synchronize(device: torch.device | str | None) -> None:
-    """Wait for queued GPU work (a no-op on the CPU), so a timer sees the work it started."""
-    if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+from umamba_seg.devices import synchronize
 
 
 def time_call(fn: Callable[[], object], device: torch.device | str | None = None) -> float:

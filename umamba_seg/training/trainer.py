@@ -19,6 +19,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from tqdm import tqdm
 
 from umamba_seg.atomic import write_json_atomic
+from umamba_seg.devices import synchronize
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe, save_checkpoint_safe
 
 STEP_TIMES_FILE = "train_step_times.json"
@@ -49,12 +50,10 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
     def _timed_train_step(self) -> dict:
         """One ``train_step`` (forward, backward, optimizer step; loading the batch excluded), timed."""
         batch = next(self.dataloader_train)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         t0 = time.perf_counter()
         out = self.train_step(batch)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         self.train_step_seconds.append(time.perf_counter() - t0)
         return out
 
