@@ -45,6 +45,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from umamba_seg.planning.amp_emulation import emulated_autocast
+from umamba_seg.planning.cpu_conv_fp32 import Fp32ConvUnderCpuAutocast
 from umamba_seg.planning.op_standins import FastMetaNorms, standin_ops
 
 __all__ = [
@@ -291,16 +292,21 @@ def trace_saved_bytes(model: nn.Module, input_shape: Sequence[int], device_type:
                             int(input_shape[0]))
 
 
-def measure_saved_bytes(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = torch.bfloat16
-                        ) -> MemoryEstimate:
+def measure_saved_bytes(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = torch.bfloat16,
+                        fast_cpu_conv: bool = True) -> MemoryEstimate:
     """Run a real training-mode forward of ``model`` on ``x`` (autocast at ``amp_dtype`` on
     x's device) and count what it saves for backward the same way as :func:`trace_saved_bytes`
-    (parameter casts are not told apart here: they are in ``conv_bytes``)."""
+    (parameter casts are not told apart here: they are in ``conv_bytes``).
+
+    ``fast_cpu_conv``: under CPU bf16 autocast, 2D/3D convolutions compute in fp32 from their
+    bf16 inputs (:mod:`cpu_conv_fp32`); they save the same tensors as the real bf16 op, which
+    is 40-70x slower on CPUs without native bf16 convolution."""
     model.train()
     _set_deep_supervision(model, True)
     counter = ActivationCounter(model)
     amp = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-    with amp, counter.active():
+    convs = Fp32ConvUnderCpuAutocast() if fast_cpu_conv else contextlib.nullcontext()
+    with amp, convs, counter.active():
         out = model(x)
     return counter.estimate(out, set(), sum(p.numel() for p in model.parameters()), x.shape[0])
 
