@@ -166,6 +166,27 @@ def test_calibration_estimate_within_15_percent_of_measured(arch, dim):
         assert est.n_parameters == measured.n_parameters
 
 
+def _live_graph_bytes() -> int:
+    """Bytes of tensors alive anywhere that belong to an autograd graph."""
+    import gc
+
+    gc.collect()
+    return sum(t.numel() * t.element_size() for t in gc.get_objects()
+               if isinstance(t, torch.Tensor) and t.grad_fn is not None)
+
+
+def test_measurement_frees_the_forward_it_counted():
+    """A measured forward's activations are freed afterwards (``calibrate`` measures every
+    network in one process; each plan's forward can hold gigabytes)."""
+    torch.manual_seed(0)
+    patch, block = _block("umamba_enc", (1.0, 1.0, 1.0), [16, 16, 16])
+    net = build_network(block["network_class_name"], _narrow(block)["arch_kwargs"], block["_kw_requires_import"], 1, 3)
+    before = _live_graph_bytes()
+    for _ in range(2):
+        assert measure_saved_bytes(net, torch.randn(2, 1, *patch)).saved_bytes > 0
+    assert _live_graph_bytes() == before
+
+
 # --------------------------------------------------------------------------- planner-facing behaviour
 
 

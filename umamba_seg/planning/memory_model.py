@@ -167,14 +167,25 @@ class ActivationCounter:
         self.param_keys = {_storage_key(p)[0] for p in model.parameters()}
         self.seen: dict[int, tuple[int, bool]] = {}  # storage -> (bytes, saved inside a token mixer)
         self._depth = 0
-        self._keep: list[torch.Tensor] = []  # saved tensors stay alive, so storages are not reused
+        self._keep: list[torch.Tensor] = []  # every saved tensor, alive so storages are not reused
 
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+    def _pack(self, t: torch.Tensor) -> int:
         key, nbytes = _storage_key(t)
         if key not in self.param_keys and key not in self.seen:
             self.seen[key] = (nbytes, self._depth > 0)
-            self._keep.append(t)
-        return t
+        # The graph gets an index, not the tensor: a pack hook returning a tensor the node itself
+        # produced makes a tensor -> grad_fn -> tensor cycle through C++ that Python's collector
+        # cannot see, so every measured forward's activations would leak.
+        self._keep.append(t)
+        return len(self._keep) - 1
+
+    def _unpack(self, index: int) -> torch.Tensor:
+        return self._keep[index]
+
+    def release(self) -> None:
+        """Drop the saved tensors (the totals stay; backward through the counted graph is no
+        longer possible): a measured forward can hold gigabytes."""
+        self._keep.clear()
 
     def _enter(self, module, args) -> None:
         self._depth += 1
@@ -188,7 +199,7 @@ class ActivationCounter:
         hooks = [m.register_forward_pre_hook(self._enter) for m in mixers]
         hooks += [m.register_forward_hook(self._leave, always_call=True) for m in mixers]
         try:
-            with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+            with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
                 yield self
         finally:
             for h in hooks:
@@ -308,7 +319,10 @@ def measure_saved_bytes(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtyp
     convs = Fp32ConvUnderCpuAutocast() if fast_cpu_conv else contextlib.nullcontext()
     with amp, convs, counter.active():
         out = model(x)
-    return counter.estimate(out, set(), sum(p.numel() for p in model.parameters()), x.shape[0])
+    est = counter.estimate(out, set(), sum(p.numel() for p in model.parameters()), x.shape[0])
+    del out
+    counter.release()
+    return est
 
 
 @lru_cache(maxsize=4096)
