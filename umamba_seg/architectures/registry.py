@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from umamba_seg.errors import UserInputError
+from umamba_seg.training.optimizer_recipe import RECIPE_KEY, OptimizerRecipe
 
 # (cnn_arch_kwargs, patch_size, conv_op_dim) -> this architecture's arch_kwargs
 ArchKwargsBuilder = Callable[[dict, Sequence[int]], dict]
@@ -42,11 +43,27 @@ class ArchSpec:
         """The plans' ``architecture`` entry for this network."""
         kwargs = self.build_kwargs(dict(cnn_architecture["arch_kwargs"]), list(patch_size))
         req = [k for k in self.kw_requires_import if k in kwargs and kwargs[k] is not None]
-        return {
+        block = {
             "network_class_name": self.network_class_name,
             "arch_kwargs": kwargs,
             "_kw_requires_import": req,
         }
+        optimizer = self.optimizer_settings()
+        if optimizer is not None:
+            block[RECIPE_KEY] = OptimizerRecipe.from_settings(optimizer).as_settings()
+        return block
+
+    def optimizer_settings(self) -> dict | None:
+        """The family preset's ``optimizer`` entry (None: nnU-Net's SGD); see ``optimizer_recipe``."""
+        if self.family == "cnn":
+            return None
+        from umamba_seg.architectures.presets import load_preset
+
+        return load_preset(self.family).get("optimizer")
+
+    def optimizer_name(self) -> str:
+        """"sgd" or "adamw": what the planner's memory budget counts optimizer state for."""
+        return OptimizerRecipe.from_settings(self.optimizer_settings()).name
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

@@ -38,6 +38,7 @@ from umamba_seg.benchmark.same_plan import benchmark_archs, write_same_plans
 from umamba_seg.benchmark.timing import median
 from umamba_seg.errors import UserInputError
 from umamba_seg.planning.naming import CNN_ARCH
+from umamba_seg.training.optimizer_recipe import OptimizerRecipe
 from umamba_seg.workspace import Workspace
 
 _CHANNEL_SUFFIX_LEN = len("_0000")
@@ -217,7 +218,8 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
                            measured_activation_gb=float(mem["measured_gb"]),
                            train_s_per_iter=median(steps_timed), train_iters_timed=len(steps_timed),
                            infer_s_per_case=median(window_seconds), infer_cases_timed=len(window_seconds),
-                           dice_mean=dice_mean, dice_per_class=per_class, note=same.notes[configuration])
+                           dice_mean=dice_mean, dice_per_class=per_class,
+                           note=_row_note(same.notes[configuration], conf["architecture"]))
         rows.append(row)
         print(f"  {arch}: train {row.train_s_per_iter:.3f} s/it, inference {row.infer_s_per_case:.3f} s/case, "
               f"Dice {row.dice_mean:.3f}")
@@ -237,3 +239,11 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
     print("\n" + markdown_table(rows, meta))
     print("Wrote " + ", ".join(str(p) for p in paths.values()))
     return {"rows": rows, "meta": meta, "paths": paths, "checks": target_checks(rows)}
+
+
+def _row_note(patch_note: str, architecture: dict) -> str:
+    """The patch note, plus the optimizer where the network does not train with nnU-Net's SGD."""
+    recipe = OptimizerRecipe.from_architecture(architecture)
+    optimizer = "" if recipe == OptimizerRecipe() else f"{recipe.name} lr {recipe.lr:g} (its authors' optimizer)"
+    return "; ".join(n for n in (patch_note, optimizer) if n)
+

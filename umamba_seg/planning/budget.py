@@ -5,8 +5,8 @@
 
 * parameters, 4 bytes each;
 * their gradients, 4 bytes each;
-* optimizer state: SGD with momentum (nnU-Net's trainer, ours too) 4 bytes per
-  parameter, Adam/AdamW 8 (two moments);
+* optimizer state: SGD with momentum (nnU-Net's trainer and most of our networks) 4 bytes
+  per parameter, Adam/AdamW (VM-UNet's recipe, ``training/optimizer_recipe.py``) 8;
 * a fixed workspace: the CUDA context, cuDNN/cuBLAS workspaces and the caching
   allocator's fragmentation, plus the transient gradient buffers of backward. Stated as
   ``WORKSPACE_BASE_GB`` plus ``WORKSPACE_FRACTION`` of the card.

@@ -71,7 +71,8 @@ def explain_plans(ws: Workspace, dataset_name: str, archs: Sequence[str], config
         "Memory of one training step under fp16 AMP, traced per network: conv = activations saved for backward "
         "outside token mixers, mixer = inside them (projections, conv1d, dt/B/C, scan checkpoints, "
         "cross-scan copies, mLSTM states);",
-        f"fixed = parameters + gradients + SGD momentum (4 + 4 + {OPTIMIZER_STATE_BYTES['sgd']} bytes per parameter)"
+        f"fixed = parameters + gradients + optimizer state (4 + 4 + {OPTIMIZER_STATE_BYTES['sgd']} bytes per "
+        f"parameter with SGD momentum, + {OPTIMIZER_STATE_BYTES['adamw']} with AdamW, as each network trains)"
         f" + workspace ({WORKSPACE_BASE_GB:g} GB + {WORKSPACE_FRACTION:.0%} of the target) + outputs and "
         "autocast's parameter casts. The CNN row is nnU-Net's own plan, estimated with the same model.",
     ]

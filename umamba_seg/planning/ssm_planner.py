@@ -188,10 +188,12 @@ def _arch_candidate(spec: registry.ArchSpec, patch: Sequence[int], cnn_block: di
 
 def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequence[float],
                          n_voxels_dataset: float, input_channels: int, num_classes: int, gpu_memory_gb: float,
-                         knobs: TopologyKnobs = TopologyKnobs(), optimizer: str = "sgd",
+                         knobs: TopologyKnobs = TopologyKnobs(), optimizer: str | None = None,
                          device_type: str = "cuda", amp_dtype: str = "float16") -> ConfigurationPlan:
-    """The patch, topology and batch of ``arch`` for one configuration (see the module docstring)."""
+    """The patch, topology and batch of ``arch`` for one configuration (see the module docstring).
+    ``optimizer`` (whose state the budget counts): default, the one ``arch`` trains with."""
     spec, search_spec = registry.get(arch), _search_spec(arch)
+    optimizer = optimizer or spec.optimizer_name()
     path = candidate_path(spacing, median_shape, knobs)
     cache: dict[int, tuple[list[int], dict, MemoryEstimate]] = {}
 
@@ -252,7 +254,7 @@ def _n_voxels_dataset(plans: dict, name: str, num_training: int) -> float:
 
 
 def plan_arch_from_cnn(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory_gb: float = 8.0,
-                       knobs: TopologyKnobs = TopologyKnobs(), optimizer: str = "sgd") -> dict:
+                       knobs: TopologyKnobs = TopologyKnobs(), optimizer: str | None = None) -> dict:
     """Plans for ``arch``: the CNN's plans with each configuration's patch, batch and
     architecture searched for ``arch`` (spacing, preprocessing and data identifier kept)."""
     plans = copy.deepcopy(cnn_plans)
@@ -284,7 +286,7 @@ class UMambaArchPlanner(UMambaCNNPlanner):
     configurations and their spacing; this planner searches patch, topology and batch.
     """
 
-    def __init__(self, dataset_name_or_id, arch: str, gpu_memory_target_in_gb: float = 8, optimizer: str = "sgd",
+    def __init__(self, dataset_name_or_id, arch: str, gpu_memory_target_in_gb: float = 8, optimizer: str | None = None,
                  **kwargs):
         kwargs.setdefault("plans_name", plans_identifier(arch))
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb=gpu_memory_target_in_gb, **kwargs)

@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from tqdm import tqdm
 
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.devices import synchronize
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe, save_checkpoint_safe
+from umamba_seg.training.optimizer_recipe import OptimizerRecipe
 
 STEP_TIMES_FILE = "train_step_times.json"
 
@@ -46,6 +48,17 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
             self.num_iterations_per_epoch = int(iters_per_epoch)
         if val_iters is not None:
             self.num_val_iterations_per_epoch = int(val_iters)
+
+    def configure_optimizers(self):
+        """The optimizer the plans' architecture states (``optimizer_recipe``), nnU-Net's poly schedule."""
+        recipe = OptimizerRecipe.from_architecture(self.configuration_manager.configuration["architecture"])
+        if recipe == OptimizerRecipe():
+            return super().configure_optimizers()
+        self.initial_lr, self.weight_decay = recipe.lr, recipe.weight_decay
+        optimizer = recipe.build(self.network.parameters())
+        self.print_to_log_file(f"optimizer from the plans: {recipe.name}, lr {recipe.lr}, "
+                               f"weight decay {recipe.weight_decay}")
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _timed_train_step(self) -> dict:
         """One ``train_step`` (forward, backward, optimizer step; loading the batch excluded), timed."""
