@@ -65,6 +65,13 @@ def test_trainer_builds_the_planned_optimizer():
     assert type(opt) is torch.optim.SGD and opt.param_groups[0]["momentum"] == 0.99
     assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["lr"] == 1e-2 and not t.log_lines
 
+    # an SGD recipe keeps nnU-Net's SGD (Nesterov, momentum 0.99) at the recipe's lr and weight decay
+    t = _bare_trainer({**_block("umamba_bot"), RECIPE_KEY: {"name": "sgd", "lr": 5e-3, "weight_decay": 1e-4}})
+    opt, _ = t.configure_optimizers()
+    group = opt.param_groups[0]
+    assert type(opt) is torch.optim.SGD and group["momentum"] == 0.99 and group["nesterov"]
+    assert (group["lr"], group["weight_decay"]) == (5e-3, 1e-4) and "sgd, lr 0.005" in t.log_lines[0]
+
 
 def test_planner_budget_counts_adamw_state():
     kw = dict(spacing=(1.0, 1.0), median_shape=(256, 256), n_voxels_dataset=256 * 256 * 100, input_channels=3,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch.overrides import TorchFunctionMode
 
-_CONVS = {torch.conv2d: 2, torch.conv3d: 3, torch.nn.functional.conv2d: 2, torch.nn.functional.conv3d: 3}
+_CONVS = {torch.conv2d: 2, torch.conv3d: 3}  # F.conv2d / F.conv3d are these same builtins
 
 
 def _tuple(value, n: int) -> list[int]:

@@ -13,9 +13,6 @@ stays nnU-Net's poly decay for every optimizer, so one pipeline drives them all.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable
-
-import torch
 
 RECIPE_KEY = "umamba_optimizer"
 _NAMES = ("sgd", "adamw")
@@ -54,8 +51,3 @@ class OptimizerRecipe:
 
     def as_settings(self) -> dict:
         return asdict(self)
-
-    def build(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        if self.name == "adamw":
-            return torch.optim.AdamW(parameters, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(parameters, self.lr, weight_decay=self.weight_decay, momentum=0.99, nesterov=True)

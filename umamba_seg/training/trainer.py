@@ -22,7 +22,7 @@ from tqdm import tqdm
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.devices import synchronize
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe, save_checkpoint_safe
-from umamba_seg.training.optimizer_recipe import OptimizerRecipe
+from umamba_seg.training.optimizer_recipe import RECIPE_KEY, OptimizerRecipe
 
 STEP_TIMES_FILE = "train_step_times.json"
 
@@ -50,14 +50,19 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
             self.num_val_iterations_per_epoch = int(val_iters)
 
     def configure_optimizers(self):
-        """The optimizer the plans' architecture states (``optimizer_recipe``), nnU-Net's poly schedule."""
-        recipe = OptimizerRecipe.from_architecture(self.configuration_manager.configuration["architecture"])
-        if recipe == OptimizerRecipe():
+        """The optimizer the plans' architecture states (``optimizer_recipe``), nnU-Net's poly schedule.
+
+        Plans without one, and SGD recipes (with their lr and weight decay), use nnU-Net's own SGD."""
+        architecture = self.configuration_manager.configuration["architecture"]
+        if RECIPE_KEY not in architecture:
             return super().configure_optimizers()
+        recipe = OptimizerRecipe.from_architecture(architecture)
         self.initial_lr, self.weight_decay = recipe.lr, recipe.weight_decay
-        optimizer = recipe.build(self.network.parameters())
         self.print_to_log_file(f"optimizer from the plans: {recipe.name}, lr {recipe.lr}, "
                                f"weight decay {recipe.weight_decay}")
+        if recipe.name == "sgd":
+            return super().configure_optimizers()
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _timed_train_step(self) -> dict:
