@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("-np", "--num-processes", type=int, default=2)
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="fully unpickle the inputs' .pkl side files (only for folders you trust)")
 
     p = sub.add_parser("evaluate", help="Dice, IoU, HD95, NSD of predictions against references")
     _common(p)
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configurations", nargs="+", default=None)
     p.add_argument("--no-ensembling", action="store_true")
     p.add_argument("-np", "--num-processes", type=int, default=2)
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="fully unpickle the models' validation .pkl side files (only for results you trust)")
 
     p = sub.add_parser("postprocess", help="apply the postprocessing find-best determined")
     _common(p)
@@ -235,7 +239,7 @@ def cmd_ensemble(args) -> int:
     from umamba_seg.evaluation.ensemble import ensemble_folders
 
     ensemble_folders(list(args.input), args.output, num_processes=args.num_processes,
-                     save_probabilities=args.save_probabilities)
+                     save_probabilities=args.save_probabilities, trust=args.trust_checkpoint)
     print(f"Ensembled {len(args.input)} folders into {args.output}")
     return 0
 
@@ -270,7 +274,8 @@ def cmd_find_best(args) -> int:
 
     ws = _workspace(args)
     name = ws.dataset_name(args.dataset)
-    find_best(ws, name, args.arch, args.configurations, not args.no_ensembling, args.num_processes)
+    find_best(ws, name, args.arch, args.configurations, not args.no_ensembling, args.num_processes,
+              trust=args.trust_checkpoint)
     print(f"Instructions written to {ws.results_dataset(name) / 'inference_instructions.txt'}")
     return 0
 

@@ -16,7 +16,9 @@ from typing import Iterable
 
 import numpy as np
 
+from umamba_seg.architectures.plans_allowlist import check_dataset_json_names
 from umamba_seg.errors import UserInputError, UserInputErrors
+from umamba_seg.safe_paths import check_dataset_entries
 
 REQUIRED_KEYS = ("labels", "numTraining", "file_ending")
 KNOWN_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".npy")
@@ -46,6 +48,8 @@ def load_dataset_json(raw_dataset: Path) -> dict:
     if missing:
         raise UserInputError(f"dataset.json lacks key(s) {', '.join(missing)}", f,
                              "add them (see nnU-Net's dataset_format.md)")
+    check_dataset_entries(ds, raw_dataset, f)  # file_ending, case identifiers and paths stay inside
+    check_dataset_json_names(ds, f)
     return ds
 
 

@@ -1,9 +1,14 @@
 """Ensemble prediction folders by averaging their saved probabilities.
 
-The merging itself is nnunetv2's: ``nnunetv2.ensembling.ensemble.merge_files`` (the
-per-case step of ``ensemble_folders``: average the ``.npz`` probabilities, convert with
-the dataset's ``LabelManager``, write with the plans' reader-writer). What nnunetv2's
+The merging follows nnunetv2's per-case step (``nnunetv2.ensembling.ensemble.merge_files``:
+average the ``.npz`` probabilities with its ``average_probabilities``, convert with the
+dataset's ``LabelManager``, write with the plans' reader-writer). What nnunetv2's
 ``ensemble_folders`` does not do and this module adds:
+
+- the ``<case>.pkl`` image properties next to the probabilities are read with a data-only
+  unpickler (:mod:`umamba_seg.safe_pickle`; nnunetv2 unpickles them fully, so a crafted file
+  runs code), unless ``--trust-checkpoint``; the folders' plans.json and dataset.json pass
+  the plans allow-list and the file-ending check before nnunetv2 resolves a name in them;
 
 - checks that the folders can be ensembled, each failing with one clear line: every
   folder holds the ``dataset.json`` and ``plans.json`` that nnunetv2's predictor writes
@@ -25,12 +30,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from nnunetv2.ensembling.ensemble import merge_files
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import save_pickle
+from nnunetv2.ensembling.ensemble import average_probabilities
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from tqdm import tqdm
 
+from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, check_plans
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.errors import UserInputError
+from umamba_seg.safe_paths import check_file_ending
+from umamba_seg.safe_pickle import load_pickle_safe
 
 DATASET_KEYS_THAT_MUST_MATCH: tuple[str, ...] = ("labels", "regions_class_order", "file_ending")
 PLANS_KEYS_THAT_MUST_MATCH: tuple[str, ...] = ("dataset_name", "image_reader_writer", "label_manager")
@@ -90,21 +100,45 @@ def check_ensemble_inputs(in_dirs: Sequence[Path]) -> tuple[dict, dict, list[str
     plans_files = [f / "plans.json" for f in folders]
     datasets = [_load_json(p) for p in dataset_files]
     plans = [_load_json(p) for p in plans_files]
+    for d, p, d_file, p_file in zip(datasets, plans, dataset_files, plans_files):
+        check_plans(p, p_file)
+        check_dataset_json_names(d, d_file)
     for key in DATASET_KEYS_THAT_MUST_MATCH:
         _check_same(key, [d.get(key) for d in datasets], dataset_files, "dataset.json")
     for key in PLANS_KEYS_THAT_MUST_MATCH:
         _check_same(key, [p.get(key) for p in plans], plans_files, "plans.json")
     if "labels" not in datasets[0] or "file_ending" not in datasets[0]:
         raise UserInputError("dataset.json lacks 'labels' or 'file_ending'", dataset_files[0], "re-run the prediction")
+    check_file_ending(datasets[0]["file_ending"], dataset_files[0])
     return datasets[0], plans[0], _cases_per_folder(folders)
+
+
+def load_properties(pkl: Path, trust: bool = False) -> dict:
+    """The image properties nnunetv2 saved next to a case's probabilities, read as data only
+    (any pickled object when ``trust``)."""
+    properties = load_pickle_safe(pkl, trust=trust)
+    if not isinstance(properties, dict):
+        raise UserInputError("image properties (.pkl) are not a dict", pkl, _SAVE_HINT)
+    return properties
+
+
+def merge_case(files: Sequence[str], properties: dict, output_truncated: str, file_ending: str, rw, lm,
+               save_probabilities: bool) -> None:
+    """nnunetv2's ``merge_files`` with the first folder's properties already loaded."""
+    probabilities = average_probabilities(list(files))
+    segmentation = lm.convert_probabilities_to_segmentation(probabilities)
+    rw.write_seg(segmentation, output_truncated + file_ending, properties)
+    if save_probabilities:
+        np.savez_compressed(output_truncated + ".npz", probabilities=probabilities)
+        save_pickle(properties, output_truncated + ".pkl")
 
 
 def _merge_case(args: tuple) -> dict:
     """Merge one case into the hidden folder, then rename its files into place."""
-    files, tmp_truncated, final_truncated, file_ending, rw, lm, save_probabilities = args
+    files, properties, tmp_truncated, final_truncated, file_ending, rw, lm, save_probabilities = args
     try:
-        merge_files(files, tmp_truncated, file_ending, rw, lm, save_probabilities)
-    except (ValueError, AssertionError) as e:  # shapes or channel counts that do not fit
+        merge_case(files, properties, tmp_truncated, file_ending, rw, lm, save_probabilities)
+    except (ValueError, AssertionError, KeyError) as e:  # shapes, channel counts or properties that do not fit
         return {"error": (f"the probabilities of this case do not fit together ({e})", files[-1],
                           "ensemble predictions of the same cases, labels and geometry")}
     endings = [file_ending] + ([".npz", ".pkl"] if save_probabilities else [])
@@ -123,12 +157,13 @@ def _collect(results: Iterable[dict], progress: dict) -> list[str]:
 
 
 def ensemble_folders(in_dirs: list[Path], out_dir: Path, num_processes: int = 2,
-                     save_probabilities: bool = False, verbose: bool = True) -> list[Path]:
+                     save_probabilities: bool = False, verbose: bool = True, trust: bool = False) -> list[Path]:
     """Average the probabilities of ``in_dirs`` case by case into segmentations in ``out_dir``.
 
     Also writes the first folder's ``dataset.json`` and ``plans.json`` to ``out_dir`` (so
     the result can be evaluated with its labels, or ensembled again with
-    ``save_probabilities``). Returns the written segmentation files.
+    ``save_probabilities``). ``trust`` unpickles the ``.pkl`` side files fully
+    (``--trust-checkpoint``). Returns the written segmentation files.
     """
     folders = [Path(d) for d in in_dirs]
     out_dir = Path(out_dir)
@@ -143,10 +178,11 @@ def ensemble_folders(in_dirs: list[Path], out_dir: Path, num_processes: int = 2,
         raise UserInputError(f"cannot use these plans and labels ({type(e).__name__}: {e})",
                              folders[0] / "plans.json", "re-run the prediction with valid plans") from None
 
+    properties = {case: load_properties(folders[0] / (case[:-4] + ".pkl"), trust) for case in cases}
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".ensemble.", dir=out_dir))
     try:
-        jobs = [([str(f / case) for f in folders], str(tmp_dir / case[:-4]), str(out_dir / case[:-4]),
+        jobs = [([str(f / case) for f in folders], properties[case], str(tmp_dir / case[:-4]), str(out_dir / case[:-4]),
                  dataset["file_ending"], rw, lm, save_probabilities) for case in cases]
         progress = dict(total=len(jobs), desc="ensemble", unit="case", disable=not verbose)
         if num_processes <= 1 or len(jobs) == 1:

@@ -6,17 +6,26 @@ cross-validation predictions, ensemble every pair from their ``--npz`` probabili
 highest foreground Dice, determine connected-component postprocessing). The inference
 instructions are then rewritten as ``umamba-seg`` commands, and the postprocessing is stored
 as JSON so applying it never unpickles code.
+
+nnunetv2 unpickles the models' ``validation/<case>.pkl`` files when it ensembles them and the
+``postprocessing.pkl`` it writes; before it does, the models' plans.json and dataset.json pass
+the plans allow-list and every one of those pickles is read with the data-only unpickler
+(:mod:`umamba_seg.safe_pickle`), so a crafted file stops the run with exit 2 instead of running
+code (``--trust-checkpoint`` skips the pickle check).
 """
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 from typing import Sequence
 
+from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, check_plans
 from umamba_seg.atomic import write_json_atomic, write_text_atomic
 from umamba_seg.errors import UserInputError
+from umamba_seg.evaluation.postprocess import ALLOWED_FUNCTIONS, ALLOWED_MODULE
+from umamba_seg.safe_paths import check_file_ending
+from umamba_seg.safe_pickle import load_pickle_safe
 from umamba_seg.workspace import Workspace
 
 _MODEL_RE = re.compile(r"^(?P<trainer>.+?)__(?P<plans>umambaPlans_(?P<arch>.+))__(?P<config>.+)$")
@@ -48,10 +57,34 @@ def _predict_cmd(ds_id: int, m: dict, folds: Sequence[int], out: str, workdir: s
     return cmd + (" --save-probabilities" if probs else "")
 
 
+def check_model_files(models: Sequence[dict], folds: Sequence[int], trust: bool = False) -> None:
+    """The models' plans.json/dataset.json (allow-list) and the validation pickles nnunetv2 will
+    unpickle (data only unless ``trust``), each failing with one line naming the file."""
+    import json
+
+    for m in models:
+        d = Path(m["dir"])
+        for name in ("plans.json", "dataset.json"):
+            try:
+                content = json.loads((d / name).read_text())
+            except (OSError, ValueError) as e:
+                raise UserInputError(f"{name} of a trained model is unreadable ({type(e).__name__})", d / name,
+                                     "restore it from the preprocessed dataset") from None
+            if name == "plans.json":
+                check_plans(content, d / name)
+            else:
+                check_dataset_json_names(content, d / name)
+                check_file_ending(content.get("file_ending"), d / name)
+        if not trust:
+            for f in folds:
+                for pkl in sorted((d / f"fold_{f}" / "validation").glob("*.pkl")):
+                    load_pickle_safe(pkl)
+
+
 def write_postprocessing_json(pkl: Path) -> Path:
-    """Store nnunetv2's postprocessing.pkl (functions + kwargs) as JSON next to it."""
-    with open(pkl, "rb") as f:  # written by nnunetv2 in this very run
-        fns, kwargs = pickle.load(f)
+    """Store nnunetv2's postprocessing.pkl (functions + kwargs) as JSON next to it; the pickle
+    may name only the allowed postprocessing functions besides plain data."""
+    fns, kwargs = load_pickle_safe(pkl, extra_globals=[(ALLOWED_MODULE, fn) for fn in ALLOWED_FUNCTIONS])
     out = pkl.with_suffix(".json")
     write_json_atomic({"functions": [f"{fn.__module__}.{fn.__name__}" for fn in fns], "kwargs": kwargs}, out)
     return out
@@ -59,8 +92,9 @@ def write_postprocessing_json(pkl: Path) -> Path:
 
 def find_best(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = None,
               configurations: Sequence[str] | None = None, allow_ensembling: bool = True,
-              num_processes: int = 2) -> dict:
-    """Run the selection; returns nnunetv2's result dict plus our instructions."""
+              num_processes: int = 2, trust: bool = False) -> dict:
+    """Run the selection; returns nnunetv2's result dict plus our instructions. ``trust``: the
+    models' validation pickles are unpickled without the data-only check."""
     from nnunetv2.evaluation.find_best_configuration import find_best_configuration
 
     models = discover_models(ws, dataset_name, archs, configurations)
@@ -76,6 +110,7 @@ def find_best(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = No
         missing = [m["dir"].name for m in models if not m["npz"]]
         print(f"Ensembling disabled: no validation probabilities in {', '.join(missing)} (train with --npz).")
         allow_ensembling = False
+    check_model_files(models, folds, trust)
     print(f"Comparing {len(models)} model(s) on folds {folds}: " + ", ".join(m["dir"].name for m in models))
     res = find_best_configuration(
         dataset_name, tuple({"trainer": m["trainer"], "plans": m["plans"], "configuration": m["configuration"]}

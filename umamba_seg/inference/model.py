@@ -3,7 +3,9 @@
 Replaces ``nnUNetPredictor.initialize_from_trained_model_folder`` (which unpickles with
 ``weights_only=False`` and needs the trainer class findable by name): checkpoints load with
 ``weights_only=True`` unless ``--trust-checkpoint``, and are checked to belong to the
-model folder's dataset.
+model folder's dataset. The folder's plans.json and dataset.json are checked against the
+allow-lists of :mod:`umamba_seg.architectures.plans_allowlist` (and its paths) before
+nnunetv2 resolves any name in them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Sequence
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
+from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, check_plans
 from umamba_seg.errors import UserInputError
+from umamba_seg.safe_paths import check_file_ending
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe
 
 
@@ -48,6 +52,13 @@ def _fold_averaging_predictor_class():
     return FoldAveragingPredictor
 
 
+def _load_json(path: Path) -> dict:
+    try:
+        return load_json(str(path))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{path.name} is not valid JSON ({e})", path, "restore the model folder's file") from None
+
+
 def available_folds(model_dir: Path, checkpoint_name: str) -> list[str]:
     return sorted(p.parent.name.removeprefix("fold_") for p in Path(model_dir).glob(f"fold_*/{checkpoint_name}"))
 
@@ -70,8 +81,11 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
         if not folds:
             raise UserInputError(f"model folder has no {checkpoint_name} in any fold_*", model_dir,
                                  "finish training (or pass --checkpoint checkpoint_latest.pth)")
-    plans = load_json(str(model_dir / "plans.json"))
-    dataset_json = load_json(str(model_dir / "dataset.json"))
+    plans = _load_json(model_dir / "plans.json")
+    dataset_json = _load_json(model_dir / "dataset.json")
+    check_plans(plans, model_dir / "plans.json")
+    check_dataset_json_names(dataset_json, model_dir / "dataset.json")
+    check_file_ending(dataset_json.get("file_ending"), model_dir / "dataset.json")
     params, trainer_name, mirror_axes, configuration = [], None, None, None
     for f in folds:
         path = model_dir / f"fold_{f}" / checkpoint_name

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from umamba_seg.architectures.plans_allowlist import check_network
 from umamba_seg.planning.amp_emulation import emulated_autocast
 from umamba_seg.planning.cpu_conv_fp32 import Fp32ConvUnderCpuAutocast
 from umamba_seg.planning.op_standins import FastMetaNorms, standin_ops
@@ -272,7 +273,9 @@ def build_network(network_class_name: str, arch_kwargs: dict, requires_import: S
                   input_channels: int, num_classes: int, deep_supervision: bool = True,
                   lazy: bool = False) -> nn.Module:
     """The network of a plans ``architecture`` block, called as nnunetv2's
-    ``get_network_from_plans`` calls it; ``lazy`` puts it on the meta device."""
+    ``get_network_from_plans`` calls it; ``lazy`` puts it on the meta device. The names are
+    checked against the plans allow-list before anything is imported."""
+    check_network(network_class_name, arch_kwargs, requires_import, "plans architecture block")
     cls = pydoc.locate(network_class_name)
     if cls is None:
         raise ImportError(f"network class {network_class_name} not found")

@@ -101,6 +101,9 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
     if not (raw / "dataset.json").is_file():
         raise UserInputError("dataset.json not found", raw / "dataset.json",
                              "create it (nnU-Net format) or check --workdir / nnUNet_raw")
+    from umamba_seg.verify import load_dataset_json
+
+    load_dataset_json(raw)  # its names and paths are checked before nnunetv2 reads any file it names
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if verify:

@@ -19,7 +19,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from tqdm import tqdm
 
+from umamba_seg.architectures.plans_allowlist import check_plans
 from umamba_seg.atomic import atomic_path
+from umamba_seg.safe_paths import check_dataset_entries
 
 SCRATCH = ".partial"
 CASE_SUFFIXES = (".b2nd", "_seg.b2nd", ".pkl")  # renamed in this order; .pkl marks completion
@@ -48,9 +50,12 @@ class ResumablePreprocessor(DefaultPreprocessor):
     def run_resumable(self, dataset_name: str, configuration_name: str, plans_file: Path, raw_dataset: Path,
                       preprocessed_dataset: Path, num_processes: int) -> tuple[int, int]:
         """Preprocess every missing case; returns (done now, skipped as already finished)."""
-        plans_manager = PlansManager(load_json(str(plans_file)))
+        plans = load_json(str(plans_file))
+        check_plans(plans, plans_file)  # data_identifier and the looked-up names, before they are used
+        plans_manager = PlansManager(plans)
         configuration_manager = plans_manager.get_configuration(configuration_name)
         dataset_json = load_json(str(preprocessed_dataset / "dataset.json"))
+        check_dataset_entries(dataset_json, raw_dataset, preprocessed_dataset / "dataset.json")
         out_dir = preprocessed_dataset / configuration_manager.data_identifier
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out_dir / SCRATCH, ignore_errors=True)
@@ -80,6 +85,7 @@ def _star_run(item):
 def copy_gt_segmentations(raw_dataset: Path, preprocessed_dataset: Path) -> None:
     """Copy training labels to ``gt_segmentations`` (nnU-Net validates against them), atomically."""
     dataset_json = load_json(str(raw_dataset / "dataset.json"))
+    check_dataset_entries(dataset_json, raw_dataset, raw_dataset / "dataset.json")
     dataset = get_filenames_of_train_images_and_targets(str(raw_dataset), dataset_json)
     target = preprocessed_dataset / "gt_segmentations"
     target.mkdir(parents=True, exist_ok=True)

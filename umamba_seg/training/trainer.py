@@ -6,6 +6,7 @@ iterations / validation iterations settable per run (nnU-Net's 1000 x 250 + 50 c
 a CPU), a progress bar per epoch, a checkpoint every epoch so ``--continue`` loses at most one
 epoch, checkpoints that load with ``weights_only=True``, written atomically, and the wall time of
 every training step of a run in ``train_step_times.json`` next to them (``benchmark`` reads it).
+Its plans pass :mod:`umamba_seg.architectures.plans_allowlist` before nnunetv2 resolves a name in them.
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from tqdm import tqdm
 
+from umamba_seg.architectures.plans_allowlist import check_architecture, check_plans
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.devices import synchronize
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe, save_checkpoint_safe
 from umamba_seg.training.optimizer_recipe import RECIPE_KEY, OptimizerRecipe
 
 STEP_TIMES_FILE = "train_step_times.json"
+
+
+def _plans_file(plans: dict) -> str:
+    """Where these plans come from, for error messages (``<preprocessed>/<dataset>/<plans>.json``)."""
+    base = os.environ.get("nnUNet_preprocessed")
+    name = f"{plans.get('dataset_name')}/{plans.get('plans_name')}.json" if isinstance(plans, dict) else "plans"
+    return os.path.join(base, name) if base else f"plans {name}"
 
 
 class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming convention
@@ -34,10 +43,19 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        check_plans(plans, _plans_file(plans))  # before nnunetv2 resolves any name or path in them
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.save_every = 1
         self.show_progress = True
         self.train_step_seconds: list[float] = []  # this run's steps, in order
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        """nnunetv2's network from the plans, once its ``architecture`` block passed the allow-list."""
+        check_architecture(configuration_manager.configuration.get("architecture"), _plans_file(plans_manager.plans))
+        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                        num_output_channels, enable_deep_supervision)
 
     def configure_schedule(self, epochs: int | None = None, iters_per_epoch: int | None = None,
                            val_iters: int | None = None) -> None:
