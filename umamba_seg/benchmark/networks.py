@@ -45,6 +45,10 @@ class PlannedNetwork:
         """The network, freshly initialised with ``seed``."""
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+        from umamba_seg.architectures.plans_allowlist import check_architecture
+
+        check_architecture(self.configuration_manager.configuration.get("architecture"),
+                           f"plans {self.plans_manager.plans_name}")  # before nnunetv2 imports what it names
         torch.manual_seed(seed)
         return nnUNetTrainer.build_network_architecture(self.plans_manager, self.configuration_manager,
                                                         self.input_channels, self.num_outputs,
