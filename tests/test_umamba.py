@@ -11,10 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dynamic_network_architectures.building_blocks.residual import BasicBlockD
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from umamba_seg.architectures import registry
-from umamba_seg.architectures.umamba import UMambaBot, UMambaEnc, alternate_stages, umamba_block_counts
+from umamba_seg.architectures.token_mixer_unet import alternate_stages, umamba_block_counts
+from umamba_seg.architectures.umamba import UMambaBot, UMambaEnc
+from umamba_seg.architectures.unet_parts import ResidualBlock
+from umamba_seg.nn.mamba_mixer import MambaMixer
 from umamba_seg.nn.token_layer import TokenLayer
 
 SSM_PARAMS = ("A_log", "D", "dt_proj.bias", "conv1d.weight", "conv1d.bias")
@@ -95,35 +99,82 @@ def test_from_plans_deep_supervision_shapes_and_backward(name, dim):
 
 def test_mamba_layer_placement_and_channel_tokens():
     bot2, _, _ = build("umamba_bot", 2)
-    assert bot2.mamba_stages == [4]
+    # Bot keeps voxels as tokens even at a 2x2 bottleneck (as the authors do)
+    assert bot2.mamba_layer is bot2.bottleneck_layer and bot2.encoder.stage_layers is None
+    assert not bot2.mamba_layer.channel_token and bot2.mamba_layer.dim == 32
+    assert isinstance(bot2.mamba_layer.mamba, MambaMixer)
     enc2, kw2, _ = build("umamba_enc", 2)
-    assert enc2.mamba_stages == [0, 2, 4] == kw2["arch_kwargs"]["mamba_stages"]  # alternate, ending with the last
-    assert alternate_stages(6) == [1, 3, 5]
+    # alternate stages, ending with the last
+    assert kw2["arch_kwargs"]["stage_layers"] == ["mixer", "none", "mixer", "none", "mixer"]
+    assert alternate_stages(6) == ["none", "mixer"] * 3
+    assert [type(m).__name__ for m in enc2.encoder.mamba_layers] == ["TokenLayer", "Identity"] * 2 + ["TokenLayer"]
     enc3, _, _ = build("umamba_enc", 3)
-    assert enc3.mamba_stages == [0, 1, 2, 3]  # every stage in 3D
-    layers = enc3.encoder.token_layers
-    assert all(isinstance(layer, TokenLayer) for layer in layers)
+    layers = enc3.encoder.mamba_layers
+    assert all(isinstance(layer, TokenLayer) for layer in layers)  # every stage in 3D
     # 3D stage sizes for patch 8x16x16: 8x16x16, 8x8x8, 4x4x4, 2x2x2 with 4, 8, 16, 24 channels
     assert [layer.channel_token for layer in layers] == [False, False, False, True]
     assert layers[3].dim == 8 and layers[2].dim == 16
-    # Bot keeps voxels as tokens even at a 2x2 bottleneck (as the authors do)
-    assert not bot2.encoder.token_layers[4].channel_token and bot2.encoder.token_layers[4].dim == 32
+
+
+def test_backbone_is_the_authors_residual_encoder_decoder():
+    """Stem = residual block (1^d conv shortcut) + BasicBlockD; every encoder and decoder stage
+    starts with a residual block whose 1^d shortcut carries the stride and has no norm."""
+    net, block, _ = build("umamba_bot", 3)
+    enc = net.encoder
+    kw = block["arch_kwargs"]
+    assert isinstance(enc.stem[0], ResidualBlock) and all(isinstance(b, BasicBlockD) for b in enc.stem[1:])
+    assert len(enc.stem) == kw["n_blocks_per_stage"][0]
+    for s, stage in enumerate(enc.stages):
+        first = stage[0]
+        assert isinstance(first, ResidualBlock) and len(stage) == kw["n_blocks_per_stage"][s]
+        assert first.conv3.kernel_size == (1, 1, 1) and list(first.conv3.stride) == kw["strides"][s]
+        assert list(first.conv1.stride) == kw["strides"][s] and first.conv3.bias is not None
+    assert sorted(n for n, _ in enc.stages[1][0].named_children()) == [
+        "act1", "act2", "conv1", "conv2", "conv3", "norm1", "norm2"
+    ]  # no norm on the shortcut
+    assert all(isinstance(stage[0], ResidualBlock) for stage in net.decoder.stages)
+    assert net.decoder.encoder is net.encoder  # as the authors' and nnU-Net's decoders
+    torch.manual_seed(0)
+    block_ = ResidualBlock(torch.nn.Conv2d, 3, 5, [3, 3], [2, 2], torch.nn.InstanceNorm2d, {"affine": True},
+                           torch.nn.LeakyReLU, {})  # fmt: skip
+    x = torch.randn(2, 3, 8, 8)
+    y = block_.norm2(block_.conv2(block_.act1(block_.norm1(block_.conv1(x)))))
+    torch.testing.assert_close(block_(x), torch.nn.functional.leaky_relu(y + block_.conv3(x)))
+
+
+def test_2d_decoder_leaves_out_the_finest_skip():
+    """The authors' 2D decoders do not concatenate the finest skip; their 3D decoders do."""
+    for dim, concat in ((2, False), (3, True)):
+        net, block, patch = build("umamba_bot", dim)
+        assert block["arch_kwargs"]["concat_finest_skip"] is concat and net.decoder.concat_finest_skip is concat
+        f0 = block["arch_kwargs"]["features_per_stage"][0]
+        assert net.decoder.stages[-1][0].conv1.in_channels == (2 * f0 if concat else f0)
+        assert net.decoder.stages[-2][0].conv1.in_channels == 2 * block["arch_kwargs"]["features_per_stage"][1]
+    # with the skip, the 2D network is another (valid) network: the plan says which
+    _, block, patch = build("umamba_bot", 2)
+    kw = {**block["arch_kwargs"], "concat_finest_skip": True}
+    net = get_network_from_plans(block["network_class_name"], kw, block["_kw_requires_import"], 2, 3,
+                                 deep_supervision=False)  # fmt: skip
+    with torch.no_grad():
+        assert list(net(torch.randn(1, 2, *patch)).shape) == [1, 3, *patch]
 
 
 def test_nossm_ablation_is_the_network_without_mamba():
     for name in ("umamba_bot", "umamba_enc"):
         full, _, _ = build(name, 3)
         ablated, block, patch = build(name + "_nossm", 3)
-        assert block["arch_kwargs"]["use_ssm"] is False and not registry.get(name + "_nossm").has_ssm
-        assert not ssm_parameters(ablated)
-        assert all(isinstance(layer, torch.nn.Identity) for layer in ablated.encoder.token_layers)
-        mamba = sum(p.numel() for layer in full.encoder.token_layers for p in layer.parameters())
+        assert block["arch_kwargs"]["mixer"] == "none" and not registry.get(name + "_nossm").has_ssm
+        assert not ssm_parameters(ablated) and not ablated.token_layers
+        mamba = sum(p.numel() for layer in full.token_layers for p in layer.parameters())
         n_full = sum(p.numel() for p in full.parameters())
         n_ablated = sum(p.numel() for p in ablated.parameters())
         assert mamba > 0 and n_full - n_ablated == mamba
         assert set(ablated.state_dict()) < set(full.state_dict())
         out = ablated(torch.randn(1, 2, *patch))
         assert len(out) == 3
+    bot, _, _ = build("umamba_bot_nossm", 3)
+    enc, _, _ = build("umamba_enc_nossm", 3)
+    assert {k: v.shape for k, v in bot.state_dict().items()} == {k: v.shape for k, v in enc.state_dict().items()}
 
 
 def test_direct_construction_without_a_patch():
@@ -134,48 +185,15 @@ def test_direct_construction_without_a_patch():
         norm_op=torch.nn.InstanceNorm2d, nonlin=torch.nn.LeakyReLU,
     )  # fmt: skip
     bot = UMambaBot(1, 2, **kwargs)
-    assert bot.encoder.token_layers[2].dim == 16 and not bot.encoder.token_layers[2].channel_token
+    assert bot.mamba_layer.dim == 16 and not bot.mamba_layer.channel_token
     with torch.no_grad():
         assert list(bot(torch.randn(1, 1, 16, 24)).shape) == [1, 2, 16, 24]
     with pytest.raises(ValueError, match="patch_size"):
         UMambaEnc(1, 2, **kwargs)
-
-
-def test_transposed_conv_upsampling_and_decoder_token_layers():
-    """The decoder's other upsampling and the decoder-side token layer hook (xLSTM-UNet)."""
-    from umamba_seg.architectures.unet_parts import ResidualUpDecoder, TokenResidualEncoder
-
-    _, block, patch = build("umamba_bot", 2)
-    kw = {**block["arch_kwargs"], "upsample": "transpconv"}
-    net = get_network_from_plans(block["network_class_name"], kw, block["_kw_requires_import"], 2, 3,
-                                 deep_supervision=False)  # fmt: skip
-    assert isinstance(net.decoder.upsample_layers[0], torch.nn.ConvTranspose2d)
-    with torch.no_grad():
-        assert list(net(torch.randn(1, 2, *patch)).shape) == [1, 3, *patch]
-
-    calls = []
-
-    class Probe(torch.nn.Module):
-        def __init__(self, stage, channels, size):
-            super().__init__()
-            self.meta = (stage, channels, list(size))
-
-        def forward(self, x):
-            calls.append((self.meta, tuple(x.shape[1:])))
-            return x
-
-    enc = TokenResidualEncoder(
-        1, 3, [4, 8, 16], torch.nn.Conv2d, [[3, 3]] * 3, [[1, 1], [2, 2], [2, 2]], [1, 1, 1], [16, 16],
-        token_layer_factory=lambda s, c, size: Probe(s, c, size) if s == 1 else None,
-        norm_op=torch.nn.InstanceNorm2d, nonlin=torch.nn.LeakyReLU,
-    )  # fmt: skip
-    dec = ResidualUpDecoder(enc, 2, [1, 1], True, token_layer_factory=lambda s, c, size: Probe(s, c, size))
-    outs = dec(enc(torch.randn(1, 1, 16, 16)))
-    assert [tuple(o.shape) for o in outs] == [(1, 2, 16, 16), (1, 2, 8, 8)]
-    # encoder stage 1, then the decoder stages of skip 1 and skip 0, each with its map's size
-    assert calls == [((1, 8, [8, 8]), (8, 8, 8)), ((1, 8, [8, 8]), (8, 8, 8)), ((0, 4, [16, 16]), (4, 16, 16))]
-    with pytest.raises(ValueError, match="upsample"):
-        ResidualUpDecoder(enc, 2, [1, 1], True, upsample="bilinear")
+    with pytest.raises(ValueError, match="stage_layers"):
+        UMambaEnc(1, 2, patch_size=[16, 16], stage_layers=["mixer", "later"], **kwargs)
+    with pytest.raises(ValueError, match="mixer"):
+        UMambaBot(1, 2, mixer="attention", **kwargs)
 
 
 def test_block_counts_follow_the_authors():
@@ -184,7 +202,8 @@ def test_block_counts_follow_the_authors():
     _, block, _ = build("umamba_enc", 2)
     kw = block["arch_kwargs"]
     assert kw["n_blocks_per_stage"] == [2, 2, 2, 1, 1] and kw["n_conv_per_stage_decoder"] == [2, 2, 2, 1]
-    assert kw["patch_size"] == [32, 32] and kw["d_state"] == 16 and kw["expand"] == 2 and kw["d_conv"] == 4
+    assert kw["patch_size"] == [32, 32] and kw["mixer"] == "mamba"
+    assert kw["mixer_kwargs"] == {"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": "auto"}
     assert block["_kw_requires_import"] == ["conv_op", "norm_op", "nonlin"]  # dropout_op is None
 
 

@@ -14,9 +14,10 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.presets import load_preset
-from umamba_seg.architectures.xlstm_unet import XLSTMUNetBot, XLSTMUNetEnc, build_kwargs
+from umamba_seg.architectures.token_mixer_unet import token_mixer_kwargs, xlstm_enc_2d_stages, xlstm_enc_3d_stages
+from umamba_seg.architectures.xlstm_unet import XLSTMUNetBot, XLSTMUNetEnc
 from umamba_seg.atomic import write_json_atomic
-from umamba_seg.nn.vil_layer import ViLBlock, ViLLayer, make_vil_blocks
+from umamba_seg.nn.vil_layer import ViLBlock, ViLLayer, qkv_block_size_for
 from umamba_seg.ops.mlstm import mlstm_recurrent_reference
 
 GATE_PARAMS = ("igate.weight", "igate.bias", "fgate.weight", "fgate.bias")
@@ -67,14 +68,14 @@ def vil_layers(net: torch.nn.Module) -> list[ViLLayer]:
 def _vil_spec(layer: ViLLayer, x: torch.Tensor) -> torch.Tensor:
     """The ViL layer written out with dense matrices, an explicit causal convolution loop
     and the step-by-step mLSTM recurrence, head by head (independent of the layer's layout)."""
-    inner, heads, dh = layer.inner, layer.num_heads, layer.head_dim
-    if layer.direction == "backward":
-        x = x.flip(1)
-    up = x @ layer.proj_up.weight.T + layer.proj_up.bias
+    inner, heads = layer.inner, layer.num_heads
+    dh = inner // heads
+    up = x @ layer.proj_up.weight.T
     xc, z = up[..., :inner], up[..., inner:]
-    w = layer.conv.conv.weight[:, 0, :]  # (inner, k): tap k-1 is the current token
+    conv_mod = layer.conv1d["conv"]
+    w = conv_mod.weight[:, 0, :]  # (inner, k): tap k-1 is the current token
     ksize = w.shape[1]
-    conv = torch.zeros_like(xc) + layer.conv.conv.bias
+    conv = torch.zeros_like(xc) + conv_mod.bias
     for t in range(x.shape[1]):
         for j in range(ksize):
             if t - j >= 0:
@@ -84,12 +85,11 @@ def _vil_spec(layer: ViLLayer, x: torch.Tensor) -> torch.Tensor:
     def dense(p):
         return torch.block_diag(*p.weight)
 
-    q = a @ dense(layer.q_proj).T + layer.q_proj.bias
-    k = a @ dense(layer.k_proj).T + layer.k_proj.bias
-    v = xc @ dense(layer.v_proj).T + layer.v_proj.bias
+    q, k, v = a @ dense(layer.q_proj).T, a @ dense(layer.k_proj).T, xc @ dense(layer.v_proj).T
+    cell = layer.mlstm_cell
     gin = torch.cat((q, k, v), -1)
-    ig = gin @ layer.igate.weight.T + layer.igate.bias
-    fg = gin @ layer.fgate.weight.T + layer.fgate.bias
+    ig = gin @ cell.igate.weight.T + cell.igate.bias
+    fg = gin @ cell.fgate.weight.T + cell.fgate.bias
     outs = []
     for n in range(heads):
         sl = slice(n * dh, (n + 1) * dh)
@@ -98,18 +98,16 @@ def _vil_spec(layer: ViLLayer, x: torch.Tensor) -> torch.Tensor:
             ig[None, :, :, n].transpose(0, 1), fg[None, :, :, n].transpose(0, 1),
         )[:, 0]  # fmt: skip
         mu, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
-        hn = (h - mu) / torch.sqrt(var + layer.out_norm.eps)
-        outs.append(hn * (1 + layer.out_norm.weight[n, 0]) + layer.out_norm.bias[n, 0])
-    h = torch.cat(outs, -1)
-    y = ((h + layer.learnable_skip * a) * F.silu(z)) @ layer.proj_down.weight.T + layer.proj_down.bias
-    return y.flip(1) if layer.direction == "backward" else y
+        outs.append((h - mu) / torch.sqrt(var + cell.outnorm.eps))
+    h = torch.cat(outs, -1) * (1 + cell.outnorm.weight)  # no bias, as Vision-LSTM's head norm
+    return ((h + layer.learnable_skip * a) * F.silu(z)) @ layer.proj_down.weight.T
 
 
-@pytest.mark.parametrize("direction", ["forward", "backward"])
-@pytest.mark.parametrize("dim", [8, 9])  # 9: inner width 18, which 4 heads do not divide (channel tokens of 3x3)
-def test_vil_layer_matches_written_out_spec(direction, dim):
+@pytest.mark.parametrize("dim", [8, 9, 10])  # 9, 10: not multiples of 4, so blocks of 2 and 2 heads (authors' rule)
+def test_vil_layer_matches_written_out_spec(dim):
     torch.manual_seed(0)
-    layer = ViLLayer(dim, direction=direction).double()
+    layer = ViLLayer(dim).double()
+    assert layer.num_heads == layer.q_proj.block == (4 if dim % 4 == 0 else 2) == qkv_block_size_for(dim)
     with torch.no_grad():  # move away from the init (zero gate weights, identity norm) so every term matters
         for p in layer.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -119,51 +117,50 @@ def test_vil_layer_matches_written_out_spec(direction, dim):
     assert ours.shape == (2, 13, dim)
     torch.testing.assert_close(ours, spec, rtol=1e-9, atol=1e-10)
     # the chunkwise op gives the same layer as the quadratic parallel form, chunk boundaries inside
-    layer.chunk, layer.backend = 4, "torch"
+    layer.mlstm_cell.chunk, layer.mlstm_cell.backend = 4, "torch"
     chunked = layer(x)
-    layer.backend = "reference"
+    layer.mlstm_cell.backend = "reference"
     torch.testing.assert_close(chunked, layer(x), rtol=1e-9, atol=1e-10)
 
 
-def test_vil_layer_layout_init_and_parameter_count():
+def test_vil_block_layout_init_and_parameter_count():
+    """Vision-LSTM's layout: bias-free up-proj, headwise q/k/v (4x4 blocks), conv1d k=4 with
+    bias, gates from 3 * inner, bias-free head norm, skip, bias-free down-proj; bias-free block norm."""
     c = 16
-    layer = ViLLayer(c)
-    inner = 2 * c
-    assert layer.proj_up.out_features == 4 * c and layer.num_heads == 4 and layer.head_dim == inner // 4
-    # Vision-LSTM's layout: up-proj, 3 headwise (4x4 blocks) q/k/v, conv1d k=4, gates from 3 * inner,
-    # multi-head norm, skip, down-proj
-    expected = (c * 4 * c + 4 * c) + 3 * (inner * 4 + inner) + (inner * 4 + inner) + 2 * (3 * inner * 4 + 4)
-    expected += 2 * inner + inner + (inner * c + c)
+    block = ViLBlock(c)
+    layer, inner = block.layer, 2 * c
+    assert layer.proj_up.out_features == 4 * c and layer.num_heads == 4 and layer.proj_up.bias is None
+    expected = c * 4 * c + 3 * (inner * 4) + (inner * 4 + inner) + 2 * (3 * inner * 4 + 4) + inner + inner + inner * c
     assert sum(p.numel() for p in layer.parameters()) == expected
-    fb = layer.fgate.bias.detach()
-    assert fb.min() >= 3.0 and fb.max() <= 6.0 and fb[0] == 3.0 and fb[-1] == 6.0 and (fb.diff() > 0).all()
-    assert (layer.fgate.weight == 0).all() and (layer.igate.weight == 0).all()
-    assert layer.igate.bias.abs().max() < 1.0 and (layer.learnable_skip == 1).all()
-    assert layer.conv.kernel_size == 4 and layer.conv.conv.groups == inner
+    assert sum(p.numel() for p in block.parameters()) == expected + c  # the block norm: a scale, no bias
+    assert sorted(k for k, _ in block.named_parameters()) == sorted([
+        "norm.weight", "layer.proj_up.weight", "layer.q_proj.weight", "layer.k_proj.weight", "layer.v_proj.weight",
+        "layer.conv1d.conv.weight", "layer.conv1d.conv.bias", "layer.mlstm_cell.igate.weight",
+        "layer.mlstm_cell.igate.bias", "layer.mlstm_cell.fgate.weight", "layer.mlstm_cell.fgate.bias",
+        "layer.mlstm_cell.outnorm.weight", "layer.learnable_skip", "layer.proj_down.weight",
+    ])  # fmt: skip
+    cell = layer.mlstm_cell
+    fb = cell.fgate.bias.detach()
+    assert fb[0] == 3.0 and fb[-1] == 6.0 and (fb.diff() > 0).all()
+    assert (cell.fgate.weight == 0).all() and (cell.igate.weight == 0).all()
+    assert cell.igate.bias.abs().max() < 1.0 and (layer.learnable_skip == 1).all()
+    assert (cell.outnorm.weight == 0).all() and (block.norm.weight == 0).all()  # scales stored as offsets from 1
+    assert layer.conv1d["conv"].kernel_size == (4,) and layer.conv1d["conv"].groups == inner
+    x = torch.randn(2, 5, c)
+    normed = F.layer_norm(x, (c,))
+    torch.testing.assert_close(block(x), x + layer(normed))
 
 
-def test_vil_layer_is_causal_in_its_direction():
+def test_vil_layer_is_causal_row_wise_from_the_first_token():
     torch.manual_seed(0)
     x = torch.randn(1, 20, 8)
     x2 = x.clone()
     x2[:, 12] += 1.0
-    for direction, unaffected, affected in (("forward", slice(0, 12), slice(12, 20)),
-                                            ("backward", slice(13, 20), slice(0, 13))):  # fmt: skip
-        layer = ViLLayer(8, direction=direction)
-        with torch.no_grad():
-            d = (layer(x2) - layer(x)).abs()
-        assert d[:, unaffected].max() == 0, direction
-        assert d[:, affected].amax(-1).min() > 0, direction  # the change reaches every later token
-
-
-def test_stacked_blocks_alternate_direction_and_use_channel_tokens():
-    stack = make_vil_blocks(16, [2, 2, 2], depth=3, first_direction=1)
-    assert [b.direction for b in stack] == ["backward", "forward", "backward"]
-    assert all(isinstance(b, ViLBlock) and b.channel_token and b.dim == 8 and b.residual for b in stack)
-    single = make_vil_blocks(16, [4, 4, 4], depth=1)
-    assert isinstance(single, ViLBlock) and not single.channel_token and single.dim == 16
-    x = torch.randn(2, 16, 2, 2, 2)
-    assert stack(x).shape == x.shape
+    layer = ViLLayer(8)
+    with torch.no_grad():
+        d = (layer(x2) - layer(x)).abs()
+    assert d[:, :12].max() == 0
+    assert d[:, 12:].amax(-1).min() > 0  # the change reaches every later token
 
 
 # --------------------------------------------------------------------------- networks from plans
@@ -184,11 +181,12 @@ def test_from_plans_deep_supervision_shapes_and_gate_gradients(name, dim):
         assert list(out.shape) == [2, 3, *(int(round(p * s)) for p, s in zip(patch, scale))]
     sum(o.square().mean() for o in outs).backward()
     layers = vil_layers(net)
-    assert len(layers) == len(net.xlstm_stages) > 0
+    n_mixers = 1 if name == "xlstm_bot" else block["arch_kwargs"]["stage_layers"].count("mixer")
+    assert len(layers) == len(net.token_layers) == n_mixers > 0
     for i, layer in enumerate(layers):
         for pname, p in layer.named_parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), (i, pname)
-            if pname in GATE_PARAMS:
+            if pname.startswith("mlstm_cell.") and pname.endswith(GATE_PARAMS):
                 assert p.grad.abs().sum() > 0, (i, pname)
     net.decoder.deep_supervision = False  # what nnunetv2's trainer toggles
     with torch.no_grad():
@@ -196,43 +194,43 @@ def test_from_plans_deep_supervision_shapes_and_gate_gradients(name, dim):
     assert torch.is_tensor(single) and list(single.shape) == [1, 3, *patch]
 
 
-def test_layer_placement_directions_and_channel_tokens():
+def test_authors_stage_rules_placement_and_channel_tokens():
     bot2, _, _ = build("xlstm_bot", 2)
-    assert bot2.xlstm_stages == [4] and not bot2.encoder.token_layers[4].channel_token
+    assert bot2.xlstm is bot2.bottleneck_layer and not bot2.xlstm.channel_token and bot2.xlstm.dim == 32
+    assert bot2.encoder.stage_layers is None and isinstance(bot2.xlstm.vil, ViLBlock)
+    # 2D: BasicBlockD after stage 1, ViL after alternate stages from 2 on ending with the last
+    assert xlstm_enc_2d_stages(7) == ["none", "conv", "mixer", "none", "mixer", "none", "mixer"]
+    assert xlstm_enc_2d_stages(6) == ["none", "conv", "none", "mixer", "none", "mixer"]
     enc2, blk2, _ = build("xlstm_enc", 2)
-    assert enc2.xlstm_stages == [0, 2, 4] == blk2["arch_kwargs"]["xlstm_stages"]
-    assert [getattr(t, "direction", None) for t in enc2.encoder.token_layers] == [
-        "forward", None, "backward", None, "forward"
-    ]
-    enc3, _, _ = build("xlstm_enc", 3)
-    layers = enc3.encoder.token_layers
-    assert enc3.xlstm_stages == [0, 1, 2, 3] and all(isinstance(t, ViLBlock) for t in layers)
-    assert [t.direction for t in layers] == ["forward", "backward", "forward", "backward"]
-    # stage sizes for 8x16x16: 8x16x16, 8x8x8, 4x4x4, 2x2x2 with 4, 8, 16, 24 channels
-    assert [t.channel_token for t in layers] == [False, False, False, True] and layers[3].dim == 8
+    assert blk2["arch_kwargs"]["stage_layers"] == ["none", "conv", "mixer", "none", "mixer"]
+    kinds = [type(m).__name__ for m in enc2.encoder.xlstm_layers]
+    assert kinds == ["Identity", "BasicBlockD", "TokenLayer", "Identity", "TokenLayer"]
+    # 3D: BasicBlockD after stages 0-2, ViL after the others
+    assert xlstm_enc_3d_stages(6) == ["conv"] * 3 + ["mixer"] * 3
+    enc3, blk3, _ = build("xlstm_enc", 3)
+    layers = enc3.encoder.xlstm_layers
+    assert [type(m).__name__ for m in layers] == ["BasicBlockD"] * 3 + ["TokenLayer"]
+    # stage 3 of 8x16x16 is 2x2x2 = 8 voxels with 24 channels: the channels are the tokens
+    assert layers[3].channel_token and layers[3].dim == 8
+    assert blk3["arch_kwargs"]["concat_finest_skip"] is True and blk2["arch_kwargs"]["concat_finest_skip"] is False
 
 
-def test_pairs_preset_alternates_within_and_across_stages():
-    cnn, patch = CASES[3]
-    kwargs = build_kwargs(cnn["arch_kwargs"], patch, variant="enc", size="pairs")
-    assert kwargs["vil_depth"] == 2 == load_preset("xlstm", "pairs")["vil_depth"]
-    net = XLSTMUNetEnc(1, 2, **kwargs)
-    dirs = [b.direction for stage in net.encoder.token_layers for b in stage]
-    assert dirs == ["forward", "backward"] * 4
-
-
-def test_nossm_ablation_is_the_umamba_ablation():
+def test_nossm_ablation_keeps_the_backbone():
     for name in ("xlstm_bot", "xlstm_enc"):
         full, _, _ = build(name, 3)
         ablated, block, patch = build(name + "_nossm", 3)
-        assert block["arch_kwargs"]["use_ssm"] is False and not registry.get(name + "_nossm").has_ssm
-        assert not vil_layers(ablated)
-        umamba, _, _ = build(name.replace("xlstm", "umamba") + "_nossm", 3)
-        assert {k: v.shape for k, v in ablated.state_dict().items()} == {
-            k: v.shape for k, v in umamba.state_dict().items()
-        }
-        vil = sum(p.numel() for layer in full.encoder.token_layers for p in layer.parameters())
-        assert vil > 0 and sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in ablated.parameters()) == vil
+        assert block["arch_kwargs"]["mixer"] == "none" and not registry.get(name + "_nossm").has_ssm
+        assert not vil_layers(ablated) and not ablated.token_layers
+        vil = sum(p.numel() for layer in full.token_layers for p in layer.parameters())
+        n_full, n_ablated = (sum(p.numel() for p in m.parameters()) for m in (full, ablated))
+        assert vil > 0 and n_full - n_ablated == vil
+        assert len(ablated(torch.randn(1, 2, *patch))) == 3
+    # Bot without ViL is U-Mamba Bot without Mamba; Enc keeps its extra BasicBlockD
+    bot, _, _ = build("xlstm_bot_nossm", 3)
+    umamba, _, _ = build("umamba_bot_nossm", 3)
+    assert {k: v.shape for k, v in bot.state_dict().items()} == {k: v.shape for k, v in umamba.state_dict().items()}
+    enc, _, _ = build("xlstm_enc_nossm", 3)
+    assert [type(m).__name__ for m in enc.encoder.xlstm_layers] == ["BasicBlockD"] * 3 + ["Identity"]
     assert {"xlstm_bot", "xlstm_enc", "xlstm_bot_nossm", "xlstm_enc_nossm"} <= set(registry.available())
 
 
@@ -240,8 +238,8 @@ def test_nossm_ablation_is_the_umamba_ablation():
 def test_bf16_autocast_forward_backward_is_finite(name, dim, fp32):
     torch.manual_seed(0)
     cnn, patch = CASES[dim]
-    kwargs = build_kwargs(cnn["arch_kwargs"], patch, variant=name.split("_")[1])
-    kwargs["vil_fp32"] = fp32  # False: the whole ViL layer (projections and mLSTM op) under bf16 autocast
+    kwargs = registry.get(name).build_kwargs(cnn["arch_kwargs"], patch)
+    kwargs["mixer_fp32"] = fp32  # False: the whole ViL block (projections and mLSTM op) under bf16 autocast
     net = (XLSTMUNetBot if name == "xlstm_bot" else XLSTMUNetEnc)(2, 3, deep_supervision=True, **kwargs)
     x = torch.randn(2, 2, *patch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -251,19 +249,20 @@ def test_bf16_autocast_forward_backward_is_finite(name, dim, fp32):
     assert all(torch.isfinite(o.float()).all() for o in outs)
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
     for layer in vil_layers(net):
-        assert all(torch.isfinite(getattr(layer, g.split(".")[0]).weight.grad).all() for g in GATE_PARAMS)
+        assert all(torch.isfinite(getattr(layer.mlstm_cell, g).weight.grad).all() for g in ("igate", "fgate"))
 
 
 def test_preset_file_reaches_the_plan():
     cnn, patch = CASES[2]
-    kw = build_kwargs(cnn["arch_kwargs"], patch, variant="enc")
+    kw = registry.get("xlstm_enc").build_kwargs(cnn["arch_kwargs"], patch)
     preset = load_preset("xlstm")
-    for key in ("expansion", "qkv_block_size", "num_heads", "conv_kernel_size", "vil_depth", "mlstm_chunk"):
-        assert kw[key] == preset[key], key
+    assert kw["mixer"] == "vil" and kw["placement"] == "encoder"
+    assert kw["mixer_kwargs"] == {"expansion": preset["expansion"], "qkv_block_size": preset["qkv_block_size"],
+                                  "conv_kernel_size": preset["conv_kernel_size"], "chunk": preset["mlstm_chunk"]}
     assert kw["n_blocks_per_stage"] == [2, 2, 2, 1, 1] and kw["n_conv_per_stage_decoder"] == [2, 2, 2, 1]
-    assert kw["patch_size"] == [32, 32] and kw["channel_tokens"] is True
-    with pytest.raises(ValueError, match="variant"):
-        build_kwargs(cnn["arch_kwargs"], patch, variant="middle")
+    assert kw["patch_size"] == [32, 32] and kw["mixer_fp32"] is True
+    with pytest.raises(ValueError, match="placement"):
+        token_mixer_kwargs(cnn["arch_kwargs"], patch, family="xlstm", mixer="vil", placement="middle")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -299,10 +298,10 @@ def test_cli_plan_train_predict(request, workdir_factory, tmp_path, dataset_fixt
         kw = conf["architecture"]["arch_kwargs"]
         cls = "XLSTMUNetBot" if "bot" in arch else "XLSTMUNetEnc"
         assert conf["architecture"]["network_class_name"] == f"umamba_seg.architectures.xlstm_unet.{cls}"
-        assert kw["use_ssm"] is not arch.endswith("_nossm") and kw["patch_size"] == list(conf["patch_size"])
+        assert (kw["mixer"] == "none") is arch.endswith("_nossm") and kw["patch_size"] == list(conf["patch_size"])
         assert conf["data_identifier"] == f"umambaPlans_{config}"  # preprocessed data shared with the CNN
-    # one training run per configuration (CI time): Bot in 2D, Enc in 3D (a ViL block on every stage,
-    # the full-resolution one included); the from-plans tests cover the other combinations
+    # one training run per configuration (CI time): Bot in 2D, Enc in 3D (residual blocks and ViL
+    # blocks after the encoder stages); the from-plans tests cover the other combinations
     arch = "xlstm_bot" if config == "2d" else "xlstm_enc"
     run_cli("train", "-d", ds_id, "-c", config, "-f", "0", "-a", arch, "--workdir", workdir, *TINY_SCHEDULE)
     fold = workdir / "results" / name / f"umambaTrainer__umambaPlans_{arch}__{config}" / "fold_0"

@@ -1,35 +1,44 @@
-"""Residual U-Net encoder/decoder with a pluggable per-stage token mixer.
+"""U-Mamba's residual encoder and decoder, shared by U-Mamba and xLSTM-UNet.
 
-Shared by U-Mamba (Bot, Enc) and xLSTM-UNet: the convolutional parts are nnU-Net's
-ResEnc (``dynamic_network_architectures``' ``ResidualEncoder`` with ``BasicBlockD``
-stacks, reused as is), and after each stage an optional token layer mixes the whole
-feature map. Which stages get one, and what it is, comes from a factory:
+Both papers' networks (bowang-lab/U-Mamba, tianrun-chen/xLSTM-UNet-PyTorch) use the same
+convolutional backbone; this is it, module for module, so that their state dicts load
+into ours with the same keys:
 
-    token_layer_factory(stage_index, channels, feature_map_size) -> nn.Module | None
+* :class:`ResidualBlock` (their ``BasicResBlock``): ``conv(k, stride)-norm-act-conv(k)-norm``
+  plus a 1^d conv shortcut carrying the stride (no norm on it), then the activation. The
+  shortcut conv is there in every such block, also where the shapes do not change.
+* :class:`ResidualEncoder`: a stem ``ResidualBlock(in -> f0)`` followed by
+  ``n_blocks[0] - 1`` of nnU-Net's ``BasicBlockD``; then every stage ``s`` (stage 0
+  included) is ``ResidualBlock(f_{s-1} -> f_s, stride_s)`` followed by
+  ``n_blocks[s] - 1`` ``BasicBlockD``. Optionally a layer after each stage, per
+  ``stage_layers``: ``"mixer"`` (U-Mamba Enc's Mamba layers, xLSTM-UNet Enc's ViL
+  layers), ``"conv"`` (one more ``BasicBlockD``, xLSTM-UNet Enc) or ``"none"``, in a list
+  registered under the name the authors use (``mamba_layers`` / ``xlstm_layers``).
+* :class:`ResidualDecoder`: per stage nearest upsampling + 1^d conv, concatenation of
+  the skip, ``ResidualBlock(2f -> f)`` and ``n - 1`` ``BasicBlockD``, and a 1^d
+  segmentation head per stage (nnunetv2's deep supervision). In 2D the authors' decoder
+  does not concatenate the finest skip (its last stage reads ``f`` channels):
+  ``concat_finest_skip=False``. The decoder keeps a reference to the encoder (as theirs
+  and nnU-Net's do), so state dicts also hold the encoder's tensors under ``decoder.encoder``.
 
-(``None`` means no layer at that stage). ``feature_map_size`` is the stage's spatial
-size for the plan's patch (``None`` without a patch), so layers that depend on it (U-Mamba's channel tokens) can
-be built. The decoder mirrors U-Mamba's: upsample (nearest + 1^d conv, or a transposed
-conv), concatenate the skip, residual blocks, 1^d segmentation heads for nnunetv2 deep
-supervision; it also accepts a token layer factory for decoder stages.
+Where we differ on purpose: a plan's ``dropout_op`` (None in nnU-Net's plans, ignored by
+the authors' code) is applied after each block's first conv; the authors' ``BasicResBlock``
+convs always carry a bias, and so do ours.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
-from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
-from dynamic_network_architectures.building_blocks.residual import BasicBlockD, StackedResidualBlocks
-from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
+from dynamic_network_architectures.building_blocks.residual import BasicBlockD
 from torch import nn
 
 from umamba_seg.nn.upsample import NearestUpsampleConv
 
-# (stage index, channels, stage feature-map size or None when no patch is known) -> layer
-TokenLayerFactory = Callable[[int, int, "Sequence[int] | None"], "nn.Module | None"]
+# (channels, stage feature-map size or None without a patch) -> a token-mixing layer
+MixerFactory = Callable[[int, "Sequence[int] | None"], nn.Module]
+STAGE_LAYER_KINDS = ("mixer", "conv", "none")
 
 
 def stage_feature_map_sizes(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -41,16 +50,54 @@ def stage_feature_map_sizes(patch_size: Sequence[int], strides: Sequence[Sequenc
     return sizes
 
 
-def _as_lists(strides: Sequence, dim: int) -> list[list[int]]:
-    return [[int(s)] * dim if isinstance(s, int) else [int(v) for v in s] for s in strides]
+def _as_lists(values: Sequence, dim: int) -> list[list[int]]:
+    return [[int(v)] * dim if isinstance(v, int) else [int(x) for x in v] for v in values]
 
 
-class TokenResidualEncoder(nn.Module):
-    """nnU-Net's residual encoder with a token layer after the stages the factory chooses.
+class ResidualBlock(nn.Module):
+    """``act(norm2(conv2(act(norm1(conv1(x))))) + conv3(x))`` with a strided 1^d ``conv3``."""
 
-    Exposes the attributes nnU-Net decoders read (``output_channels``, ``strides``,
-    ``conv_op``, ``norm_op``, ``kernel_sizes``, ...). Returns all stage outputs
-    (the skips), finest first.
+    def __init__(
+        self,
+        conv_op: type[nn.Module],
+        input_channels: int,
+        output_channels: int,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+        norm_op: type[nn.Module],
+        norm_op_kwargs: dict | None,
+        nonlin: type[nn.Module],
+        nonlin_kwargs: dict | None,
+        dropout_op: type[nn.Module] | None = None,
+        dropout_op_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        padding = [k // 2 for k in kernel_size]
+        self.conv1 = conv_op(input_channels, output_channels, kernel_size, stride=stride, padding=padding)
+        self.dropout = None if dropout_op is None else dropout_op(**(dropout_op_kwargs or {}))
+        self.norm1 = norm_op(output_channels, **(norm_op_kwargs or {}))
+        self.act1 = nonlin(**(nonlin_kwargs or {}))
+        self.conv2 = conv_op(output_channels, output_channels, kernel_size, padding=padding)
+        self.norm2 = norm_op(output_channels, **(norm_op_kwargs or {}))
+        self.act2 = nonlin(**(nonlin_kwargs or {}))
+        self.conv3 = conv_op(input_channels, output_channels, kernel_size=1, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(x)
+        if self.dropout is not None:
+            y = self.dropout(y)
+        y = self.norm2(self.conv2(self.act1(self.norm1(y))))
+        return self.act2(y + self.conv3(x))
+
+
+class ResidualEncoder(nn.Module):
+    """The authors' residual encoder; returns every stage's output (the skips), finest first.
+
+    ``stage_layers`` (one kind per stage, see :data:`STAGE_LAYER_KINDS`) adds a layer
+    after each stage, listed as ``stage_layers_name``; ``mixer_factory(channels, size)``
+    builds the ``"mixer"`` ones (``None``: ``nn.Identity`` there, the ablation), ``"none"``
+    is ``nn.Identity``. Exposes what the decoder reads
+    (``output_channels``, ``strides``, ``kernel_sizes``, ``conv_op``, norm/nonlin/dropout).
     """
 
     def __init__(
@@ -62,61 +109,90 @@ class TokenResidualEncoder(nn.Module):
         kernel_sizes: Sequence,
         strides: Sequence,
         n_blocks_per_stage: Sequence[int],
-        patch_size: Sequence[int] | None,
-        token_layer_factory: TokenLayerFactory | None = None,
-        conv_bias: bool = False,
-        norm_op: type[nn.Module] | None = None,
-        norm_op_kwargs: dict | None = None,
-        dropout_op: type[nn.Module] | None = None,
-        dropout_op_kwargs: dict | None = None,
-        nonlin: type[nn.Module] | None = None,
-        nonlin_kwargs: dict | None = None,
+        conv_bias: bool,
+        norm_op: type[nn.Module],
+        norm_op_kwargs: dict | None,
+        dropout_op: type[nn.Module] | None,
+        dropout_op_kwargs: dict | None,
+        nonlin: type[nn.Module],
+        nonlin_kwargs: dict | None,
+        patch_size: Sequence[int] | None = None,
+        stage_layers: Sequence[str] | None = None,
+        mixer_factory: MixerFactory | None = None,
+        stage_layers_name: str = "stage_layers",
     ) -> None:
         super().__init__()
-        self.convs = ResidualEncoder(
-            input_channels, n_stages, list(features_per_stage), conv_op, list(kernel_sizes), list(strides),
-            list(n_blocks_per_stage), conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs,
-            nonlin, nonlin_kwargs, block=BasicBlockD, return_skips=True,
-        )  # fmt: skip
-        dim = len(self.convs.strides[0])
-        self.feature_map_sizes = (
-            None if patch_size is None else stage_feature_map_sizes(patch_size, _as_lists(strides, dim))
-        )
-        layers = []
+        dim = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[conv_op]
+        for name, value in (("features_per_stage", features_per_stage), ("kernel_sizes", kernel_sizes),
+                            ("strides", strides), ("n_blocks_per_stage", n_blocks_per_stage)):  # fmt: skip
+            if len(value) != n_stages:
+                raise ValueError(f"{name} needs {n_stages} entries (one per stage), got {list(value)}")
+        self.output_channels = [int(f) for f in features_per_stage]
+        self.kernel_sizes = _as_lists(kernel_sizes, dim)
+        self.strides = _as_lists(strides, dim)
+        self.conv_op, self.conv_bias = conv_op, conv_bias
+        self.norm_op, self.norm_op_kwargs = norm_op, norm_op_kwargs
+        self.dropout_op, self.dropout_op_kwargs = dropout_op, dropout_op_kwargs
+        self.nonlin, self.nonlin_kwargs = nonlin, nonlin_kwargs
+        self.feature_map_sizes = None if patch_size is None else stage_feature_map_sizes(patch_size, self.strides)
+
+        self.stem = self._stage(input_channels, 0, [1] * dim, n_blocks_per_stage[0])
+        stages, channels = [], self.output_channels[0]
         for s in range(n_stages):
-            size = None if self.feature_map_sizes is None else self.feature_map_sizes[s]
-            layer = None if token_layer_factory is None else token_layer_factory(s, features_per_stage[s], size)
-            layers.append(nn.Identity() if layer is None else layer)
-        self.token_layers = nn.ModuleList(layers)
-        for attr in (
-            "output_channels", "strides", "conv_op", "norm_op", "norm_op_kwargs", "nonlin", "nonlin_kwargs",
-            "dropout_op", "dropout_op_kwargs", "conv_bias", "kernel_sizes",
-        ):  # fmt: skip
-            setattr(self, attr, getattr(self.convs, attr))
+            stages.append(self._stage(channels, s, self.strides[s], n_blocks_per_stage[s]))
+            channels = self.output_channels[s]
+        self.stages = nn.ModuleList(stages)
+
+        self.stage_layers_name = None
+        if stage_layers is not None:
+            if len(stage_layers) != n_stages or any(k not in STAGE_LAYER_KINDS for k in stage_layers):
+                raise ValueError(f"stage_layers needs {n_stages} entries of {STAGE_LAYER_KINDS}, got {stage_layers}")
+            layers = []
+            for s, kind in enumerate(stage_layers):
+                size = None if self.feature_map_sizes is None else self.feature_map_sizes[s]
+                if kind == "conv":
+                    layers.append(self.basic_block(s))
+                elif kind == "mixer" and mixer_factory is not None:
+                    layers.append(mixer_factory(self.output_channels[s], size))
+                else:
+                    layers.append(nn.Identity())
+            self.stage_layers_name = stage_layers_name
+            self.add_module(stage_layers_name, nn.ModuleList(layers))
+
+    def basic_block(self, stage: int) -> BasicBlockD:
+        """nnU-Net's ``BasicBlockD`` at ``stage``'s width and kernel (stride 1)."""
+        c = self.output_channels[stage]
+        return BasicBlockD(
+            self.conv_op, c, c, self.kernel_sizes[stage], 1, self.conv_bias, self.norm_op, self.norm_op_kwargs,
+            self.dropout_op, self.dropout_op_kwargs, self.nonlin, self.nonlin_kwargs,
+        )  # fmt: skip
+
+    def _stage(self, in_channels: int, s: int, stride: Sequence[int], n_blocks: int) -> nn.Sequential:
+        first = ResidualBlock(
+            self.conv_op, in_channels, self.output_channels[s], self.kernel_sizes[s], stride, self.norm_op,
+            self.norm_op_kwargs, self.nonlin, self.nonlin_kwargs, self.dropout_op, self.dropout_op_kwargs,
+        )  # fmt: skip
+        return nn.Sequential(first, *(self.basic_block(s) for _ in range(n_blocks - 1)))
+
+    @property
+    def stage_layers(self) -> nn.ModuleList | None:
+        """The per-stage layers (``None`` without a factory)."""
+        return None if self.stage_layers_name is None else self._modules[self.stage_layers_name]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.convs.stem is not None:
-            x = self.convs.stem(x)
+        x = self.stem(x)
+        layers = self.stage_layers
         skips = []
-        for stage, token_layer in zip(self.convs.stages, self.token_layers):
-            x = token_layer(stage(x))
+        for s, stage in enumerate(self.stages):
+            x = stage(x)
+            if layers is not None:
+                x = layers[s](x)
             skips.append(x)
         return skips
 
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """nnU-Net's activation count of the convolutions plus a proxy for the token layers
-        (about 8 maps of the stage's size: norm, in-projection x and z, conv, scan, gate)."""
-        total = self.convs.compute_conv_feature_map_size(list(input_size))
-        size = list(input_size)
-        for s, layer in enumerate(self.token_layers):
-            size = [i // j for i, j in zip(size, self.strides[s])]
-            if not isinstance(layer, nn.Identity):
-                total += np.int64(8 * self.output_channels[s] * math.prod(size))
-        return np.int64(total)
 
-
-class ResidualUpDecoder(nn.Module):
-    """U-Mamba's decoder: per stage upsample -> concat skip -> residual blocks -> [token layer].
+class ResidualDecoder(nn.Module):
+    """The authors' decoder: per stage upsample -> [concat skip] -> residual blocks -> head.
 
     ``deep_supervision`` (toggled by nnunetv2's trainer) returns one logits map per
     decoder stage, finest first; otherwise only the finest.
@@ -124,76 +200,48 @@ class ResidualUpDecoder(nn.Module):
 
     def __init__(
         self,
-        encoder: TokenResidualEncoder,
+        encoder: ResidualEncoder,
         num_classes: int,
         n_blocks_per_stage: Sequence[int],
         deep_supervision: bool,
-        upsample: str = "nearest_conv",
-        token_layer_factory: TokenLayerFactory | None = None,
+        concat_finest_skip: bool = True,
     ) -> None:
         super().__init__()
         self.deep_supervision = deep_supervision
-        self.encoder_strides = [list(s) for s in encoder.strides]
-        self.output_channels = list(encoder.output_channels)
+        self.encoder = encoder
         self.num_classes = num_classes
+        self.concat_finest_skip = concat_finest_skip
         n = len(encoder.output_channels)
         if len(n_blocks_per_stage) != n - 1:
             raise ValueError(f"n_conv_per_stage_decoder needs {n - 1} entries, got {list(n_blocks_per_stage)}")
-        if upsample not in ("nearest_conv", "transpconv"):
-            raise ValueError(f"upsample must be 'nearest_conv' or 'transpconv', got {upsample!r}")
-        sizes = getattr(encoder, "feature_map_sizes", None)
-        ups, stages, heads, layers = [], [], [], []
+        stages, upsample_layers, seg_layers = [], [], []
         for s in range(1, n):
             below, skip = encoder.output_channels[-s], encoder.output_channels[-(s + 1)]
-            stride = encoder.strides[-s]
-            if upsample == "nearest_conv":
-                ups.append(NearestUpsampleConv(encoder.conv_op, below, skip, stride))
-            else:
-                transp = get_matching_convtransp(encoder.conv_op)
-                ups.append(transp(below, skip, stride, stride, bias=encoder.conv_bias))
-            stages.append(
-                StackedResidualBlocks(
-                    n_blocks_per_stage[s - 1], encoder.conv_op, 2 * skip, skip, encoder.kernel_sizes[-(s + 1)], 1,
-                    encoder.conv_bias, encoder.norm_op, encoder.norm_op_kwargs, encoder.dropout_op,
-                    encoder.dropout_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs, block=BasicBlockD,
-                )
+            upsample_layers.append(NearestUpsampleConv(encoder.conv_op, below, skip, encoder.strides[-s]))
+            concat = concat_finest_skip or s < n - 1
+            k = encoder.kernel_sizes[-(s + 1)]
+            first = ResidualBlock(
+                encoder.conv_op, 2 * skip if concat else skip, skip, k, [1] * len(k), encoder.norm_op,
+                encoder.norm_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs, encoder.dropout_op,
+                encoder.dropout_op_kwargs,
             )  # fmt: skip
-            heads.append(encoder.conv_op(skip, num_classes, 1, 1, 0, bias=True))
-            layer = None
-            if token_layer_factory is not None and sizes is not None:
-                layer = token_layer_factory(n - 1 - s, skip, sizes[-(s + 1)])
-            layers.append(nn.Identity() if layer is None else layer)
-        self.upsample_layers = nn.ModuleList(ups)
+            rest = [encoder.basic_block(n - 1 - s) for _ in range(n_blocks_per_stage[s - 1] - 1)]
+            stages.append(nn.Sequential(first, *rest))
+            seg_layers.append(encoder.conv_op(skip, num_classes, 1, 1, 0, bias=True))
         self.stages = nn.ModuleList(stages)
-        self.seg_layers = nn.ModuleList(heads)
-        self.token_layers = nn.ModuleList(layers)
+        self.upsample_layers = nn.ModuleList(upsample_layers)
+        self.seg_layers = nn.ModuleList(seg_layers)
 
     def forward(self, skips: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         x = skips[-1]
         outputs = []
         last = len(self.stages) - 1
-        for s, (up, stage, head, token_layer) in enumerate(
-            zip(self.upsample_layers, self.stages, self.seg_layers, self.token_layers)
-        ):
-            x = token_layer(stage(torch.cat((up(x), skips[-(s + 2)]), 1)))
+        for s, (up, stage, head) in enumerate(zip(self.upsample_layers, self.stages, self.seg_layers)):
+            x = up(x)
+            if self.concat_finest_skip or s < last:
+                x = torch.cat((x, skips[-(s + 2)]), 1)
+            x = stage(x)
             if self.deep_supervision or s == last:
                 outputs.append(head(x))
         outputs = outputs[::-1]
         return outputs if self.deep_supervision else outputs[0]
-
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """nnU-Net's decoder activation count (``input_size`` is the encoder's input)."""
-        skip_sizes, size = [], list(input_size)
-        for stride in self.encoder_strides[:-1]:
-            size = [i // j for i, j in zip(size, stride)]
-            skip_sizes.append(size)
-        total = np.int64(0)
-        for s, stage in enumerate(self.stages):
-            sz = skip_sizes[-(s + 1)]
-            total += stage.compute_conv_feature_map_size(sz)
-            total += np.prod([self.output_channels[-(s + 2)], *sz], dtype=np.int64)
-            if self.deep_supervision or s == len(self.stages) - 1:
-                total += np.prod([self.num_classes, *sz], dtype=np.int64)
-            if not isinstance(self.token_layers[s], nn.Identity):
-                total += np.int64(8 * self.output_channels[-(s + 2)] * math.prod(sz))
-        return total

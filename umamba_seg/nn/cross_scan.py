@@ -24,16 +24,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers import DropPath
 
+from umamba_seg.nn.ssm_branch import dt_bias_init, resolve_dt_rank, s4d_real_a_log
 from umamba_seg.ops.scan_orders import ScanOrder, cross_merge, cross_scan, cross_scan_orders
 from umamba_seg.ops.selective_scan import selective_scan
 
 __all__ = ["CrossScanSSM", "VSSBlock"]
-
-
-def _dt_bias_init(d: int, dt_min: float, dt_max: float, floor: float) -> torch.Tensor:
-    """Bias whose softplus is log-uniform in ``[dt_min, dt_max]`` (Mamba's dt init)."""
-    dt = torch.exp(torch.rand(d) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
-    return dt + torch.log(-torch.expm1(-dt))  # inverse softplus
 
 
 class CrossScanSSM(nn.Module):
@@ -62,7 +57,7 @@ class CrossScanSSM(nn.Module):
         self.spatial_dims = spatial_dims
         self.d_state = d_state
         self.d_inner = E = int(expand * d_model)
-        self.dt_rank = R = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.dt_rank = R = resolve_dt_rank(dt_rank, d_model)
         self.num_directions = K = 2 * spatial_dims
         self.use_ssm = use_ssm
         self.scan_backend = scan_backend
@@ -76,10 +71,9 @@ class CrossScanSSM(nn.Module):
             dt_std = R**-0.5
             self.dt_projs_weight = nn.Parameter(torch.empty(K, E, R).uniform_(-dt_std, dt_std))
             self.dt_projs_bias = nn.Parameter(
-                torch.stack([_dt_bias_init(E, dt_min, dt_max, dt_init_floor) for _ in range(K)])
+                torch.stack([dt_bias_init(E, dt_min, dt_max, dt_init_floor) for _ in range(K)])
             )
-            A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(K * E, 1)
-            self.A_logs = nn.Parameter(torch.log(A))
+            self.A_logs = nn.Parameter(s4d_real_a_log(K * E, d_state))
             self.Ds = nn.Parameter(torch.ones(K * E))
         self.out_norm = nn.LayerNorm(E)
         self.out_proj = nn.Linear(E, d_model, bias=bias)

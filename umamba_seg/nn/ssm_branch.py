@@ -1,10 +1,13 @@
 """One Mamba-1 (S6) scan branch: causal depthwise conv1d + SiLU, x_proj -> (dt, B, C),
-dt_proj, and the selective scan with A = -exp(A_log), skip D and the dt bias.
+dt_proj, and the selective scan with A = -exp(A_log), skip D and the dt bias; and the
+SSM initialisers every mixer here uses (this branch, the Mamba mixer built on it, and
+VM-UNet's cross-scan SSM).
 
-A Mamba mixer has one branch; SegMamba's tri-orientated mixer has three (forward,
-reversed, inter-slice), each with its own parameters but sharing the mixer's in/out
-projections. The branch reads a sequence that is already in its scan order, so it does
-not know about images.
+A Mamba mixer is one branch plus its in/out projections (:mod:`umamba_seg.nn.mamba_mixer`);
+SegMamba's tri-orientated mixer has three branches (forward, reversed, inter-slice),
+each with its own parameters but sharing the mixer's in/out projections. The branch
+reads a sequence that is already in its scan order, so it does not know about images.
+Its parameter names are mamba-ssm's (``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``).
 
 Initialisation follows Mamba: ``dt = exp(U[log dt_min, log dt_max])`` clamped at
 ``dt_init_floor`` and stored as its inverse softplus in the dt_proj bias (so that
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from umamba_seg.nn.causal_conv1d import CausalConv1d
 from umamba_seg.ops.selective_scan import selective_scan
 
 
@@ -41,6 +45,14 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+def dt_bias_init(
+    d_inner: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4
+) -> torch.Tensor:
+    """A dt bias whose softplus is log-uniform in ``[dt_min, dt_max]`` (floored at ``dt_init_floor``)."""
+    log_dt = torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+    return inverse_softplus(torch.exp(log_dt).clamp(min=dt_init_floor))
+
+
 @torch.no_grad()
 def init_dt_projection(
     dt_proj: nn.Linear,
@@ -53,10 +65,7 @@ def init_dt_projection(
     """Mamba's dt initialisation of ``dt_proj`` (weights and bias) in place."""
     std = dt_rank**-0.5 * dt_scale
     nn.init.uniform_(dt_proj.weight, -std, std)
-    d_inner = dt_proj.out_features
-    log_dt = torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-    dt = torch.exp(log_dt).clamp(min=dt_init_floor)
-    dt_proj.bias.copy_(inverse_softplus(dt))
+    dt_proj.bias.copy_(dt_bias_init(dt_proj.out_features, dt_min, dt_max, dt_init_floor))
 
 
 class SelectiveSSMBranch(nn.Module):
@@ -78,7 +87,7 @@ class SelectiveSSMBranch(nn.Module):
         self.d_inner = d_inner
         self.d_state = d_state
         self.dt_rank = dt_rank
-        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.conv1d = CausalConv1d(d_inner, d_conv, bias=conv_bias, channels_last=False)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
         init_dt_projection(self.dt_proj, dt_rank, dt_min, dt_max, dt_init_floor, dt_scale)
@@ -90,8 +99,11 @@ class SelectiveSSMBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """``x``, ``z``: ``(B, d_inner, L)`` -> ``y``: ``(B, d_inner, L)`` (``y *= silu(z)`` if z)."""
-        length = x.shape[-1]
-        u = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs
+        return self.scan(x, z)
+
+    def scan(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The branch's computation (the Mamba mixer calls it between its projections)."""
+        u = F.silu(self.conv1d(x))
         x_dbl = self.x_proj(u.transpose(1, 2))  # (B, L, r + 2N)
         dt, b, c = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (B, d_inner, L), bias added in the scan

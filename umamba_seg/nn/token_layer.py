@@ -2,9 +2,14 @@
 
 The map is flattened to ``(B, L, C)`` (voxels are tokens, row-major), normalised with
 LayerNorm over channels, mixed, and reshaped back; optionally ``x + mixer(LN(x))``
-(SegMamba) instead of ``mixer(LN(x))`` (U-Mamba). In channel-token mode (U-Mamba, for
-stages with no more voxels than channels) the channels are the tokens and the voxels the
-features: ``(B, C, N)`` with LayerNorm over ``N``.
+(SegMamba) instead of ``mixer(LN(x))`` (U-Mamba), or no norm at all when the mixer
+brings its own (xLSTM-UNet's ViL block). In channel-token mode (U-Mamba and xLSTM-UNet
+Enc, for stages with no more voxels than channels) the channels are the tokens and the
+voxels the features: ``(B, C, N)`` with LayerNorm over ``N``.
+
+The mixer is registered under ``mixer_name`` (``mixer`` by default): U-Mamba's layer
+calls it ``mamba`` and xLSTM-UNet's ``vil``, so state dicts carry the authors' key names;
+:attr:`TokenLayer.mixer` reaches it whatever its name.
 
 ``fp32=True`` runs the layer in float32 with autocast off, as U-Mamba does for its Mamba
 layer: the scan accumulates in fp32 anyway, and the projections around it are the
@@ -38,14 +43,28 @@ class TokenLayer(nn.Module):
         channel_token: bool = False,
         residual: bool = False,
         fp32: bool = True,
+        norm: bool = True,
+        mixer_name: str = "mixer",
     ) -> None:
         super().__init__()
         self.dim = dim
-        self.norm = nn.LayerNorm(dim)
-        self.mixer = mixer
+        self.norm = nn.LayerNorm(dim) if norm else None
+        self.mixer_name = mixer_name
+        self.add_module(mixer_name, mixer)
         self.channel_token = channel_token
         self.residual = residual
         self.fp32 = fp32
+
+    @property
+    def mixer(self) -> nn.Module:
+        """The sequence mixer (registered as ``mixer_name``)."""
+        try:
+            return self._modules[self.__dict__.get("mixer_name", "mixer")]
+        except KeyError:  # not registered yet (nn.Module.add_module probes the name)
+            raise AttributeError("mixer") from None
+
+    def _normed(self, seq: torch.Tensor) -> torch.Tensor:
+        return seq if self.norm is None else self.norm(seq)
 
     def _mix(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
@@ -53,10 +72,10 @@ class TokenLayer(nn.Module):
         flat = x.reshape(b, c, -1)
         if self.channel_token:
             seq = flat  # (B, C tokens, N features)
-            out = self.mixer(self.norm(seq), None)
+            out = self.mixer(self._normed(seq), None)
         else:
             seq = flat.transpose(1, 2)  # (B, N tokens, C features)
-            out = self.mixer(self.norm(seq), spatial)
+            out = self.mixer(self._normed(seq), spatial)
         if self.residual:
             out = out + seq
         if not self.channel_token:
@@ -83,9 +102,14 @@ def make_token_layer(
     channel_tokens: bool = True,
     residual: bool = False,
     fp32: bool = True,
+    norm: bool = True,
+    mixer_name: str = "mixer",
 ) -> TokenLayer:
     """A token layer for a stage of ``channels`` x ``feature_map_size``; ``mixer_factory(d_model)``
     builds the mixer; with ``channel_tokens`` the U-Mamba rule picks the token axis."""
     channel_token = channel_tokens and use_channel_tokens(channels, feature_map_size)
     dim = math.prod(feature_map_size) if channel_token else channels
-    return TokenLayer(dim, mixer_factory(dim), channel_token=channel_token, residual=residual, fp32=fp32)
+    return TokenLayer(
+        dim, mixer_factory(dim), channel_token=channel_token, residual=residual, fp32=fp32, norm=norm,
+        mixer_name=mixer_name,
+    )  # fmt: skip
