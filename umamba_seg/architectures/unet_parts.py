@@ -21,9 +21,12 @@ into ours with the same keys:
   ``concat_finest_skip=False``. The decoder keeps a reference to the encoder (as theirs
   and nnU-Net's do), so state dicts also hold the encoder's tensors under ``decoder.encoder``.
 
-Where we differ on purpose: a plan's ``dropout_op`` (None in nnU-Net's plans, ignored by
-the authors' code) is applied after each block's first conv; the authors' ``BasicResBlock``
-convs always carry a bias, and so do ours.
+As theirs, the residual block's three convs always carry a bias (the plan's ``conv_bias``
+applies to the ``BasicBlockD``), and its norm and activation are the plan's. Where we
+differ on purpose: a plan's ``dropout_op`` (None in nnU-Net's plans, ignored by the
+authors' code) is applied after each block's first conv; the encoder does not compute
+nnU-Net's ``compute_conv_feature_map_size`` proxy (our planner measures activation memory
+on the network itself, :mod:`umamba_seg.planning.memory_model`).
 """
 
 from __future__ import annotations
