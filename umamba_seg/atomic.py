@@ -1,6 +1,8 @@
 """Atomic writes: write to a temporary name in the same folder, then rename.
 
-A kill -9 at any moment leaves either the old file or the new one, never half of one.
+A kill -9 at any moment leaves either the old file or the new one, never half of one. The
+file gets the mode a plain ``open()`` would give it (0666 less the umask), not the 0600 of a
+temporary file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,24 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` sets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """Mode of a newly created regular file under the current umask (0644 under umask 022)."""
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -30,6 +50,8 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, new_file_mode())
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -8,6 +8,7 @@ shows it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -198,11 +199,21 @@ def cmd_train(args) -> int:
     ws = _workspace(args)
     name = ws.dataset_name(args.dataset)
     train = train_fold
+    lock = contextlib.nullcontext()
     if args.ddp:
+        import os
+
         from umamba_seg.training.ddp import train_fold_ddp as train
-    out = train(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
-                args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
-                args.num_processes)
+        from umamba_seg.training.run import check_fold, check_schedule, fold_lock, output_folder
+
+        fold = check_fold(ws, name, args.fold)
+        check_schedule(args.epochs, args.iters_per_epoch, args.val_iters)
+        if os.environ.get("RANK", "0") == "0":  # rank 0 writes the fold folder, so it holds the lock
+            lock = fold_lock(output_folder(ws, name, args.arch, args.configuration, fold))
+    with lock:
+        out = train(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
+                    args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
+                    args.num_processes)
     print(f"Trained: {out}")
     return 0
 

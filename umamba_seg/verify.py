@@ -23,6 +23,9 @@ from umamba_seg.safe_paths import check_dataset_entries
 REQUIRED_KEYS = ("labels", "numTraining", "file_ending")
 KNOWN_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".npy")
 GEOMETRY_RTOL = 1e-3
+# no imaging modality stores intensities this large; their squares overflow float32 statistics
+# (the fingerprint's and z-score's std), which turns every preprocessed case into NaN
+MAX_ABS_INTENSITY = 1e10
 
 
 def _ending(name: str) -> str:
@@ -42,15 +45,51 @@ def load_dataset_json(raw_dataset: Path) -> dict:
         ds = json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserInputError(f"dataset.json is not valid JSON ({e})", f, "fix the syntax") from e
+    if not isinstance(ds, dict):
+        raise UserInputError("dataset.json is not a JSON object", f, "write it as {\"channel_names\": ..., ...}")
     missing = [k for k in REQUIRED_KEYS if k not in ds]
     if "channel_names" not in ds and "modality" not in ds:
         missing.insert(0, "channel_names")
     if missing:
         raise UserInputError(f"dataset.json lacks key(s) {', '.join(missing)}", f,
                              "add them (see nnU-Net's dataset_format.md)")
+    check_dataset_json_types(ds, f)
     check_dataset_entries(ds, raw_dataset, f)  # file_ending, case identifiers and paths stay inside
     check_dataset_json_names(ds, f)
     return ds
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_dataset_json_types(ds: dict, f: Path) -> None:
+    """The types nnunetv2 assumes: labels {name: int or [int, ...]}, channel_names {"0": name},
+    numTraining an int, file_ending a string such as ".nii.gz"."""
+    from umamba_seg.safe_paths import check_file_ending
+
+    labels = ds["labels"]
+    if not isinstance(labels, dict) or not labels:
+        raise UserInputError(f"'labels' must be an object {{name: value}}, not {type(labels).__name__}", f,
+                             'write e.g. "labels": {"background": 0, "tumor": 1}')
+    for name, v in labels.items():
+        values = v if isinstance(v, list) and v else [v]
+        bad = [x for x in values if not _is_int(x) or x < 0]
+        if bad:
+            raise UserInputError(f"label '{name}' has value {bad[0]!r}, not a non-negative integer", f,
+                                 "label values are the integers stored in the label maps")
+    channels = ds.get("channel_names", ds.get("modality"))
+    key = "channel_names" if "channel_names" in ds else "modality"
+    if not isinstance(channels, dict) or not channels or not all(str(k).isdigit() for k in channels):
+        raise UserInputError(f"'{key}' must be an object {{\"0\": name, ...}}, not {channels!r:.60}", f,
+                             'write e.g. "channel_names": {"0": "CT"}')
+    if sorted(int(k) for k in channels) != list(range(len(channels))):
+        raise UserInputError(f"'{key}' keys {sorted(channels)} are not 0..{len(channels) - 1}", f,
+                             "number the channels 0, 1, ... as in the _0000, _0001 file suffixes")
+    if not _is_int(ds["numTraining"]) or ds["numTraining"] < 0:
+        raise UserInputError(f"'numTraining' must be a whole number, not {ds['numTraining']!r}", f,
+                             "set it to the number of training cases, e.g. \"numTraining\": 20")
+    check_file_ending(ds["file_ending"], f)
 
 
 def _channel_count(ds: dict) -> int:
@@ -165,8 +204,17 @@ def _raw_voxels(path: Path) -> np.ndarray:
 def check_case(case: str, images: list[Path], label: Path | None, ds: dict, expect_dim: int | None = None
                ) -> list[UserInputError]:
     """Read one case and report what is wrong with it (unreadable, 4D, geometry, NaN, label values)."""
+    from umamba_seg.image_files import check_image_file
+
     problems: list[UserInputError] = []
     files = list(images) + ([label] if label is not None else [])
+    for f in files:
+        try:
+            check_image_file(f)
+        except UserInputError as e:
+            problems.append(e)
+    if problems:
+        return problems
     geos = {}
     for f in files:
         try:
@@ -217,9 +265,14 @@ def check_case(case: str, images: list[Path], label: Path | None, ds: dict, expe
             problems.append(UserInputError(f"unreadable or truncated file ({type(e).__name__})", f,
                                            "re-export or re-download it"))
             continue
-        n = int(np.sum(~np.isfinite(raw)))
+        finite = np.isfinite(raw)
+        n = int(raw.size - np.count_nonzero(finite))
         if n:
             problems.append(UserInputError(f"{n} NaN/Inf voxel(s)", f, "replace them with valid intensities"))
+        elif raw.size and float(np.max(np.abs(raw))) > MAX_ABS_INTENSITY:
+            problems.append(UserInputError(
+                f"intensity {float(np.max(np.abs(raw))):.3g} is beyond +-{MAX_ABS_INTENSITY:.0e} (it would turn "
+                "normalisation into NaN)", f, "rescale the image to its modality's units"))
     if label is not None:
         try:
             seg, _ = rw.read_seg(str(label))

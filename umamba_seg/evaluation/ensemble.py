@@ -27,6 +27,8 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -133,6 +135,15 @@ def merge_case(files: Sequence[str], properties: dict, output_truncated: str, fi
         save_pickle(properties, output_truncated + ".pkl")
 
 
+def _npz_readable(path: str) -> bool:
+    try:
+        with np.load(path) as z:
+            z["probabilities"]
+        return True
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
+        return False
+
+
 def _merge_case(args: tuple) -> dict:
     """Merge one case into the hidden folder, then rename its files into place."""
     files, properties, tmp_truncated, final_truncated, file_ending, rw, lm, save_probabilities = args
@@ -141,6 +152,12 @@ def _merge_case(args: tuple) -> dict:
     except (ValueError, AssertionError, KeyError) as e:  # shapes, channel counts or properties that do not fit
         return {"error": (f"the probabilities of this case do not fit together ({e})", files[-1],
                           "ensemble predictions of the same cases, labels and geometry")}
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a truncated or corrupt .npz, or a write
+        bad = next((f for f in files if not _npz_readable(f)), None)
+        if bad is None:
+            raise
+        return {"error": (f"cannot read the probabilities ({type(e).__name__}: {e})", bad,
+                          "re-run that folder's prediction with --save-probabilities")}
     endings = [file_ending] + ([".npz", ".pkl"] if save_probabilities else [])
     for ending in endings:
         os.replace(tmp_truncated + ending, final_truncated + ending)

@@ -39,6 +39,7 @@ from umamba_seg.errors import UserInputError
 from umamba_seg.evaluation.metrics import METRIC_NAMES, LabelOrRegion, Tolerance, compute_case_metrics, \
     empty_class_metrics, is_nan
 from umamba_seg.evaluation.report import format_table, plot_boxplots, write_summary_csv
+from umamba_seg.image_files import check_image_file
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -275,6 +276,10 @@ def _evaluate_case(job: _CaseJob) -> dict:
     segs = []
     for role, file in (("reference", job.reference_file), ("prediction", job.prediction_file)):
         try:
+            check_image_file(file)  # whole and what its name says (SimpleITK zero-fills truncated NIfTI)
+        except UserInputError as e:
+            return {"error": (f"the {role} segmentation: {e.what}", file, e.fix)}
+        try:
             seg, props = rw.read_seg(file)
         except Exception as e:  # noqa: BLE001 - any reader failure is the file's fault
             return {"error": (f"cannot read the {role} segmentation ({type(e).__name__}: {e})", file,
@@ -361,6 +366,17 @@ def _finalize_cases(raw: list[dict], classes: tuple[LabelOrRegion, ...] | None) 
     return cases, classes
 
 
+def _check_writable(out_dir: Path) -> None:
+    """The report folder (or the folder it will be created in) exists as a folder and is writable."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError("the output path is a file, not a folder", out_dir, "pass a folder with -o")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError("the output folder is not writable", existing, "pass a folder you can write to with -o")
+
+
 def _write_summary_json(summary: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         save_summary_json(summary, str(tmp))
@@ -380,6 +396,7 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
     """
     ref_dir, pred_dir = _check_folder(ref_dir, "reference"), _check_folder(pred_dir, "prediction")
     out_dir = Path(out_dir) if out_dir is not None else pred_dir
+    _check_writable(out_dir)
     dataset = None
     if dataset_json is not None:
         dataset_path = Path(dataset_json)
@@ -413,10 +430,14 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
                   if not isinstance(tolerance, dict) or k in tolerance}
     summary["nsd_tolerance_mm"] = {label_or_region_to_key(k): v for k, v in tolerances.items()}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_summary_json(summary, out_dir / SUMMARY_JSON)
-    write_summary_csv(summary, out_dir / SUMMARY_CSV, names, file_ending)
-    plot_boxplots(summary, out_dir / BOXPLOT_PNG, names, tolerances)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_summary_json(summary, out_dir / SUMMARY_JSON)
+        write_summary_csv(summary, out_dir / SUMMARY_CSV, names, file_ending)
+        plot_boxplots(summary, out_dir / BOXPLOT_PNG, names, tolerances)
+    except OSError as e:
+        raise UserInputError(f"cannot write the reports ({e.strerror or e})", e.filename or out_dir,
+                             "pass an output folder you can write to with -o") from None
     if verbose:
         print(format_table(summary, names, tolerances))
         print(f"wrote {out_dir / SUMMARY_JSON}, {SUMMARY_CSV} and {BOXPLOT_PNG}")

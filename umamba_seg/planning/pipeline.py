@@ -44,9 +44,54 @@ def extract_fingerprint(ws: Workspace, dataset_name: str, num_processes: int, cl
     out = ws.preprocessed_dataset(dataset_name) / "dataset_fingerprint.json"
     if out.is_file() and not clean:
         return out
+    check_raw_files(ws.raw_dataset(dataset_name))
     fpe = DatasetFingerprintExtractor(dataset_name, num_processes, verbose=False)
     fpe.run(overwrite_existing=True)
+    check_fingerprint(out, ws.raw_dataset(dataset_name))
     return out
+
+
+def check_raw_files(raw_dataset: Path) -> None:
+    """Every training image and label is whole and what its name says, before nnunetv2 reads any
+    (it reads a truncated NIfTI as zeros, and prints tracebacks for empty files)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    from umamba_seg.errors import UserInputErrors
+    from umamba_seg.image_files import check_image_file
+
+    dataset = get_filenames_of_train_images_and_targets(str(raw_dataset), load_json(str(raw_dataset / "dataset.json")))
+    problems = []
+    for entry in dataset.values():
+        for f in [*entry["images"], entry["label"]]:
+            try:
+                check_image_file(f)
+            except UserInputError as e:
+                problems.append(e)
+    if problems:
+        raise UserInputErrors(problems)
+
+
+def check_fingerprint(fingerprint: Path, raw_dataset: Path) -> None:
+    """Refuse (and remove) a fingerprint whose intensity statistics are not finite or beyond
+    ``MAX_ABS_INTENSITY``: normalising with them turns every case into NaN. The raw dataset's
+    checks then name the offending image."""
+    import json
+    import math
+
+    from umamba_seg.verify import MAX_ABS_INTENSITY, verify_raw_dataset
+
+    props = json.loads(fingerprint.read_text()).get("foreground_intensity_properties_per_channel", {})
+    bad = [(ch, k, v) for ch, stats in props.items() for k, v in stats.items()
+           if isinstance(v, (int, float)) and not (math.isfinite(v) and abs(v) <= MAX_ABS_INTENSITY)]
+    if not bad:
+        return
+    fingerprint.unlink()
+    verify_raw_dataset(raw_dataset, run_nnunet_check=False)  # raises, naming the image, if it can
+    ch, key, value = bad[0]
+    raise UserInputError(f"the dataset's intensities of channel {ch} have {key} = {value} (not finite or beyond "
+                         f"+-{MAX_ABS_INTENSITY:.0e})", raw_dataset / "imagesTr",
+                         "rescale or fix the images (run plan-and-preprocess --verify to find them)")
 
 
 def plan_cnn(ws: Workspace, dataset_name: str, gpu_memory_gb: float) -> Path:
@@ -81,7 +126,11 @@ def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: flo
                 f"run `umamba-seg plan-and-preprocess -d {dataset_name}` first",
             )
         print(f"No plans for '{arch}' yet: planning {dataset_name} from its fingerprint first.")
-        extract_fingerprint(ws, dataset_name, num_processes)
+        from umamba_seg.verify import load_dataset_json
+
+        load_dataset_json(ws.raw_dataset(dataset_name))
+        with explain_failures(ws.raw_dataset(dataset_name)):
+            extract_fingerprint(ws, dataset_name, num_processes)
         plan_cnn(ws, dataset_name, gpu_memory_gb)
     if arch != CNN_ARCH:
         print(f"No plans for '{arch}' yet: deriving {out.name} from the stored CNN plans.")

@@ -3,7 +3,10 @@
 nnunetv2 deletes the output folder and rewrites every case. Here a case is written into a
 hidden scratch folder and its files are renamed into place, the ``.pkl`` last; a case counts
 as done once its ``.pkl`` and both arrays exist. A rerun after a kill redoes only the cases
-that are missing or half-written.
+that are missing or half-written. Each case's files are checked whole first (a truncated NIfTI
+is an error, not zeros), and a case whose preprocessed intensities are not finite or whose
+label map holds values missing from dataset.json stops with one line naming the file. Plans and case identifiers are checked first (allow-list,
+paths inside their folders), since both become file and folder names here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from tqdm import tqdm
 
 from umamba_seg.architectures.plans_allowlist import check_plans
 from umamba_seg.atomic import atomic_path
+from umamba_seg.errors import UserInputError
+from umamba_seg.image_files import check_image_file
 from umamba_seg.safe_paths import check_dataset_entries
 
 SCRATCH = ".partial"
@@ -31,8 +36,37 @@ def case_done(out_dir: Path, case: str) -> bool:
     return all((out_dir / f"{case}{s}").is_file() for s in CASE_SUFFIXES)
 
 
+def _label_values(dataset_json: dict) -> set[int]:
+    values: set[int] = set()
+    for v in dataset_json["labels"].values():
+        values.update(int(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+    return values
+
+
 class ResumablePreprocessor(DefaultPreprocessor):
     """DefaultPreprocessor that skips finished cases and never leaves half-written ones."""
+
+    def run_case(self, image_files, seg_file, plans_manager, configuration_manager, dataset_json):
+        """nnunetv2's ``run_case`` on files checked whole, with its result checked (finite
+        intensities, declared label values; -1 is nnunetv2's outside-the-body marker)."""
+        import numpy as np
+
+        for f in [*image_files, *([seg_file] if seg_file is not None else [])]:
+            check_image_file(f)
+        data, seg, properties = super().run_case(image_files, seg_file, plans_manager, configuration_manager,
+                                                 dataset_json)
+        if not np.all(np.isfinite(data)):
+            raise UserInputError("preprocessing turned this case into NaN/Inf (non-finite or out-of-range "
+                                 "intensities)", image_files[0],
+                                 "find the bad image with `umamba-seg plan-and-preprocess --verify` and fix it")
+        if seg is not None:
+            ds = load_json(dataset_json) if isinstance(dataset_json, str) else dataset_json
+            allowed = _label_values(ds)
+            extra = sorted(int(v) for v in np.unique(seg) if int(v) not in allowed and int(v) != -1)
+            if extra:
+                raise UserInputError(f"label value(s) {extra} not in dataset.json labels {sorted(allowed)}", seg_file,
+                                     "add them to 'labels' in dataset.json or fix the label map")
+        return data, seg, properties
 
     def run_case_save_atomic(self, out_dir: str, case: str, image_files, seg_file, plans_manager,
                              configuration_manager, dataset_json) -> str:

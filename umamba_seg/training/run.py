@@ -2,13 +2,19 @@
 
 Plans are created on demand (``train -a X`` without plans for X plans it from the stored
 fingerprint and says so), preprocessed data likewise; ``--continue`` resumes from the newest
-of ``checkpoint_latest.pth``/``checkpoint_final.pth``.
+of ``checkpoint_latest.pth``/``checkpoint_final.pth``. Before anything is written the fold must
+be one of the split's (``splits_final.json``, else nnU-Net's 0..4) or ``all`` and the schedule
+positive; one run at a time holds the fold folder (a lock; a second run gets one line naming
+the holder, a lock left by a killed run is taken over).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -16,10 +22,13 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from umamba_seg.devices import configure_cpu_threads, resolve_device
 from umamba_seg.errors import UserInputError
+from umamba_seg.locking import exclusive_lock
 from umamba_seg.planning.naming import CNN_ARCH, plans_identifier
 from umamba_seg.workspace import Workspace
 
 TRAINER_NAME = "umambaTrainer"
+LOCK = ".umamba_train.lock"
+DEFAULT_NUM_FOLDS = 5
 
 
 def output_folder(ws: Workspace, dataset_name: str, arch: str, configuration: str, fold: int | str,
@@ -28,6 +37,54 @@ def output_folder(ws: Workspace, dataset_name: str, arch: str, configuration: st
     ``umambaPlans_<arch>`` unless ``plans_name`` names other plans (e.g. the benchmark's)."""
     plans = plans_name or plans_identifier(arch)
     return ws.results_dataset(dataset_name) / f"{trainer_name}__{plans}__{configuration}" / f"fold_{fold}"
+
+
+def check_fold(ws: Workspace, dataset_name: str, fold: int | str) -> int | str:
+    """``fold`` as an int of the split (``splits_final.json`` if present, else 0..4) or ``"all"``."""
+    if str(fold) == "all":
+        return "all"
+    splits_file = ws.preprocessed_dataset(dataset_name) / "splits_final.json"
+    n, where = DEFAULT_NUM_FOLDS, "-f"
+    if splits_file.is_file():
+        try:
+            splits = json.loads(splits_file.read_text())
+        except (OSError, ValueError) as e:
+            raise UserInputError(f"splits_final.json is not valid JSON ({e})", splits_file,
+                                 "fix it, or delete it to get nnU-Net's 5-fold split") from None
+        if not isinstance(splits, list) or not splits:
+            raise UserInputError("splits_final.json is not a list of folds", splits_file,
+                                 "fix it, or delete it to get nnU-Net's 5-fold split")
+        n, where = len(splits), splits_file
+    text = str(fold)
+    if not text.isdigit() or int(text) >= n:
+        raise UserInputError(f"fold '{fold}' is not one of the split's folds 0..{n - 1} or 'all'", where,
+                             f"pass -f 0..{n - 1} or -f all")
+    return int(text)
+
+
+def check_schedule(epochs: int | None, iters_per_epoch: int | None, val_iters: int | None) -> None:
+    """Epochs and iterations per epoch must be at least 1 (validation iterations too)."""
+    for flag, value in (("--epochs", epochs), ("--iters-per-epoch", iters_per_epoch), ("--val-iters", val_iters)):
+        if value is not None and value < 1:
+            raise UserInputError(f"{flag} {value} is not at least 1", flag, f"pass {flag} 1 or more")
+
+
+@contextlib.contextmanager
+def fold_lock(folder: Path) -> Iterator[None]:
+    """Hold the fold folder for one training run; folders created here and left empty are removed."""
+    created = [p for p in (*reversed(folder.parents), folder) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f"cannot create the fold folder ({e.strerror})", folder,
+                             "make the results folder writable (or choose another --workdir)") from None
+    try:
+        with exclusive_lock(folder, LOCK, "the fold folder"):
+            yield
+    finally:
+        for p in reversed(created):
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def seed_everything(seed: int) -> None:
@@ -72,8 +129,12 @@ def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, nu
     if not raw.is_dir():
         raise UserInputError(f"preprocessed data for '{configuration}' is incomplete and the raw dataset is missing",
                              data_dir, "restore the raw dataset and run `umamba-seg plan-and-preprocess`")
+    from umamba_seg.planning.pipeline import explain_failures
+
     print(f"Preprocessed data for '{configuration}' is missing or incomplete: preprocessing it first.")
-    ResumablePreprocessor(verbose=False).run_resumable(dataset_name, configuration, cnn_plans, raw, pre, num_processes)
+    with explain_failures(raw):
+        ResumablePreprocessor(verbose=False).run_resumable(dataset_name, configuration, cnn_plans, raw, pre,
+                                                           num_processes)
     copy_gt_segmentations(raw, pre)
 
 
@@ -82,19 +143,27 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
                device: str = "auto", continue_training: bool = False, npz: bool = False, seed: int | None = None,
                trust_checkpoint: bool = False, num_processes: int = 2, plans_name: str | None = None,
                validate: bool = True) -> Path:
-    """Train one fold; returns its output folder.
+    """Train one fold (holding its folder's lock); returns its output folder.
 
     ``plans_name``: train with ``<preprocessed>/<plans_name>.json`` (which must exist, e.g. written
     by ``benchmark``) instead of ``umambaPlans_<arch>.json``; results go to that plans' folder.
     ``validate=False`` skips the final sliding-window validation of the fold."""
+    fold = check_fold(ws, dataset_name, fold)
+    check_schedule(epochs, iters_per_epoch, val_iters)
+    out = output_folder(ws, dataset_name, arch, configuration, fold, plans_name=plans_name)
+    with fold_lock(out):
+        return _train_fold_locked(ws, dataset_name, configuration, fold, arch, epochs, iters_per_epoch, val_iters,
+                                  device, continue_training, npz, seed, trust_checkpoint, num_processes, plans_name,
+                                  validate, out)
+
+
+def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str,
+                       epochs: int | None, iters_per_epoch: int | None, val_iters: int | None, device: str,
+                       continue_training: bool, npz: bool, seed: int | None, trust_checkpoint: bool,
+                       num_processes: int, plans_name: str | None, validate: bool, out: Path) -> Path:
     from umamba_seg.planning.pipeline import ensure_plans
     from umamba_seg.training.trainer import umambaTrainer
 
-    if fold != "all":
-        try:
-            fold = int(fold)
-        except ValueError:
-            raise UserInputError(f"fold '{fold}' is not a number or 'all'", "-f", "pass -f 0..4 or -f all") from None
     dev = resolve_device(device)
     configure_cpu_threads(dev)
     if plans_name is None:
@@ -113,7 +182,6 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
         seed_everything(seed)
     plans["continue_training"] = continue_training
     dataset_json = load_json(str(ws.preprocessed_dataset(dataset_name) / "dataset.json"))
-    out = output_folder(ws, dataset_name, arch, configuration, fold, plans_name=plans_name)
     umambaTrainer.trust_checkpoints = trust_checkpoint
     trainer = umambaTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
                             device=dev)

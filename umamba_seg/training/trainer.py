@@ -6,11 +6,14 @@ iterations / validation iterations settable per run (nnU-Net's 1000 x 250 + 50 c
 a CPU), a progress bar per epoch, a checkpoint every epoch so ``--continue`` loses at most one
 epoch, checkpoints that load with ``weights_only=True``, written atomically, and the wall time of
 every training step of a run in ``train_step_times.json`` next to them (``benchmark`` reads it).
+A non-finite training loss stops the run with one line naming the fold folder (no
+``checkpoint_final.pth`` of NaN weights); augmentation workers die with the process.
 Its plans pass :mod:`umamba_seg.architectures.plans_allowlist` before nnunetv2 resolves a name in them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -23,10 +26,15 @@ from tqdm import tqdm
 from umamba_seg.architectures.plans_allowlist import check_architecture, check_plans
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.devices import synchronize
+from umamba_seg.errors import UserInputError
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe, save_checkpoint_safe
 from umamba_seg.training.optimizer_recipe import RECIPE_KEY, OptimizerRecipe
+from umamba_seg.training.worker_lifetime import workers_die_with_parent
 
 STEP_TIMES_FILE = "train_step_times.json"
+# consecutive non-finite losses tolerated: none without a grad scaler (the step already wrote NaN
+# into the weights); a few with one (it skips such steps and lowers its scale)
+NONFINITE_STEPS_WITH_SCALER = 5
 
 
 def _plans_file(plans: dict) -> str:
@@ -83,6 +91,32 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
+    def get_dataloaders(self):
+        """nnunetv2's loaders; their worker processes are killed by the kernel if this process dies."""
+        with workers_die_with_parent():
+            return super().get_dataloaders()
+
+    def _stop_dataloaders(self) -> None:
+        for loader in (self.dataloader_train, self.dataloader_val):
+            if hasattr(loader, "_finish"):
+                loader._finish()
+
+    def _check_loss(self, loss, epoch: int, iteration: int) -> None:
+        """Count consecutive non-finite losses; stop training with one clear line when too many."""
+        value = float(loss)
+        if math.isfinite(value):
+            self._nonfinite_steps = 0
+            return
+        self._nonfinite_steps = getattr(self, "_nonfinite_steps", 0) + 1
+        if self._nonfinite_steps <= (NONFINITE_STEPS_WITH_SCALER if self.grad_scaler is not None else 0):
+            return
+        self.print_to_log_file(f"training loss is {value} at epoch {epoch}, iteration {iteration}: stopping")
+        self._stop_dataloaders()
+        raise UserInputError(
+            f"training loss became {value} at epoch {epoch}, iteration {iteration} (no checkpoint_final.pth written)",
+            self.output_folder, "check the images' intensities with `plan-and-preprocess --verify`, or lower the "
+                                "learning rate; --continue resumes from checkpoint_latest.pth")
+
     def _timed_train_step(self) -> dict:
         """One ``train_step`` (forward, backward, optimizer step; loading the batch excluded), timed."""
         batch = next(self.dataloader_train)
@@ -111,8 +145,9 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
             bar = tqdm(range(self.num_iterations_per_epoch), desc=f"epoch {epoch + 1}/{self.num_epochs} train",
                        disable=not self.show_progress or self.local_rank != 0, leave=False)
             train_outputs = []
-            for _ in bar:
+            for iteration in bar:
                 out = self._timed_train_step()
+                self._check_loss(out["loss"], epoch + 1, iteration + 1)
                 train_outputs.append(out)
                 bar.set_postfix(loss=f"{float(out['loss']):.3f}")
             self.on_train_epoch_end(train_outputs)
