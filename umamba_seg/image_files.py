@@ -72,11 +72,12 @@ def _gzip_length(path: Path) -> tuple[int, bytes]:
         while not d.eof:
             chunk = f.read(_CHUNK)
             if not chunk:
-                raise _bad("truncated file (the compressed data ends before its end-of-stream marker)", path)
+                raise _bad("unreadable or truncated file (the compressed data ends before its end-of-stream "
+                           "marker)", path)
             try:
                 data = d.decompress(chunk)
             except zlib.error as e:
-                raise _bad(f"corrupt compressed data ({e})", path) from None
+                raise _bad(f"unreadable or corrupt compressed data ({e})", path) from None
             total += len(data)
             if len(head) < _NIFTI_HEADER_BYTES:
                 head += data[:_NIFTI_HEADER_BYTES - len(head)]
@@ -121,11 +122,13 @@ def _check_nifti(path: Path, ending: str, max_dim: int) -> None:
     try:
         header = nib.load(str(path)).header
         shape = tuple(int(s) for s in header.get_data_shape())
-        expected = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * header.get_data_dtype().itemsize
+        voxels = int(np.prod(shape, dtype=np.int64))
+        expected = int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
     except Exception as e:  # noqa: BLE001 - any header nibabel cannot parse is a bad file
         raise _bad(f"not a readable NIfTI file ({type(e).__name__}: {str(e).strip()[:100]})", path) from None
     if available < expected:
-        raise _bad(f"truncated file (holds {available} of the {expected} bytes its header announces)", path)
+        raise _bad(f"unreadable or truncated file (holds {available} of the {expected} bytes its header "
+                   "announces)", path)
     dims = len(shape)
     while dims > max_dim and shape[dims - 1] == 1:
         dims -= 1

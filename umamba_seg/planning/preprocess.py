@@ -5,8 +5,9 @@ hidden scratch folder and its files are renamed into place, the ``.pkl`` last; a
 as done once its ``.pkl`` and both arrays exist. A rerun after a kill redoes only the cases
 that are missing or half-written. Each case's files are checked whole first (a truncated NIfTI
 is an error, not zeros), and a case whose preprocessed intensities are not finite or whose
-label map holds values missing from dataset.json stops with one line naming the file. Plans and case identifiers are checked first (allow-list,
-paths inside their folders), since both become file and folder names here.
+label map holds values missing from dataset.json stops with one line naming the file. Plans
+and case identifiers are checked first (allow-list, paths inside their folders), since both
+become file and folder names here.
 """
 
 from __future__ import annotations
