@@ -155,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="default", help="default | small")
 
+    p = sub.add_parser("import-model", help="a model trained with the U-Mamba or xLSTM-UNet authors' code, "
+                                            "into our results (then predict/ensemble/evaluate as usual)")
+    _common(p)
+    p.add_argument("--from", dest="source", required=True, choices=("u-mamba", "xlstm-unet"),
+                   help="whose nnunetv2 fork trained it")
+    p.add_argument("-i", "--input", required=True, type=Path,
+                   help="the fork's <Trainer>__<Plans>__<config> folder (plans.json, dataset.json, fold_*/)")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name to import it as")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+
     p = sub.add_parser("demo", help="the whole chain on small built-in datasets, on CPU")
     _common(p)
     p.add_argument("-a", "--arch", nargs="+", default=None, help="architectures to train (default: cnn + umamba_bot)")
@@ -330,6 +340,21 @@ def cmd_make_dataset(args) -> int:
     return 0
 
 
+def cmd_import_model(args) -> int:
+    from umamba_seg.interop.import_model import import_model
+
+    ws = _workspace(args)
+    res = import_model(ws, args.source, args.input, args.dataset, overwrite=args.overwrite)
+    print(f"Imported {res.trainer_name} ({res.configuration}, fold(s) {' '.join(res.folds)}) as {res.arch}, "
+          f"{res.n_parameters:,} parameters, into {res.destination}")
+    if res.dropped:
+        print(f"Dropped {len(res.dropped)} unused weight(s) of the authors' ViL wrapper LayerNorm, which its forward "
+              f"never calls: {', '.join(res.dropped)}")
+    print(f"Predict with: umamba-seg predict -d {res.dataset_name} -c {res.configuration} -a {res.arch} -i IN -o OUT"
+          + (f" --workdir {args.workdir}" if args.workdir else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from umamba_seg.demo import run_demo
 
@@ -348,6 +373,7 @@ COMMANDS = {
     "postprocess": cmd_postprocess,
     "benchmark": cmd_benchmark,
     "make-dataset": cmd_make_dataset,
+    "import-model": cmd_import_model,
     "demo": cmd_demo,
 }
 
