@@ -29,7 +29,8 @@ from umamba_seg.interop.fork_plans import cnn_architecture, our_plans
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe
 
 FORK_ARCHS = ("umamba_bot", "umamba_enc", "xlstm_bot", "xlstm_enc")
-FORK_TRAINER = {"umamba_bot": ("u-mamba", "nnUNetTrainerUMambaBot"), "umamba_enc": ("u-mamba", "nnUNetTrainerUMambaEnc"),
+FORK_TRAINER = {"umamba_bot": ("u-mamba", "nnUNetTrainerUMambaBot"),
+                "umamba_enc": ("u-mamba", "nnUNetTrainerUMambaEnc"),
                 "xlstm_bot": ("xlstm-unet", "nnUNetTrainerUxLSTMBot"),
                 "xlstm_enc": ("xlstm-unet", "nnUNetTrainerUxLSTMEnc")}
 FEATURES = (8, 16, 32, 32)  # 4 stages: xLSTM-UNet Enc in 3D has ViL from stage 3 on
@@ -56,15 +57,16 @@ def fork_configuration(dim: int, patch: list[int], spacing: list[float], n_chann
     }
 
 
-def fork_plans_2d(dataset_name: str, n_channels: int) -> dict:
-    """The forks' plans.json for a 2D PNG dataset, 32 x 32 patch, 3 stages of 8/16/32 features."""
+def fork_plans_2d(dataset_name: str, n_channels: int, patch: tuple[int, int] = (64, 64)) -> dict:
+    """The forks' plans.json for a 2D PNG dataset (64 x 64 images: one window per case),
+    4 stages of 8/16/32/32 features."""
     props = {str(c): {"max": 255.0, "mean": 120.0, "median": 118.0, "min": 0.0, "percentile_00_5": 2.0,
                       "percentile_99_5": 250.0, "std": 40.0} for c in range(n_channels)}
     return {
         "dataset_name": dataset_name, "plans_name": "nnUNetPlans",
         "original_median_spacing_after_transp": [999.0, 1.0, 1.0], "original_median_shape_after_transp": [1, 64, 64],
         "image_reader_writer": "NaturalImage2DIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "configurations": {"2d": fork_configuration(2, [32, 32], [1.0, 1.0], n_channels)},
+        "configurations": {"2d": fork_configuration(2, list(patch), [1.0, 1.0], n_channels)},
         "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": props,
     }
@@ -200,8 +202,8 @@ def _save_fork_checkpoint(path: Path, weights: dict, trainer: str, plans: dict, 
                     "lrs": [0.01, 0.009]},
         "_best_ema": np.float64(0.7),
         "current_epoch": 1000,
-        "init_args": {"plans": plans, "configuration": "2d", "fold": 0, "dataset_json": ds, "unpack_dataset": True,
-                      "device": torch.device("cuda")},
+        "init_args": {"plans": plans, "configuration": next(iter(plans["configurations"])), "fold": 0,
+                      "dataset_json": ds, "unpack_dataset": True, "device": torch.device("cuda")},
         "trainer_name": trainer,
         "inference_allowed_mirroring_axes": (0, 1),
     }
@@ -239,8 +241,8 @@ def make_fork_folder(root: Path, arch: str, raw_dataset: Path, folds: tuple[str,
             for p in net.parameters():
                 p.add_(0.05 * torch.randn_like(p))
         ours = {k: v.clone() for k, v in net.state_dict().items()}
-        _save_fork_checkpoint(folder / f"fold_{fold}" / "checkpoint_final.pth", authors_weights(ours), trainer, plans, ds,
-                              numpy1_names=(i % 2 == 1))
+        _save_fork_checkpoint(folder / f"fold_{fold}" / "checkpoint_final.pth", authors_weights(ours), trainer,
+                              plans, ds, numpy1_names=(i % 2 == 1))
         ours_per_fold[fold] = ours
     return folder, source, ours_per_fold
 
@@ -282,7 +284,7 @@ def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir
         plans = json.loads((model / "plans.json").read_text())
         assert plans["plans_name"] == f"umambaPlans_{arch}" and plans["dataset_name"] == raw_2d_dataset.name
         assert plans["configurations"]["2d"]["architecture"] == registry.get(arch).architecture_block(
-            cnn_architecture(fork_configuration(2, [32, 32], [1.0, 1.0], 3)), [32, 32])
+            cnn_architecture(fork_configuration(2, [64, 64], [1.0, 1.0], 3)), [64, 64])
         for fold, ours in weights.items():
             ckpt = torch.load(model / f"fold_{fold}" / "checkpoint_final.pth", weights_only=True)  # no numpy left
             assert list(ckpt["network_weights"]) == list(ours)
@@ -295,7 +297,7 @@ def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir
     for arch in ("umamba_bot", "xlstm_bot"):
         out_dir = tmp_path / f"pred_{arch}"
         code, _, err = _run(capsys, "predict", "-i", raw_2d_dataset / "imagesTs", "-o", out_dir, "-d", ds_id,
-                            "-c", "2d", "-a", arch, "--device", "cpu", "--no-tta", "--step-size", "1", "--save-probabilities",
+                            "-c", "2d", "-a", arch, "--device", "cpu", "--no-tta", "--save-probabilities",
                             "--workdir", workdir)
         assert code == 0, err
         preds[arch] = _predicted_labels(out_dir, cases)
@@ -412,13 +414,13 @@ def test_import_refuses_broken_folders(tmp_path, good_fork_folder, capsys):
     _assert_refused(capsys, bad, workdir, str(path))
 
 
-def test_our_plans_resolve_inheritance_and_refuse_cascade(raw_2d_dataset):
+def test_our_plans_resolve_inheritance_and_refuse_cascade():
     plans = fork_plans_2d("Dataset903_X", 3)
-    plans["configurations"]["2d_big"] = {"inherits_from": "2d", "patch_size": [64, 64]}
+    plans["configurations"]["2d_big"] = {"inherits_from": "2d", "patch_size": [96, 96]}
     ours = our_plans(copy.deepcopy(plans), "2d_big", "umamba_bot", "Dataset903_X", "plans.json")
     conf = ours["configurations"]["2d_big"]
-    assert conf["patch_size"] == [64, 64] and "inherits_from" not in conf and "conv_kernel_sizes" not in conf
-    assert conf["architecture"]["arch_kwargs"]["patch_size"] == [64, 64]
+    assert conf["patch_size"] == [96, 96] and "inherits_from" not in conf and "conv_kernel_sizes" not in conf
+    assert conf["architecture"]["arch_kwargs"]["patch_size"] == [96, 96]
     plans["configurations"]["2d_cascade"] = {"inherits_from": "2d", "previous_stage": "2d_big"}
     from umamba_seg.errors import UserInputError
 

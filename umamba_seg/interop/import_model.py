@@ -66,7 +66,7 @@ def parse_model_folder(folder: Path) -> tuple[str, str, str]:
     m = _FOLDER_RE.match(folder.name)
     if not m:
         raise UserInputError(f"'{folder.name}' is not a <Trainer>__<Plans>__<configuration> folder", folder,
-                             "pass the trained model's folder, e.g. .../nnUNetTrainerUMambaBot__nnUNetPlans__3d_fullres")
+                             "pass the trained model's folder, e.g. nnUNetTrainerUMambaBot__nnUNetPlans__3d_fullres")
     return m.group("trainer"), m.group("plans"), m.group("config")
 
 
