@@ -304,6 +304,17 @@ def test_trainer_and_memory_model_refuse_plans_that_import_code(model_copy):
         build_network(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"], 3, 2)
 
 
+def test_build_from_cnn_plan_refuses_a_block_that_imports_code(tmp_path):
+    from umamba_seg.architectures.from_cnn_plan import build_from_cnn_plan
+
+    block = _cnn_block(2)
+    block["arch_kwargs"]["nonlin"] = "os.system"
+    block["arch_kwargs"]["nonlin_kwargs"] = {"command": f"touch {tmp_path / 'MARKER'}"}
+    with pytest.raises(UserInputError, match="arch_kwargs.nonlin"):
+        build_from_cnn_plan("cnn", block, [64, 64], 1, 2)
+    assert not (tmp_path / "MARKER").exists()
+
+
 def test_data_only_unpickler_names_the_refused_global(tmp_path):
     f = tmp_path / "x.pkl"
     f.write_bytes(pickle.dumps({"a": np.arange(3), "b": np.float32(1), "c": {1, 2}, "d": (1, [2.0])}, protocol=2))

@@ -15,6 +15,7 @@ from typing import Sequence
 from torch import nn
 
 from umamba_seg.architectures import registry
+from umamba_seg.architectures.plans_allowlist import check_architecture
 from umamba_seg.errors import UserInputError
 
 
@@ -44,6 +45,7 @@ def build_from_cnn_plan(arch: str, cnn_architecture: dict, patch_size: Sequence[
             raise UserInputError(f"{arch} does not accept the patch {patch}", "patch_size",
                                  f"use the nearest patch it accepts, {accepted}")
     block = spec.architecture_block(cnn_architecture, patch)
+    check_architecture(block, "cnn_architecture")  # nothing the block names is imported unless allow-listed
     return get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],
                                   int(input_channels), int(num_classes), allow_init=True,
                                   deep_supervision=deep_supervision)
