@@ -412,6 +412,14 @@ def test_import_refuses_broken_folders(tmp_path, good_fork_folder, capsys):
     path = bad / "fold_1" / "checkpoint_final.pth"
     path.write_bytes(path.read_bytes()[:1000])
     _assert_refused(capsys, bad, workdir, str(path))
+    shutil.rmtree(bad.parent)
+
+    # the workspace already holds dataset 903 with other labels
+    local = workdir / "raw" / "Dataset903_SynthEndoscopy" / "dataset.json"
+    ds = json.loads((good_fork_folder / "dataset.json").read_text())
+    local.parent.mkdir(parents=True)
+    local.write_text(json.dumps({**ds, "labels": {"background": 0, "tumour": 1, "cyst": 2}}))
+    _assert_refused(capsys, _broken_copy(good_fork_folder, tmp_path), workdir, "labels/channels differ", str(local))
 
 
 def test_our_plans_resolve_inheritance_and_refuse_cascade():

@@ -114,14 +114,17 @@ def target_dataset_name(ws: Workspace, dataset: str | int, fork_dataset_name: st
     return f"Dataset{int(text):03d}_{suffix}"
 
 
+def _n_channels(dataset_json: dict) -> int:
+    return len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+
+
 def _check_local_dataset(ws: Workspace, name: str, ds: dict, ds_file: Path) -> None:
     """If the workspace already holds the dataset, its labels and channels must be the model's."""
     for base in (ws.raw_dataset(name), ws.preprocessed_dataset(name)):
         local_file = base / "dataset.json"
         if local_file.is_file():
             local = _load_json(local_file)
-            channels = lambda d: d.get("channel_names", d.get("modality", {}))  # noqa: E731
-            if local.get("labels") != ds.get("labels") or len(channels(local)) != len(channels(ds)):
+            if local.get("labels") != ds.get("labels") or _n_channels(local) != _n_channels(ds):
                 raise UserInputError(f"the model's labels/channels differ from those of {name}", local_file,
                                      f"import into another id (-d), or compare with {ds_file}")
             return
