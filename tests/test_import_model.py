@@ -26,7 +26,6 @@ from umamba_seg.benchmark.same_plan import same_plan_plans
 from umamba_seg.cli import main as cli
 from umamba_seg.interop.fork_checkpoint import authors_to_ours, load_fork_checkpoint
 from umamba_seg.interop.fork_plans import cnn_architecture, our_plans
-from umamba_seg.training.checkpoint_io import load_checkpoint_safe
 
 FORK_ARCHS = ("umamba_bot", "umamba_enc", "xlstm_bot", "xlstm_enc")
 FORK_TRAINER = {"umamba_bot": ("u-mamba", "nnUNetTrainerUMambaBot"),
