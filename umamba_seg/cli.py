@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None, help="default: the prediction folder")
     p.add_argument("--nsd-tolerance", default="1.0", help="mm, or a JSON file {label: mm}")
     p.add_argument("-np", "--num-processes", type=int, default=2)
+    p.add_argument("--instances", action="store_true",
+                   help="REF and PRED hold instance label maps: F1, precision, recall, AP, matched IoU per cell")
+    p.add_argument("--iou", type=float, default=0.5, help="with --instances: IoU a matched cell needs (default 0.5)")
+    p.add_argument("--exclude-border", action="store_true",
+                   help="with --instances: ignore cells within 2 pixels of the image edge (NeurIPS CellSeg metric)")
 
     p = sub.add_parser("find-best", help="best model or pairwise ensemble from cross-validation, + postprocessing")
     _common(p)
@@ -268,6 +273,12 @@ def cmd_ensemble(args) -> int:
 def cmd_evaluate(args) -> int:
     from umamba_seg.evaluation.evaluate import evaluate_folders
 
+    if args.instances:
+        from umamba_seg.evaluation.evaluate_instances import evaluate_instance_folders
+
+        evaluate_instance_folders(args.reference, args.prediction, args.output, args.iou, args.exclude_border,
+                                  args.num_processes)
+        return 0
     dataset_json = None
     if args.dataset is not None:
         ws = _workspace(args)
