@@ -421,6 +421,14 @@ def test_import_refuses_broken_folders(tmp_path, good_fork_folder, capsys):
     _assert_refused(capsys, _broken_copy(good_fork_folder, tmp_path), workdir, "labels/channels differ", str(local))
 
 
+def test_old_torch_is_refused_before_any_unpickling(good_fork_folder, monkeypatch):
+    from umamba_seg.errors import UserInputError
+
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    with pytest.raises(UserInputError, match=r"needs torch >= 2\.6 \(this is 2\.5\.1\)"):
+        load_fork_checkpoint(good_fork_folder / "fold_0" / "checkpoint_final.pth")
+
+
 def test_our_plans_resolve_inheritance_and_refuse_cascade():
     plans = fork_plans_2d("Dataset903_X", 3)
     plans["configurations"]["2d_big"] = {"inherits_from": "2d", "patch_size": [96, 96]}

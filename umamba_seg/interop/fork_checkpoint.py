@@ -30,15 +30,22 @@ from umamba_seg.architectures.token_mixer_unet import authors_unused_keys
 from umamba_seg.errors import UserInputError
 
 
+# torch.serialization.safe_globals with (object, "pickled.name") entries
+MIN_TORCH = (2, 6)
+
+
 def _numpy_globals() -> list:
     """What numpy values need from the unpickler: scalars, arrays, dtypes (numeric and bool)."""
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray
 
     dtype_classes = sorted({type(np.dtype(c)) for c in "?bhilqBHILQefdgFDG"}, key=lambda c: c.__name__)
     allowed: list = [np.dtype, np.ndarray, *dtype_classes, multiarray.scalar, multiarray._reconstruct]
-    # checkpoints written under numpy 1 name the same functions in numpy.core
-    allowed += [(multiarray.scalar, "numpy.core.multiarray.scalar"),
-                (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
+    if multiarray.__name__ != "numpy.core.multiarray":  # numpy 2 reading numpy 1's names
+        allowed += [(multiarray.scalar, "numpy.core.multiarray.scalar"),
+                    (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
     return allowed
 
 
@@ -55,9 +62,14 @@ def load_fork_checkpoint(path: str | Path) -> dict:
     builtins and numpy values, or one without ``network_weights``: :class:`UserInputError`
     naming the file.
     """
+    from torch.torch_version import TorchVersion
+
     path = Path(path)
     if not path.is_file():
         raise UserInputError("checkpoint not found", path, "pass the model folder the fork wrote")
+    if TorchVersion(torch.__version__) < MIN_TORCH:
+        raise UserInputError(f"reading the forks' checkpoints safely needs torch >= {'.'.join(map(str, MIN_TORCH))} "
+                             f"(this is {torch.__version__})", path, "upgrade torch (pip install -U torch)")
     allowed = _numpy_globals()
     allowed_names = {_global_name(e) for e in allowed}
     try:
