@@ -375,17 +375,19 @@ def test_instances_to_interior_boundary_by_hand() -> None:
 
 
 def test_interior_boundary_round_trips_to_instances() -> None:
+    from umamba_seg.inference.instances import seed_regions, semantic_to_instances
+
     inst = _touching_cells()
-    back = neurips_cells.labels_to_instances(neurips_cells.instances_to_labels(inst))
+    back = semantic_to_instances(neurips_cells.instances_to_labels(inst))
     assert len(np.unique(back[back > 0])) == 3
     for k in (1, 2, 7):  # each original cell maps to exactly one recovered instance, and back
         values = np.unique(back[inst == k])
         assert len(values) == 1 and values[0] > 0
         assert (inst[back == values[0]] == k).all()
     np.testing.assert_array_equal(back > 0, inst > 0)  # grown over the boundary: full cell extent
-    interior_only = neurips_cells.labels_to_instances(neurips_cells.instances_to_labels(inst), grow=False)
-    assert interior_only.max() == 3 and (interior_only > 0).sum() == (neurips_cells.instances_to_labels(inst) == 1).sum()
-    assert neurips_cells.labels_to_instances(np.zeros((4, 4), np.uint8)).max() == 0
+    interior_only, n = seed_regions(neurips_cells.instances_to_labels(inst))
+    assert n == 3 and (interior_only > 0).sum() == (neurips_cells.instances_to_labels(inst) == 1).sum()
+    assert semantic_to_instances(np.zeros((4, 4), np.uint8)).max() == 0
 
 
 def test_cells_convert_formats_and_pass_integrity(cells_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

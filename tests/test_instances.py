@@ -154,3 +154,122 @@ def test_cli_evaluate_instances_writes_summary_and_refuses_other_geometry(tmp_pa
                  "-np", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert err.startswith("error: prediction shape") and "b.png" in err
+
+
+# ----------------------------------------------------------------------------- instances <-> semantic
+
+def _touching_blocks() -> np.ndarray:
+    """Five cells: a row of three touching squares, a disc touching the row, a lone cell."""
+    inst = np.zeros((48, 48), np.int32)
+    inst[4:14, 4:14] = 3
+    inst[4:14, 14:24] = 8
+    inst[4:14, 24:30] = 11
+    yy, xx = np.mgrid[:48, :48]
+    inst[(np.hypot(yy - 20, xx - 18) < 6) & (inst == 0)] = 20  # touches the squares from below
+    inst[34:44, 30:44] = 5
+    return inst
+
+
+def test_instances_to_semantic_by_hand_and_width():
+    from umamba_seg.instance_labels import instances_to_semantic
+
+    inst = np.zeros((7, 9), int)
+    inst[1:6, 1:4] = 1
+    inst[1:6, 4:8] = 2
+    sem = instances_to_semantic(inst)
+    expected_row = [0, 2, 1, 2, 2, 1, 1, 2, 0]  # both sides of the seam are boundary
+    assert sem[3].tolist() == expected_row
+    assert sem[1, 1:8].tolist() == [2] * 7 and sem[0].tolist() == [0] * 9
+    assert set(np.unique(sem)) == {0, 1, 2}
+    wide = instances_to_semantic(inst, boundary_width=2)
+    assert wide[3].tolist() == [0, 2, 2, 2, 2, 2, 2, 2, 0]
+    with pytest.raises(ValueError):
+        instances_to_semantic(inst, boundary_width=0)
+
+
+def test_semantic_to_instances_round_trip():
+    from umamba_seg.inference.instances import semantic_to_instances
+    from umamba_seg.instance_labels import instances_to_semantic
+
+    inst = _touching_blocks()
+    back = semantic_to_instances(instances_to_semantic(inst))
+    # the same partition: every original cell is exactly one recovered instance
+    pairs = {(int(a), int(b)) for a, b in zip(inst.ravel(), back.ravel())}
+    assert len(pairs) == 6 and len({a for a, _ in pairs}) == 6 and len({b for _, b in pairs}) == 6
+    assert instance_metrics(inst, back)["mean_matched_IoU"] == 1.0
+    # 3D: two touching boxes
+    vol = np.zeros((10, 12, 20), np.int32)
+    vol[2:8, 2:10, 2:10] = 4
+    vol[2:8, 2:10, 10:18] = 9
+    back3 = semantic_to_instances(instances_to_semantic(vol))
+    assert instance_metrics(vol, back3)["AP"] == 1.0
+    # without a boundary the two squares would be one seed; min_size drops specks
+    sem = instances_to_semantic(inst)
+    sem[0, 0] = 1
+    assert semantic_to_instances(sem).max() == 6 and semantic_to_instances(sem, min_size=2).max() == 5
+
+
+def test_seeds_grow_along_the_interior_probability():
+    from umamba_seg.inference.instances import semantic_to_instances
+
+    sem = np.zeros((1, 5, 9), np.uint8)  # 2D as nnU-Net holds it: (1, y, x)
+    sem[0, 1:4, 1:8] = 2
+    sem[0, 2, 2] = 1
+    sem[0, 2, 6] = 1
+    prob = np.zeros(sem.shape, np.float32)
+    prob[0, :, :6] = 0.4  # the left seed's side looks more like interior up to column 5
+    inst = semantic_to_instances(sem, prob)
+    assert inst[0, 2, 5] == inst[0, 2, 2] != inst[0, 2, 6]
+    inst = semantic_to_instances(sem)  # by distance: column 4 is as near to both, 5 is nearer the right
+    assert inst[0, 2, 5] == inst[0, 2, 6]
+
+
+def test_cli_instances_to_semantic_png_and_nifti(tmp_path):
+    import SimpleITK as sitk
+
+    from umamba_seg.instance_labels import instances_to_semantic
+
+    inst = _touching_blocks()
+    _write_png(inst, tmp_path / "inst2d" / "a.png")
+    assert main(["instances-to-semantic", "-i", str(tmp_path / "inst2d"), "-o", str(tmp_path / "sem2d")]) == 0
+    got = np.asarray(Image.open(tmp_path / "sem2d" / "a.png"))
+    np.testing.assert_array_equal(got, instances_to_semantic(inst))
+    assert not [p for p in (tmp_path / "sem2d").iterdir() if p.name.startswith(".")]  # no scratch left
+
+    vol = np.zeros((6, 10, 12), np.uint16)
+    vol[1:5, 2:8, 1:6] = 1000  # ids above 255
+    vol[1:5, 2:8, 6:11] = 2
+    img = sitk.GetImageFromArray(vol)
+    img.SetSpacing((0.5, 0.7, 2.0))
+    img.SetOrigin((1.0, -2.0, 3.0))
+    (tmp_path / "inst3d").mkdir()
+    sitk.WriteImage(img, str(tmp_path / "inst3d" / "v.nii.gz"))
+    assert main(["instances-to-semantic", "-i", str(tmp_path / "inst3d"), "-o", str(tmp_path / "sem3d"),
+                 "--boundary-width", "2"]) == 0
+    out = sitk.ReadImage(str(tmp_path / "sem3d" / "v.nii.gz"))
+    assert out.GetSpacing() == pytest.approx((0.5, 0.7, 2.0)) and out.GetOrigin() == pytest.approx((1.0, -2.0, 3.0))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), instances_to_semantic(vol, 2))
+    assert main(["instances-to-semantic", "-i", str(tmp_path / "inst3d"), "-o", str(tmp_path / "x"),
+                 "--boundary-width", "0"]) == 2
+    assert main(["instances-to-semantic", "-i", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")]) == 2
+
+
+def test_instance_maps_written_as_uint16_or_uint32(tmp_path):
+    import SimpleITK as sitk
+
+    from umamba_seg.label_files import read_label_map, reader_writer_for, write_instance_map
+
+    vol = np.zeros((1, 4, 5), np.int64)
+    vol[0, 1, 1] = 3
+    img = sitk.GetImageFromArray(vol[0].astype(np.uint8))
+    img.SetSpacing((0.3, 0.4))
+    sitk.WriteImage(img, str(tmp_path / "ref.nii.gz"))
+    rw = reader_writer_for(".nii.gz", tmp_path / "ref.nii.gz")
+    _, props = read_label_map(rw, tmp_path / "ref.nii.gz")
+    write_instance_map(rw, vol, tmp_path / "out" / "small.nii.gz", props)
+    small = sitk.ReadImage(str(tmp_path / "out" / "small.nii.gz"))
+    assert small.GetPixelID() == sitk.sitkUInt16 and small.GetSpacing() == pytest.approx((0.3, 0.4))
+    vol[0, 2, 2] = 70000
+    write_instance_map(rw, vol, tmp_path / "out" / "big.nii.gz", props)
+    big = sitk.ReadImage(str(tmp_path / "out" / "big.nii.gz"))
+    assert big.GetPixelID() == sitk.sitkUInt32 and sitk.GetArrayFromImage(big)[2, 2] == 70000

@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-border", action="store_true",
                    help="with --instances: ignore cells within 2 pixels of the image edge (NeurIPS CellSeg metric)")
 
+    p = sub.add_parser("instances-to-semantic",
+                       help="instance label maps -> background 0, interior 1, boundary 2 (cells, nuclei)")
+    _common(p)
+    p.add_argument("-i", "--input", required=True, type=Path, help="folder of instance label maps (any nnU-Net format)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the semantic label maps")
+    p.add_argument("--boundary-width", type=int, default=1, help="boundary thickness in pixels (default 1)")
+
     p = sub.add_parser("find-best", help="best model or pairwise ensemble from cross-validation, + postprocessing")
     _common(p)
     p.add_argument("-d", "--dataset", required=True)
@@ -301,6 +308,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_instances_to_semantic(args) -> int:
+    from umamba_seg.instance_labels import convert_instance_folder
+
+    written = convert_instance_folder(args.input, args.output, args.boundary_width)
+    print(f"Converted {len(written)} instance map(s) into {args.output} "
+          "(dataset.json labels: background 0, interior 1, boundary 2)")
+    return 0
+
+
 def cmd_find_best(args) -> int:
     from umamba_seg.evaluation.find_best import find_best
 
@@ -380,6 +396,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "ensemble": cmd_ensemble,
     "evaluate": cmd_evaluate,
+    "instances-to-semantic": cmd_instances_to_semantic,
     "find-best": cmd_find_best,
     "postprocess": cmd_postprocess,
     "benchmark": cmd_benchmark,

@@ -16,9 +16,11 @@ bit depth does not matter).
 
 Labels, ``scheme="interior-boundary"`` (default, the U-Mamba cell setting, labels background 0,
 interior 1, boundary 2): a pixel is *boundary* when it belongs to a cell and one of its four
-neighbours belongs to another cell or to the background; the rest of the cell is *interior*. The
-boundary class keeps touching cells apart, so :func:`labels_to_instances` can recover instances
-(connected interiors, optionally grown over their nearest boundary pixels) for the challenge's F1 score.
+neighbours belongs to another cell or to the background; the rest of the cell is *interior*
+(umamba-seg's one implementation, :mod:`umamba_seg.instance_labels`, which is also
+``umamba-seg instances-to-semantic``). The boundary class keeps touching cells apart, so
+``umamba-seg predict --instances`` recovers cells and ``umamba-seg evaluate --instances`` scores
+them (F1) against the original instance masks.
 ``scheme="foreground"`` writes plain cell/background (0/1) instead.
 """
 
@@ -39,12 +41,13 @@ except ImportError:  # run as a script: this folder is sys.path[0]
     import common
 
 from umamba_seg.errors import UserInputError
+from umamba_seg.instance_labels import SEMANTIC_LABELS, instances_to_semantic
 
 NAME = "NeurIPSCell"
 DEFAULT_ID = 703
 CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
 SCHEMES = {
-    "interior-boundary": {"background": 0, "interior": 1, "boundary": 2},
+    "interior-boundary": dict(SEMANTIC_LABELS),
     "foreground": {"background": 0, "cell": 1},
 }
 _IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -129,51 +132,15 @@ def to_rgb_uint8(arr: np.ndarray, where: Path) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def instance_boundaries(instances: np.ndarray) -> np.ndarray:
-    """Cell pixels with a 4-neighbour of another value (another cell or background)."""
-    inst = np.asarray(instances)
-    edge = np.zeros(inst.shape, bool)
-    vertical = inst[1:, :] != inst[:-1, :]
-    horizontal = inst[:, 1:] != inst[:, :-1]
-    edge[1:, :] |= vertical
-    edge[:-1, :] |= vertical
-    edge[:, 1:] |= horizontal
-    edge[:, :-1] |= horizontal
-    return edge & (inst > 0)
-
-
 def instances_to_labels(instances: np.ndarray, scheme: str = "interior-boundary") -> np.ndarray:
-    """Instance mask (0 = background, k = cell k) -> semantic labels of ``scheme`` (uint8)."""
+    """Instance mask (0 = background, k = cell k) -> semantic labels of ``scheme`` (uint8);
+    interior-boundary is :func:`umamba_seg.instance_labels.instances_to_semantic` (boundary 1 pixel)."""
     inst = np.asarray(instances)
-    cells = inst > 0
     if scheme == "foreground":
-        return cells.astype(np.uint8)
+        return (inst > 0).astype(np.uint8)
     if scheme != "interior-boundary":
         raise ValueError(f"unknown scheme {scheme!r}, expected one of {sorted(SCHEMES)}")
-    boundary = instance_boundaries(inst)
-    out = np.zeros(inst.shape, np.uint8)
-    out[cells & ~boundary] = 1
-    out[boundary] = 2
-    return out
-
-
-def labels_to_instances(labels: np.ndarray, grow: bool = True) -> np.ndarray:
-    """Interior/boundary prediction -> instance mask (int32, 0 = background).
-
-    Each connected interior region (8-connectivity, like skimage's default; interiors of two
-    different cells can never touch diagonally, since each pixel next to another cell is
-    boundary) is one cell. With ``grow`` (default) every predicted boundary pixel joins its nearest
-    interior region, so cells get their full extent; ``grow=False`` keeps the interior regions
-    only, which is what U-Mamba's published F1 script scores (connected components of class 1).
-    """
-    from scipy import ndimage
-
-    seg = np.asarray(labels)
-    seeds, n = ndimage.label(seg == 1, structure=np.ones((3, 3), bool))
-    if n == 0 or not grow:
-        return seeds.astype(np.int32)
-    _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
-    return np.where(seg > 0, seeds[iy, ix], 0).astype(np.int32)
+    return instances_to_semantic(inst)
 
 
 def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
@@ -209,7 +176,7 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
         reference="https://neurips22-cellseg.grand-challenge.org/",
         license="see the challenge data page",
         description=f"NeurIPS 2022 cell segmentation converted by umamba-seg scripts/convert/neurips_cells.py; "
-                    f"instance masks -> {scheme} labels; instance task: rebuild cells with labels_to_instances",
+                    f"instance masks -> {scheme} labels; instance task: umamba-seg predict --instances",
         converted_by="umamba-seg")
     return ds.root
 
