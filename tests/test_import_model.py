@@ -264,6 +264,11 @@ def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir
                                                             raw_2d_dataset, folds=("0", "1"))
     xlstm_folder, src_x, xlstm_weights = make_fork_folder(tmp_path / "xlstm_results", "xlstm_bot", raw_2d_dataset,
                                                           seed=10)
+    best = xlstm_folder / "fold_0" / "checkpoint_best.pth"  # an earlier epoch's weights
+    ckpt = torch.load(xlstm_folder / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    ckpt["network_weights"] = {k: v + 1 for k, v in ckpt["network_weights"].items()}
+    ckpt["current_epoch"] = 700
+    torch.save(ckpt, best)
     assert torch.serialization.get_unsafe_globals_in_checkpoint(umamba_folder / "fold_1" / "checkpoint_final.pth")
 
     code, out, err = _run(capsys, "import-model", "--from", src_u, "-i", umamba_folder, "-d", ds_id,
@@ -276,6 +281,12 @@ def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir
     assert "Dropped 2 unused weight(s)" in out and "xlstm.norm.weight" in out
 
     results = workdir / "results" / raw_2d_dataset.name
+    best_ours = torch.load(results / "umambaTrainer__umambaPlans_xlstm_bot__2d" / "fold_0" / best.name,
+                           weights_only=True)
+    assert best_ours["current_epoch"] == 700
+    assert all(torch.equal(best_ours["network_weights"][k], v + 1) for k, v in xlstm_weights["0"].items())
+    assert sorted(p.name for p in (results / "umambaTrainer__umambaPlans_umamba_bot__2d" / "fold_0").iterdir()) == [
+        "checkpoint_final.pth"]
     for arch, weights in (("umamba_bot", umamba_weights), ("xlstm_bot", xlstm_weights)):
         model = results / f"umambaTrainer__umambaPlans_{arch}__2d"
         assert sorted(p.name for p in model.iterdir()) == sorted(

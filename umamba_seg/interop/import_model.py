@@ -2,10 +2,11 @@
 
 Input: a results folder as their nnunetv2 forks write it,
 ``<Trainer>__<Plans>__<configuration>/`` with ``plans.json``, ``dataset.json`` and
-``fold_<f>/checkpoint_final.pth``. Output: ``<results>/DatasetXXX_Name/umambaTrainer__
-umambaPlans_<arch>__<configuration>/`` with our plans (:mod:`.fork_plans`), their
-``dataset.json``, an ``import_info.json`` (where it came from, what was dropped) and per fold a
-checkpoint that loads with ``weights_only=True`` (:mod:`.fork_checkpoint`), which is what
+``fold_<f>/checkpoint_final.pth`` (a fold's ``checkpoint_best.pth`` is imported too). Output:
+``<results>/DatasetXXX_Name/umambaTrainer__umambaPlans_<arch>__<configuration>/`` with our
+plans (:mod:`.fork_plans`), their ``dataset.json``, an ``import_info.json`` (where it came
+from, what was dropped) and per fold checkpoints that load with ``weights_only=True``
+(:mod:`.fork_checkpoint`), which is what
 ``train`` writes and what ``predict``/``ensemble``/``evaluate`` read: they run on it unchanged,
 on CPU or GPU, without mamba-ssm. Preprocessed plans are not written: prediction reads the
 model folder's ``plans.json`` only, and a dataset's own ``umambaPlans_<arch>.json`` stays the
@@ -43,6 +44,7 @@ from umamba_seg.training.run import TRAINER_NAME, output_folder
 from umamba_seg.workspace import Workspace
 
 CHECKPOINT = "checkpoint_final.pth"
+BEST_CHECKPOINT = "checkpoint_best.pth"  # imported too where the fork wrote one (predict --checkpoint)
 IMPORT_INFO = "import_info.json"
 _FOLDER_RE = re.compile(r"^(?P<trainer>[^_].*?)__(?P<plans>.+)__(?P<config>[^_].*)$")
 _DATASET_RE = re.compile(r"^Dataset\d{3}_(?P<name>.+)$")
@@ -188,6 +190,32 @@ def _scratch_folder(destination: Path, overwrite: bool):
         raise
 
 
+def _our_checkpoint(path: Path, trainer: str, configuration: str, arch: str, network: torch.nn.Module,
+                    expected: dict, shared: list, init_args: dict, dataset_name: str, origin: dict) -> dict:
+    """One fork checkpoint as ours (what ``train`` writes, minus the optimizer state)."""
+    ckpt = load_fork_checkpoint(path)
+    if ckpt.get("trainer_name", trainer) != trainer:
+        raise UserInputError(f"checkpoint was written by trainer '{ckpt['trainer_name']}', the folder name "
+                             f"says '{trainer}'", path, "keep each checkpoint in its own model folder")
+    ckpt_conf = (ckpt.get("init_args") or {}).get("configuration", configuration)
+    if ckpt_conf != configuration:
+        raise UserInputError(f"checkpoint is of configuration '{ckpt_conf}', the folder name says "
+                             f"'{configuration}'", path, "keep each checkpoint in its own model folder")
+    weights, dropped = authors_to_ours(arch, ckpt["network_weights"], expected, path, shared)
+    network.load_state_dict(weights, strict=True)  # what predict does; shapes were checked above
+    epoch = ckpt.get("current_epoch")
+    mirror = ckpt.get("inference_allowed_mirroring_axes")
+    return {
+        "network_weights": {k: _own_storage(v) for k, v in weights.items()},
+        "init_args": init_args,
+        "trainer_name": TRAINER_NAME,
+        "inference_allowed_mirroring_axes": None if mirror is None else tuple(int(a) for a in mirror),
+        "current_epoch": int(epoch) if epoch is not None else None,
+        "dataset_name": dataset_name,
+        "imported_from": {**origin, "checkpoint": str(path), "dropped_weights": dropped},
+    }
+
+
 def import_model(ws: Workspace, source: str, model_folder: str | os.PathLike, dataset: str | int,
                  overwrite: bool = False) -> ImportResult:
     """Import ``model_folder`` (written by the ``source`` fork) as dataset ``dataset``."""
@@ -223,32 +251,21 @@ def import_model(ws: Workspace, source: str, model_folder: str | os.PathLike, da
                           n_parameters=sum(p.numel() for p in network.parameters()))
     info_folds: dict[str, dict] = {}
     with _scratch_folder(destination, overwrite) as scratch:
-        for fold, path in folds.items():
-            ckpt = load_fork_checkpoint(path)
-            if ckpt.get("trainer_name", trainer) != trainer:
-                raise UserInputError(f"checkpoint was written by trainer '{ckpt['trainer_name']}', the folder name "
-                                     f"says '{trainer}'", path, "keep each checkpoint in its own model folder")
-            ckpt_conf = (ckpt.get("init_args") or {}).get("configuration", configuration)
-            if ckpt_conf != configuration:
-                raise UserInputError(f"checkpoint is of configuration '{ckpt_conf}', the folder name says "
-                                     f"'{configuration}'", path, "keep each checkpoint in its own model folder")
-            weights, dropped = authors_to_ours(arch, ckpt["network_weights"], expected, path, shared)
-            network.load_state_dict(weights, strict=True)  # what predict does; shapes were checked above
-            result.dropped = sorted(set(result.dropped) | set(dropped))
-            epoch = ckpt.get("current_epoch")
-            mirror = ckpt.get("inference_allowed_mirroring_axes")
-            save_checkpoint_safe({
-                "network_weights": {k: _own_storage(v) for k, v in weights.items()},
-                "init_args": {"plans": plans, "configuration": configuration,
-                              "fold": int(fold) if fold.isdigit() else fold, "dataset_json": ds, "device": "cpu"},
-                "trainer_name": TRAINER_NAME,
-                "inference_allowed_mirroring_axes": None if mirror is None else tuple(int(a) for a in mirror),
-                "current_epoch": int(epoch) if epoch is not None else None,
-                "dataset_name": name,
-                "imported_from": {**origin, "checkpoint": str(path), "dropped_weights": dropped},
-            }, scratch / f"fold_{fold}" / CHECKPOINT)
-            info_folds[fold] = {"checkpoint": str(path), "epochs_trained": epoch, "dropped_weights": dropped}
-            del ckpt, weights
+        for fold, final in folds.items():
+            info_folds[fold] = {}
+            for path in (final, final.with_name(BEST_CHECKPOINT)):
+                if not path.is_file():  # checkpoint_best.pth is optional
+                    continue
+                ckpt = _our_checkpoint(path, trainer, configuration, arch, network, expected, shared,
+                                       {"plans": plans, "configuration": configuration,
+                                        "fold": int(fold) if fold.isdigit() else fold, "dataset_json": ds,
+                                        "device": "cpu"}, name, origin)
+                dropped = ckpt["imported_from"]["dropped_weights"]
+                result.dropped = sorted(set(result.dropped) | set(dropped))
+                save_checkpoint_safe(ckpt, scratch / f"fold_{fold}" / path.name)
+                info_folds[fold][path.name] = {"checkpoint": str(path), "epochs_trained": ckpt["current_epoch"],
+                                               "dropped_weights": dropped}
+                del ckpt
         write_json_atomic(plans, scratch / "plans.json")
         write_json_atomic(ds, scratch / "dataset.json")
         write_json_atomic({**origin, "arch": arch, "plans_name": plans_identifier(arch), "configuration": configuration,
