@@ -452,3 +452,10 @@ def test_our_plans_resolve_inheritance_and_refuse_cascade():
 
     with pytest.raises(UserInputError, match="cascade"):
         our_plans(plans, "2d_cascade", "umamba_bot", "Dataset903_X", "plans.json")
+    for key, value, message in (("patch_size", 64, "'patch_size' is not a list"),
+                                ("conv_kernel_sizes", [[3, 3]] * 3, "'pool_op_kernel_sizes' has 4 entries"),
+                                ("UNet_base_num_features", "32", "'UNet_base_num_features' is not a positive")):
+        broken = copy.deepcopy(plans)
+        broken["configurations"]["2d"][key] = value
+        with pytest.raises(UserInputError, match=message):
+            our_plans(broken, "2d", "umamba_bot", "Dataset903_X", "plans.json")

@@ -100,7 +100,26 @@ def resolved_configuration(plans: dict, configuration: str, plans_file: str | Pa
     return conf
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def _check_topology(conf: dict, configuration: str, plans_file: str | Path) -> None:
+    kinds = {"patch_size": "a list of sizes", "n_conv_per_stage_encoder": "a list of counts",
+             "n_conv_per_stage_decoder": "a list of counts", "conv_kernel_sizes": "a list of kernel sizes",
+             "pool_op_kernel_sizes": "a list of strides"}
+    for key, what in kinds.items():
+        value = conf[key]
+        nested = key in ("conv_kernel_sizes", "pool_op_kernel_sizes")
+        ok = isinstance(value, list) and all(
+            (isinstance(v, list) and all(_is_int(i) for i in v)) if nested else _is_int(v) for v in value)
+        if not ok:
+            raise UserInputError(f"configuration '{configuration}': '{key}' is not {what}", plans_file,
+                                 "restore the plans.json the model was trained with")
+    for key in ("UNet_base_num_features", "unet_max_num_features"):
+        if not _is_int(conf[key]):
+            raise UserInputError(f"configuration '{configuration}': '{key}' is not a positive number", plans_file,
+                                 "restore the plans.json the model was trained with")
     dim = len(conf["patch_size"])
     n = len(conf["conv_kernel_sizes"])
     problems = []
