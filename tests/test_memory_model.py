@@ -15,6 +15,7 @@ from umamba_seg.planning.memory_model import (
     ActivationCounter,
     build_network,
     estimate_memory,
+    is_token_mixer,
     measure_saved_bytes,
     trace_saved_bytes,
 )
@@ -162,7 +163,11 @@ def test_calibration_estimate_within_15_percent_of_measured(arch, dim):
         ratio = est.saved_bytes / measured.saved_bytes
         assert abs(ratio - 1) <= 0.15, f"{arch} {patch}: estimate {est.saved_bytes} vs measured {measured.saved_bytes}"
         if registry.get(arch).has_ssm:
-            assert est.mixer_bytes > 0
+            # every SSM network has token mixers here, except xLSTM-UNet Enc in 3D on plans of at most
+            # 3 stages: the authors put residual blocks after stages 0-2 and ViL only after later ones
+            mixers = any(is_token_mixer(m) for m in net.modules())
+            assert mixers or (arch == "xlstm_enc" and dim == 3)
+            assert (est.mixer_bytes > 0) is mixers
         assert est.n_parameters == measured.n_parameters
 
 
