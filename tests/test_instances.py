@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +274,58 @@ def test_instance_maps_written_as_uint16_or_uint32(tmp_path):
     write_instance_map(rw, vol, tmp_path / "out" / "big.nii.gz", props)
     big = sitk.ReadImage(str(tmp_path / "out" / "big.nii.gz"))
     assert big.GetPixelID() == sitk.sitkUInt32 and sitk.GetArrayFromImage(big)[2, 2] == 70000
+
+
+def test_predict_refuses_instances_without_interior_boundary_labels():
+    from umamba_seg.errors import UserInputError
+    from umamba_seg.inference.instances import check_instance_labels
+
+    check_instance_labels({"labels": {"background": 0, "interior": 1, "boundary": 2}}, "dataset.json")
+    with pytest.raises(UserInputError, match="interior 1, boundary 2"):
+        check_instance_labels({"labels": {"background": 0, "instrument": 1}}, "dataset.json")
+
+
+# ----------------------------------------------------------------------------- the whole workflow
+
+@pytest.mark.slow
+def test_instance_workflow_cli(raw_dataset_factory, workdir_factory, tmp_path):
+    """Generated microscopy: instance maps -> semantic labels -> 2-iteration CNN ->
+    predict --instances (fold ensemble, two parts, --continue) -> evaluate --instances."""
+    import tifffile
+
+    from pipeline_fixtures import TINY_SCHEDULE, run_cli
+
+    raw = raw_dataset_factory("microscopy2d", num_train=5, num_test=2)
+    assert sorted(p.name for p in (raw / "instancesTs").iterdir()) == ["nuclei_test_000.tif", "nuclei_test_001.tif"]
+    workdir = workdir_factory(raw)
+    ds = workdir / "raw" / raw.name
+    # the labels are exactly what instances-to-semantic makes of the instance maps
+    run_cli("instances-to-semantic", "-i", ds / "instancesTr", "-o", tmp_path / "labels")
+    for f in (ds / "labelsTr").iterdir():
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "labels" / f.name), tifffile.imread(f))
+    ds_id = raw.name[7:10]
+    run_cli("plan-and-preprocess", "-d", ds_id, "-a", "cnn", "-c", "2d", "--workdir", workdir)
+    run_cli("train", "-d", ds_id, "-c", "2d", "-f", "0", "--workdir", workdir, *TINY_SCHEDULE)
+    # a second fold for the fold ensemble, without training it: the same weights under fold_1
+    fold0 = next((workdir / "results" / raw.name).glob("*__2d")) / "fold_0"
+    (fold0.parent / "fold_1").mkdir()
+    shutil.copy(fold0 / "checkpoint_final.pth", fold0.parent / "fold_1" / "checkpoint_final.pth")
+    out = tmp_path / "pred"
+    predict = ["predict", "-i", ds / "imagesTs", "-o", out, "-d", ds_id, "-c", "2d", "-f", "0", "1", "--no-tta",
+               "--device", "cpu", "--instances", "--min-size", "3", "--workdir", workdir, "--num-parts", "2"]
+    run_cli(*predict, "--part-id", "0")
+    assert [p.name for p in (out / "instances").iterdir()] == ["nuclei_test_000.tif"]
+    run_cli(*predict, "--part-id", "1")
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "instances").iterdir()}
+    run_cli(*predict, "--part-id", "1", "--continue")  # nothing left to do
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "instances").iterdir()} == stamps
+    for case in ("nuclei_test_000", "nuclei_test_001"):
+        inst = tifffile.imread(out / "instances" / f"{case}.tif")
+        assert inst.dtype == np.uint16 and inst.shape == tifffile.imread(ds / "imagesTs" / f"{case}_0000.tif").shape
+        sem = tifffile.imread(out / f"{case}.tif")
+        assert not (inst[sem == 0]).any()  # instances only where the semantic map has cells
+    run_cli("evaluate", "-r", ds / "instancesTs", "-p", out / "instances", "--instances", "--exclude-border",
+            "-np", "1")
+    summary = json.loads((out / "instances" / "summary.json").read_text())
+    assert summary["exclude_border"] is True and len(summary["metric_per_case"]) == 2
+    assert any("F1" in k for k in summary["mean"]) and 0.0 <= summary["pooled"]["F1"] <= 1.0

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", "--num-processes", type=int, default=2, help="processes for preprocessing on demand")
     p.add_argument("--ddp", action="store_true",
                    help="DistributedDataParallel under torchrun (NCCL on GPUs, gloo on CPU); see docs/scaling_out.md")
+    p.add_argument("--pretrained-weights", type=Path, default=None, metavar="CHECKPOINT",
+                   help="start from the tensors of CHECKPOINT whose name and shape match (heads of another class "
+                        "count are skipped); vmunet also takes VMamba ImageNet checkpoints")
 
     p = sub.add_parser("predict", help="segment a folder of images")
     _common(p)
@@ -93,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part-id", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--trust-checkpoint", action="store_true")
+    p.add_argument("--instances", action="store_true",
+                   help="also write cell instances to OUT/instances/ (model of background 0, interior 1, boundary 2)")
+    p.add_argument("--min-size", type=int, default=0, help="with --instances: drop instances of fewer pixels (default 0)")
 
     p = sub.add_parser("ensemble", help="average saved probabilities of several prediction folders")
     _common(p)
@@ -177,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name to import it as")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
 
+    p = sub.add_parser("export-model", help="a trained model as one zip (plans, checkpoints, manifest with sha256)")
+    _common(p)
+    p.add_argument("-d", "--dataset", required=True)
+    p.add_argument("-a", "--arch", default="cnn")
+    p.add_argument("-c", "--configuration", required=True, choices=CONFIG_CHOICES)
+    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to export (default: all trained)")
+    p.add_argument("--checkpoint", nargs="+", default=["final"], choices=("final", "best"),
+                   help="checkpoint_final.pth and/or checkpoint_best.pth (default: final)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="the zip to write")
+
+    p = sub.add_parser("install-model", help="a zip of export-model into this workdir's results, checked first")
+    _common(p)
+    p.add_argument("archive", type=Path, help="MODEL.zip written by umamba-seg export-model")
+    p.add_argument("--overwrite", action="store_true", help="replace an installed model of the same name")
+
     p = sub.add_parser("demo", help="the whole chain on small built-in datasets, on CPU")
     _common(p)
     p.add_argument("-a", "--arch", nargs="+", default=None, help="architectures to train (default: cnn + umamba_bot)")
@@ -225,6 +246,10 @@ def cmd_train(args) -> int:
     if args.ddp:
         import os
 
+        if args.pretrained_weights is not None:
+            raise UserInputError("--pretrained-weights is not supported with --ddp yet", str(args.pretrained_weights),
+                                 "fine-tune without --ddp")
+
         from umamba_seg.training.ddp import train_fold_ddp as train
         from umamba_seg.training.run import check_fold, check_schedule, fold_lock, output_folder
 
@@ -235,7 +260,8 @@ def cmd_train(args) -> int:
     with lock:
         out = train(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
                     args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
-                    args.num_processes)
+                    args.num_processes, **({"pretrained_weights": args.pretrained_weights}
+                                           if args.pretrained_weights is not None else {}))
     print(f"Trained: {out}")
     return 0
 
@@ -262,7 +288,8 @@ def cmd_predict(args) -> int:
                              f"train it first: umamba-seg train -d {args.dataset} -c {args.configuration} -f 0 -a {args.arch}")
     res = predict_folder(model_dir, args.input, args.output, args.folds, args.step_size, not args.no_tta,
                          args.save_probabilities, args.continue_, args.num_parts, args.part_id,
-                         resolve_device(args.device), args.checkpoint, args.trust_checkpoint)
+                         resolve_device(args.device), args.checkpoint, args.trust_checkpoint,
+                         instances=args.instances, min_size=args.min_size)
     print(f"Predicted {res['predicted']} case(s) ({res['skipped']} already done) into {args.output} "
           f"in {res['seconds']:.1f} s")
     return 0
@@ -382,6 +409,31 @@ def cmd_import_model(args) -> int:
     return 0
 
 
+def cmd_export_model(args) -> int:
+    from umamba_seg.interop.export_model import export_model
+
+    res = export_model(_workspace(args), args.dataset, args.arch, args.configuration, args.output, args.folds,
+                       args.checkpoint)
+    print(f"Exported {res.model_dir.name} (fold(s) {' '.join(res.folds)}, {res.files} files) to {res.archive} "
+          f"({res.bytes / 1e6:.1f} MB)")
+    print(f"Install elsewhere with: umamba-seg install-model {res.archive.name} --workdir DIR")
+    return 0
+
+
+def cmd_install_model(args) -> int:
+    from umamba_seg.interop.install_model import install_model
+
+    ws = _workspace(args)
+    res = install_model(ws, args.archive, overwrite=args.overwrite)
+    m = res.manifest
+    print(f"Installed {m['dataset_name']}/{m['model_folder']} (arch {m.get('arch')}, fold(s) "
+          f"{' '.join(map(str, m.get('folds', [])))}, {res.files} files checked) into {res.destination}")
+    ckpt = "" if "checkpoint_final.pth" in m.get("checkpoints", []) else " --checkpoint checkpoint_best.pth"
+    print(f"Predict with: umamba-seg predict -d {m['dataset_name']} -c {m['configuration']} -a {m.get('arch')} "
+          f"-i IN -o OUT{ckpt}" + (f" --workdir {args.workdir}" if args.workdir else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from umamba_seg.demo import run_demo
 
@@ -402,6 +454,8 @@ COMMANDS = {
     "benchmark": cmd_benchmark,
     "make-dataset": cmd_make_dataset,
     "import-model": cmd_import_model,
+    "export-model": cmd_export_model,
+    "install-model": cmd_install_model,
     "demo": cmd_demo,
 }
 

@@ -16,10 +16,10 @@ import numpy as np
 from tqdm import tqdm
 
 from umamba_seg.data.kind import DatasetKind
-from umamba_seg.data.writer import SUBFOLDERS, write_case, write_dataset_json
+from umamba_seg.data.writer import INSTANCE_SUBFOLDERS, SUBFOLDERS, write_case, write_dataset_json
 from umamba_seg.errors import UserInputError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: microscopy2d writes instance maps (instancesTr/Ts)
 _SPLIT_CODES = {"Tr": 0, "Ts": 1}
 
 
@@ -86,7 +86,7 @@ def _prepare_folder(raw_dir: Path, folder_name: str, dataset_id: int, generator:
             raise UserInputError(f"{folder_name} exists and was not made by umamba-seg", dataset_dir,
                                  "pass another --dataset-id or move that folder away")
     # ours with other settings, or interrupted before dataset.json: start clean
-    for sub in SUBFOLDERS:
+    for sub in SUBFOLDERS + INSTANCE_SUBFOLDERS:
         shutil.rmtree(dataset_dir / sub, ignore_errors=True)
     (dataset_dir / "dataset.json").unlink(missing_ok=True)
     return False

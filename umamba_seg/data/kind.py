@@ -37,6 +37,7 @@ class Case:
     label: np.ndarray
     spacing: tuple[float, ...]
     origin: tuple[float, ...] | None = None
+    instances: np.ndarray | None = None  # instance map (0 background, 1..n), written to instancesTr/Ts
 
 
 CaseRenderer = Callable[[np.random.Generator, SizePreset], Case]

@@ -24,6 +24,7 @@ from umamba_seg.atomic import atomic_path, write_json_atomic
 from umamba_seg.data.kind import Case, DatasetKind
 
 SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+INSTANCE_SUBFOLDERS = ("instancesTr", "instancesTs")  # instance maps of kinds that have them (microscopy2d)
 
 
 def write_nifti(array: np.ndarray, path: Path, spacing: Sequence[float], origin: Sequence[float] | None) -> None:
@@ -75,6 +76,8 @@ def write_case(kind: DatasetKind, dataset_dir: Path, split: str, case_id: str, c
         write_array(image, dataset_dir / f"images{split}" / f"{case_id}_{channel:04d}{ending}", case, ending)
     if write_label:
         write_array(case.label, dataset_dir / f"labels{split}" / f"{case_id}{ending}", case, ending)
+        if case.instances is not None:
+            write_array(case.instances, dataset_dir / f"instances{split}" / f"{case_id}{ending}", case, ending)
 
 
 def dataset_json(kind: DatasetKind, num_train: int, num_test: int, generator: dict) -> dict:

@@ -14,9 +14,15 @@ voxels) with ``skimage.segmentation.watershed``:
 
 Foreground regions without a seed (all boundary) stay background. ``min_size`` then drops
 instances of fewer voxels (specks), and the instances are numbered 1..n.
+
+:func:`export_with_instances` is ``predict --instances``: one resampling of the logits to the
+input's geometry gives nnunetv2's semantic export and the probabilities the watershed uses, so
+the instance map (``OUT/instances/<case><ending>``) has exactly the semantic map's geometry.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -66,3 +72,48 @@ def semantic_to_instances(semantic: np.ndarray, interior_probability: np.ndarray
         _, nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
         grown = np.where(seg > 0, seeds[tuple(nearest)], 0)
     return remove_small(grown, min_size).astype(np.int32)
+
+
+INSTANCES_FOLDER = "instances"
+BOUNDARY = 2
+
+
+def check_instance_labels(dataset_json: dict, where) -> None:
+    """``predict --instances`` needs a model of background 0, interior 1, boundary 2 (no regions)."""
+    from umamba_seg.errors import UserInputError
+
+    labels = dataset_json.get("labels", {})
+    values = {v for v in labels.values() if isinstance(v, int)}
+    if any(not isinstance(v, int) for v in labels.values()) or not {0, INTERIOR, BOUNDARY} <= values:
+        raise UserInputError("--instances needs a model trained on labels background 0, interior 1, boundary 2",
+                             where, "train on labels made by `umamba-seg instances-to-semantic` "
+                                    "(or predict without --instances)")
+
+
+def instance_file(output_dir: Path, case: str, file_ending: str) -> Path:
+    """Where ``predict --instances`` puts a case's instance map."""
+    return Path(output_dir) / INSTANCES_FOLDER / f"{case}{file_ending}"
+
+
+def export_with_instances(logits, properties: dict, predictor, case_dataset_json: dict, output_truncated: str,
+                          save_probabilities: bool, instances_out: Path, min_size: int = 0,
+                          num_threads_torch: int = 1) -> None:
+    """nnunetv2's export (semantic map, optional ``.npz``/``.pkl`` under ``output_truncated``)
+    plus the instance map at ``instances_out``, from one resampling of ``logits`` to the input's
+    geometry; the instance map is written (atomically) first."""
+    from batchgenerators.utilities.file_and_folder_operations import save_pickle
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    from umamba_seg.label_files import write_instance_map
+
+    pm, cm = predictor.plans_manager, predictor.configuration_manager
+    label_manager = pm.get_label_manager(case_dataset_json)
+    segmentation, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits, pm, cm, label_manager, properties, return_probabilities=True, num_threads_torch=num_threads_torch)
+    rw = pm.image_reader_writer_class()
+    instances = semantic_to_instances(segmentation, probabilities[INTERIOR], min_size)
+    write_instance_map(rw, instances, instances_out, properties)
+    if save_probabilities:
+        np.savez_compressed(output_truncated + ".npz", probabilities=probabilities)
+        save_pickle(properties, output_truncated + ".pkl")
+    rw.write_seg(segmentation, output_truncated + case_dataset_json["file_ending"], properties)

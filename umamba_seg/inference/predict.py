@@ -30,6 +30,7 @@ from umamba_seg.atomic import write_json_atomic
 from umamba_seg.errors import UserInputError
 from umamba_seg.image_files import check_image_file
 from umamba_seg.inference.inputs import group_cases
+from umamba_seg.inference.instances import check_instance_labels, export_with_instances, instance_file
 from umamba_seg.inference.model import available_folds, load_predictor
 from umamba_seg.locking import exclusive_lock
 
@@ -106,14 +107,21 @@ def check_provenance(output_dir: Path, run: dict, part_id: int, continue_: bool)
 def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Sequence[str] | None = None,
                    step_size: float = 0.5, tta: bool = True, save_probabilities: bool = False,
                    continue_: bool = False, num_parts: int = 1, part_id: int = 0, device: torch.device | None = None,
-                   checkpoint_name: str = "checkpoint_final.pth", trust: bool = False, warmup: bool = False) -> dict:
+                   checkpoint_name: str = "checkpoint_final.pth", trust: bool = False, warmup: bool = False,
+                   instances: bool = False, min_size: int = 0) -> dict:
     """Predict every case in ``input_dir``; returns counts, the total seconds and, per predicted
-    case, the seconds of its sliding-window prediction (``sliding_window_seconds``)."""
+    case, the seconds of its sliding-window prediction (``sliding_window_seconds``). With
+    ``instances`` (a background/interior/boundary model) each case's cell instances also go to
+    ``output_dir/instances/<case><ending>`` (:mod:`umamba_seg.inference.instances`)."""
     device = device or torch.device("cpu")
     if not 0 < step_size <= 1:
         raise UserInputError(f"--step-size {step_size} is not in (0, 1]", "--step-size", "use e.g. 0.5")
     predictor = load_predictor(Path(model_dir), folds, checkpoint_name, device, step_size, tta, trust)
     ds = predictor.dataset_json
+    if instances:
+        if min_size < 0:
+            raise UserInputError(f"--min-size {min_size} is negative", "--min-size", "use 0 (keep all) or more")
+        check_instance_labels(ds, Path(model_dir) / "dataset.json")
     n_channels = len(ds.get("channel_names", ds.get("modality", {})))
     rw_class = predictor.plans_manager.image_reader_writer_class
     endings = list(dict.fromkeys([ds["file_ending"], *getattr(rw_class, "supported_file_endings", [])]))
@@ -126,7 +134,8 @@ def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Se
     prepare_output_folder(output_dir, Path(input_dir))
     run = {"model_dir": str(Path(model_dir).resolve()),
            "folds": [str(f) for f in (folds or available_folds(Path(model_dir), checkpoint_name))],
-           "checkpoint": checkpoint_name, "step_size": step_size, "tta": tta, "save_probabilities": save_probabilities}
+           "checkpoint": checkpoint_name, "step_size": step_size, "tta": tta, "save_probabilities": save_probabilities,
+           "instances": instances, "min_size": min_size}
     with exclusive_lock(output_dir, LOCK.format(part=part_id), "the output folder"):
         check_provenance(output_dir, run, part_id, continue_)
         try:
@@ -148,7 +157,8 @@ def _predict_cases(predictor, cases: dict, mine: list[str], output_dir: Path, ru
     write_json_atomic(predictor.plans_manager.plans, output_dir / "plans.json")
     write_json_atomic(run, output_dir / PROVENANCE.format(part=part_id))
     todo = [c for c in mine if not (continue_ and all(p.is_file() for p in case_outputs(
-        output_dir, c, cases[c].ending, save_probabilities)))]
+        output_dir, c, cases[c].ending, save_probabilities)) and (
+        not run.get("instances") or instance_file(output_dir, c, cases[c].ending).is_file()))]
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     scratch_root = output_dir / SCRATCH / f"part{part_id}"
 
@@ -180,9 +190,14 @@ def _predict_cases(predictor, cases: dict, mine: list[str], output_dir: Path, ru
         if scratch.exists():
             shutil.rmtree(scratch)
         _make_scratch(scratch)
-        export_prediction_from_logits(logits, props, predictor.configuration_manager, predictor.plans_manager, case_ds,
-                                      str(scratch / case), save_probabilities,
-                                      num_threads_torch=max(1, min(4, os.cpu_count() or 1)))
+        if run.get("instances"):  # the instance map lands first, the segmentation (done marker) last
+            export_with_instances(logits, props, predictor, case_ds, str(scratch / case), save_probabilities,
+                                  instance_file(output_dir, case, cases[case].ending), run["min_size"],
+                                  num_threads_torch=max(1, min(4, os.cpu_count() or 1)))
+        else:
+            export_prediction_from_logits(logits, props, predictor.configuration_manager, predictor.plans_manager,
+                                          case_ds, str(scratch / case), save_probabilities,
+                                          num_threads_torch=max(1, min(4, os.cpu_count() or 1)))
         for final in case_outputs(output_dir, case, cases[case].ending, save_probabilities):
             os.replace(scratch / final.name, final)
         shutil.rmtree(scratch, ignore_errors=True)
