@@ -329,3 +329,35 @@ def test_instance_workflow_cli(raw_dataset_factory, workdir_factory, tmp_path):
     summary = json.loads((out / "instances" / "summary.json").read_text())
     assert summary["exclude_border"] is True and len(summary["metric_per_case"]) == 2
     assert any("F1" in k for k in summary["mean"]) and 0.0 <= summary["pooled"]["F1"] <= 1.0
+
+
+def test_demo_cells_shows_f1_next_to_dice(tmp_path, monkeypatch, capsys):
+    from umamba_seg import demo
+
+    calls: list[list[str]] = []
+
+    def fake_cli(argv):
+        calls.append(list(argv))
+        if argv[0] == "evaluate":
+            pred = Path(argv[argv.index("-p") + 1])
+            pred.mkdir(parents=True, exist_ok=True)
+            if "--instances" in argv:
+                summary = {"mean": {"F1": 0.625}, "pooled": {}, "metric_per_case": []}
+            else:
+                summary = {"foreground_mean": {"Dice": 0.75}, "mean": {"1": {"Dice": 0.8}, "2": {"Dice": 0.7}}}
+            (pred / "summary.json").write_text(json.dumps(summary))
+        return 0
+
+    monkeypatch.setattr("umamba_seg.cli.main", fake_cli)
+    out = demo.run_demo(tmp_path, archs=["cnn"], fast=True, cells=True)
+    assert [c[0] for c in calls] == ["make-dataset", "plan-and-preprocess", "train", "predict", "evaluate", "evaluate"]
+    assert calls[0][calls[0].index("--kind") + 1] == "microscopy2d"
+    assert "--instances" in calls[3]
+    inst_eval = calls[5]
+    assert "--instances" in inst_eval and inst_eval[inst_eval.index("-r") + 1].endswith("instancesTs")
+    assert inst_eval[inst_eval.index("-p") + 1] == calls[3][calls[3].index("-o") + 1] + "/instances"
+    assert out["results"][0]["f1"] == 0.625 and out["results"][0]["dice"]["mean"] == 0.75
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("dataset"))
+    assert header.index("mean Dice") < header.index("F1@0.5")
+    assert "0.750   0.625" in printed and "interior 0.800, boundary 0.700" in printed

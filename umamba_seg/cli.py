@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("-a", "--arch", nargs="+", default=None, help="architectures to train (default: cnn + umamba_bot)")
     p.add_argument("--fast", action="store_true", help="an even smaller run (smoke test)")
+    p.add_argument("--cells", action="store_true",
+                   help="the cell-instance workflow on generated nuclei: instance F1 next to Dice")
     return parser
 
 
@@ -438,7 +440,7 @@ def cmd_demo(args) -> int:
     from umamba_seg.demo import run_demo
 
     workdir = args.workdir or (Path.cwd() / "umamba_demo")
-    run_demo(Path(workdir), archs=args.arch, fast=args.fast)
+    run_demo(Path(workdir), archs=args.arch, fast=args.fast, cells=args.cells)
     return 0
 
 

@@ -7,6 +7,11 @@ kidneys) it runs exactly the commands a user would type, printing each one first
 ``predict`` on the held-out cases and ``evaluate`` against their labels. It ends with a Dice table, the time of every step and
 where the outputs are, and fails (``RuntimeError``) if the CNN misses its Dice target, so
 the demo doubles as an end-to-end check.
+
+``demo --cells`` runs the cell-instance workflow instead, on generated fluorescence nuclei
+(``microscopy2d``: interior/boundary labels plus instance maps): ``predict --instances`` and
+``evaluate --instances`` against the instance maps, so the table shows instance F1 (IoU 0.5)
+next to Dice.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class DemoTask:
     val_iters: int
     dice_target: float  # for the CNN
     with_ssm: bool = True  # train the SSM network next to the CNN when no -a is given
+    instances: bool = False  # cells: predict and score instances too (instance F1 next to Dice)
 
 
 def demo_tasks(fast: bool = False) -> list[DemoTask]:
@@ -49,6 +55,15 @@ def demo_tasks(fast: bool = False) -> list[DemoTask]:
         # CNN's time on a CPU) would break the 5-minute budget; `demo -a cnn umamba_bot` runs it
         DemoTask("3D abdominal CT (NIfTI)", "ct3d", "small", "3d_fullres", 10, 3, 4, 12, 1, 0.5, with_ssm=False),
     ]
+
+
+def cell_tasks(fast: bool = False) -> list[DemoTask]:
+    """``demo --cells``: touching nuclei, instance F1 next to Dice (``fast``: a smaller smoke run)."""
+    if fast:
+        return [DemoTask("2D nuclei (TIFF), instances", "microscopy2d", "small", "2d", 15, 3, 3, 15, 1, 0.5,
+                         instances=True)]
+    return [DemoTask("2D nuclei (TIFF), instances", "microscopy2d", "small", "2d", 20, 6, 4, 15, 1, 0.5,
+                     instances=True)]
 
 
 def default_archs(task: DemoTask | None = None) -> list[str]:
@@ -107,24 +122,34 @@ def _read_dice(summary_file: Path) -> dict:
     return {"mean": float(summary["foreground_mean"]["Dice"]), "per_class": per_class}
 
 
+def _read_f1(summary_file: Path) -> float:
+    """Mean per-case instance F1 from an ``evaluate --instances`` summary.json."""
+    return float(json.loads(summary_file.read_text())["mean"]["F1"])
+
+
 def _dice_table(results: list[dict]) -> str:
-    header = f"{'dataset':<26} {'arch':<12} {'mean Dice':>9}  {'per class':<34} {'train s':>8} {'predict s':>9}"
+    with_f1 = any("f1" in r for r in results)
+    f1_head = f" {'F1@0.5':>7}" if with_f1 else ""
+    header = (f"{'dataset':<26} {'arch':<12} {'mean Dice':>9}{f1_head}  {'per class':<34} {'train s':>8} "
+              f"{'predict s':>9}")
     lines = [header, "-" * len(header)]
     for r in results:
         classes = ", ".join(f"{r['label_names'].get(k, k)} {v:.3f}" for k, v in r["dice"]["per_class"].items())
-        lines.append(f"{r['title']:<26} {r['arch']:<12} {r['dice']['mean']:>9.3f}  {classes:<34} "
+        f1 = (f" {r['f1']:>7.3f}" if "f1" in r else f" {'-':>7}") if with_f1 else ""
+        lines.append(f"{r['title']:<26} {r['arch']:<12} {r['dice']['mean']:>9.3f}{f1}  {classes:<34} "
                      f"{r['train_s']:>8.1f} {r['predict_s']:>9.1f}")
     return "\n".join(lines)
 
 
-def run_demo(workdir: Path, archs: list[str] | None = None, fast: bool = False) -> dict:
+def run_demo(workdir: Path, archs: list[str] | None = None, fast: bool = False, cells: bool = False) -> dict:
     """Run the demo in ``workdir``; returns ``{"results", "timings", "cpu_timings", "total_s", "outputs", "commands"}``.
 
     ``results`` holds one row per (dataset, architecture): mean and per-class Dice on the
     held-out cases plus training/prediction seconds. ``archs`` (for every dataset) defaults
     to the CNN and ``umamba_bot`` in 2D and the CNN alone in 3D (only the CNN with
     ``fast``). Raises ``RuntimeError`` when the CNN
-    misses its Dice target (0.7 in 2D, 0.5 in 3D).
+    misses its Dice target (0.7 in 2D, 0.5 in 3D). ``cells`` runs the nuclei instance task
+    (:func:`cell_tasks`) instead, whose rows also hold the instance F1 (``f1``).
     """
     from umamba_seg.architectures import registry
     from umamba_seg.data import get_kind
@@ -135,12 +160,12 @@ def run_demo(workdir: Path, archs: list[str] | None = None, fast: bool = False) 
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
     os.environ.setdefault("nnUNet_def_n_proc", "1")
     workdir = Path(workdir).resolve()
-    tasks = demo_tasks(fast)
+    tasks = cell_tasks(fast) if cells else demo_tasks(fast)
     given = list(archs) if archs else None
     for a in given or []:
         registry.get(a)  # unknown names: one clear error before any work
     task_archs = [given or (["cnn"] if fast else default_archs(t)) for t in tasks]
-    run = _Runner(workdir, sum(2 + 3 * len(a) for a in task_archs))
+    run = _Runner(workdir, sum(2 + (4 if t.instances else 3) * len(a) for t, a in zip(tasks, task_archs)))
     t_start = time.perf_counter()
     plan = "; ".join(f"{t.configuration}: {', '.join(a)}" for t, a in zip(tasks, task_archs))
     print(f"umamba-seg demo: {len(tasks)} datasets ({plan}) on the CPU, workdir {workdir}")
@@ -162,17 +187,24 @@ def run_demo(workdir: Path, archs: list[str] | None = None, fast: bool = False) 
                           "--val-iters", task.val_iters, "--device", "cpu", "--seed", 0)
             pred = workdir / "demo_predictions" / raw.name / arch
             predict_s = run(f"{tag} predict {arch}", "predict", "-i", raw / "imagesTs", "-o", pred,
-                            "-d", ds_id, "-c", task.configuration, "-a", arch, "-f", "0", "--device", "cpu")
+                            "-d", ds_id, "-c", task.configuration, "-a", arch, "-f", "0", "--device", "cpu",
+                            *(["--instances"] if task.instances else []))
             run(f"{tag} evaluate {arch}", "evaluate", "-r", raw / "labelsTs", "-p", pred, "-d", ds_id, "-np", 1)
-            results.append({"title": task.title, "dataset": raw.name, "configuration": task.configuration,
-                            "arch": arch, "dice": _read_dice(pred / "summary.json"), "label_names": label_names,
-                            "train_s": train_s, "predict_s": predict_s, "target": task.dice_target})
+            row = {"title": task.title, "dataset": raw.name, "configuration": task.configuration,
+                   "arch": arch, "dice": _read_dice(pred / "summary.json"), "label_names": label_names,
+                   "train_s": train_s, "predict_s": predict_s, "target": task.dice_target}
+            if task.instances:
+                run(f"{tag} evaluate instances {arch}", "evaluate", "-r", raw / "instancesTs",
+                    "-p", pred / "instances", "--instances", "-np", 1)
+                row["f1"] = _read_f1(pred / "instances" / "summary.json")
+            results.append(row)
             outputs[f"{raw.name} {arch} predictions"] = str(pred)
         outputs[f"{raw.name} models"] = str(workdir / "results" / raw.name)
     total = time.perf_counter() - t_start
 
     print("\n" + "=" * 30 + " umamba-seg demo results " + "=" * 30)
-    print("Dice on the held-out test cases (never seen in training):\n")
+    print("Dice on the held-out test cases (never seen in training)"
+          + ("; F1@0.5: instance F1 at IoU 0.5, mean over cases" if cells else "") + ":\n")
     print(_dice_table(results))
     print("\nTime per step (wall clock; CPU time of all processes in brackets):")
     for label, seconds in run.timings.items():
