@@ -18,6 +18,7 @@ from umamba_seg.architectures import registry
 from umamba_seg.architectures.token_mixer_unet import alternate_stages, umamba_block_counts
 from umamba_seg.architectures.umamba import UMambaBot, UMambaEnc
 from umamba_seg.architectures.unet_parts import ResidualBlock
+from umamba_seg.errors import UserInputError
 from umamba_seg.nn.mamba_mixer import MambaMixer
 from umamba_seg.nn.token_layer import TokenLayer
 
@@ -194,6 +195,9 @@ def test_direct_construction_without_a_patch():
         UMambaEnc(1, 2, patch_size=[16, 16], stage_layers=["mixer", "later"], **kwargs)
     with pytest.raises(ValueError, match="mixer"):
         UMambaBot(1, 2, mixer="attention", **kwargs)
+    # plans written before the networks matched the authors' name keys these networks no longer take
+    with pytest.raises(UserInputError, match="mamba_stages, use_ssm.*plan again"):
+        UMambaEnc(1, 2, patch_size=[16, 16], mamba_stages=[0, 2], use_ssm=True, **kwargs)
 
 
 def test_block_counts_follow_the_authors():

@@ -48,6 +48,7 @@ from torch import nn
 from umamba_seg.architectures.presets import load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.architectures.unet_parts import ResidualDecoder, ResidualEncoder
+from umamba_seg.errors import UserInputError
 from umamba_seg.nn.mamba_mixer import MambaMixer
 from umamba_seg.nn.token_layer import TokenLayer, use_channel_tokens
 from umamba_seg.nn.vil_layer import ViLBlock
@@ -189,8 +190,17 @@ class TokenMixerUNet(nn.Module):
         dropout_op_kwargs: dict | None = None,
         nonlin: type[nn.Module] | str | None = None,
         nonlin_kwargs: dict | None = None,
+        **unknown,
     ) -> None:
         super().__init__()
+        if unknown:  # e.g. mamba_stages, use_ssm, upsample: plans of the networks before they matched the authors'
+            raise UserInputError(
+                f"the plans' arch_kwargs for {type(self).__name__} have keys this version does not know: "
+                f"{', '.join(sorted(unknown))}",
+                "the plans file's configurations.<config>.architecture",
+                "plan again with this version (umamba-seg plan-and-preprocess -d ID -a ARCH); "
+                "models trained on the old plans do not load into these networks",
+            )
         conv_op = _resolve(conv_op)
         dim = convert_conv_op_to_dim(conv_op)
         if isinstance(n_blocks_per_stage, int):
