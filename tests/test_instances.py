@@ -361,3 +361,46 @@ def test_demo_cells_shows_f1_next_to_dice(tmp_path, monkeypatch, capsys):
     header = next(line for line in printed.splitlines() if line.startswith("dataset"))
     assert header.index("mean Dice") < header.index("F1@0.5")
     assert "0.750   0.625" in printed and "interior 0.800, boundary 0.700" in printed
+
+
+# ----------------------------------------------------------------------------- converters write instance maps
+
+def test_dsb2018_and_neurips_converters_write_instances_and_labels(tmp_path):
+    import sys
+
+    import tifffile
+
+    root = str(Path(__file__).resolve().parents[1])  # the repository: scripts/ is importable from it
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from scripts.convert import dsb2018, neurips_cells
+    from umamba_seg.instance_labels import instances_to_semantic
+
+    inst = _touching_blocks()
+    src = tmp_path / "dsb"
+    rng = np.random.default_rng(0)
+    for stage, case, with_masks in (("stage1_train", "a1", True), ("stage1_train", "b2", True),
+                                    ("stage1_test", "c3", False)):
+        (src / stage / case / "images").mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (48, 48, 4), dtype=np.uint8)).save(
+            src / stage / case / "images" / f"{case}.png")
+        if with_masks:
+            (src / stage / case / "masks").mkdir()
+            for k in np.unique(inst[inst > 0]):
+                Image.fromarray(((inst == k) * 255).astype(np.uint8)).save(src / stage / case / "masks" / f"m{k:03d}.png")
+    out = dsb2018.convert(src, tmp_path / "raw")
+    assert json.loads((out / "dataset.json").read_text())["labels"] == {"background": 0, "interior": 1, "boundary": 2}
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["c3_0000.png"]
+    got = np.asarray(Image.open(out / "instancesTr" / "a1.png"))
+    assert got.dtype == np.uint16 and instance_metrics(inst, got)["AP"] == 1.0  # same cells, ids 1..n
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "labelsTr" / "a1.png")), instances_to_semantic(inst))
+    assert np.asarray(Image.open(out / "imagesTr" / "b2_0000.png")).shape == (48, 48, 3)
+
+    cells = tmp_path / "cells" / "Training-labeled"
+    (cells / "images").mkdir(parents=True)
+    (cells / "labels").mkdir()
+    Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(cells / "images" / "cell_00001.png")
+    tifffile.imwrite(cells / "labels" / "cell_00001_label.tiff", (inst * 1000).astype(np.uint32))  # large ids
+    out = neurips_cells.convert(tmp_path / "cells", tmp_path / "raw", 703)
+    got = np.asarray(Image.open(out / "instancesTr" / "cell_00001.png"))
+    assert got.max() == 5 and instance_metrics(inst, got)["AP"] == 1.0

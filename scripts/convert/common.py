@@ -59,6 +59,10 @@ class RawDataset:
         folder = self.labels_ts if test else self.labels_tr
         return folder / f"{case}{self.file_ending}"
 
+    def instances(self, case: str, test: bool = False) -> Path:
+        """Instance map of a cell dataset (``instancesTr``/``instancesTs``; nnU-Net ignores these folders)."""
+        return self.root / ("instancesTs" if test else "instancesTr") / f"{case}{self.file_ending}"
+
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """``Dataset%03d_Name`` as nnU-Net names dataset folders."""
@@ -91,7 +95,8 @@ def prepare_dataset(out_raw: str | os.PathLike, dataset_id: int, name: str, file
     ds = RawDataset(out_raw / folder_name, file_ending)
     for sub in (ds.images_tr, ds.labels_tr):
         sub.mkdir(parents=True, exist_ok=True)
-    for sub in (ds.images_tr, ds.labels_tr, ds.images_ts, ds.labels_ts):
+    for sub in (ds.images_tr, ds.labels_tr, ds.images_ts, ds.labels_ts, ds.root / "instancesTr",
+                ds.root / "instancesTs"):
         remove_temporary_leftovers(sub)
     return ds
 
@@ -131,6 +136,18 @@ def write_png(array: np.ndarray, dst: Path) -> None:
         raise ValueError(f"write_png expects uint8, got {array.dtype}")
     with atomic_path(dst) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+
+
+def write_instance_png(instances: np.ndarray, dst: Path) -> None:
+    """Write an instance map (0 background, one integer per cell) as a 16-bit PNG, atomically."""
+    from PIL import Image
+
+    inst = np.asarray(instances)
+    if inst.size and (inst.min() < 0 or inst.max() > np.iinfo(np.uint16).max):
+        raise UserInputError(f"instance ids {inst.min()}..{inst.max()} do not fit a 16-bit PNG", dst,
+                             "renumber the cells 1..n (at most 65535 per image)")
+    with atomic_path(dst) as tmp:
+        Image.fromarray(inst.astype(np.uint16)).save(tmp, format="PNG")
 
 
 def write_dataset_json(ds: RawDataset, channel_names: dict, labels: dict, num_training: int, **extra) -> Path:

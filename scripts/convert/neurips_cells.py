@@ -14,6 +14,9 @@ images keep their values, other bit depths are scaled per channel from the 1st t
 percentile of the non-zero pixels to 0..255 (the challenge baseline's normalisation, so microscope
 bit depth does not matter).
 
+The instance masks themselves, renumbered 1..n, go to ``instancesTr/``/``instancesTs/`` as 16-bit
+PNGs (``umamba-seg evaluate --instances`` scores predicted cells against them).
+
 Labels, ``scheme="interior-boundary"`` (default, the U-Mamba cell setting, labels background 0,
 interior 1, boundary 2): a pixel is *boundary* when it belongs to a cell and one of its four
 neighbours belongs to another cell or to the background; the rest of the cell is *interior*
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from skimage.segmentation import relabel_sequential
 
 try:
     from . import common
@@ -159,7 +163,7 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
     for case in common.progress(cases, "cells"):
         outputs = [ds.image(case.case_id, 0, case.test)]
         if case.label is not None:
-            outputs.append(ds.label(case.case_id, case.test))
+            outputs += [ds.instances(case.case_id, case.test), ds.label(case.case_id, case.test)]
         if common.outputs_exist(outputs, overwrite):
             continue
         rgb = to_rgb_uint8(_read_array(case.image), case.image)
@@ -168,6 +172,8 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
             if inst.shape != rgb.shape[:2]:
                 raise UserInputError(f"instance mask is {inst.shape} but its image is {rgb.shape[:2]}", case.label,
                                      "use the label file that belongs to this image")
+            inst = relabel_sequential(inst.astype(np.int64))[0]  # ids 1..n: fit a 16-bit PNG
+            common.write_instance_png(inst, ds.instances(case.case_id, case.test))
             common.write_png(instances_to_labels(inst, scheme), ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
     common.check_no_foreign_cases(ds, [c.case_id for c in train])
