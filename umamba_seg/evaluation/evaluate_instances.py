@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 from umamba_seg.atomic import atomic_path, write_json_atomic
 from umamba_seg.errors import UserInputError
-from umamba_seg.evaluation.evaluate import SUMMARY_CSV, SUMMARY_JSON, _as_label_map, _check_folder, \
-    _check_writable, _pair_files, _reader_writer, infer_file_ending
+from umamba_seg.evaluation.evaluate import SUMMARY_CSV, SUMMARY_JSON, _check_folder, _check_writable, _pair_files, \
+    _reader_writer, infer_file_ending
 from umamba_seg.evaluation.instance_metrics import CASE_KEYS, COUNT_KEYS, counts_to_scores, instance_metrics
-from umamba_seg.image_files import check_image_file
+from umamba_seg.label_files import read_label_map
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,7 @@ class _Job:
 
 
 def _read(rw, file: str, role: str) -> tuple[np.ndarray, list[float]]:
-    check_image_file(file)
-    try:
-        seg, props = rw.read_seg(file)
-    except Exception as e:  # noqa: BLE001 - any reader failure is the file's fault
-        raise UserInputError(f"cannot read the {role} instance map ({type(e).__name__}: {e})", file,
-                             "check that the file is a valid label image") from None
-    labels = _as_label_map(seg[0])
-    if labels is None:
-        raise UserInputError(f"the {role} holds values that are not whole numbers (not an instance map)", file,
-                             "pass instance label maps (0 background, one integer per cell)")
+    labels, props = read_label_map(rw, Path(file), f"{role} instance map")
     return labels, [float(s) for s in props["spacing"]]
 
 
