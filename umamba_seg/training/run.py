@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 from pathlib import Path
 from typing import Iterator
@@ -142,25 +143,30 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
                epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None,
                device: str = "auto", continue_training: bool = False, npz: bool = False, seed: int | None = None,
                trust_checkpoint: bool = False, num_processes: int = 2, plans_name: str | None = None,
-               validate: bool = True) -> Path:
+               validate: bool = True, pretrained_weights: str | os.PathLike | None = None) -> Path:
     """Train one fold (holding its folder's lock); returns its output folder.
 
     ``plans_name``: train with ``<preprocessed>/<plans_name>.json`` (which must exist, e.g. written
     by ``benchmark``) instead of ``umambaPlans_<arch>.json``; results go to that plans' folder.
-    ``validate=False`` skips the final sliding-window validation of the fold."""
+    ``validate=False`` skips the final sliding-window validation of the fold. ``pretrained_weights``:
+    a checkpoint whose matching tensors initialise the network (:mod:`.pretrained`)."""
+    if pretrained_weights is not None and continue_training:
+        raise UserInputError("--pretrained-weights and --continue exclude each other (--continue restores the "
+                             "fold's own checkpoint)", str(pretrained_weights), "drop one of them")
     fold = check_fold(ws, dataset_name, fold)
     check_schedule(epochs, iters_per_epoch, val_iters)
     out = output_folder(ws, dataset_name, arch, configuration, fold, plans_name=plans_name)
     with fold_lock(out):
         return _train_fold_locked(ws, dataset_name, configuration, fold, arch, epochs, iters_per_epoch, val_iters,
                                   device, continue_training, npz, seed, trust_checkpoint, num_processes, plans_name,
-                                  validate, out)
+                                  validate, out, pretrained_weights)
 
 
 def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str,
                        epochs: int | None, iters_per_epoch: int | None, val_iters: int | None, device: str,
                        continue_training: bool, npz: bool, seed: int | None, trust_checkpoint: bool,
-                       num_processes: int, plans_name: str | None, validate: bool, out: Path) -> Path:
+                       num_processes: int, plans_name: str | None, validate: bool, out: Path,
+                       pretrained_weights: str | os.PathLike | None = None) -> Path:
     from umamba_seg.planning.pipeline import ensure_plans
     from umamba_seg.training.trainer import umambaTrainer
 
@@ -194,6 +200,13 @@ def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fol
         else:
             trainer.load_checkpoint(str(ckpt))
             print(f"--continue: resuming from {ckpt.name} at epoch {trainer.current_epoch}.")
+    if pretrained_weights is not None:  # after the network is built, before the first step
+        from umamba_seg.training.pretrained import load_pretrained_weights
+
+        if not trainer.was_initialized:
+            trainer.initialize()
+        load_pretrained_weights(trainer.network, pretrained_weights, trust_checkpoint,
+                                log=lambda line: trainer.print_to_log_file(line, add_timestamp=False))
     if trainer.current_epoch < trainer.num_epochs:
         trainer.run_training()
     else:

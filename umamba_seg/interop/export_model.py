@@ -1,0 +1,145 @@
+"""``export-model``: one trained model folder as a single zip that ``install-model`` accepts.
+
+nnunetv2's ``export_pretrained_model`` is not reused: it ships ``postprocessing.pkl`` (a
+pickle the receiver would have to unpickle), writes no manifest and reads the results folder
+from a global. Here the files are chosen by name (:mod:`.model_archive`), each is hashed into
+the manifest, and the model is checked the way the receiver will check it (plans on the
+allow-list, checkpoints loadable with ``weights_only=True``) so nothing unusable is shared.
+The zip is written under a temporary name and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+import umamba_seg
+from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, check_plans
+from umamba_seg.atomic import atomic_path
+from umamba_seg.errors import UserInputError
+from umamba_seg.interop.model_archive import (
+    CHECKPOINT_FILES, FORMAT, FORMAT_VERSION, MANIFEST, allowed_model_file, sha256_file,
+)
+from umamba_seg.planning.naming import plans_identifier
+from umamba_seg.training.checkpoint_io import load_checkpoint_safe
+from umamba_seg.training.run import output_folder
+from umamba_seg.workspace import Workspace
+
+
+@dataclass
+class ExportResult:
+    archive: Path
+    model_dir: Path
+    folds: list[str]
+    files: int
+    bytes: int
+    seconds: float
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _folds(model_dir: Path, folds: Sequence[str] | None, checkpoint_names: list[str]) -> list[str]:
+    first = checkpoint_names[0]
+    found = sorted(p.parent.name.removeprefix("fold_") for p in model_dir.glob(f"fold_*/{first}"))
+    if folds is None:
+        if not found:
+            raise UserInputError(f"no fold of the model has {first}", model_dir,
+                                 "finish training a fold first (or pick --checkpoint best)")
+        folds = found
+    for f in folds:
+        for name in checkpoint_names:
+            if not (model_dir / f"fold_{f}" / name).is_file():
+                raise UserInputError(f"fold {f} has no {name}", model_dir / f"fold_{f}" / name,
+                                     f"train fold {f} first or choose folds among {found or 'none'}")
+    return [str(f) for f in folds]
+
+
+def _model_files(model_dir: Path, folds: list[str], checkpoint_names: list[str]) -> list[str]:
+    """Paths relative to ``model_dir`` that go into the archive."""
+    files = ["plans.json", "dataset.json"]
+    if (model_dir / "dataset_fingerprint.json").is_file():
+        files.append("dataset_fingerprint.json")
+    for f in folds:
+        files += [f"fold_{f}/{name}" for name in checkpoint_names]
+        if (model_dir / f"fold_{f}" / "validation" / "summary.json").is_file():
+            files.append(f"fold_{f}/validation/summary.json")
+    for folder in sorted(model_dir.glob("crossval_results_folds_*")):
+        for name in ("summary.json", "postprocessing.json"):
+            if (folder / name).is_file():
+                files.append(f"{folder.name}/{name}")
+    assert all(allowed_model_file(f) for f in files), files
+    return files
+
+
+def _check_model(model_dir: Path, folds: list[str], checkpoint_names: list[str]) -> dict:
+    """What the receiver checks, checked here first; returns the first checkpoint's metadata."""
+    plans = json.loads((model_dir / "plans.json").read_text())
+    check_plans(plans, model_dir / "plans.json")
+    check_dataset_json_names(json.loads((model_dir / "dataset.json").read_text()), model_dir / "dataset.json")
+    meta: dict = {}
+    for f in folds:
+        for name in checkpoint_names:
+            path = model_dir / f"fold_{f}" / name
+            try:
+                ckpt = load_checkpoint_safe(path, trust=False)
+            except UserInputError as e:
+                raise UserInputError(f"{e.what}; the receiver could not load it either", path,
+                                     "export checkpoints written by `umamba-seg train` or `import-model`") from e
+            if not meta:
+                meta = {"trainer_name": ckpt.get("trainer_name"),
+                        "epochs_trained": ckpt.get("current_epoch")}
+            del ckpt
+    return meta
+
+
+def export_model(ws: Workspace, dataset: str | int, arch: str, configuration: str, output: str | os.PathLike,
+                 folds: Sequence[str] | None = None, checkpoints: Sequence[str] = ("final",)) -> ExportResult:
+    """Write the model ``<results>/<dataset>/umambaTrainer__umambaPlans_<arch>__<configuration>`` to ``output``."""
+    t0 = time.perf_counter()
+    name = ws.dataset_name(dataset)
+    model_dir = output_folder(ws, name, arch, configuration, 0).parent
+    if not model_dir.is_dir():
+        raise UserInputError("no trained model", model_dir,
+                             f"train it first: umamba-seg train -d {dataset} -c {configuration} -f 0 -a {arch}")
+    for f in ("plans.json", "dataset.json"):
+        if not (model_dir / f).is_file():
+            raise UserInputError(f"model folder has no {f}", model_dir / f, "train a fold of this model first")
+    checkpoint_names = [CHECKPOINT_FILES[c] for c in dict.fromkeys(checkpoints)]
+    chosen = _folds(model_dir, folds, checkpoint_names)
+    meta = _check_model(model_dir, chosen, checkpoint_names)
+    files = _model_files(model_dir, chosen, checkpoint_names)
+    prefix = f"{name}/{model_dir.name}"
+    listed = {f"{prefix}/{f}": {"size": (model_dir / f).stat().st_size, "sha256": sha256_file(model_dir / f)}
+              for f in files}
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "dataset_name": name, "model_folder": model_dir.name, "arch": arch, "plans_name": plans_identifier(arch),
+        "configuration": configuration, "trainer_name": meta.get("trainer_name"),
+        "recipe": None,  # training recipes are not a CLI option yet: the trainer class stands for the recipe
+        "folds": chosen, "checkpoints": checkpoint_names, "epochs_trained": meta.get("epochs_trained"),
+        "versions": {"umamba-seg": umamba_seg.__version__, "nnunetv2": package_version("nnunetv2"),
+                     "torch": torch.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": listed,
+    }
+    output = Path(output).expanduser().resolve()
+    with atomic_path(output, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            zf.writestr(MANIFEST, json.dumps(manifest, indent=2), compress_type=zipfile.ZIP_DEFLATED)
+            for f in files:  # checkpoints barely compress: stored, the JSON files deflated
+                zf.write(model_dir / f, f"{prefix}/{f}",
+                         compress_type=zipfile.ZIP_STORED if f.endswith(".pth") else zipfile.ZIP_DEFLATED)
+    return ExportResult(output, model_dir, chosen, len(files), output.stat().st_size, time.perf_counter() - t0)
