@@ -258,23 +258,23 @@ def _train(f, *extra) -> list:
 
 
 def case_train_epochs_0(tmp, f):
-    return _train(f, "-f", "0", "--epochs", "0"), "--epochs", f["workdir"] / "results"
+    return _train(f, "-f", "0", *TINY_SCHEDULE, "--epochs", "0"), "--epochs", f["workdir"] / "results"
 
 
 def case_train_iters_negative(tmp, f):
-    return _train(f, "-f", "0", "--iters-per-epoch", "-3"), "--iters-per-epoch", f["workdir"] / "results"
+    return _train(f, "-f", "0", *TINY_SCHEDULE, "--iters-per-epoch", "-3"), "--iters-per-epoch", f["workdir"] / "results"
 
 
 def case_train_fold_minus_1(tmp, f):
-    return _train(f, "-f", "-1"), "splits_final.json", f["workdir"] / "results"
+    return _train(f, "-f", "-1", *TINY_SCHEDULE), "splits_final.json", f["workdir"] / "results"
 
 
 def case_train_fold_7(tmp, f):
-    return _train(f, "-f", "7"), "splits_final.json", f["workdir"] / "results"
+    return _train(f, "-f", "7", *TINY_SCHEDULE), "splits_final.json", f["workdir"] / "results"
 
 
 def case_train_fold_x(tmp, f):
-    return _train(f, "-f", "x"), "splits_final.json", f["workdir"] / "results"
+    return _train(f, "-f", "x", *TINY_SCHEDULE), "splits_final.json", f["workdir"] / "results"
 
 
 def _fresh_workdir(tmp, f, planned: bool = False) -> tuple[Path, Path]:
@@ -370,7 +370,6 @@ def case_verify_zero_spacing(tmp, f):
 
 def case_verify_truncated_nii(tmp, f):
     def change(raw):
-        _nii(np.ones((128, 128), np.float32), raw / "imagesTr" / "c3_0000.nii.gz")
         _truncate(raw / "imagesTr" / "c3_0000.nii.gz")
         return raw / "imagesTr" / "c3_0000.nii.gz"
     return _nifti_workdir_with(tmp, change, verify=False)

@@ -31,7 +31,7 @@ except ImportError:  # Windows: no flock, the pid record decides
 
 def _holder_record() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv[:1] + sys.argv[1:])[:300]}
+            "command": " ".join(sys.argv)[:300]}
 
 
 def read_holder(lock_file: Path) -> dict:
