@@ -232,3 +232,59 @@ def test_finetune_nothing_matching_exits_2(trained_2d_workdir, tmp_path, capsys)
                         "--pretrained-weights", source, *TINY_SCHEDULE)
     assert code == 2 and "no tensor of the checkpoint matches" in err, err
     assert not (workdir / "results" / DS / MODEL / "fold_0" / "checkpoint_final.pth").exists()
+
+
+def _vmamba_imagenet_state_dict(dim: int = 96, depths=(2, 2, 9, 2), d_state: int = 16) -> dict:
+    """Random tensors under the key names and shapes of VMamba v0 ImageNet checkpoints
+    (``vmamba_tiny_e292.pth``: dims 96 .. 768, depths 2, 2, 9, 2, a 1000-class head)."""
+    g = torch.Generator().manual_seed(0)
+    sd = {"patch_embed.proj.weight": (dim, 3, 4, 4), "patch_embed.proj.bias": (dim,),
+          "patch_embed.norm.weight": (dim,), "patch_embed.norm.bias": (dim,)}
+    for i, depth in enumerate(depths):
+        c = dim * 2**i
+        e, r = 2 * c, -(-c // 16)
+        for b in range(depth):
+            p = f"layers.{i}.blocks.{b}."
+            sd.update({p + "ln_1.weight": (c,), p + "ln_1.bias": (c,),
+                       p + "self_attention.in_proj.weight": (2 * e, c),
+                       p + "self_attention.conv2d.weight": (e, 1, 3, 3), p + "self_attention.conv2d.bias": (e,),
+                       p + "self_attention.x_proj_weight": (4, r + 2 * d_state, e),
+                       p + "self_attention.dt_projs_weight": (4, e, r), p + "self_attention.dt_projs_bias": (4, e),
+                       p + "self_attention.A_logs": (4 * e, d_state), p + "self_attention.Ds": (4 * e,),
+                       p + "self_attention.out_norm.weight": (e,), p + "self_attention.out_norm.bias": (e,),
+                       p + "self_attention.out_proj.weight": (c, e)})
+        if i < len(depths) - 1:
+            sd.update({f"layers.{i}.downsample.reduction.weight": (2 * c, 4 * c),
+                       f"layers.{i}.downsample.norm.weight": (4 * c,), f"layers.{i}.downsample.norm.bias": (4 * c,)})
+    top = dim * 2 ** (len(depths) - 1)
+    sd.update({"norm.weight": (top,), "norm.bias": (top,), "head.weight": (1000, top), "head.bias": (1000,)})
+    return {k: torch.randn(s, generator=g) for k, s in sd.items()}
+
+
+def test_vmamba_imagenet_checkpoint_loads_into_vmunet(tmp_path):
+    from umamba_seg.architectures.vmunet import VMUNet
+    from umamba_seg.training.pretrained import load_pretrained_weights
+
+    theirs = _vmamba_imagenet_state_dict(dim=24)  # the tiny layout at a quarter of its width, for speed
+    path = tmp_path / "vmamba_tiny_e292.pth"
+    torch.save({"model": theirs, "epoch": 292}, path)
+    net = VMUNet(3, 2, deep_supervision=True, dims=(24, 48, 96, 192))
+    lines: list[str] = []
+    report = load_pretrained_weights(net, path, log=lines.append)
+    sd = net.state_dict()
+    assert torch.equal(sd["encoder.embed.proj.weight"], theirs["patch_embed.proj.weight"])
+    assert torch.equal(sd["encoder.stages.2.1.ssm.A_logs"], theirs["layers.2.blocks.1.self_attention.A_logs"])
+    assert torch.equal(sd["encoder.stages.0.0.ssm.conv.weight"], theirs["layers.0.blocks.0.self_attention.conv2d.weight"])
+    assert torch.equal(sd["encoder.merges.1.reduction.weight"], theirs["layers.1.downsample.reduction.weight"])
+    # the decoder stage at encoder stage i's resolution gets that stage's blocks (as the authors' load_from)
+    assert torch.equal(sd["decoder.stages.3.0.norm.weight"], theirs["layers.0.blocks.0.ln_1.weight"])
+    assert torch.equal(sd["decoder.stages.0.1.ssm.out_proj.weight"], theirs["layers.3.blocks.1.self_attention.out_proj.weight"])
+    assert all(k.startswith("encoder.") or k.startswith("decoder.stages.") for k in report.loaded)
+    assert all(k.startswith(("encoder.", "decoder.stages.")) for k in sd if k not in report.skipped)
+    assert set(report.skipped) == {k for k in sd if k.startswith(("decoder.expands.", "decoder.final_", "decoder.seg_heads."))}
+    assert {"head.weight", "norm.weight", "encoder.stages.2.8.norm.weight"} <= set(report.unused)
+    assert report.mapping and "VMamba" in lines[0]
+
+    gray = VMUNet(1, 2, dims=(24, 48, 96, 192))  # one input channel: the RGB patch embedding is skipped, the rest loads
+    report = load_pretrained_weights(gray, path, log=lambda _: None)
+    assert "encoder.embed.proj.weight" in report.skipped and "encoder.embed.norm.weight" in report.loaded

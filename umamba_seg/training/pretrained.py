@@ -7,7 +7,8 @@ first convolution with another channel count are skipped, and reported. Checkpoi
 ``weights_only=True`` (``--trust-checkpoint`` to fully unpickle); ours, ``import-model``ed
 ones, nnU-Net's (``network_weights``) and plain state dicts (``model`` / ``state_dict`` or
 top-level tensors) are read, with DDP's ``module.`` and ``torch.compile``'s ``_orig_mod.``
-prefixes removed. Nothing matching is an error (exit 2).
+prefixes removed. VM-UNet also takes the VMamba ImageNet checkpoints its authors start from
+(:mod:`umamba_seg.architectures.vmunet_imagenet`). Nothing matching is an error (exit 2).
 """
 
 from __future__ import annotations
@@ -82,12 +83,24 @@ def bare_module(network: torch.nn.Module) -> torch.nn.Module:
     return getattr(network, "_orig_mod", network)
 
 
+def _foreign_mapping(network: torch.nn.Module, weights: dict) -> tuple[dict, str] | None:
+    """A published checkpoint of another code base renamed onto ``network``'s keys, if one applies."""
+    from umamba_seg.architectures.vmunet_imagenet import is_vmamba_imagenet, vmamba_imagenet_to_ours
+
+    if is_vmamba_imagenet(weights):
+        return vmamba_imagenet_to_ours(network, weights), "VMamba ImageNet backbone mapped onto VM-UNet"
+    return None
+
+
 def load_pretrained_weights(network: torch.nn.Module, path: str | os.PathLike, trust: bool = False,
                             log: Callable[[str], None] = print) -> PretrainedReport:
     """Copy the matching tensors of ``path`` into ``network``; log and return what happened."""
     module = bare_module(network)
     weights = read_state_dict(path, trust)
     report = PretrainedReport(Path(path))
+    mapped = _foreign_mapping(module, weights)
+    if mapped is not None:
+        weights, report.mapping = mapped
     own = module.state_dict()
     take: dict[str, torch.Tensor] = {}
     for key, tensor in own.items():
