@@ -57,7 +57,7 @@ def _read_manifest(zf: zipfile.ZipFile, archive: Path) -> dict:
     if manifest.get("format_version") != ma.FORMAT_VERSION:
         raise UserInputError(f"model archive format {manifest.get('format_version')!r} is not supported "
                              f"(this umamba-seg reads {ma.FORMAT_VERSION})", archive, "upgrade umamba-seg")
-    for key in ("dataset_name", "model_folder", "configuration"):
+    for key in ("dataset_name", "model_folder", "configuration", "arch"):
         check_name(manifest.get(key), f"manifest key '{key}'", archive, _FIX)
     if not ma.DATASET_RE.match(manifest["dataset_name"]):
         raise UserInputError(f"manifest dataset_name {manifest['dataset_name']!r} is not a DatasetXXX_Name",

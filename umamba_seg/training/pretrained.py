@@ -44,7 +44,8 @@ class PretrainedReport:
                f"{len(self.unused)} checkpoint tensor(s) unused"]
         out += [f"  skipped {k}: {why}" for k, why in self.skipped.items()]
         if self.unused:
-            shown = ", ".join(self.unused[:10]) + (f", ... ({len(self.unused) - 10} more)" if len(self.unused) > 10 else "")
+            more = len(self.unused) - 10
+            shown = ", ".join(self.unused[:10]) + (f", ... ({more} more)" if more > 0 else "")
             out.append(f"  unused from the checkpoint: {shown}")
         return out
 
@@ -63,7 +64,8 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
     """The tensors of a checkpoint file, by name, whatever container they come in."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserInputError("pretrained checkpoint not found", path, "pass an existing .pth file to --pretrained-weights")
+        raise UserInputError("pretrained checkpoint not found", path,
+                             "pass an existing .pth file to --pretrained-weights")
     ckpt = load_checkpoint_safe(path, map_location="cpu", trust=trust)
     weights = ckpt
     if isinstance(ckpt, dict):
