@@ -20,6 +20,7 @@ def test_model_folder_names_parse():
     m = _MODEL_RE.match("umambaTrainer__umambaPlans_umamba_bot_nossm__3d_fullres")
     assert (m.group("trainer"), m.group("arch"), m.group("config")) == ("umambaTrainer", "umamba_bot_nossm",
                                                                         "3d_fullres")
+    assert _MODEL_RE.match(".umambaTrainer__umambaPlans_cnn__2d.importing-x1") is None  # a scratch folder
 
 
 def test_postprocessing_json_keeps_numpy_labels(tmp_path):

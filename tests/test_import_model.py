@@ -24,8 +24,10 @@ import torch
 from umamba_seg.architectures import build_from_cnn_plan, registry
 from umamba_seg.benchmark.same_plan import same_plan_plans
 from umamba_seg.cli import main as cli
+from umamba_seg.errors import UserInputError
 from umamba_seg.interop.fork_checkpoint import authors_to_ours, load_fork_checkpoint
 from umamba_seg.interop.fork_plans import cnn_architecture, our_plans
+from umamba_seg.training.checkpoint_io import require_training_state
 
 FORK_ARCHS = ("umamba_bot", "umamba_enc", "xlstm_bot", "xlstm_enc")
 FORK_TRAINER = {"umamba_bot": ("u-mamba", "nnUNetTrainerUMambaBot"),
@@ -131,8 +133,6 @@ def test_build_from_cnn_plan_is_the_trained_network(arch, monkeypatch):
 
 
 def test_build_from_cnn_plan_forward_and_errors():
-    from umamba_seg.errors import UserInputError
-
     net = small_network("umamba_bot", 2, 1, 3).eval()
     with torch.no_grad():
         out = net(torch.randn(1, 1, 32, 32))
@@ -298,6 +298,8 @@ def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir
         for fold, ours in weights.items():
             ckpt = torch.load(model / f"fold_{fold}" / "checkpoint_final.pth", weights_only=True)  # no numpy left
             assert list(ckpt["network_weights"]) == list(ours)
+            with pytest.raises(UserInputError, match="--pretrained-weights instead of --continue"):
+                require_training_state(ckpt, model / f"fold_{fold}" / "checkpoint_final.pth")  # train --continue
             assert all(torch.equal(ckpt["network_weights"][k], v) for k, v in ours.items())
             assert ckpt["trainer_name"] == "umambaTrainer" and ckpt["inference_allowed_mirroring_axes"] == (0, 1)
     assert not list(results.glob(".*"))  # no scratch folders left
@@ -433,8 +435,6 @@ def test_import_refuses_broken_folders(tmp_path, good_fork_folder, capsys):
 
 
 def test_old_torch_is_refused_before_any_unpickling(good_fork_folder, monkeypatch):
-    from umamba_seg.errors import UserInputError
-
     monkeypatch.setattr(torch, "__version__", "2.5.1")
     with pytest.raises(UserInputError, match=r"needs torch >= 2\.6 \(this is 2\.5\.1\)"):
         load_fork_checkpoint(good_fork_folder / "fold_0" / "checkpoint_final.pth")

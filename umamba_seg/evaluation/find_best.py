@@ -28,7 +28,8 @@ from umamba_seg.safe_paths import check_file_ending
 from umamba_seg.safe_pickle import load_pickle_safe
 from umamba_seg.workspace import Workspace
 
-_MODEL_RE = re.compile(r"^(?P<trainer>.+?)__(?P<plans>umambaPlans_(?P<arch>.+))__(?P<config>.+)$")
+# a leading dot marks a scratch folder of import-model/install-model, never a model
+_MODEL_RE = re.compile(r"^(?P<trainer>[^.].*?)__(?P<plans>umambaPlans_(?P<arch>.+))__(?P<config>.+)$")
 
 
 def discover_models(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = None,

@@ -63,3 +63,15 @@ def load_checkpoint_safe(filename: str | os.PathLike, map_location: Any = "cpu",
     except Exception as e:  # noqa: BLE001
         raise UserInputError(f"checkpoint is unreadable ({type(e).__name__}: {e})", path,
                              "delete it and re-run training") from e
+
+
+TRAINING_STATE_KEYS = ("optimizer_state", "logging", "current_epoch")
+
+
+def require_training_state(checkpoint: dict, where: str | os.PathLike | None = None) -> None:
+    """Refuse to resume from a weights-only checkpoint (``import-model`` / ``install-model`` write those)."""
+    missing = [k for k in TRAINING_STATE_KEYS if k not in checkpoint]
+    if missing:
+        raise UserInputError(f"checkpoint holds no training state ({', '.join(missing)} missing), so training "
+                             "cannot resume from it", where,
+                             "start a new training from its weights with --pretrained-weights instead of --continue")
