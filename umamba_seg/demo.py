@@ -59,11 +59,10 @@ def demo_tasks(fast: bool = False) -> list[DemoTask]:
 
 def cell_tasks(fast: bool = False) -> list[DemoTask]:
     """``demo --cells``: touching nuclei, instance F1 next to Dice (``fast``: a smaller smoke run)."""
+    # Dice target 0.45: the fast run measured 0.559 (interior 0.906, boundary 0.213) with F1 0.422
     if fast:
-        return [DemoTask("2D nuclei (TIFF), instances", "microscopy2d", "small", "2d", 15, 3, 3, 15, 1, 0.5,
-                         instances=True)]
-    return [DemoTask("2D nuclei (TIFF), instances", "microscopy2d", "small", "2d", 20, 6, 4, 15, 1, 0.5,
-                     instances=True)]
+        return [DemoTask("2D nuclei (TIFF)", "microscopy2d", "small", "2d", 15, 3, 3, 15, 1, 0.45, instances=True)]
+    return [DemoTask("2D nuclei (TIFF)", "microscopy2d", "small", "2d", 20, 6, 4, 15, 1, 0.45, instances=True)]
 
 
 def default_archs(task: DemoTask | None = None) -> list[str]:
