@@ -1,7 +1,7 @@
 """Ahead-of-time compile of every Triton mLSTM kernel for sm_80 (A100) and sm_90a (H100).
 
 No GPU needed: Triton lowers to PTX and its bundled ``ptxas -v`` reports registers and
-spills (design.md section 6). Every kernel must compile for both architectures without
+spills (see umamba_seg/ops/triton_aot.py). Every kernel must compile for both architectures without
 a register spill and within the shared-memory limit.
 """
 

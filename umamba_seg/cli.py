@@ -1,6 +1,6 @@
 """``umamba-seg <command>``: argument parsing only; each command calls one function.
 
-Contract: design.md section 7. Exit 0 on success; bad usage or bad input exits 2 with one
+Contract: exit 0 on success; bad usage or bad input exits 2 with one
 line ``error: <what>, <which file>, <what to do>`` on stderr and no traceback (``--debug``
 shows it).
 """

@@ -1,4 +1,4 @@
-"""Plans and data identifiers, per design.md section 7.
+"""Plans and data identifiers (the results layout the README documents).
 
 One plans file per architecture (``umambaPlans_<arch>.json``); one preprocessed folder per
 configuration (``umambaPlans_<config>``), shared by every architecture, because the target
