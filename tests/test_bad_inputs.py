@@ -455,6 +455,11 @@ def test_continue_with_another_model_is_refused(trained_2d_workdir, model_2d, tm
     code, err = _run_err(capsys, _predict_argv(trained_2d_workdir, model_2d, out, "-f", "1", "--num-parts", "2",
                                                "--part-id", "1"))
     _assert_one_line_error(code, err, str(out / "predict_args_part0.json"))
+    # instances filtered by another --min-size would mix two post-processings
+    code, err = _run_err(capsys, _predict_argv(trained_2d_workdir, model_2d, out, "-f", "0", "--min-size", "3",
+                                               "--continue"))
+    _assert_one_line_error(code, err, str(out / "predict_args_part0.json"))
+    assert "min_size" in err
     # the same model and folds continue
     assert cli([str(a) for a in _predict_argv(trained_2d_workdir, model_2d, out, "-f", "0", "--continue")]) == 0
     assert seg.is_file()

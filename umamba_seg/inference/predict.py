@@ -38,7 +38,7 @@ SCRATCH = ".partial"
 PROVENANCE = "predict_args_part{part}.json"
 LOCK = ".umamba_predict_part{part}.lock"
 # what makes two runs' outputs interchangeable: the same model, folds, checkpoint and sliding-window settings
-PROVENANCE_KEYS = ("model_dir", "folds", "checkpoint", "step_size", "tta")
+PROVENANCE_KEYS = ("model_dir", "folds", "checkpoint", "step_size", "tta", "min_size")
 
 
 def case_outputs(out_dir: Path, case: str, file_ending: str, save_probabilities: bool) -> list[Path]:
