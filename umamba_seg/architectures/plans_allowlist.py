@@ -57,6 +57,10 @@ RESAMPLING_FNS: tuple[str, ...] = ("resample_data_or_seg_to_shape", "resample_to
                                    "resample_torch_simple", "no_resampling_hack")
 RESAMPLING_KEYS: tuple[str, ...] = ("resampling_fn_data", "resampling_fn_seg", "resampling_fn_probabilities")
 
+# a key earlier versions wrote into architecture blocks (a training setting stock nnU-Net ignored;
+# the optimizer is now the trainer class's recipe)
+RETIRED_ARCHITECTURE_KEYS: tuple[str, ...] = ("umamba_optimizer",)
+
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _FIX = "use plans written by umamba-seg or nnU-Net (see docs/security.md for what is allowed)"
 
@@ -121,6 +125,11 @@ def check_architecture(block: Any, where: str | os.PathLike | None, prefix: str 
     """One plans ``architecture`` block (``network_class_name``, ``arch_kwargs``, ``_kw_requires_import``)."""
     if not isinstance(block, dict):
         raise UserInputError(f"plans key '{prefix}' is not an object", where, _FIX)
+    for key in RETIRED_ARCHITECTURE_KEYS:
+        if key in block:
+            raise UserInputError(f"plans key '{prefix}.{key}' is from an older umamba-seg (the optimizer is now "
+                                 "chosen by `train --recipe`)", where,
+                                 "plan again: umamba-seg plan-and-preprocess -d <dataset> -a <arch>")
     check_network(block.get("network_class_name"), block.get("arch_kwargs"), block.get("_kw_requires_import", []),
                   where, prefix)
 

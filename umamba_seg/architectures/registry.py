@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from umamba_seg.errors import UserInputError
-from umamba_seg.training.optimizer_recipe import RECIPE_KEY, OptimizerRecipe
 
 # (cnn_arch_kwargs, patch_size, conv_op_dim) -> this architecture's arch_kwargs
 ArchKwargsBuilder = Callable[[dict, Sequence[int]], dict]
@@ -38,6 +37,9 @@ class ArchSpec:
     # patch divisible by the plan's total downsampling)
     adjust_patch: Callable[[Sequence[int]], list[int]] | None = None
     extra: dict = field(default_factory=dict)
+    # the optimizer of the network's authors ("sgd" or "adamw"): the planner's memory budget counts
+    # its state (the larger of the recipes' states; the recipes themselves are trainer classes)
+    authors_optimizer: str = "sgd"
 
     def architecture_block(self, cnn_architecture: dict, patch_size: Sequence[int]) -> dict:
         """The plans' ``architecture`` entry for this network."""
@@ -48,22 +50,7 @@ class ArchSpec:
             "arch_kwargs": kwargs,
             "_kw_requires_import": req,
         }
-        optimizer = self.optimizer_settings()
-        if optimizer is not None:
-            block[RECIPE_KEY] = OptimizerRecipe.from_settings(optimizer).as_settings()
         return block
-
-    def optimizer_settings(self) -> dict | None:
-        """The family preset's ``optimizer`` entry (None: nnU-Net's SGD); see ``optimizer_recipe``."""
-        if self.family == "cnn":
-            return None
-        from umamba_seg.architectures.presets import load_preset
-
-        return load_preset(self.family).get("optimizer")
-
-    def optimizer_name(self) -> str:
-        """"sgd" or "adamw": what the planner's memory budget counts optimizer state for."""
-        return OptimizerRecipe.from_settings(self.optimizer_settings()).name
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

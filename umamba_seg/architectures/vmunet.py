@@ -279,6 +279,7 @@ VMUNET = register(
         description="VM-UNet: VSS blocks with cross-scan SSM (2D: 4 scans, 3D: 6 scans)",
         has_ssm=True,
         adjust_patch=_adjust_patch,
+        authors_optimizer="adamw",
     )
 )
 
@@ -292,5 +293,6 @@ VMUNET_NOSSM = register(
         description="VM-UNet ablation: the cross-scan SSM replaced by the identity",
         has_ssm=False,
         adjust_patch=_adjust_patch,
+        authors_optimizer="adamw",
     )
 )

@@ -38,7 +38,6 @@ from umamba_seg.benchmark.same_plan import benchmark_archs, write_same_plans
 from umamba_seg.benchmark.timing import median
 from umamba_seg.errors import UserInputError
 from umamba_seg.planning.naming import CNN_ARCH
-from umamba_seg.training.optimizer_recipe import OptimizerRecipe
 from umamba_seg.workspace import Workspace
 
 _CHANNEL_SUFFIX_LEN = len("_0000")
@@ -242,8 +241,6 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
 
 
 def _row_note(patch_note: str, architecture: dict) -> str:
-    """The patch note, plus the optimizer where the network does not train with nnU-Net's SGD."""
-    recipe = OptimizerRecipe.from_architecture(architecture)
-    optimizer = "" if recipe == OptimizerRecipe() else f"{recipe.name} lr {recipe.lr:g} (its authors' optimizer)"
-    return "; ".join(n for n in (patch_note, optimizer) if n)
+    """The patch note (every network trains with the same trainer, nnU-Net's recipe)."""
+    return patch_note
 

@@ -6,7 +6,7 @@
 * parameters, 4 bytes each;
 * their gradients, 4 bytes each;
 * optimizer state: SGD with momentum (nnU-Net's trainer and most of our networks) 4 bytes
-  per parameter, Adam/AdamW (VM-UNet's recipe, ``training/optimizer_recipe.py``) 8;
+  per parameter, Adam/AdamW (VM-UNet's authors' recipe, ``ArchSpec.authors_optimizer``) 8;
 * a fixed workspace: the CUDA context, cuDNN/cuBLAS workspaces and the caching
   allocator's fragmentation, plus the transient gradient buffers of backward. Stated as
   ``WORKSPACE_BASE_GB`` plus ``WORKSPACE_FRACTION`` of the card.

@@ -193,7 +193,7 @@ def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequ
     """The patch, topology and batch of ``arch`` for one configuration (see the module docstring).
     ``optimizer`` (whose state the budget counts): default, the one ``arch`` trains with."""
     spec, search_spec = registry.get(arch), _search_spec(arch)
-    optimizer = optimizer or spec.optimizer_name()
+    optimizer = optimizer or spec.authors_optimizer
     path = candidate_path(spacing, median_shape, knobs)
     cache: dict[int, tuple[list[int], dict, MemoryEstimate]] = {}
 

@@ -3,9 +3,11 @@
 Same training code path as ``nnUNetTrainer`` (losses, augmentation, poly LR, deep
 supervision, validation, ``progress.png``) for every architecture. It adds: epochs /
 iterations / validation iterations settable per run (nnU-Net's 1000 x 250 + 50 cannot run on
-a CPU), a progress bar per epoch, a checkpoint every epoch so ``--continue`` loses at most one
+a CPU), progress bars per epoch, a checkpoint every epoch so ``--continue`` loses at most one
 epoch, checkpoints that load with ``weights_only=True``, written atomically, and the wall time of
 every training step of a run in ``train_step_times.json`` next to them (``benchmark`` reads it).
+All of it goes through nnunetv2's extension points (``train_step``, ``validation_step``, the
+``on_*`` hooks, ``save_checkpoint``); its ``run_training`` loop runs unchanged.
 A non-finite training loss stops the run with one line naming the fold folder (no
 ``checkpoint_final.pth`` of NaN weights); augmentation workers die with the process.
 Its plans pass :mod:`umamba_seg.architectures.plans_allowlist` before nnunetv2 resolves a name in them.
@@ -19,16 +21,14 @@ import time
 from pathlib import Path
 
 import torch
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from tqdm import tqdm
 
 from umamba_seg.architectures.plans_allowlist import check_architecture, check_plans
-from umamba_seg.atomic import write_json_atomic
+from umamba_seg.atomic import atomic_path, write_json_atomic
 from umamba_seg.devices import synchronize
 from umamba_seg.errors import UserInputError
-from umamba_seg.training.checkpoint_io import load_checkpoint_safe, require_training_state, save_checkpoint_safe
-from umamba_seg.training.optimizer_recipe import RECIPE_KEY, OptimizerRecipe
+from umamba_seg.training.checkpoint_io import load_checkpoint_safe, require_training_state, to_safe
 from umamba_seg.training.worker_lifetime import workers_die_with_parent
 
 STEP_TIMES_FILE = "train_step_times.json"
@@ -75,22 +75,6 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         if val_iters is not None:
             self.num_val_iterations_per_epoch = int(val_iters)
 
-    def configure_optimizers(self):
-        """The optimizer the plans' architecture states (``optimizer_recipe``), nnU-Net's poly schedule.
-
-        Plans without one, and SGD recipes (with their lr and weight decay), use nnU-Net's own SGD."""
-        architecture = self.configuration_manager.configuration["architecture"]
-        if RECIPE_KEY not in architecture:
-            return super().configure_optimizers()
-        recipe = OptimizerRecipe.from_architecture(architecture)
-        self.initial_lr, self.weight_decay = recipe.lr, recipe.weight_decay
-        self.print_to_log_file(f"optimizer from the plans: {recipe.name}, lr {recipe.lr}, "
-                               f"weight decay {recipe.weight_decay}")
-        if recipe.name == "sgd":
-            return super().configure_optimizers()
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
-
     def get_dataloaders(self):
         """nnunetv2's loaders; their worker processes are killed by the kernel if this process dies."""
         with workers_die_with_parent():
@@ -111,81 +95,100 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         if self._nonfinite_steps <= (NONFINITE_STEPS_WITH_SCALER if self.grad_scaler is not None else 0):
             return
         self.print_to_log_file(f"training loss is {value} at epoch {epoch}, iteration {iteration}: stopping")
+        self._close_bar()
         self._stop_dataloaders()
         raise UserInputError(
             f"training loss became {value} at epoch {epoch}, iteration {iteration} (no checkpoint_final.pth written)",
             self.output_folder, "check the images' intensities with `plan-and-preprocess --verify`, or lower the "
                                 "learning rate; --continue resumes from checkpoint_latest.pth")
 
-    def _timed_train_step(self) -> dict:
-        """One ``train_step`` (forward, backward, optimizer step; loading the batch excluded), timed."""
-        batch = next(self.dataloader_train)
+    # progress bars: opened by the epoch-start hooks, advanced by the steps, closed by the epoch-end hooks
+
+    def _open_bar(self, phase: str, total: int) -> None:
+        self._close_bar()
+        self._bar = tqdm(total=total, desc=f"epoch {self.current_epoch + 1}/{self.num_epochs} {phase}", leave=False,
+                         disable=not self.show_progress or self.local_rank != 0)
+
+    def _close_bar(self) -> None:
+        if getattr(self, "_bar", None) is not None:
+            self._bar.close()
+        self._bar = None
+
+    def _advance_bar(self, loss) -> None:
+        if getattr(self, "_bar", None) is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{float(loss):.3f}")
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if getattr(self, "_first_timed_epoch", None) is None:
+            self._first_timed_epoch = self.current_epoch  # where this run (a fresh one or --continue) started
+        self._iteration = 0
+        self._open_bar("train", self.num_iterations_per_epoch)
+
+    def train_step(self, batch: dict) -> dict:
+        """nnunetv2's step (forward, backward, optimizer step; loading the batch excluded), timed with the
+        device synchronised before and after, and its loss checked for NaN/Inf."""
         synchronize(self.device)
         t0 = time.perf_counter()
-        out = self.train_step(batch)
+        out = super().train_step(batch)
         synchronize(self.device)
         self.train_step_seconds.append(time.perf_counter() - t0)
+        self._iteration = getattr(self, "_iteration", 0) + 1
+        self._check_loss(out["loss"], self.current_epoch + 1, self._iteration)
+        self._advance_bar(out["loss"])
         return out
 
-    def _write_step_times(self, first_epoch: int) -> None:
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        self._close_bar()
+        super().on_train_epoch_end(train_outputs)
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._open_bar("val", self.num_val_iterations_per_epoch)
+
+    def validation_step(self, batch: dict) -> dict:
+        out = super().validation_step(batch)
+        self._advance_bar(out["loss"])
+        return out
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        self._close_bar()
+        super().on_validation_epoch_end(val_outputs)
+
+    def _write_step_times(self) -> None:
         if self.local_rank != 0:
             return
-        write_json_atomic({"seconds": self.train_step_seconds, "first_epoch": first_epoch,
+        first_epoch = getattr(self, "_first_timed_epoch", None)
+        write_json_atomic({"seconds": self.train_step_seconds,
+                           "first_epoch": self.current_epoch if first_epoch is None else first_epoch,
                            "num_epochs": self.num_epochs, "iterations_per_epoch": self.num_iterations_per_epoch,
                            "device": str(self.device)}, Path(self.output_folder) / STEP_TIMES_FILE)
 
-    def run_training(self) -> None:
-        """nnunetv2's loop, with progress bars and timed training steps."""
-        self.on_train_start()
-        first_epoch = self.current_epoch
-        self.train_step_seconds = []
-        for epoch in range(self.current_epoch, self.num_epochs):
-            self.on_epoch_start()
-            self.on_train_epoch_start()
-            bar = tqdm(range(self.num_iterations_per_epoch), desc=f"epoch {epoch + 1}/{self.num_epochs} train",
-                       disable=not self.show_progress or self.local_rank != 0, leave=False)
-            train_outputs = []
-            for iteration in bar:
-                out = self._timed_train_step()
-                self._check_loss(out["loss"], epoch + 1, iteration + 1)
-                train_outputs.append(out)
-                bar.set_postfix(loss=f"{float(out['loss']):.3f}")
-            self.on_train_epoch_end(train_outputs)
-            with torch.no_grad():
-                self.on_validation_epoch_start()
-                val_outputs = [self.validation_step(next(self.dataloader_val))
-                               for _ in tqdm(range(self.num_val_iterations_per_epoch), leave=False,
-                                             desc=f"epoch {epoch + 1}/{self.num_epochs} val",
-                                             disable=not self.show_progress or self.local_rank != 0)]
-                self.on_validation_epoch_end(val_outputs)
-            self.on_epoch_end()
-        self._write_step_times(first_epoch)
-        self.on_train_end()
+    def on_train_end(self) -> None:
+        """This run's step times (``train_step_times.json``), then nnunetv2's final checkpoint and shutdown."""
+        self._write_step_times()
+        super().on_train_end()
 
     def save_checkpoint(self, filename: str) -> None:
-        if self.local_rank != 0:
-            return
-        if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
-        mod = self.network.module if self.is_ddp else self.network
-        mod = getattr(mod, "_orig_mod", mod)
-        checkpoint = {
-            "network_weights": mod.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            "logging": self.logger.get_checkpoint(),
-            "_best_ema": self._best_ema,
-            "current_epoch": self.current_epoch + 1,
-            "init_args": self.my_init_kwargs,
-            "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-            "dataset_name": self.plans_manager.dataset_name,
-        }
-        save_checkpoint_safe(checkpoint, filename)
+        """nnunetv2's checkpoint, written to a temporary name and renamed.
+
+        The logger's numpy scalars become Python floats first, so the file loads with
+        ``torch.load(weights_only=True)`` (nnunetv2 stores nothing else a weights-only load refuses)."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)  # writes nothing (or logs that checkpointing is off)
+        self.logger.load_checkpoint(to_safe(self.logger.get_checkpoint()))
+        self._best_ema = to_safe(self._best_ema)
+        with atomic_path(filename) as tmp:
+            super().save_checkpoint(str(tmp))
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        """Restore weights, optimizer, logger and epoch (nnunetv2's logic; its dict path is broken)."""
+        """Restore weights, optimizer, logger and epoch from a path or an already loaded checkpoint.
+
+        The one copy of nnunetv2 left here: 2.8.1's ``load_checkpoint`` unpickles a path with
+        ``weights_only=False`` (runs code from the file) and fails on a dict (``checkpoint`` is unbound;
+        fixed upstream after 2.8.1 in MIC-DKFZ/nnUNet#3047), so the restore is repeated after our
+        weights-only load. It also accepts checkpoints whose ``init_args`` store the device as a string."""
         if not self.was_initialized:
             self.initialize()
         if isinstance(filename_or_checkpoint, (str, os.PathLike)):
