@@ -15,7 +15,7 @@ from umamba_seg.errors import UserInputError
 
 
 def _fake_cli(dice_by_dataset: dict[str, float], calls: list[list[str]]):
-    """A stand-in for ``umamba_seg.cli.main`` that records commands and writes summaries."""
+    """A stand-in for ``umamba_seg.cli.main`` (what the CLI hands the demo): records commands, writes summaries."""
 
     def fake(argv):
         calls.append(list(argv))
@@ -30,10 +30,10 @@ def _fake_cli(dice_by_dataset: dict[str, float], calls: list[list[str]]):
     return fake
 
 
-def test_demo_runs_the_cli_contract_and_reports(tmp_path, monkeypatch, capsys):
+def test_demo_runs_the_cli_contract_and_reports(tmp_path, capsys):
     calls: list[list[str]] = []
-    monkeypatch.setattr("umamba_seg.cli.main", _fake_cli({"Endoscopy": 0.91, "AbdomenCT": 0.66}, calls))
-    out = demo.run_demo(tmp_path, archs=["cnn"], fast=True)
+    fake = _fake_cli({"Endoscopy": 0.91, "AbdomenCT": 0.66}, calls)
+    out = demo.run_demo(tmp_path, fake, archs=["cnn"], fast=True)
     commands = [c[0] for c in calls]
     assert commands == ["make-dataset", "plan-and-preprocess", "train", "predict", "evaluate"] * 2
     for argv in calls:  # every step is a command a user could type, in the same workdir
@@ -49,15 +49,15 @@ def test_demo_runs_the_cli_contract_and_reports(tmp_path, monkeypatch, capsys):
     assert "0.910" in printed and "total" in printed and "Demo passed" in printed
 
 
-def test_demo_fails_when_the_cnn_misses_its_target(tmp_path, monkeypatch):
-    monkeypatch.setattr("umamba_seg.cli.main", _fake_cli({"Endoscopy": 0.95, "AbdomenCT": 0.42}, []))
+def test_demo_fails_when_the_cnn_misses_its_target(tmp_path):
+    fake = _fake_cli({"Endoscopy": 0.95, "AbdomenCT": 0.42}, [])
     with pytest.raises(RuntimeError, match=r"3D abdominal CT .*CNN Dice 0\.420 < 0\.5"):
-        demo.run_demo(tmp_path, archs=["cnn"], fast=True)
+        demo.run_demo(tmp_path, fake, archs=["cnn"], fast=True)
 
 
 def test_demo_rejects_unknown_arch_before_any_work(tmp_path):
     with pytest.raises(UserInputError, match="unknown architecture 'nope'"):
-        demo.run_demo(tmp_path / "wd", archs=["nope"])
+        demo.run_demo(tmp_path / "wd", _fake_cli({}, []), archs=["nope"])
     assert not (tmp_path / "wd").exists()
 
 

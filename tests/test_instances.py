@@ -331,7 +331,7 @@ def test_instance_workflow_cli(raw_dataset_factory, workdir_factory, tmp_path):
     assert any("F1" in k for k in summary["mean"]) and 0.0 <= summary["pooled"]["F1"] <= 1.0
 
 
-def test_demo_cells_shows_f1_next_to_dice(tmp_path, monkeypatch, capsys):
+def test_demo_cells_shows_f1_next_to_dice(tmp_path, capsys):
     from umamba_seg import demo
 
     calls: list[list[str]] = []
@@ -348,8 +348,7 @@ def test_demo_cells_shows_f1_next_to_dice(tmp_path, monkeypatch, capsys):
             (pred / "summary.json").write_text(json.dumps(summary))
         return 0
 
-    monkeypatch.setattr("umamba_seg.cli.main", fake_cli)
-    out = demo.run_demo(tmp_path, archs=["cnn"], fast=True, cells=True)
+    out = demo.run_demo(tmp_path, fake_cli, archs=["cnn"], fast=True, cells=True)
     assert [c[0] for c in calls] == ["make-dataset", "plan-and-preprocess", "train", "predict", "evaluate", "evaluate"]
     assert calls[0][calls[0].index("--kind") + 1] == "microscopy2d"
     assert "--instances" in calls[3]

@@ -440,7 +440,7 @@ def cmd_demo(args) -> int:
     from umamba_seg.demo import run_demo
 
     workdir = args.workdir or (Path.cwd() / "umamba_demo")
-    run_demo(Path(workdir), archs=args.arch, fast=args.fast, cells=args.cells)
+    run_demo(Path(workdir), main, archs=args.arch, fast=args.fast, cells=args.cells)
     return 0
 
 

@@ -22,7 +22,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
+
+RunCommand = Callable[[Sequence[str]], int]  # runs one ``umamba-seg`` command line, returns its exit code
 
 @dataclass(frozen=True)
 class DemoTask:
@@ -74,10 +76,11 @@ def default_archs(task: DemoTask | None = None) -> list[str]:
 
 
 class _Runner:
-    """Runs CLI commands in-process, printing and timing each one."""
+    """Runs CLI commands in-process through ``run_command``, printing and timing each one."""
 
-    def __init__(self, workdir: Path, total_steps: int):
+    def __init__(self, workdir: Path, total_steps: int, run_command: RunCommand):
         self.workdir = workdir
+        self.run_command = run_command
         self.total = total_steps
         self.done = 0
         self.timings: dict[str, float] = {}
@@ -85,15 +88,13 @@ class _Runner:
         self.commands: list[str] = []
 
     def __call__(self, label: str, *args: object) -> float:
-        from umamba_seg.cli import main as cli
-
         argv = [str(a) for a in args] + ["--workdir", str(self.workdir)]
         shown = "umamba-seg " + " ".join(_quote(a) for a in argv)
         self.done += 1
         print(f"\n[{self.done}/{self.total}] {label}\n$ {shown}", flush=True)
         self.commands.append(shown)
         t0, c0 = time.perf_counter(), _cpu_seconds()
-        code = cli(argv)
+        code = self.run_command(argv)
         seconds = time.perf_counter() - t0
         if code != 0:
             raise RuntimeError(f"demo step failed (exit {code}): {shown}")
@@ -140,8 +141,13 @@ def _dice_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(workdir: Path, archs: list[str] | None = None, fast: bool = False, cells: bool = False) -> dict:
+def run_demo(workdir: Path, run_command: RunCommand, archs: list[str] | None = None, fast: bool = False,
+             cells: bool = False) -> dict:
     """Run the demo in ``workdir``; returns ``{"results", "timings", "cpu_timings", "total_s", "outputs", "commands"}``.
+
+    Every step is a ``umamba-seg`` command line, printed and then run by ``run_command``
+    (the CLI passes its own ``main``, so the demo runs exactly what a user would type; this
+    module stays below the CLI and never imports it).
 
     ``results`` holds one row per (dataset, architecture): mean and per-class Dice on the
     held-out cases plus training/prediction seconds. ``archs`` (for every dataset) defaults
@@ -164,7 +170,8 @@ def run_demo(workdir: Path, archs: list[str] | None = None, fast: bool = False, 
     for a in given or []:
         registry.get(a)  # unknown names: one clear error before any work
     task_archs = [given or (["cnn"] if fast else default_archs(t)) for t in tasks]
-    run = _Runner(workdir, sum(2 + (4 if t.instances else 3) * len(a) for t, a in zip(tasks, task_archs)))
+    run = _Runner(workdir, sum(2 + (4 if t.instances else 3) * len(a) for t, a in zip(tasks, task_archs)),
+                  run_command)
     t_start = time.perf_counter()
     plan = "; ".join(f"{t.configuration}: {', '.join(a)}" for t, a in zip(tasks, task_archs))
     print(f"umamba-seg demo: {len(tasks)} datasets ({plan}) on the CPU, workdir {workdir}")

@@ -9,7 +9,6 @@ explain failures that surface later (e.g. inside preprocessing).
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -17,6 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from umamba_seg.architectures.plans_allowlist import check_dataset_json_names
+from umamba_seg.case_files import CHANNEL_NAME, allowed_file_counts
 from umamba_seg.errors import UserInputError, UserInputErrors
 from umamba_seg.safe_paths import check_dataset_entries
 
@@ -117,7 +117,6 @@ def collect_file_problems(raw_dataset: Path, ds: dict) -> tuple[list[UserInputEr
             problems.append(UserInputError("folder missing", d, "create it with the training files"))
     if problems:
         return problems, {}
-    chan_re = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
     channels: dict[str, dict[int, Path]] = {}
     for p in sorted(images_dir.iterdir()):
         if p.name.startswith(".") or not p.is_file():
@@ -126,7 +125,7 @@ def collect_file_problems(raw_dataset: Path, ds: dict) -> tuple[list[UserInputEr
             problems.append(UserInputError(f"file ending '{_ending(p.name)}' is not the dataset's '{ending}'", p,
                                            f"convert it to {ending} or fix file_ending in dataset.json"))
             continue
-        m = chan_re.match(p.name[: -len(ending)])
+        m = CHANNEL_NAME.match(p.name[: -len(ending)])
         if not m:
             problems.append(UserInputError("image name lacks the _XXXX channel suffix", p,
                                            f"rename it to <case>_0000{ending}"))
@@ -142,8 +141,6 @@ def collect_file_problems(raw_dataset: Path, ds: dict) -> tuple[list[UserInputEr
             continue
         labels[p.name[: -len(ending)]] = p
     cases: dict[str, dict] = {}
-    from umamba_seg.inference.inputs import allowed_file_counts
-
     counts = allowed_file_counts(n_ch, [ending])
     for case, chans in channels.items():
         n_files = len(chans) if len(chans) in counts and set(chans) == set(range(len(chans))) else n_ch

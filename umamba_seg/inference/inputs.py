@@ -7,14 +7,12 @@ datasets may omit the ``_0000`` suffix (a plain ``<case><ending>``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from umamba_seg.case_files import CHANNEL_NAME, allowed_file_counts
 from umamba_seg.errors import UserInputError
-
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ def group_cases(folder: Path, endings: Sequence[str], num_channels: int) -> dict
     case_ending: dict[str, str] = {}
     plain: list[tuple[Path, str]] = []
     for p, e in found:
-        m = _CHANNEL.match(p.name[: -len(e)])
+        m = CHANNEL_NAME.match(p.name[: -len(e)])
         if m:
             case = m.group("case")
             chans.setdefault(case, {})[int(m.group("ch"))] = p
@@ -96,14 +94,3 @@ def group_cases(folder: Path, endings: Sequence[str], num_channels: int) -> dict
             )
         out[case] = Case(case, tuple(ch[c] for c in range(n)), e)
     return out
-
-
-NATURAL_IMAGE_ENDINGS = (".png", ".bmp", ".jpg", ".jpeg")
-
-
-def allowed_file_counts(num_channels: int, endings: Sequence[str]) -> set[int]:
-    """Files per case: one per channel, or one RGB(A) file for 3/4 channels of natural images."""
-    counts = {num_channels}
-    if num_channels in (3, 4) and any(e.lower() in NATURAL_IMAGE_ENDINGS for e in endings):
-        counts.add(1)
-    return counts
