@@ -12,4 +12,8 @@ batch and preprocessed data are the CNN's. Around that:
 * :mod:`ratios`   ratios to the CNN and the inference-time target (SSM <= 1.3x the CNN);
 * :mod:`runner`   the ``benchmark`` command: plan, train, predict, evaluate, measure;
 * :mod:`report`   Markdown table, CSV, JSON and the Dice-vs-time plot.
+
+The kernel benchmarks (``scripts/bench_scan.py``, ``scripts/bench_scan_gpu.py``) time the
+selective scan alone: :mod:`scan_inputs` their shapes and inputs, :mod:`scan_bound` against a
+memory/exp lower bound on the CPU, :mod:`scan_gpu` Triton vs torch and GB/s on a GPU.
 """
