@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import umamba_seg.ops.backend as backends
 import umamba_seg.ops.selective_scan as ss
 from umamba_seg.errors import UserInputError
 from umamba_seg.ops.selective_scan import reference, selective_scan, selective_scan_ref, torch_chunked
@@ -215,12 +217,17 @@ def test_auto_backend_uses_torch_on_cpu(monkeypatch):
 
 
 def test_triton_backend_missing_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(ss, "_triton_module", None)
-    monkeypatch.setattr(ss, "_triton_error", "ModuleNotFoundError: No module named 'triton'")
+    def missing():
+        raise ModuleNotFoundError("No module named 'triton'")
+
+    table = backends.backend_table(ss.OP)
+    monkeypatch.setitem(table, "triton", backends.Backend("triton", missing, auto=table["triton"].auto, label="Triton"))
     kw = select(make_inputs(1, 2, 2, 1, 5, dtype=torch.float32), (False, False, False, False))
-    with pytest.raises(UserInputError, match="Triton selective-scan backend is unavailable"):
+    with pytest.raises(UserInputError, match="Triton selective-scan backend is unavailable .*No module named"):
         selective_scan(**kw, backend="triton")
-    assert ss._resolve_backend("auto", torch.device("cuda")) == "torch"
+    assert not ss.triton_available()
+    cuda_like = SimpleNamespace(is_cuda=True)  # "auto" on CUDA inputs falls back to torch
+    assert backends.resolve_backend(ss.OP, "auto", cuda_like) == "torch"
     with pytest.raises(UserInputError, match="unknown selective-scan backend"):
         selective_scan(**kw, backend="cuda")
 

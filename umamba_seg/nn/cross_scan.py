@@ -25,13 +25,14 @@ import torch.nn.functional as F
 from monai.networks.layers import DropPath
 
 from umamba_seg.nn.ssm_branch import dt_bias_init, resolve_dt_rank, s4d_real_a_log
+from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.ops.scan_orders import ScanOrder, cross_merge, cross_scan, cross_scan_orders
 from umamba_seg.ops.selective_scan import selective_scan
 
 __all__ = ["CrossScanSSM", "VSSBlock"]
 
 
-class CrossScanSSM(nn.Module):
+class CrossScanSSM(TokenMixer):
     """SS2D (``spatial_dims=2``, K = 4) / SS3D (``spatial_dims=3``, K = 6) on ``(B, *spatial, C)``."""
 
     def __init__(
@@ -75,9 +76,17 @@ class CrossScanSSM(nn.Module):
             )
             self.A_logs = nn.Parameter(s4d_real_a_log(K * E, d_state))
             self.Ds = nn.Parameter(torch.ones(K * E))
+            # every direction's A and D (one tensor each): no weight decay under AdamW, as the authors mark them
+            self.A_logs._no_weight_decay = True
+            self.Ds._no_weight_decay = True
         self.out_norm = nn.LayerNorm(E)
         self.out_proj = nn.Linear(E, d_model, bias=bias)
         self._orders: dict[tuple[int, ...], list[ScanOrder]] = {}
+
+    @property
+    def state_size(self) -> int:
+        """One ``(d_inner, d_state)`` state per direction; none in the ``use_ssm=False`` ablation."""
+        return self.num_directions * self.d_inner * self.d_state if self.use_ssm else 0
 
     def orders(self, shape: tuple[int, ...]) -> list[ScanOrder]:
         """The K scan orders for a spatial ``shape`` (cached)."""
@@ -123,14 +132,19 @@ class CrossScanSSM(nn.Module):
         return self.out_proj(y * F.silu(z))
 
 
-class VSSBlock(nn.Module):
+class VSSBlock(TokenMixer):
     """VM-UNet's visual state-space block: ``x + drop_path(SSM(LN(x)))`` on ``(B, *spatial, C)``."""
 
     def __init__(self, dim: int, spatial_dims: int = 2, drop_path: float = 0.0, **ssm_kwargs):
         super().__init__()
+        self.d_model = dim
         self.norm = nn.LayerNorm(dim)
         self.ssm = CrossScanSSM(dim, spatial_dims=spatial_dims, **ssm_kwargs)
         self.drop_path = DropPath(drop_path)
+
+    @property
+    def state_size(self) -> int:
+        return self.ssm.state_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(self.ssm(self.norm(x)))

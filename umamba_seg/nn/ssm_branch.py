@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umamba_seg.nn.causal_conv1d import CausalConv1d
+from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.ops.selective_scan import selective_scan
 
 
@@ -68,7 +69,7 @@ def init_dt_projection(
     dt_proj.bias.copy_(dt_bias_init(dt_proj.out_features, dt_min, dt_max, dt_init_floor))
 
 
-class SelectiveSSMBranch(nn.Module):
+class SelectiveSSMBranch(TokenMixer):
     """Conv1d + selective scan on ``(B, d_inner, L)`` sequences in this branch's order."""
 
     def __init__(
@@ -84,6 +85,7 @@ class SelectiveSSMBranch(nn.Module):
         dt_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        self.d_model = d_inner  # the branch reads (B, d_inner, L)
         self.d_inner = d_inner
         self.d_state = d_state
         self.dt_rank = dt_rank
@@ -96,6 +98,11 @@ class SelectiveSSMBranch(nn.Module):
         # optimisers that honour these flags (as Mamba's do) skip weight decay on them
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
+
+    @property
+    def state_size(self) -> int:
+        """One ``(d_inner, d_state)`` scan state."""
+        return self.d_inner * self.d_state
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """``x``, ``z``: ``(B, d_inner, L)`` -> ``y``: ``(B, d_inner, L)`` (``y *= silu(z)`` if z)."""

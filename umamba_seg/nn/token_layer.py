@@ -16,7 +16,8 @@ layer: the scan accumulates in fp32 anyway, and the projections around it are th
 usual source of fp16 overflow, so this is what keeps AMP training from NaN-ing.
 
 Mixers take ``(x, spatial_shape)``; any ``nn.Module`` with that forward plugs in
-(Mamba, tri-orientated Mamba, and later ViL/mLSTM layers).
+(Mamba, tri-orientated Mamba, ViL blocks). The layer is itself a
+:class:`~umamba_seg.nn.token_mixer.TokenMixer`, so its norm and fp32 copies count with the mixer.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from umamba_seg.nn.token_mixer import TokenMixer
+
 
 def use_channel_tokens(channels: int, feature_map_size: Sequence[int]) -> bool:
     """U-Mamba's rule: channels become the tokens when a stage has no more voxels than channels."""
     return math.prod(feature_map_size) <= channels
 
 
-class TokenLayer(nn.Module):
+class TokenLayer(TokenMixer):
     """``(B, C, *spatial) -> (B, C, *spatial)`` via LayerNorm + a sequence mixer."""
 
     def __init__(
@@ -47,7 +50,7 @@ class TokenLayer(nn.Module):
         mixer_name: str = "mixer",
     ) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim = self.d_model = dim
         self.norm = nn.LayerNorm(dim) if norm else None
         self.mixer_name = mixer_name
         self.add_module(mixer_name, mixer)
@@ -62,6 +65,12 @@ class TokenLayer(nn.Module):
             return self._modules[self.__dict__.get("mixer_name", "mixer")]
         except KeyError:  # not registered yet (nn.Module.add_module probes the name)
             raise AttributeError("mixer") from None
+
+    @property
+    def state_size(self) -> int:
+        """The wrapped mixer's (0 for a mixer that is not a :class:`TokenMixer`)."""
+        mixer = self.mixer
+        return mixer.state_size if isinstance(mixer, TokenMixer) else 0
 
     def _normed(self, seq: torch.Tensor) -> torch.Tensor:
         return seq if self.norm is None else self.norm(seq)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umamba_seg.nn.ssm_branch import SelectiveSSMBranch, resolve_dt_rank
+from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.ops.scan_orders import ScanOrder, inter_slice_order, merge, reversed_order, row_major_order, scan
 
 BRANCHES = ("row_major", "reversed", "inter_slice")
@@ -35,7 +36,7 @@ def tri_oriented_orders(spatial_shape: Sequence[int]) -> list[ScanOrder]:
     return [row_major_order(spatial_shape), reversed_order(spatial_shape), inter_slice_order(spatial_shape)]
 
 
-class TriOrientedMamba(nn.Module):
+class TriOrientedMamba(TokenMixer):
     """ToM mixer; needs the spatial shape of the token grid in ``forward``."""
 
     def __init__(
@@ -57,6 +58,11 @@ class TriOrientedMamba(nn.Module):
             {name: SelectiveSSMBranch(self.d_inner, d_state, d_conv, rank, conv_bias=conv_bias) for name in BRANCHES}
         )
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    @property
+    def state_size(self) -> int:
+        """One scan state per branch."""
+        return sum(branch.state_size for branch in self.branches.values())
 
     def forward(self, x: torch.Tensor, spatial_shape: Sequence[int] | None = None) -> torch.Tensor:
         """``x``: ``(B, L, d_model)`` in row-major order of a grid of ``spatial_shape``."""

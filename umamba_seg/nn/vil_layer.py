@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umamba_seg.nn.causal_conv1d import CausalConv1d
+from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.ops.mlstm import DEFAULT_CHUNK, mlstm
 
 
@@ -135,7 +136,7 @@ class MLSTMCell(nn.Module):
         return self.outnorm(h)
 
 
-class ViLLayer(nn.Module):
+class ViLLayer(TokenMixer):
     """Vision-LSTM's mLSTM layer ``(B, L, C) -> (B, L, C)``; see the module docstring."""
 
     def __init__(
@@ -148,7 +149,7 @@ class ViLLayer(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim = self.d_model = dim
         self.inner = inner = int(expansion * dim)
         block = qkv_block_size_for(dim, qkv_block_size)
         self.proj_up = nn.Linear(dim, 2 * inner, bias=False)
@@ -165,6 +166,12 @@ class ViLLayer(nn.Module):
     @property
     def num_heads(self) -> int:
         return self.mlstm_cell.num_heads
+
+    @property
+    def state_size(self) -> int:
+        """Per head the mLSTM's matrix memory ``(dh, dh)`` and normaliser ``(dh)``."""
+        dh = self.mlstm_cell.head_dim
+        return self.num_heads * (dh * dh + dh)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -188,14 +195,18 @@ class ViLLayer(nn.Module):
         return self.proj_down((h + self.learnable_skip * conv) * F.silu(z))
 
 
-class ViLBlock(nn.Module):
+class ViLBlock(TokenMixer):
     """Pre-norm residual ViL block on a token sequence: ``x + ViLLayer(LN(x))`` (bias-free LN)."""
 
     def __init__(self, dim: int, **layer_kwargs) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim = self.d_model = dim
         self.norm = OffsetLayerNorm(dim)
         self.layer = ViLLayer(dim, **layer_kwargs)
+
+    @property
+    def state_size(self) -> int:
+        return self.layer.state_size
 
     def forward(self, x: torch.Tensor, spatial_shape: Sequence[int] | None = None) -> torch.Tensor:
         return x + self.layer(self.norm(x), spatial_shape)

@@ -12,14 +12,16 @@ tensors (shapes and dtypes, no data) and every tensor autograd saves is caught b
   where a network turns autocast off), so bytes are those a GPU stores under AMP;
   ``device_type="cpu"`` replays CPU autocast (the calibration against real CPU runs);
 * bytes are counted once per storage (views and repeated saves are free), parameters
-  excluded; a saved tensor counts as *token mixer* when it is saved inside one of
-  :mod:`umamba_seg.nn`'s sequence-mixing modules, as *conv* otherwise; cached casts of
-  parameters are counted apart (they do not grow with the batch);
-* the scan ops' backends are swapped for stand-ins (:mod:`op_standins`) that save the
-  same checkpoints; their autograd Functions stay the real ones;
-* networks are built with large factory tensors on the meta device (no allocation, no
-  init cost) and small ones on the CPU (constructors may call ``tolist()`` on e.g. a
-  drop-path schedule), then moved to meta.
+  excluded; a saved tensor counts as *token mixer* when it is saved inside a
+  :class:`~umamba_seg.nn.token_mixer.TokenMixer` (Mamba, cross-scan, ToM, ViL and the token
+  layers around them), as *conv* otherwise; cached casts of parameters are counted apart
+  (they do not grow with the batch);
+* the scan ops run their shape-only backends (:mod:`op_standins`, selected through the ops'
+  backend resolver), which save the same checkpoints; their autograd Functions stay the real ones;
+* networks are built by nnunetv2's ``get_network_from_plans`` (after the plans allow-list
+  check), with large factory tensors on the meta device (no allocation, no init cost) and
+  small ones on the CPU (constructors may call ``tolist()`` on e.g. a drop-path schedule),
+  then moved to meta.
 
 The saved bytes are linear in the batch (an intercept: copies a forward derives from
 parameters), so traces at batches 2 and 3 give every batch size (:meth:`MemoryEstimate.at_batch`).
@@ -33,18 +35,20 @@ cached per (network, kwargs, patch, AMP policy).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
-import pydoc
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Iterator, Sequence
 
 import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from umamba_seg.architectures.plans_allowlist import check_network
+from umamba_seg.architectures.plans_allowlist import check_architecture
+from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.planning.amp_emulation import emulated_autocast
 from umamba_seg.planning.cpu_conv_fp32 import Fp32ConvUnderCpuAutocast
 from umamba_seg.planning.op_standins import FastMetaNorms, standin_ops
@@ -58,17 +62,6 @@ __all__ = [
     "measure_saved_bytes",
     "trace_saved_bytes",
 ]
-
-# modules (by import path) whose saved tensors count as the token mixer's
-TOKEN_MIXER_MODULES = (
-    "umamba_seg.nn.token_layer",
-    "umamba_seg.nn.mamba_mixer",
-    "umamba_seg.nn.ssm_branch",
-    "umamba_seg.nn.cross_scan",
-    "umamba_seg.nn.tri_oriented",
-)
-# any other module of umamba_seg.nn whose name contains one of these is a mixer too (ViL/mLSTM layers)
-TOKEN_MIXER_HINTS = ("vil", "lstm", "mamba", "ssm", "mixer")
 
 # factory functions whose tensors stay on the CPU whatever their size (schedules like drop-path rates)
 _ALWAYS_CPU = {torch.linspace, torch.logspace, torch.tensor, torch.as_tensor}
@@ -141,14 +134,9 @@ class MemoryEstimate:
 
 
 def is_token_mixer(module: nn.Module) -> bool:
-    """True for the sequence-mixing layers of :mod:`umamba_seg.nn` (Mamba, cross-scan, ToM, ViL)."""
-    mod = type(module).__module__
-    if not mod.startswith("umamba_seg.nn."):
-        return False
-    if mod in TOKEN_MIXER_MODULES:
-        return True
-    leaf = mod.rsplit(".", 1)[-1].lower()
-    return any(h in leaf for h in TOKEN_MIXER_HINTS)
+    """True for the sequence-mixing layers of :mod:`umamba_seg.nn` (Mamba, cross-scan, ToM, ViL,
+    and the token layers and blocks around them): instances of :class:`TokenMixer`."""
+    return isinstance(module, TokenMixer)
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int]:
@@ -261,28 +249,22 @@ def _requested_numel(func, args, kwargs) -> int:
         return SMALL_NUMEL + 1
 
 
-def _resolve_kwargs(arch_kwargs: dict, requires_import: Sequence[str]) -> dict:
-    kw = dict(arch_kwargs)
-    for key in requires_import:
-        if isinstance(kw.get(key), str):
-            kw[key] = pydoc.locate(kw[key])
-    return kw
-
-
 def build_network(network_class_name: str, arch_kwargs: dict, requires_import: Sequence[str],
                   input_channels: int, num_classes: int, deep_supervision: bool = True,
                   lazy: bool = False) -> nn.Module:
-    """The network of a plans ``architecture`` block, called as nnunetv2's
-    ``get_network_from_plans`` calls it; ``lazy`` puts it on the meta device. The names are
-    checked against the plans allow-list before anything is imported."""
-    check_network(network_class_name, arch_kwargs, requires_import, "plans architecture block")
-    cls = pydoc.locate(network_class_name)
-    if cls is None:
-        raise ImportError(f"network class {network_class_name} not found")
-    kw = _resolve_kwargs(arch_kwargs, requires_import)
+    """The network of a plans ``architecture`` block, built by nnunetv2's ``get_network_from_plans``
+    as the trainer builds it; ``lazy`` puts it on the meta device (and skips the weight init,
+    which has no data to fill there). The names are checked against the plans allow-list
+    before anything is imported."""
+    block = {"network_class_name": network_class_name, "arch_kwargs": arch_kwargs,
+             "_kw_requires_import": list(requires_import)}
+    check_architecture(block, "plans architecture block")
+    # imported before the lazy context: tensors a module makes at import time must stay real
+    importlib.import_module(network_class_name.rsplit(".", 1)[0])
     ctx = _LazyFactories() if lazy else contextlib.nullcontext()
     with ctx:
-        model = cls(input_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision, **kw)
+        model = get_network_from_plans(network_class_name, arch_kwargs, list(requires_import), input_channels,
+                                       num_classes, allow_init=not lazy, deep_supervision=deep_supervision)
     return model.to("meta") if lazy else model
 
 

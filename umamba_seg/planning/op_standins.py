@@ -1,18 +1,14 @@
-"""Shape-only stand-ins for our scan ops' backends, used while the memory model traces.
+"""Shape-only stand-ins while the memory model traces: the ops' shape backends, and fast norms.
 
 The selective-scan and mLSTM backends run Triton kernels or data-dependent loops that
-cannot run on meta tensors. While tracing, the backend functions are swapped for
-stand-ins that return empty outputs plus exactly the extra tensors the real backends
-hand to their autograd Function for backward:
-
-* selective scan: the states every ``CHECKPOINT_LEN`` positions, ``(b, d, ceil(L/256), n)``
-  in the state dtype (fp32; fp64 for fp64 inputs), see ``ops/selective_scan/common.py``;
-* mLSTM (chunkwise): ``h`` (padded to whole chunks), per-position ``n``/``m``, and per
-  chunk ``c_prev (dh x dh)``, ``n_prev``, ``m_prev``, in the compute dtype.
-
-The autograd Functions around the backends stay the real ones, so the inputs they save
-(``u, delta, A, B, C, D, z, delta_bias``; ``q, k, v, igate, fgate``) are whatever the
-network really passes. Tests check each stand-in against its real backend.
+cannot run on meta tensors. Each op has a shape-only backend of its own (``shape`` in
+:mod:`umamba_seg.ops.selective_scan` and :mod:`umamba_seg.ops.mlstm`) that returns empty
+outputs plus exactly the extra tensors the real backends hand to their autograd Function
+for backward; :func:`standin_ops` selects them through the ops' public resolver
+(:func:`umamba_seg.ops.backend.use_backend`). The autograd Functions around the backends
+stay the real ones, so the inputs they save (``u, delta, A, B, C, D, z, delta_bias``;
+``q, k, v, igate, fgate``) are whatever the network really passes. Tests check each shape
+backend against its real backend.
 
 :class:`FastMetaNorms` does the same for instance norm, whose meta implementation is a slow
 Python decomposition: a stand-in that saves the tensors ``native_batch_norm`` saves.
@@ -21,69 +17,23 @@ Python decomposition: a stand-in that saves the tensors ``native_batch_norm`` sa
 from __future__ import annotations
 
 import contextlib
-import types
 from typing import Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+# importing the op packages registers their backends, "shape" among them
+import umamba_seg.ops.mlstm  # noqa: F401
+import umamba_seg.ops.selective_scan  # noqa: F401
+from umamba_seg.ops.backend import use_backend
 
-def scan_forward_standin(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """``(out, last_state, checkpoints)`` with the real backends' shapes and dtypes."""
-    from umamba_seg.ops.selective_scan.common import num_checkpoints, state_dtype
-
-    b, d, length = u.shape
-    n = A.shape[1]
-    sd = state_dtype(u.dtype)
-    out = torch.empty(b, d, length, dtype=u.dtype, device=u.device)
-    last = torch.empty(b, d, n, dtype=sd, device=u.device)
-    ckpt = torch.empty(b, d, num_checkpoints(length), n, dtype=sd, device=u.device)
-    return out, last, ckpt
-
-
-SCAN_BACKEND_STANDIN = types.SimpleNamespace(forward=scan_forward_standin)
-
-
-def mlstm_forward_standin(q, k, v, igate, fgate, eps: float = 1e-6, chunk: int = 64):
-    """A ``ForwardResult`` with the chunkwise backends' shapes and dtypes."""
-    from umamba_seg.ops.mlstm.reference import compute_dtype
-    from umamba_seg.ops.mlstm.torch_chunkwise import ForwardResult
-
-    b, h, length, dh = q.shape
-    n_chunks = -(-length // chunk)
-    kw = dict(dtype=compute_dtype(q.dtype), device=q.device)
-    padded = torch.empty(b, h, n_chunks, chunk, dh, **kw)
-    return ForwardResult(
-        h=padded.flatten(-3, -2)[..., :length, :],
-        n=torch.empty(b, h, n_chunks, chunk, **kw),
-        m=torch.empty(b, h, n_chunks, chunk, **kw),
-        c_prev=torch.empty(b, h, n_chunks, dh, dh, **kw),
-        n_prev=torch.empty(b, h, n_chunks, dh, **kw),
-        m_prev=torch.empty(b, h, n_chunks + 1, **kw),
-    )
-
-
-@contextlib.contextmanager
-def _patched(obj, name: str, value) -> Iterator[None]:
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
+SHAPE_BACKEND = "shape"
 
 
 @contextlib.contextmanager
 def standin_ops() -> Iterator[None]:
-    """Inside the block, every scan backend is its stand-in."""
-    import umamba_seg.ops.mlstm as mlstm_pkg
-    import umamba_seg.ops.selective_scan as scan_pkg
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_patched(scan_pkg, "_backend_module", lambda name: SCAN_BACKEND_STANDIN))
-        stack.enter_context(_patched(scan_pkg, "_resolve_backend", lambda name, device: "torch"))
-        stack.enter_context(_patched(mlstm_pkg, "mlstm_chunkwise_forward", mlstm_forward_standin))
-        stack.enter_context(_patched(mlstm_pkg, "resolve_backend", lambda backend, q: "torch"))
+    """Inside the block, every op runs its shape-only backend."""
+    with use_backend(SHAPE_BACKEND):
         yield
 
 

@@ -2,13 +2,14 @@
 
 Replaces mamba-ssm's ``selective_scan_fn`` with the same semantics (see ``reference.py``,
 the specification) and no compiled extension. One ``torch.autograd.Function`` calls a
-backend module that implements ``forward``/``backward`` of the interface described in
-``common.py``:
+backend that implements ``forward``/``backward`` of the interface described in
+``common.py``; backends are registered with the ops' shared resolver
+(:mod:`umamba_seg.ops.backend`, which also says how one is chosen):
 
-* ``"torch"``: ``torch_chunked`` (vectorised PyTorch; CPU and GPU fallback);
-* ``"triton"``: ``triton_kernels`` (GPU), imported lazily;
+* ``"triton"``: ``triton_kernels`` (GPU), imported lazily; ``"auto"`` picks it for CUDA tensors;
+* ``"torch"``: ``torch_chunked`` (vectorised PyTorch; CPU and GPU fallback, ``"auto"``'s default);
 * ``"reference"``: the sequential loop with autograd through it (tests, debugging);
-* ``"auto"``: Triton when the tensors are on CUDA and the Triton backend imports, else torch.
+* ``"shape"``: ``shape`` (empty outputs of the real shapes; planning's memory traces).
 
 Whatever the backend, the forward saves the inputs and the states at every
 ``CHECKPOINT_LEN`` positions for backward, so memory use does not depend on it.
@@ -16,60 +17,28 @@ Whatever the backend, the forward saves the inputs and the states at every
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
 import torch
 
-from ...errors import UserInputError
-from . import torch_chunked
-from .common import BACKENDS, CHECKPOINT_LEN, check_shapes, state_dtype, to_grouped
+from .. import backend as backends
+from .common import CHECKPOINT_LEN, check_shapes, state_dtype, to_grouped
 from .reference import selective_scan_ref
 
-__all__ = ["CHECKPOINT_LEN", "BACKENDS", "selective_scan", "selective_scan_ref", "triton_available"]
+__all__ = ["CHECKPOINT_LEN", "BACKENDS", "OP", "selective_scan", "selective_scan_ref", "triton_available"]
 
-_triton_module: ModuleType | None = None
-_triton_error: str | None = None
+OP = "selective-scan"
 
-
-def _load_triton() -> ModuleType | None:
-    """Import the Triton backend once; remember why it failed if it did."""
-    global _triton_module, _triton_error
-    if _triton_module is None and _triton_error is None:
-        try:
-            _triton_module = importlib.import_module(f"{__name__}.triton_kernels")
-        except Exception as exc:  # missing module, missing triton, broken install
-            _triton_error = f"{type(exc).__name__}: {exc}"
-    return _triton_module
+backends.register_backend(
+    OP, "triton", backends.module_loader(f"{__name__}.triton_kernels"), auto=lambda u: u.is_cuda, label="Triton"
+)
+backends.register_backend(OP, "torch", backends.module_loader(f"{__name__}.torch_chunked"), default=True)
+backends.register_backend(OP, "reference", lambda: selective_scan_ref)
+backends.register_backend(OP, "shape", backends.module_loader(f"{__name__}.shape"), computes=False)
+BACKENDS = backends.available_backends(OP)
 
 
 def triton_available() -> bool:
     """True when the Triton backend module imports."""
-    return _load_triton() is not None
-
-
-def _resolve_backend(name: str, device: torch.device) -> str:
-    if name not in BACKENDS:
-        raise UserInputError(
-            f"unknown selective-scan backend {name!r}", None, f"use one of {', '.join(BACKENDS)}"
-        )
-    if name == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "torch"
-    if name == "triton" and not triton_available():
-        raise UserInputError(
-            f"the Triton selective-scan backend is unavailable ({_triton_error})",
-            None,
-            "install triton and run on a CUDA GPU, or use backend='torch'",
-        )
-    return name
-
-
-def _backend_module(name: str) -> ModuleType:
-    if name == "triton":
-        module = _load_triton()
-        assert module is not None
-        return module
-    return torch_chunked
+    return backends.backend_available(OP, "triton")
 
 
 class SelectiveScanFn(torch.autograd.Function):
@@ -80,7 +49,7 @@ class SelectiveScanFn(torch.autograd.Function):
         sd = state_dtype(u.dtype)
         inputs = [u, delta, A.to(sd), B, C, D, z, delta_bias]
         inputs = [None if t is None else t.contiguous() for t in inputs]
-        module = _backend_module(backend)
+        module = backends.backend_implementation(OP, backend)
         out, last_state, checkpoints = module.forward(*inputs, delta_softplus)
         ctx.save_for_backward(*inputs, checkpoints)
         ctx.delta_softplus = delta_softplus
@@ -95,7 +64,7 @@ class SelectiveScanFn(torch.autograd.Function):
         u = inputs[0]
         if dout is None:
             dout = torch.zeros_like(u)
-        module = _backend_module(ctx.backend)
+        module = backends.backend_implementation(OP, ctx.backend)
         grads = module.backward(
             dout.contiguous(),
             None if dlast_state is None else dlast_state.contiguous(),
@@ -126,11 +95,13 @@ def selective_scan(
     ``u, delta, z``: ``(b, d, L)``; ``A``: ``(d, n)``; ``B, C``: ``(b, n, L)`` or grouped
     ``(b, g, n, L)``; ``D, delta_bias``: ``(d,)``. Returns ``out (b, d, L)`` in u's dtype,
     and the final state ``(b, d, n)`` (float32, float64 for float64 inputs) when
-    ``return_last_state``. ``backend``: one of ``"auto", "triton", "torch", "reference"``.
+    ``return_last_state``. ``backend``: one of :data:`BACKENDS` (``"auto"``, ``"triton"``,
+    ``"torch"``, ``"reference"``, ``"shape"``); inside ``ops.backend.use_backend(name)`` that
+    backend runs whatever is asked here.
     """
     Bg, Cg = to_grouped(B), to_grouped(C)
     check_shapes(u, delta, A, Bg, Cg, D, z, delta_bias)
-    name = _resolve_backend(backend, u.device)
+    name = backends.resolve_backend(OP, backend, u)
     if name == "reference":
         return selective_scan_ref(u, delta, A, Bg, Cg, D, z, delta_bias, delta_softplus, return_last_state)
     out, last_state = SelectiveScanFn.apply(u, delta, A, Bg, Cg, D, z, delta_bias, bool(delta_softplus), name)

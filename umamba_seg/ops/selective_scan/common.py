@@ -1,6 +1,6 @@
 """Shared constants and shape helpers for every selective-scan backend.
 
-All backends (reference, torch_chunked, triton_kernels) agree on:
+All backends (reference, torch_chunked, triton_kernels, shape) agree on:
 
 * ``CHECKPOINT_LEN``: the forward pass saves the state ``h`` before every block of
   ``CHECKPOINT_LEN`` positions, so the tensors kept for backward are identical
@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 CHECKPOINT_LEN = 256
-BACKENDS = ("auto", "triton", "torch", "reference")
 
 
 @dataclass(frozen=True)
