@@ -269,8 +269,8 @@ def test_preset_file_reaches_the_plan():
     kw = registry.get("xlstm_enc").build_kwargs(cnn["arch_kwargs"], patch)
     preset = load_preset("xlstm")
     assert kw["mixer"] == "vil" and kw["placement"] == "encoder"
-    assert kw["mixer_kwargs"] == {"expansion": preset["expansion"], "qkv_block_size": preset["qkv_block_size"],
-                                  "conv_kernel_size": preset["conv_kernel_size"], "chunk": preset["mlstm_chunk"]}
+    assert kw["mixer_kwargs"] == {"expansion": preset.expansion, "qkv_block_size": preset.qkv_block_size,
+                                  "conv_kernel_size": preset.conv_kernel_size, "chunk": preset.mlstm_chunk}
     assert kw["n_blocks_per_stage"] == [2, 2, 2, 1, 1] and kw["n_conv_per_stage_decoder"] == [2, 2, 2, 1]
     assert kw["patch_size"] == [32, 32] and kw["mixer_fp32"] is True
     with pytest.raises(ValueError, match="placement"):

@@ -20,19 +20,21 @@ from umamba_seg.errors import UserInputError
 
 
 def build_from_cnn_plan(arch: str, cnn_architecture: dict, patch_size: Sequence[int], input_channels: int,
-                        num_classes: int, deep_supervision: bool = True) -> nn.Module:
+                        num_classes: int, deep_supervision: bool = True, preset: str = "default") -> nn.Module:
     """The ``arch`` network for a CNN plan.
 
     ``cnn_architecture``: the ``architecture`` block of an nnU-Net v2 plans configuration
     (``network_class_name``, ``arch_kwargs``, ``_kw_requires_import``); ``patch_size``: that
     configuration's patch. ``num_classes`` is the number of segmentation heads (labels, or
-    regions for region-based training). Raises :class:`UserInputError` for an unknown
-    ``arch``, a block without ``arch_kwargs``, or a patch the network cannot take (VM-UNet and
-    SegMamba accept only some patches; the message names the nearest one they accept).
+    regions for region-based training); ``preset``: the size of the family's preset
+    (``plan-and-preprocess --preset``). Raises :class:`UserInputError` for an unknown
+    ``arch`` or preset size, a block without ``arch_kwargs``, or a patch the network cannot
+    take (VM-UNet and SegMamba accept only some patches; the message names the nearest one
+    they accept).
     """
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    spec = registry.get(arch)
+    spec = registry.get(arch).at_size(preset)
     if not isinstance(cnn_architecture, dict) or not isinstance(cnn_architecture.get("arch_kwargs"), dict):
         raise UserInputError("the CNN architecture block has no 'arch_kwargs'", "cnn_architecture",
                              "pass plans['configurations'][CONFIG]['architecture'] of nnU-Net v2 plans")

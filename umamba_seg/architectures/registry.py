@@ -12,10 +12,13 @@ Network modules register themselves on import; :func:`load_all` imports them.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Sequence
 
+from umamba_seg.architectures import presets
 from umamba_seg.errors import UserInputError
 
 # (cnn_arch_kwargs, patch_size, conv_op_dim) -> this architecture's arch_kwargs
@@ -40,6 +43,8 @@ class ArchSpec:
     # the optimizer of the network's authors ("sgd" or "adamw"): the planner's memory budget counts
     # its state (the larger of the recipes' states; the recipes themselves are trainer classes)
     authors_optimizer: str = "sgd"
+    # the family preset's size the kwargs are built at (``presets``; the CNN has none)
+    preset_size: str = "default"
 
     def architecture_block(self, cnn_architecture: dict, patch_size: Sequence[int]) -> dict:
         """The plans' ``architecture`` entry for this network."""
@@ -51,6 +56,24 @@ class ArchSpec:
             "_kw_requires_import": req,
         }
         return block
+
+    def at_size(self, size: str) -> ArchSpec:
+        """This architecture with its family's preset at ``size`` (``default``: itself).
+
+        ``build_kwargs`` and ``adjust_patch`` take a ``size`` keyword; the CNN, which has no
+        preset, stays nnU-Net's plan. An unknown size is a :class:`UserInputError`.
+        """
+        if size == self.preset_size:
+            return self
+        known = presets.sizes(self.family) if self.family in presets.PRESETS else presets.all_sizes()
+        if size not in known:
+            raise UserInputError(f"unknown preset size '{size}' for {self.name}", "--preset",
+                                 f"choose one of: {', '.join(known)}")
+        if self.family not in presets.PRESETS:
+            return self
+        adjust = None if self.adjust_patch is None else partial(self.adjust_patch, size=size)
+        return dataclasses.replace(self, build_kwargs=partial(self.build_kwargs, size=size), adjust_patch=adjust,
+                                   preset_size=size)
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

@@ -29,12 +29,15 @@ from monai.networks.blocks.dynunet_block import UnetOutBlock
 from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
-from umamba_seg.architectures.presets import load_preset
+from umamba_seg.architectures.presets import SegMambaPreset, load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.nn.channel_mlp import ChannelMLP
 from umamba_seg.nn.gsc import GSC
 from umamba_seg.nn.token_layer import TokenLayer
 from umamba_seg.nn.tri_oriented import TriOrientedMamba
+
+
+_DEFAULT = SegMambaPreset()  # the constructors' keyword defaults
 
 
 def segmamba_strides(n_stages: int, dim: int) -> list[list[int]]:
@@ -55,10 +58,10 @@ class SegMambaEncoder(nn.Module):
         conv_op: type[nn.Module],
         feature_size: Sequence[int],
         depths: Sequence[int],
-        stem_kernel: int = 7,
-        mlp_ratio: int = 2,
+        stem_kernel: int = _DEFAULT.stem_kernel,
+        mlp_ratio: int = _DEFAULT.mlp_ratio,
         mamba_kwargs: dict | None = None,
-        ssm_fp32: bool = True,
+        ssm_fp32: bool = _DEFAULT.ssm_fp32,
         use_ssm: bool = True,
     ) -> None:
         super().__init__()
@@ -148,16 +151,16 @@ class SegMamba(nn.Module):
         conv_op: type[nn.Module] | str = nn.Conv3d,
         strides: Sequence[Sequence[int]] | None = None,
         patch_size: Sequence[int] | None = None,
-        feature_size: Sequence[int] = (48, 96, 192, 384),
-        depths: Sequence[int] = (2, 2, 2, 2),
-        hidden_size: int = 768,
-        stem_kernel: int = 7,
-        mlp_ratio: int = 2,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        dt_rank: int | str = "auto",
-        ssm_fp32: bool = True,
+        feature_size: Sequence[int] = _DEFAULT.feature_size,
+        depths: Sequence[int] = _DEFAULT.depths,
+        hidden_size: int = _DEFAULT.hidden_size,
+        stem_kernel: int = _DEFAULT.stem_kernel,
+        mlp_ratio: int = _DEFAULT.mlp_ratio,
+        d_state: int = _DEFAULT.d_state,
+        d_conv: int = _DEFAULT.d_conv,
+        expand: int = _DEFAULT.expand,
+        dt_rank: int | str = _DEFAULT.dt_rank,
+        ssm_fp32: bool = _DEFAULT.ssm_fp32,
         use_ssm: bool = True,
         norm_name: str = "instance",
     ) -> None:
@@ -208,7 +211,7 @@ class SegMamba(nn.Module):
         return int(np.int64(total))
 
 
-def adjust_patch(patch_size: Sequence[int], n_stages: int = 4) -> list[int]:
+def adjust_patch(patch_size: Sequence[int], n_stages: int = len(_DEFAULT.feature_size)) -> list[int]:
     """Nearest patch SegMamba accepts: each axis a multiple of ``2**n_stages``, at least two
     of them (a 1-voxel bottleneck breaks InstanceNorm, which always uses instance statistics)."""
     factor = 2**n_stages
@@ -216,35 +219,35 @@ def adjust_patch(patch_size: Sequence[int], n_stages: int = 4) -> list[int]:
 
 
 def build_kwargs(cnn_kwargs: dict, patch_size: Sequence[int], use_ssm: bool = True, size: str = "default") -> dict:
-    """SegMamba's ``arch_kwargs`` for a configuration planned for the CNN."""
+    """SegMamba's ``arch_kwargs`` for a configuration planned for the CNN, at preset ``size``."""
     preset = load_preset("segmamba", size)
-    conv_op = cnn_kwargs["conv_op"]
     dim = len(patch_size)
-    n_stages = len(preset["feature_size"])
+    n_stages = len(preset.feature_size)
     return {
-        "conv_op": conv_op,
+        "conv_op": cnn_kwargs["conv_op"],
         "strides": segmamba_strides(n_stages, dim),
         "patch_size": adjust_patch(patch_size, n_stages),
-        "feature_size": list(preset["feature_size"]),
-        "depths": list(preset["depths"]),
-        "hidden_size": int(preset["hidden_size"]),
-        "stem_kernel": int(preset["stem_kernel"]),
-        "mlp_ratio": int(preset["mlp_ratio"]),
-        "d_state": int(preset["d_state"]),
-        "d_conv": int(preset["d_conv"]),
-        "expand": int(preset["expand"]),
-        "dt_rank": preset["dt_rank"],
-        "ssm_fp32": bool(preset["ssm_fp32"]),
+        "feature_size": list(preset.feature_size),
+        "depths": list(preset.depths),
+        "hidden_size": preset.hidden_size,
+        "stem_kernel": preset.stem_kernel,
+        "mlp_ratio": preset.mlp_ratio,
+        "d_state": preset.d_state,
+        "d_conv": preset.d_conv,
+        "expand": preset.expand,
+        "dt_rank": preset.dt_rank,
+        "ssm_fp32": preset.ssm_fp32,
         "use_ssm": use_ssm,
     }
 
 
-def _build_nossm(cnn_kwargs: dict, patch_size: Sequence[int]) -> dict:
-    return build_kwargs(cnn_kwargs, patch_size, use_ssm=False)
+def _build_nossm(cnn_kwargs: dict, patch_size: Sequence[int], size: str = "default") -> dict:
+    return build_kwargs(cnn_kwargs, patch_size, use_ssm=False, size=size)
 
 
-def _adjust_default(patch_size: Sequence[int]) -> list[int]:
-    return adjust_patch(patch_size, len(load_preset("segmamba")["feature_size"]))
+def adjust_patch_for_size(patch_size: Sequence[int], size: str = "default") -> list[int]:
+    """:func:`adjust_patch` for the stages of the preset at ``size``."""
+    return adjust_patch(patch_size, len(load_preset("segmamba", size).feature_size))
 
 
 SEGMAMBA = register(
@@ -255,7 +258,7 @@ SEGMAMBA = register(
         family="segmamba",
         description="SegMamba: GSC + tri-orientated Mamba encoder, UNETR decoder",
         has_ssm=True,
-        adjust_patch=_adjust_default,
+        adjust_patch=adjust_patch_for_size,
     )
 )
 
@@ -267,6 +270,6 @@ SEGMAMBA_NOSSM = register(
         family="segmamba",
         description="SegMamba with every Mamba layer replaced by the identity (ablation)",
         has_ssm=False,
-        adjust_patch=_adjust_default,
+        adjust_patch=adjust_patch_for_size,
     )
 )

@@ -45,7 +45,7 @@ from dynamic_network_architectures.building_blocks.helper import convert_conv_op
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from umamba_seg.architectures.presets import load_preset
+from umamba_seg.architectures.presets import TokenMixerPreset, UMambaPreset, XLSTMPreset, load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.architectures.unet_parts import ResidualDecoder, ResidualEncoder
 from umamba_seg.errors import UserInputError
@@ -57,12 +57,8 @@ MIXERS = ("mamba", "vil", "none")
 PLACEMENTS = ("bottleneck", "encoder")
 # the authors' attribute names: (bottleneck layer, per-stage layers in the encoder)
 LAYER_NAMES = {"mamba": ("mamba_layer", "mamba_layers"), "vil": ("xlstm", "xlstm_layers")}
-# preset key -> mixer keyword, per mixer (``configs/umamba.yaml``, ``configs/xlstm.yaml``)
-MIXER_PRESET_KEYS = {
-    "mamba": {"d_state": "d_state", "d_conv": "d_conv", "expand": "expand", "dt_rank": "dt_rank"},
-    "vil": {"expansion": "expansion", "qkv_block_size": "qkv_block_size", "conv_kernel_size": "conv_kernel_size",
-            "mlstm_chunk": "chunk"},
-}  # fmt: skip
+# the preset whose defaults configure each mixer (``mixer_kwargs`` left out of the plan)
+MIXER_PRESETS: dict[str, type[TokenMixerPreset]] = {"mamba": UMambaPreset, "vil": XLSTMPreset}
 
 
 def _ends_with_last(s: int, n_stages: int) -> bool:
@@ -154,14 +150,14 @@ def _resolve(op: type | str | None) -> type | None:
 class TokenMixerUNet(nn.Module):
     """The residual U-Net with token mixers; see the module docstring.
 
-    Subclasses fix the family (``layer_names``: whose attribute names the layers get,
-    kept by the ``none`` ablation), the default mixer, placement and stage rules.
+    Subclasses fix the family's ``preset`` and the default placement. The preset's mixer is
+    the default mixer and names the layers (the authors' attribute names, kept by the
+    ``none`` ablation); its defaults fill what the plan leaves out: the stage rules, the
+    finest skip, the mixer's settings and precision.
     """
 
-    layer_names: str = "mamba"
-    default_mixer: str = "mamba"
+    preset: TokenMixerPreset = UMambaPreset()
     default_placement: str = "bottleneck"
-    default_stage_rules: dict[int, str] = {2: "alternate", 3: "all"}
 
     def __init__(
         self,
@@ -182,7 +178,7 @@ class TokenMixerUNet(nn.Module):
         stage_layers: Sequence[str] | None = None,
         concat_finest_skip: bool | None = None,
         mixer_kwargs: dict | None = None,
-        mixer_fp32: bool = True,
+        mixer_fp32: bool | None = None,
         conv_bias: bool = True,
         norm_op: type[nn.Module] | str | None = None,
         norm_op_kwargs: dict | None = None,
@@ -207,7 +203,7 @@ class TokenMixerUNet(nn.Module):
             n_blocks_per_stage = [n_blocks_per_stage] * n_stages
         if isinstance(n_conv_per_stage_decoder, int):
             n_conv_per_stage_decoder = [n_conv_per_stage_decoder] * (n_stages - 1)
-        self.mixer = self.default_mixer if mixer is None else mixer
+        self.mixer = self.preset.mixer if mixer is None else mixer
         self.placement = self.default_placement if placement is None else placement
         if self.mixer not in MIXERS:
             raise ValueError(f"mixer must be one of {MIXERS}, got {self.mixer!r}")
@@ -215,14 +211,20 @@ class TokenMixerUNet(nn.Module):
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if self.placement == "encoder":
             if stage_layers is None:
-                stage_layers = STAGE_RULES[self.default_stage_rules[dim]](n_stages)
+                stage_layers = STAGE_RULES[self.preset.stage_rule(dim)](n_stages)
             if self.mixer != "none" and "mixer" in stage_layers and patch_size is None:
                 raise ValueError("the encoder's token layers need the plan's patch_size in arch_kwargs")
         self.stage_layers = None if stage_layers is None else list(stage_layers)
-        self.concat_finest_skip = dim != 2 if concat_finest_skip is None else bool(concat_finest_skip)
+        if concat_finest_skip is None:
+            concat_finest_skip = self.preset.finest_skip(dim)
+        self.concat_finest_skip = bool(concat_finest_skip)
         self.patch_size = None if patch_size is None else [int(p) for p in patch_size]
-        make_mixer = partial(mixer_layer, self.mixer, fp32=mixer_fp32, **(mixer_kwargs or {}))
-        bottleneck_name, stages_name = LAYER_NAMES[self.layer_names]
+        if self.mixer != "none":  # settings the plan leaves out: the mixer's preset defaults
+            mixer_preset = MIXER_PRESETS[self.mixer]()
+            mixer_kwargs = mixer_preset.mixer_kwargs() if mixer_kwargs is None else mixer_kwargs
+            mixer_fp32 = mixer_preset.mixer_fp32 if mixer_fp32 is None else mixer_fp32
+        make_mixer = partial(mixer_layer, self.mixer, fp32=bool(mixer_fp32), **(mixer_kwargs or {}))
+        bottleneck_name, stages_name = LAYER_NAMES[self.preset.mixer]
 
         self.encoder = ResidualEncoder(
             input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides, n_blocks_per_stage,
@@ -270,12 +272,14 @@ def token_mixer_kwargs(
     size: str = "default",
 ) -> dict:
     """``arch_kwargs`` of a token-mixer U-Net from the CNN plan's ``arch_kwargs``, its
-    patch size and the ``configs/<family>.yaml`` preset ``size``, for the family's ``mixer``
-    (``"mamba"`` or ``"vil"``); ``ablation`` plans ``mixer="none"`` (the ``*_nossm`` networks),
-    keeping the mixer's settings in the plan for reference."""
+    patch size and the family's preset at ``size`` (:mod:`~umamba_seg.architectures.presets`),
+    for the family's ``mixer`` (``"mamba"`` or ``"vil"``); ``ablation`` plans ``mixer="none"``
+    (the ``*_nossm`` networks), keeping the mixer's settings in the plan for reference."""
     if mixer not in LAYER_NAMES:
         raise ValueError(f"mixer must be one of {list(LAYER_NAMES)}, got {mixer!r}")
     preset = load_preset(family, size)
+    if not isinstance(preset, TokenMixerPreset) or preset.mixer != mixer:
+        raise ValueError(f"the {family} preset does not configure the {mixer!r} mixer")
     n = int(cnn_kwargs["n_stages"])
     dim = len(patch_size)
 
@@ -295,10 +299,7 @@ def token_mixer_kwargs(
         )
     }  # fmt: skip
     if placement == "encoder":
-        rule = preset["enc_stages_3d"] if dim == 3 else preset["enc_stages_2d"]
-        if rule not in STAGE_RULES:
-            raise ValueError(f"unknown stage rule {rule!r} in the {family} preset; choose one of {list(STAGE_RULES)}")
-        stage_layers = STAGE_RULES[rule](n)
+        stage_layers = STAGE_RULES[preset.stage_rule(dim)](n)
     elif placement == "bottleneck":
         stage_layers = None
     else:
@@ -310,9 +311,9 @@ def token_mixer_kwargs(
         mixer="none" if ablation else mixer,
         placement=placement,
         stage_layers=stage_layers,
-        concat_finest_skip=bool(preset["concat_finest_skip_3d"] if dim == 3 else preset["concat_finest_skip_2d"]),
-        mixer_kwargs={kw: preset[key] for key, kw in MIXER_PRESET_KEYS[mixer].items()},
-        mixer_fp32=bool(preset["mixer_fp32"]),
+        concat_finest_skip=preset.finest_skip(dim),
+        mixer_kwargs=preset.mixer_kwargs(),
+        mixer_fp32=preset.mixer_fp32,
     )
     return kwargs
 

@@ -17,24 +17,22 @@ Enc's are then the same network).
 
 from __future__ import annotations
 
+from umamba_seg.architectures.presets import UMambaPreset
 from umamba_seg.architectures.token_mixer_unet import TokenMixerUNet, register_family
 
 
 class UMambaBot(TokenMixerUNet):
     """U-Mamba Bot: a Mamba layer on the bottleneck (voxels as tokens)."""
 
-    layer_names = "mamba"
-    default_mixer = "mamba"
     default_placement = "bottleneck"
+    preset = UMambaPreset()
 
 
 class UMambaEnc(TokenMixerUNet):
     """U-Mamba Enc: Mamba layers after the encoder stages (all in 3D, alternate in 2D)."""
 
-    layer_names = "mamba"
-    default_mixer = "mamba"
     default_placement = "encoder"
-    default_stage_rules = {2: "alternate", 3: "all"}
+    preset = UMambaPreset()
 
 
 _SPECS = register_family(

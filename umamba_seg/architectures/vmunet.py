@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from umamba_seg.architectures.presets import load_preset
+from umamba_seg.architectures.presets import VMUNetPreset, load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.nn.cross_scan import VSSBlock
 from umamba_seg.nn.patch_tokens import PatchEmbed, PatchExpand, PatchMerging
@@ -39,6 +39,8 @@ from umamba_seg.nn.patch_tokens import PatchEmbed, PatchExpand, PatchMerging
 __all__ = ["VMUNet", "vmunet_strides", "accepted_patch"]
 
 _CONV_OPS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_DEFAULT = VMUNetPreset()  # the constructor's and the stride functions' keyword defaults
+_DEFAULT_STAGES = len(_DEFAULT.dims)
 
 
 def _max_log2_factor(length: int, max_log2: int, min_bottleneck: int) -> int:
@@ -50,7 +52,8 @@ def _max_log2_factor(length: int, max_log2: int, min_bottleneck: int) -> int:
 
 
 def vmunet_strides(
-    patch_size: Sequence[int], n_stages: int = 4, embed_factor: int = 4, min_bottleneck: int = 4
+    patch_size: Sequence[int], n_stages: int = _DEFAULT_STAGES, embed_factor: int = _DEFAULT.embed_factor,
+    min_bottleneck: int = _DEFAULT.min_bottleneck,
 ) -> list[list[int]]:
     """Per-stage strides ``[[1]*n, embed, merge_1, ...]`` (``n_stages + 1`` entries) for a patch."""
     if embed_factor < 1 or embed_factor & (embed_factor - 1):
@@ -68,7 +71,8 @@ def vmunet_strides(
 
 
 def accepted_patch(
-    patch_size: Sequence[int], n_stages: int = 4, embed_factor: int = 4, min_bottleneck: int = 4
+    patch_size: Sequence[int], n_stages: int = _DEFAULT_STAGES, embed_factor: int = _DEFAULT.embed_factor,
+    min_bottleneck: int = _DEFAULT.min_bottleneck,
 ) -> list[int]:
     """Nearest patch whose every axis is a multiple of the full downsampling its length allows
     (``2**k <= length / min_bottleneck``, capped at ``embed_factor * 2**(n_stages-1)``)."""
@@ -157,14 +161,14 @@ class VMUNet(nn.Module):
         deep_supervision: bool = False,
         conv_op: type[nn.Module] = nn.Conv2d,
         strides: Sequence[Sequence[int]] | None = None,
-        dims: Sequence[int] = (96, 192, 384, 768),
-        depths: Sequence[int] = (2, 2, 2, 2),
-        depths_decoder: Sequence[int] = (2, 2, 2, 1),
-        d_state: int = 16,
-        d_conv: int = 3,
-        expand: float = 2,
-        dt_rank: int | str = "auto",
-        drop_path_rate: float = 0.2,
+        dims: Sequence[int] = _DEFAULT.dims,
+        depths: Sequence[int] = _DEFAULT.depths,
+        depths_decoder: Sequence[int] = _DEFAULT.depths_decoder,
+        d_state: int = _DEFAULT.d_state,
+        d_conv: int = _DEFAULT.d_conv,
+        expand: float = _DEFAULT.expand,
+        dt_rank: int | str = _DEFAULT.dt_rank,
+        drop_path_rate: float = _DEFAULT.drop_path_rate,
         use_ssm: bool = True,
         scan_backend: str = "auto",
     ):
@@ -176,7 +180,7 @@ class VMUNet(nn.Module):
         if len(depths) != n or len(depths_decoder) != n:
             raise ValueError(f"dims, depths and depths_decoder need one entry per stage, got {dims}, {depths}, {depths_decoder}")
         if strides is None:
-            strides = [[1] * spatial_dims, [4] * spatial_dims] + [[2] * spatial_dims] * (n - 1)
+            strides = [[1] * spatial_dims, [_DEFAULT.embed_factor] * spatial_dims] + [[2] * spatial_dims] * (n - 1)
         strides = [[int(s) for s in st] for st in strides]
         if len(strides) != n + 1 or any(len(st) != spatial_dims for st in strides) or any(s != 1 for s in strides[0]):
             raise ValueError(f"strides must be [[1]*{spatial_dims}, embed, merge_1..merge_{n - 1}] ({n + 1} entries), got {strides}")
@@ -236,37 +240,37 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def _preset_geometry(preset: dict) -> dict:
-    return dict(n_stages=len(preset["dims"]), embed_factor=int(preset["embed_factor"]),
-                min_bottleneck=int(preset["min_bottleneck"]))
+def _preset_geometry(preset: VMUNetPreset) -> dict:
+    return dict(n_stages=len(preset.dims), embed_factor=preset.embed_factor, min_bottleneck=preset.min_bottleneck)
 
 
 def build_vmunet_kwargs(cnn_kwargs: dict, patch_size: Sequence[int], use_ssm: bool = True,
                         size: str = "default") -> dict:
-    """``arch_kwargs`` for :class:`VMUNet` from the CNN plan's kwargs and the patch size."""
+    """``arch_kwargs`` for :class:`VMUNet` from the CNN plan's kwargs and the patch size, at preset ``size``."""
     preset = load_preset("vmunet", size)
     conv_op = cnn_kwargs.get("conv_op") or f"torch.nn.modules.conv.Conv{len(patch_size)}d"
     return {
         "conv_op": conv_op,
         "strides": vmunet_strides(patch_size, **_preset_geometry(preset)),
-        "dims": [int(d) for d in preset["dims"]],
-        "depths": [int(d) for d in preset["depths"]],
-        "depths_decoder": [int(d) for d in preset["depths_decoder"]],
-        "d_state": int(preset["d_state"]),
-        "d_conv": int(preset["d_conv"]),
-        "expand": preset["expand"],
-        "dt_rank": preset["dt_rank"],
-        "drop_path_rate": float(preset["drop_path_rate"]),
+        "dims": list(preset.dims),
+        "depths": list(preset.depths),
+        "depths_decoder": list(preset.depths_decoder),
+        "d_state": preset.d_state,
+        "d_conv": preset.d_conv,
+        "expand": preset.expand,
+        "dt_rank": preset.dt_rank,
+        "drop_path_rate": float(preset.drop_path_rate),
         "use_ssm": use_ssm,
     }
 
 
-def _adjust_patch(patch_size: Sequence[int]) -> list[int]:
-    return accepted_patch(patch_size, **_preset_geometry(load_preset("vmunet")))
+def adjust_patch_for_size(patch_size: Sequence[int], size: str = "default") -> list[int]:
+    """:func:`accepted_patch` for the geometry of the preset at ``size``."""
+    return accepted_patch(patch_size, **_preset_geometry(load_preset("vmunet", size)))
 
 
-def _build_nossm(cnn_kwargs: dict, patch_size: Sequence[int]) -> dict:
-    return build_vmunet_kwargs(cnn_kwargs, patch_size, use_ssm=False)
+def _build_nossm(cnn_kwargs: dict, patch_size: Sequence[int], size: str = "default") -> dict:
+    return build_vmunet_kwargs(cnn_kwargs, patch_size, use_ssm=False, size=size)
 
 
 VMUNET = register(
@@ -278,7 +282,7 @@ VMUNET = register(
         family="vmunet",
         description="VM-UNet: VSS blocks with cross-scan SSM (2D: 4 scans, 3D: 6 scans)",
         has_ssm=True,
-        adjust_patch=_adjust_patch,
+        adjust_patch=adjust_patch_for_size,
         authors_optimizer="adamw",
     )
 )
@@ -292,7 +296,7 @@ VMUNET_NOSSM = register(
         family="vmunet",
         description="VM-UNet ablation: the cross-scan SSM replaced by the identity",
         has_ssm=False,
-        adjust_patch=_adjust_patch,
+        adjust_patch=adjust_patch_for_size,
         authors_optimizer="adamw",
     )
 )

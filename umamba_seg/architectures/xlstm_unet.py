@@ -21,24 +21,22 @@ authors' quadratic form does not. ``mixer="none"`` in the plan drops every ViL b
 
 from __future__ import annotations
 
+from umamba_seg.architectures.presets import XLSTMPreset
 from umamba_seg.architectures.token_mixer_unet import TokenMixerUNet, register_family
 
 
 class XLSTMUNetBot(TokenMixerUNet):
     """xLSTM-UNet Bot: a ViL block on the bottleneck (voxels as tokens)."""
 
-    layer_names = "vil"
-    default_mixer = "vil"
     default_placement = "bottleneck"
+    preset = XLSTMPreset()
 
 
 class XLSTMUNetEnc(TokenMixerUNet):
     """xLSTM-UNet Enc: ViL blocks (and extra residual blocks) after the encoder stages."""
 
-    layer_names = "vil"
-    default_mixer = "vil"
     default_placement = "encoder"
-    default_stage_rules = {2: "xlstm_enc_2d", 3: "xlstm_enc_3d"}
+    preset = XLSTMPreset()
 
 
 _SPECS = register_family(
