@@ -48,7 +48,7 @@ def test_same_plan_swaps_only_the_network_and_notes_an_adjusted_patch():
     conf = vm.plans["configurations"]["2d"]
     assert vm.plans_name == "umambaBenchPlans_vmunet" and vm.plans["umamba_same_plan_as"] == "umambaPlans_cnn"
     assert conf["patch_size"] == [32, 64] == registry.get("vmunet").adjust_patch([32, 72])
-    assert vm.notes["2d"] == "patch 32x72 -> 32x64, the nearest vmunet accepts" == conf["umamba_benchmark_note"]
+    assert vm.notes["2d"] == "patch 32x72 -> 32x64, the nearest vmunet accepts" == conf["umamba_patch_note"]
     for key in ("batch_size", "spacing", "data_identifier", "normalization_schemes"):
         assert conf[key] == cnn_conf[key], key
     assert conf["architecture"]["network_class_name"].endswith("vmunet.VMUNet")
@@ -60,7 +60,7 @@ def test_same_plan_swaps_only_the_network_and_notes_an_adjusted_patch():
 
     bot = same_plan_plans(cnn, "umamba_bot")
     bot_conf = bot.plans["configurations"]["2d"]
-    assert bot.notes["2d"] == "" and "umamba_benchmark_note" not in bot_conf
+    assert bot.notes["2d"] == "" and "umamba_patch_note" not in bot_conf
     assert bot_conf["patch_size"] == [32, 72] and bot_conf["batch_size"] == 7
     assert bot_conf["architecture"]["network_class_name"].endswith("umamba.UMambaBot")
     assert bot_conf["architecture"]["arch_kwargs"]["strides"] == cnn_conf["architecture"]["arch_kwargs"]["strides"]

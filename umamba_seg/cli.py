@@ -38,6 +38,12 @@ def _arch_names() -> list[str]:
     return registry.available()
 
 
+def _plan_source_arg(p: argparse.ArgumentParser, help_text: str, default: str | None) -> None:
+    from umamba_seg.planning.naming import PLAN_SOURCES
+
+    p.add_argument("--plan-source", choices=PLAN_SOURCES, default=default, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="umamba-seg", description="Self-configuring Mamba/xLSTM medical image segmentation on nnU-Net v2.")
     parser.add_argument("--version", action="version", version=f"umamba-seg {__import__('umamba_seg').__version__}")
@@ -55,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preprocess", action="store_true", help="only plan")
     p.add_argument("--clean", action="store_true", help="recompute the fingerprint")
     p.add_argument("-np", "--num-processes", type=int, default=2)
+    _plan_source_arg(p, "ssm: each network's own patch/batch/topology from the SSM-aware planner (umambaPlans_<arch>); "
+                        "cnn: nnU-Net's CNN plan unchanged with the network swapped, as U-Mamba and xLSTM-UNet were "
+                        "published (umambaCNNPlans_<arch>; a patch a network cannot take moves to the nearest it can, "
+                        "stated in the plans)", default="ssm")
 
     p = sub.add_parser("train", help="train one fold")
     _common(p)
@@ -76,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained-weights", type=Path, default=None, metavar="CHECKPOINT",
                    help="start from the tensors of CHECKPOINT whose name and shape match (heads of another class "
                         "count are skipped); vmunet also takes VMamba ImageNet checkpoints")
+    _plan_source_arg(p, "train on umambaPlans_<arch> (ssm) or umambaCNNPlans_<arch> (cnn), planned on demand "
+                        "(default: ssm)", default=None)
 
     p = sub.add_parser("predict", help="segment a folder of images")
     _common(p)
@@ -225,12 +237,13 @@ def cmd_plan_and_preprocess(args) -> int:
     for a in archs:
         registry.get(a)
     res = plan_and_preprocess(ws, name, archs, args.configurations, args.gpu_memory_gb, args.num_processes,
-                              verify=args.verify, clean=args.clean, preprocess=not args.no_preprocess)
+                              verify=args.verify, clean=args.clean, preprocess=not args.no_preprocess,
+                              plan_source=args.plan_source)
     if args.explain:
         from umamba_seg.planning.explain import explain_plans
 
-        print(explain_plans(ws, name, archs, res["configurations"], args.gpu_memory_gb))
-    print(f"Plans: {', '.join(sorted(res['plans']))} in {ws.preprocessed_dataset(name)}")
+        print(explain_plans(ws, name, archs, res["configurations"], args.gpu_memory_gb, args.plan_source))
+    print(f"Plans: {', '.join(sorted(Path(p).stem for p in res['plans'].values()))} in {ws.preprocessed_dataset(name)}")
     for c, d in res["preprocessed"].items():
         print(f"Preprocessed {c}: {d['preprocessed']} case(s) now, {d['skipped']} already done")
     return 0
@@ -255,15 +268,18 @@ def cmd_train(args) -> int:
         from umamba_seg.training.ddp import train_fold_ddp as train
         from umamba_seg.training.run import check_fold, check_schedule, fold_lock, output_folder
 
+        from umamba_seg.training.run import training_plan_source
+
         fold = check_fold(ws, name, args.fold)
         check_schedule(args.epochs, args.iters_per_epoch, args.val_iters)
         if os.environ.get("RANK", "0") == "0":  # rank 0 writes the fold folder, so it holds the lock
-            lock = fold_lock(output_folder(ws, name, args.arch, args.configuration, fold))
+            lock = fold_lock(output_folder(ws, name, args.arch, args.configuration, fold,
+                                           plan_source=training_plan_source(args.plan_source)))
     with lock:
         out = train(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
                     args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
-                    args.num_processes, **({"pretrained_weights": args.pretrained_weights}
-                                           if args.pretrained_weights is not None else {}))
+                    args.num_processes, plan_source=args.plan_source,
+                    **({"pretrained_weights": args.pretrained_weights} if args.pretrained_weights is not None else {}))
     print(f"Trained: {out}")
     return 0
 

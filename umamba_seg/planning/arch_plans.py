@@ -1,8 +1,10 @@
-"""Plans for every architecture, derived from the CNN's plans by the SSM-aware planner.
+"""Plans for every architecture, derived from the CNN's plans by either plans source.
 
-Each configuration keeps the CNN's spacing, normalisation and ``data_identifier`` (so the
-preprocessed data is shared); patch, topology and batch are searched for the
-architecture with its measured memory model (:mod:`umamba_seg.planning.ssm_planner`).
+``ssm`` (default): the SSM-aware planner. Each configuration keeps the CNN's spacing,
+normalisation and ``data_identifier`` (so the preprocessed data is shared); patch, topology
+and batch are searched for the architecture with its measured memory model
+(:mod:`umamba_seg.planning.ssm_planner`).
+``cnn``: the CNN's plan unchanged with the network swapped (:mod:`umamba_seg.planning.cnn_source`).
 The result is a valid nnunetv2 plans file.
 """
 
@@ -14,11 +16,11 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.errors import UserInputError
-from umamba_seg.planning.naming import CNN_ARCH, plans_identifier
+from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE, check_plan_source, plans_identifier
 
 
-def plans_file(preprocessed_dataset: Path, arch: str) -> Path:
-    return preprocessed_dataset / f"{plans_identifier(arch)}.json"
+def plans_file(preprocessed_dataset: Path, arch: str, plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
+    return preprocessed_dataset / f"{plans_identifier(arch, plan_source)}.json"
 
 
 def derive_arch_plans(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory_gb: float = 8.0) -> dict:
@@ -28,8 +30,14 @@ def derive_arch_plans(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory
     return plan_arch_from_cnn(cnn_plans, arch, dataset_json, gpu_memory_gb)
 
 
-def write_arch_plans(preprocessed_dataset: Path, arch: str, gpu_memory_gb: float = 8.0) -> Path:
-    """Write ``umambaPlans_<arch>.json`` from the stored CNN plans; returns its path."""
+def write_arch_plans(preprocessed_dataset: Path, arch: str, gpu_memory_gb: float = 8.0,
+                     plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
+    """Write ``arch``'s plans of ``plan_source`` (``umambaPlans_<arch>.json`` /
+    ``umambaCNNPlans_<arch>.json``) from the stored CNN plans; returns its path."""
+    if check_plan_source(plan_source) == "cnn":
+        from umamba_seg.planning.cnn_source import write_cnn_source_plans
+
+        return preprocessed_dataset / f"{write_cnn_source_plans(preprocessed_dataset, arch).plans_name}.json"
     cnn_file = plans_file(preprocessed_dataset, CNN_ARCH)
     if not cnn_file.is_file():
         raise UserInputError(

@@ -4,7 +4,9 @@ One row per (architecture, configuration): spacing, patch, total downsampling, s
 batch, and the estimated memory of a training step split into conv activations, token
 mixer activations, and the fixed part (parameters, gradients, optimizer state, workspace,
 plus outputs and autocast's parameter casts). Plans from the SSM-aware planner carry the
-estimate (``umamba_memory``); for the CNN it is traced here with the same memory model.
+estimate (``umamba_memory``); for the CNN, and for every network on the CNN's plan
+(``--plan-source cnn``), it is traced here with the same memory model. A patch moved to the
+nearest one a network accepts (``--plan-source cnn``) is stated under the table.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from umamba_seg.planning.arch_plans import plans_file
 from umamba_seg.planning.budget import GB, OPTIMIZER_STATE_BYTES, WORKSPACE_BASE_GB, WORKSPACE_FRACTION, MemoryBudget
+from umamba_seg.planning.cnn_source import PATCH_NOTE_KEY
+from umamba_seg.planning.naming import DEFAULT_PLAN_SOURCE
 from umamba_seg.workspace import Workspace
 
 HEADER = ("arch", "config", "spacing (mm)", "patch", "downsampling", "stages", "batch", "conv GB", "mixer GB",
@@ -51,23 +55,26 @@ def _row(arch: str, name: str, conf: dict, mem: dict) -> tuple[str, ...]:
 
 
 def explain_plans(ws: Workspace, dataset_name: str, archs: Sequence[str], configurations: Sequence[str],
-                  gpu_memory_gb: float) -> str:
-    """A table of every planned (arch, configuration) with its memory estimate, and the budget rule."""
+                  gpu_memory_gb: float, plan_source: str = DEFAULT_PLAN_SOURCE) -> str:
+    """A table of every planned (arch, configuration) of ``plan_source`` with its memory
+    estimate, and the budget rule."""
     pre = ws.preprocessed_dataset(dataset_name)
     dataset_json = load_json(str(pre / "dataset.json"))
     rows, notes = [HEADER], []
     for arch in archs:
-        plans = load_json(str(plans_file(pre, arch)))
+        plans = load_json(str(plans_file(pre, arch, plan_source)))
         for c in configurations:
             conf = plans["configurations"].get(c)
             if conf is None or "architecture" not in conf:
                 continue
             mem = memory_record(conf, dataset_json, gpu_memory_gb)
             rows.append(_row(arch, c, conf, mem))
-            notes += [f"{arch} {c}: {n}" for n in mem.get("notes", [])]
+            notes += [f"{arch} {c}: {n}" for n in [*mem.get("notes", []), conf.get(PATCH_NOTE_KEY)] if n]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = [
-        f"Plans for {dataset_name} (GPU memory target {gpu_memory_gb:g} GB)",
+        f"Plans for {dataset_name} (GPU memory target {gpu_memory_gb:g} GB), "
+        + ("every network on the CNN's patch, batch and topology (--plan-source cnn)" if plan_source == "cnn" else
+           "each network's own patch, batch and topology from the SSM-aware planner (--plan-source ssm)"),
         "Memory of one training step under fp16 AMP, traced per network: conv = activations saved for backward "
         "outside token mixers, mixer = inside them (projections, conv1d, dt/B/C, scan checkpoints, "
         "cross-scan copies, mLSTM states);",

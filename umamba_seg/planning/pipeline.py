@@ -1,7 +1,8 @@
 """`plan-and-preprocess`: one fingerprint, per-configuration spacing, per-architecture plans.
 
 Steps: (optional) verify the raw dataset -> fingerprint (nnunetv2, reused when present) ->
-CNN plans (nnunetv2's planner) -> one plans file per requested architecture -> preprocess each
+CNN plans (nnunetv2's planner) -> one plans file per requested architecture, from the
+SSM-aware planner (``plan_source="ssm"``) or the CNN's plan unchanged (``"cnn"``) -> preprocess each
 requested configuration once (resumable) -> copy ground truth for validation.
 """
 
@@ -14,7 +15,7 @@ from typing import Sequence
 
 from umamba_seg.errors import UserInputError
 from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
-from umamba_seg.planning.naming import CNN_ARCH
+from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE
 from umamba_seg.workspace import Workspace
 
 ALL_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
@@ -113,10 +114,10 @@ def plan_cnn(ws: Workspace, dataset_name: str, gpu_memory_gb: float) -> Path:
 
 
 def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: float = 8.0,
-                 num_processes: int = 2) -> Path:
-    """Plans for ``arch``; plan it from the stored fingerprint if missing (and say so)."""
+                 num_processes: int = 2, plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
+    """Plans for ``arch`` from ``plan_source``; plan it from the stored fingerprint if missing (and say so)."""
     pre = ws.preprocessed_dataset(dataset_name)
-    out = plans_file(pre, arch)
+    out = plans_file(pre, arch, plan_source)
     if out.is_file():
         return out
     if not plans_file(pre, CNN_ARCH).is_file():
@@ -134,15 +135,16 @@ def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: flo
         plan_cnn(ws, dataset_name, gpu_memory_gb)
     if arch != CNN_ARCH:
         print(f"No plans for '{arch}' yet: deriving {out.name} from the stored CNN plans.")
-        write_arch_plans(pre, arch, gpu_memory_gb)
+        write_arch_plans(pre, arch, gpu_memory_gb, plan_source)
     return out
 
 
 def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
                         configurations: Sequence[str] | None = None, gpu_memory_gb: float = 8.0,
                         num_processes: int = 2, verify: bool = False, clean: bool = False,
-                        preprocess: bool = True) -> dict:
-    """Run the whole planning step; returns timings and what was written."""
+                        preprocess: bool = True, plan_source: str = DEFAULT_PLAN_SOURCE) -> dict:
+    """Run the whole planning step, ``archs`` planned from ``plan_source``; returns timings and
+    what was written."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
     raw = ws.raw_dataset(dataset_name)
@@ -170,7 +172,7 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
     written = {CNN_ARCH: cnn_plans}
     for arch in archs:
         if arch != CNN_ARCH:
-            written[arch] = write_arch_plans(pre, arch, gpu_memory_gb)
+            written[arch] = write_arch_plans(pre, arch, gpu_memory_gb, plan_source)
     timings["plan"] = time.perf_counter() - t
 
     plans = load_json(str(cnn_plans))

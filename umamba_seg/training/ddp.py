@@ -231,7 +231,8 @@ def _broadcast_from_main(value, group=None):
     return box[0]
 
 
-def _prepare_on_main(ws: Workspace, dataset_name: str, configuration: str, arch: str, num_processes: int) -> Path:
+def _prepare_on_main(ws: Workspace, dataset_name: str, configuration: str, arch: str, num_processes: int,
+                     plan_source: str = "ssm") -> Path:
     """Rank 0 plans/preprocesses what is missing; everyone waits (long timeout) and gets rank 0's verdict."""
     from umamba_seg.planning.arch_plans import plans_file
     from umamba_seg.planning.pipeline import ensure_plans
@@ -241,7 +242,7 @@ def _prepare_on_main(ws: Workspace, dataset_name: str, configuration: str, arch:
     problem = None
     if _rank() == 0:
         try:
-            ensure_plans(ws, dataset_name, arch, num_processes=num_processes)
+            ensure_plans(ws, dataset_name, arch, num_processes=num_processes, plan_source=plan_source)
             ensure_preprocessed(ws, dataset_name, configuration, num_processes)
         except UserInputError as e:
             problem = e
@@ -249,7 +250,7 @@ def _prepare_on_main(ws: Workspace, dataset_name: str, configuration: str, arch:
     dist.destroy_process_group(waiting)
     if problem is not None:
         raise problem
-    path = plans_file(ws.preprocessed_dataset(dataset_name), arch)
+    path = plans_file(ws.preprocessed_dataset(dataset_name), arch, plan_source)
     if not path.is_file():
         raise UserInputError(f"rank {_rank()} cannot see the plans that rank 0 wrote", path,
                              "put the workdir on a filesystem all nodes share, or run `umamba-seg "
@@ -289,7 +290,8 @@ def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: i
                    epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None,
                    device: str = "auto", continue_training: bool = False, npz: bool = False,
                    seed: int | None = None, trust_checkpoint: bool = False, num_processes: int = 2,
-                   trainer_class: type[umambaTrainerDDP] = umambaTrainerDDP, validate: bool = True) -> Path:
+                   trainer_class: type[umambaTrainerDDP] = umambaTrainerDDP, validate: bool = True,
+                   plan_source: str | None = None) -> Path:
     """Train one fold on every rank of a torchrun job; returns the fold's output folder.
 
     Same arguments as :func:`umamba_seg.training.run.train_fold`. ``validate=False`` skips
@@ -307,7 +309,10 @@ def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: i
     configure_cpu_threads(dev)
     init_distributed(dev)
     try:
-        plans_path = _prepare_on_main(ws, dataset_name, configuration, arch, num_processes)
+        from umamba_seg.training.run import training_plan_source
+
+        plans_path = _prepare_on_main(ws, dataset_name, configuration, arch, num_processes,
+                                      training_plan_source(plan_source))
         plans = load_json(str(plans_path))
         if configuration not in plans["configurations"]:
             raise UserInputError(f"configuration '{configuration}' is not in the plans", plans_path,

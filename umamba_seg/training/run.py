@@ -1,7 +1,8 @@
 """``train``: one fold of one architecture and configuration through :class:`umambaTrainer`.
 
 Plans are created on demand (``train -a X`` without plans for X plans it from the stored
-fingerprint and says so), preprocessed data likewise; ``--continue`` resumes from the newest
+fingerprint and says so), from the SSM-aware planner or the CNN's plan (``--plan-source``),
+preprocessed data likewise; ``--continue`` resumes from the newest
 of ``checkpoint_latest.pth``/``checkpoint_final.pth``. Before anything is written the fold must
 be one of the split's (``splits_final.json``, else nnU-Net's 0..4) or ``all`` and the schedule
 positive; one run at a time holds the fold folder (a lock; a second run gets one line naming
@@ -24,7 +25,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 from umamba_seg.devices import configure_cpu_threads, resolve_device
 from umamba_seg.errors import UserInputError
 from umamba_seg.locking import exclusive_lock
-from umamba_seg.planning.naming import CNN_ARCH, plans_identifier
+from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE, check_plan_source, plans_identifier
 from umamba_seg.workspace import Workspace
 
 TRAINER_NAME = "umambaTrainer"
@@ -33,10 +34,12 @@ DEFAULT_NUM_FOLDS = 5
 
 
 def output_folder(ws: Workspace, dataset_name: str, arch: str, configuration: str, fold: int | str,
-                  trainer_name: str = TRAINER_NAME, plans_name: str | None = None) -> Path:
+                  trainer_name: str = TRAINER_NAME, plans_name: str | None = None,
+                  plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
     """``<results>/DatasetXXX/<Trainer>__<plans>__<config>/fold_<f>``; ``<plans>`` is
-    ``umambaPlans_<arch>`` unless ``plans_name`` names other plans (e.g. the benchmark's)."""
-    plans = plans_name or plans_identifier(arch)
+    ``arch``'s plans of ``plan_source`` (:func:`plans_identifier`) unless ``plans_name`` names
+    other plans (e.g. the benchmark's)."""
+    plans = plans_name or plans_identifier(arch, plan_source)
     return ws.results_dataset(dataset_name) / f"{trainer_name}__{plans}__{configuration}" / f"fold_{fold}"
 
 
@@ -139,15 +142,23 @@ def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, nu
     copy_gt_segmentations(raw, pre)
 
 
+def training_plan_source(plan_source: str | None = None) -> str:
+    """The plans source a training uses: ``plan_source`` if given, else the default (``ssm``)."""
+    return check_plan_source(plan_source or DEFAULT_PLAN_SOURCE)
+
+
 def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str = CNN_ARCH,
                epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None,
                device: str = "auto", continue_training: bool = False, npz: bool = False, seed: int | None = None,
                trust_checkpoint: bool = False, num_processes: int = 2, plans_name: str | None = None,
-               validate: bool = True, pretrained_weights: str | os.PathLike | None = None) -> Path:
+               validate: bool = True, pretrained_weights: str | os.PathLike | None = None,
+               plan_source: str | None = None) -> Path:
     """Train one fold (holding its folder's lock); returns its output folder.
 
     ``plans_name``: train with ``<preprocessed>/<plans_name>.json`` (which must exist, e.g. written
-    by ``benchmark``) instead of ``umambaPlans_<arch>.json``; results go to that plans' folder.
+    by ``benchmark``) instead of ``arch``'s plans of ``plan_source`` (``ssm``: ``umambaPlans_<arch>``,
+    ``cnn``: ``umambaCNNPlans_<arch>``, planned on demand; None: :func:`training_plan_source`);
+    results go to that plans' folder.
     ``validate=False`` skips the final sliding-window validation of the fold. ``pretrained_weights``:
     a checkpoint whose matching tensors initialise the network (:mod:`.pretrained`)."""
     if pretrained_weights is not None and continue_training:
@@ -155,25 +166,27 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
                              "fold's own checkpoint)", str(pretrained_weights), "drop one of them")
     fold = check_fold(ws, dataset_name, fold)
     check_schedule(epochs, iters_per_epoch, val_iters)
-    out = output_folder(ws, dataset_name, arch, configuration, fold, plans_name=plans_name)
+    plan_source = training_plan_source(plan_source)
+    out = output_folder(ws, dataset_name, arch, configuration, fold, plans_name=plans_name, plan_source=plan_source)
     with fold_lock(out):
         return _train_fold_locked(ws, dataset_name, configuration, fold, arch, epochs, iters_per_epoch, val_iters,
                                   device, continue_training, npz, seed, trust_checkpoint, num_processes, plans_name,
-                                  validate, out, pretrained_weights)
+                                  validate, out, pretrained_weights, plan_source)
 
 
 def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str,
                        epochs: int | None, iters_per_epoch: int | None, val_iters: int | None, device: str,
                        continue_training: bool, npz: bool, seed: int | None, trust_checkpoint: bool,
                        num_processes: int, plans_name: str | None, validate: bool, out: Path,
-                       pretrained_weights: str | os.PathLike | None = None) -> Path:
+                       pretrained_weights: str | os.PathLike | None = None,
+                       plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
     from umamba_seg.planning.pipeline import ensure_plans
     from umamba_seg.training.trainer import umambaTrainer
 
     dev = resolve_device(device)
     configure_cpu_threads(dev)
     if plans_name is None:
-        plans_path = ensure_plans(ws, dataset_name, arch, num_processes=num_processes)
+        plans_path = ensure_plans(ws, dataset_name, arch, num_processes=num_processes, plan_source=plan_source)
     else:
         plans_path = ws.preprocessed_dataset(dataset_name) / f"{plans_name}.json"
         if not plans_path.is_file():
