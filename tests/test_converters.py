@@ -1,4 +1,4 @@
-"""Dataset converters (scripts/convert/): each runs on a small fake copy of the download layout,
+"""Dataset converters (umamba_seg.convert): each runs on a small fake copy of the download layout,
 and its output passes nnunetv2's own integrity check."""
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ import SimpleITK as sitk
 import tifffile
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from scripts.convert import brats2023, common, endovis2017, isic2018, neurips_cells  # noqa: E402
-from umamba_seg.errors import UserInputError  # noqa: E402
+from umamba_seg.convert import brats2023, common, endovis2017, isic2018, neurips_cells
+from umamba_seg.errors import UserInputError
 
 
 class _InlinePool:
@@ -453,15 +449,30 @@ def test_id_clash_and_foreign_cases_are_user_errors(isic_src: Path, tmp_path: Pa
 
 
 def test_cli_converts_and_reports_user_errors_in_one_line(isic_src: Path, tmp_path: Path) -> None:
+    """``umamba-seg convert NAME`` and ``python -m umamba_seg.convert.NAME``, as a user runs them."""
     env = {**os.environ, "PYTHONPATH": ""}
-    script = ROOT / "scripts" / "convert" / "isic2018.py"
-    ok = subprocess.run([sys.executable, str(script), str(isic_src), "--out", str(tmp_path / "raw"), "--id", "12"], capture_output=True, text=True, env=env, timeout=300)
+    ok = subprocess.run([sys.executable, "-m", "umamba_seg", "convert", "isic2018", str(isic_src),
+                         "--workdir", str(tmp_path / "w"), "--id", "12"],
+                        capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
-    assert "Dataset012_ISIC2018" in ok.stdout
-    assert (tmp_path / "raw" / "Dataset012_ISIC2018" / "dataset.json").is_file()
-    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nowhere"), "--out", str(tmp_path / "raw")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    assert "Dataset012_ISIC2018" in ok.stdout and f"-d 12 --workdir {tmp_path / 'w'}" in ok.stdout
+    assert (tmp_path / "w" / "raw" / "Dataset012_ISIC2018" / "dataset.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "umamba_seg.convert.isic2018", str(tmp_path / "nowhere"),
+                          "--out", str(tmp_path / "raw")], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the ISIC folder does not exist")
     assert "Traceback" not in bad.stderr
+
+
+def test_convert_subcommand_hands_its_arguments_to_the_converter(isic_src: Path, tmp_path: Path, capsys) -> None:
+    from umamba_seg.cli import main
+
+    assert main(["convert", "isic2018", str(isic_src), "--out", str(tmp_path / "raw"), "--id", "13"]) == 0
+    assert (tmp_path / "raw" / "Dataset013_ISIC2018" / "labelsTr").is_dir()
+    assert main(["convert", "isic2018", str(tmp_path / "nowhere"), "--out", str(tmp_path / "raw")]) == 2
+    captured = capsys.readouterr()
+    assert "error: the ISIC folder does not exist" in captured.err
+    assert captured.out.count("[convert] done") == 1  # only the run that succeeded
+    assert main(["convert", "nope", str(isic_src)]) == 2  # not a converter: one usage line
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

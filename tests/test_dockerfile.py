@@ -253,7 +253,7 @@ def test_dockerignore_keeps_what_the_install_needs() -> None:
     patterns = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()
                 if l.strip() and not l.strip().startswith("#")]
     needed = ["pyproject.toml", "README.md", "umamba_seg/__init__.py", "umamba_seg/cli.py",
-              "scripts/convert/brats2023.py"]  # converters run in the image too (datasets.md)
+              "umamba_seg/convert/brats2023.py"]  # `umamba-seg convert` runs in the image too (datasets.md)
     for path in needed:
         assert not dockerignore_excludes(patterns, path), f".dockerignore drops {path}, which pip install needs"
     for path in [".git/HEAD", "umamba_seg/__pycache__/cli.cpython-311.pyc", "umamba_workdir/raw/x.nii.gz"]:

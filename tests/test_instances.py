@@ -365,14 +365,9 @@ def test_demo_cells_shows_f1_next_to_dice(tmp_path, capsys):
 # ----------------------------------------------------------------------------- converters write instance maps
 
 def test_dsb2018_and_neurips_converters_write_instances_and_labels(tmp_path):
-    import sys
-
     import tifffile
 
-    root = str(Path(__file__).resolve().parents[1])  # the repository: scripts/ is importable from it
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from scripts.convert import dsb2018, neurips_cells
+    from umamba_seg.convert import dsb2018, neurips_cells
     from umamba_seg.instance_labels import instances_to_semantic
 
     inst = _touching_blocks()

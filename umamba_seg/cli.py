@@ -216,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="an even smaller run (smoke test)")
     p.add_argument("--cells", action="store_true",
                    help="the cell-instance workflow on generated nuclei: instance F1 next to Dice")
+
+    from umamba_seg.convert import CONVERTERS
+
+    p = sub.add_parser("convert", help="a public dataset's download -> nnU-Net raw dataset (see datasets.md)")
+    p.add_argument("name", choices=CONVERTERS, help="the dataset's converter")
+    p.add_argument("converter_args", nargs=argparse.REMAINDER, metavar="...",
+                   help="SRC_DIR [--out RAW_DIR | --workdir W] [--id N] [--verify] ... "
+                        "(`umamba-seg convert NAME --help` lists them)")
     return parser
 
 
@@ -460,6 +468,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    import importlib
+
+    return importlib.import_module(f"umamba_seg.convert.{args.name}").main(args.converter_args)
+
+
 COMMANDS = {
     "plan-and-preprocess": cmd_plan_and_preprocess,
     "train": cmd_train,
@@ -475,6 +489,7 @@ COMMANDS = {
     "export-model": cmd_export_model,
     "install-model": cmd_install_model,
     "demo": cmd_demo,
+    "convert": cmd_convert,
 }
 
 
@@ -486,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         t0 = time.perf_counter()
         code = COMMANDS[args.command](args)
-        if args.command not in ("demo",):
+        if args.command not in ("demo",) and code == 0:
             print(f"[{args.command}] done in {time.perf_counter() - t0:.1f} s")
         return code
     except UserInputError as e:

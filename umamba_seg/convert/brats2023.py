@@ -33,11 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from . import common
-except ImportError:  # run as a script: this folder is sys.path[0]
-    import common
-
+from umamba_seg.convert import common
 from umamba_seg.errors import UserInputError
 
 NAME = "BraTS2023"
@@ -180,14 +176,14 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
         ds, CHANNEL_NAMES, REGION_LABELS if regions else PLAIN_LABELS, len(train),
         reference="BraTS 2023 challenge on https://www.synapse.org (see datasets.md)",
         license="BraTS data use agreement (see the challenge page)",
-        description=f"BraTS {'/'.join(releases)} converted by umamba-seg scripts/convert/brats2023.py; labels 1 NETC, "
+        description=f"BraTS {'/'.join(releases)} converted by umamba-seg convert brats2023; labels 1 NETC, "
                     f"2 SNFH, 3 ET (BraTS 2023 meaning; 2021-style 4 mapped to 3)",
         converted_by="umamba-seg", **extra)
     return ds.root
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID)
+    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "brats2023")
     parser.add_argument("--no-regions", action="store_true",
                         help="plain labels NETC/SNFH/ET instead of BraTS regions WT/TC/ET")
 

@@ -23,9 +23,9 @@ import numpy as np
 
 from umamba_seg.atomic import atomic_path
 from umamba_seg.errors import UserInputError
+from umamba_seg.workspace import DEFAULT_WORKDIR, Workspace
 
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
-DEFAULT_WORKDIR = "umamba_workdir"
 
 
 @dataclass(frozen=True)
@@ -205,13 +205,15 @@ def default_raw_dir() -> Path:
     return Path(env) if env else Path.cwd() / DEFAULT_WORKDIR / "raw"
 
 
-def build_parser(description: str, default_id: int) -> argparse.ArgumentParser:
-    """The arguments every converter takes."""
-    p = argparse.ArgumentParser(description=description)
+def build_parser(description: str, default_id: int, name: str) -> argparse.ArgumentParser:
+    """The arguments every converter takes; ``name`` is the converter's module (``umamba-seg convert NAME``)."""
+    p = argparse.ArgumentParser(prog=f"umamba-seg convert {name}", description=description)
     p.add_argument("src", metavar="SRC_DIR", help="the extracted download (see datasets.md)")
-    p.add_argument("--out", metavar="RAW_DIR", default=None,
-                   help="nnU-Net raw folder (default: $nnUNet_raw, else ./umamba_workdir/raw; "
-                        "with umamba-seg --workdir W this is W/raw)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", metavar="RAW_DIR", default=None,
+                       help="nnU-Net raw folder (default: $nnUNet_raw, else ./umamba_workdir/raw)")
+    where.add_argument("--workdir", metavar="W", default=None,
+                       help="write to W/raw, the raw folder of umamba-seg's --workdir W")
     p.add_argument("--id", type=int, default=default_id, help=f"dataset id (default {default_id})")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
     p.add_argument("--verify", action="store_true", help="run nnU-Net's integrity check afterwards")
@@ -223,7 +225,8 @@ def run_cli(parser: argparse.ArgumentParser, convert_from_args: Callable[[argpar
             argv: Sequence[str] | None = None) -> int:
     """Parse, convert, optionally verify; user errors become one ``error: ...`` line and exit 2."""
     args = parser.parse_args(argv)
-    out_raw = Path(args.out) if args.out else default_raw_dir()
+    out_raw = (Path(args.out) if args.out else Workspace.from_workdir(args.workdir).raw if args.workdir
+               else default_raw_dir())
     try:
         folder = convert_from_args(args, out_raw)
         if args.verify:
@@ -234,6 +237,6 @@ def run_cli(parser: argparse.ArgumentParser, convert_from_args: Callable[[argpar
         print(e.line(), file=sys.stderr)
         return 2
     dataset_id = int(_DATASET_RE.match(folder.name).group(1))
-    print(f"wrote {folder}\nnext: umamba-seg plan-and-preprocess -d {dataset_id} "
-          f"(with --workdir W when {out_raw} is W/raw)")
+    where = f"--workdir {args.workdir}" if args.workdir else f"(with --workdir W when {out_raw} is W/raw)"
+    print(f"wrote {folder}\nnext: umamba-seg plan-and-preprocess -d {dataset_id} {where}")
     return 0

@@ -25,11 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from . import common
-except ImportError:  # run as a script: this folder is sys.path[0]
-    import common
-
+from umamba_seg.convert import common
 from umamba_seg.errors import UserInputError
 from umamba_seg.instance_labels import SEMANTIC_LABELS, instances_to_semantic
 
@@ -124,14 +120,14 @@ def convert(src, out_raw, dataset_id: int = DEFAULT_ID, overwrite: bool = False)
         ds, CHANNEL_NAMES, dict(SEMANTIC_LABELS), len(train),
         reference="https://www.kaggle.com/c/data-science-bowl-2018",
         license="see the competition's data page",
-        description="Data Science Bowl 2018 nuclei converted by umamba-seg scripts/convert/dsb2018.py; per-nucleus "
+        description="Data Science Bowl 2018 nuclei converted by umamba-seg convert dsb2018; per-nucleus "
                     "masks -> instance maps (instancesTr/Ts) and interior/boundary labels",
         converted_by="umamba-seg")
     return ds.root
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID)
+    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "dsb2018")
 
     def run(args: argparse.Namespace, out_raw: Path) -> Path:
         return convert(args.src, out_raw, args.id, overwrite=args.overwrite)

@@ -31,11 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from . import common
-except ImportError:  # run as a script: this folder is sys.path[0]
-    import common
-
+from umamba_seg.convert import common
 from umamba_seg.errors import UserInputError
 
 NAME = "Endovis17"
@@ -157,14 +153,14 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
         ds, CHANNEL_NAMES, LABELS, len(train),
         reference="https://endovissub2017-roboticinstrumentsegmentation.grand-challenge.org/",
         license="see the challenge page",
-        description="EndoVis 2017 robotic instrument segmentation converted by umamba-seg "
-                    "scripts/convert/endovis2017.py; left frames, instrument types as labels",
+        description="EndoVis 2017 robotic instrument segmentation converted by "
+                    "umamba-seg convert endovis2017; left frames, instrument types as labels",
         converted_by="umamba-seg")
     return ds.root
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID)
+    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "endovis2017")
     parser.add_argument("--no-crop", action="store_true", help="keep 1920x1080 frames whole")
 
     def run(args: argparse.Namespace, out_raw: Path) -> Path:

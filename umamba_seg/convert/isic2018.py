@@ -32,11 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from . import common
-except ImportError:  # run as a script: this folder is sys.path[0]
-    import common
-
+from umamba_seg.convert import common
 from umamba_seg.errors import UserInputError
 
 NAME = "ISIC2018"
@@ -153,14 +149,14 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
         ds, CHANNEL_NAMES, LABELS, len(train),
         reference="https://challenge.isic-archive.com/data/",
         license="CC-BY-NC 4.0 (see the ISIC archive)",
-        description="ISIC skin lesion boundary segmentation converted by umamba-seg scripts/convert/isic2018.py; "
+        description="ISIC skin lesion boundary segmentation converted by umamba-seg convert isic2018; "
                     "JPEG photographs stored as RGB PNG, masks 0/255 -> 0/1",
         converted_by="umamba-seg")
     return ds.root
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID)
+    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "isic2018")
     parser.add_argument("--max-side", type=int, default=None,
                         help="shrink photographs so that the longer side is at most this many pixels")
 

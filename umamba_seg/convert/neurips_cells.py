@@ -39,11 +39,7 @@ from pathlib import Path
 import numpy as np
 from skimage.segmentation import relabel_sequential
 
-try:
-    from . import common
-except ImportError:  # run as a script: this folder is sys.path[0]
-    import common
-
+from umamba_seg.convert import common
 from umamba_seg.errors import UserInputError
 from umamba_seg.instance_labels import SEMANTIC_LABELS, instances_to_semantic
 
@@ -181,14 +177,14 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
         ds, CHANNEL_NAMES, SCHEMES[scheme], len(train),
         reference="https://neurips22-cellseg.grand-challenge.org/",
         license="see the challenge data page",
-        description=f"NeurIPS 2022 cell segmentation converted by umamba-seg scripts/convert/neurips_cells.py; "
+        description=f"NeurIPS 2022 cell segmentation converted by umamba-seg convert neurips_cells; "
                     f"instance masks -> {scheme} labels; instance task: umamba-seg predict --instances",
         converted_by="umamba-seg")
     return ds.root
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID)
+    parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "neurips_cells")
     parser.add_argument("--scheme", choices=sorted(SCHEMES), default="interior-boundary",
                         help="semantic labels made from the instance masks (default interior-boundary)")
 
