@@ -17,12 +17,6 @@ from umamba_seg import import_graph, layers
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Upward edges another change is removing; each entry says which and goes once that change lands.
-PENDING: dict[tuple[str, str], str] = {
-    # issue 21 moves the optimizer recipe out of the registry's reach
-    ("umamba_seg.architectures.registry", "umamba_seg.training.optimizer_recipe"): "issue 21",
-}
-
 
 def _failure(title: str, edges: list[import_graph.Edge]) -> str:
     return title + ":\n" + "\n".join("  " + e.describe() for e in edges)
@@ -43,7 +37,7 @@ def test_every_module_has_a_layer_and_every_entry_a_module():
 
 
 def test_no_upward_import(edges):
-    up = [e for e in import_graph.upward_edges(edges) if (e.source, e.target) not in PENDING]
+    up = import_graph.upward_edges(edges)
     assert not up, _failure("imports from a lower layer to a higher one (see umamba_seg/layers.py)", up)
 
 
