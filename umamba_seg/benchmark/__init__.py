@@ -13,7 +13,9 @@ batch and preprocessed data are the CNN's. Around that:
 * :mod:`runner`   the ``benchmark`` command: plan, train, predict, evaluate, measure;
 * :mod:`report`   Markdown table, CSV, JSON and the Dice-vs-time plot.
 
-The kernel benchmarks (``scripts/bench_scan.py``, ``scripts/bench_scan_gpu.py``) time the
-selective scan alone: :mod:`scan_inputs` their shapes and inputs, :mod:`scan_bound` against a
-memory/exp lower bound on the CPU, :mod:`scan_gpu` Triton vs torch and GB/s on a GPU.
+The kernel benchmarks (``scripts/bench_scan.py``, ``scripts/bench_scan_gpu.py``,
+``scripts/bench_mlstm.py``) time one op alone: :mod:`scan_inputs` the scan's shapes and inputs,
+:mod:`scan_bound` the scan against a memory/exp lower bound on the CPU, :mod:`scan_gpu` Triton vs
+torch and GB/s on a GPU, :mod:`mlstm_bound` the chunkwise mLSTM against its bound and the
+parallel form's memory.
 """
