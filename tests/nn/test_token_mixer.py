@@ -79,13 +79,21 @@ def _cnn_block() -> dict:
     return {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
-            "n_stages": n, "features_per_stage": [4, 8, 16, 32, 32], "conv_op": "torch.nn.modules.conv.Conv2d",
-            "kernel_sizes": [[3, 3]] * n, "strides": [[1, 1]] + [[2, 2]] * (n - 1), "n_conv_per_stage": [2] * n,
-            "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+            "n_stages": n,
+            "features_per_stage": [4, 8, 16, 32, 32],
+            "conv_op": "torch.nn.modules.conv.Conv2d",
+            "kernel_sizes": [[3, 3]] * n,
+            "strides": [[1, 1]] + [[2, 2]] * (n - 1),
+            "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1),
+            "conv_bias": True,
             "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
-        },  # fmt: skip
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
     }
 
@@ -95,8 +103,15 @@ def test_every_sequence_layer_of_every_network_sits_in_a_token_mixer(arch):
     """Each module of :mod:`umamba_seg.nn` in a network is a token mixer, inside one, or a block
     that works on feature maps: a new mixer that forgot the base class fails here."""
     block = json.loads(json.dumps(registry.get(arch).architecture_block(_cnn_block(), [32, 32])))
-    net = get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],
-                                 1, 3, allow_init=False, deep_supervision=True)
+    net = get_network_from_plans(
+        block["network_class_name"],
+        block["arch_kwargs"],
+        block["_kw_requires_import"],
+        1,
+        3,
+        allow_init=False,
+        deep_supervision=True,
+    )
     inside: set[int] = set()
     for module in net.modules():
         if isinstance(module, TokenMixer):

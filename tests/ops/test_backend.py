@@ -17,9 +17,26 @@ from umamba_seg.ops.selective_scan import selective_scan
 
 OPS = (scan_pkg.OP, mlstm_pkg.OP)
 # aten ops that only allocate, alias or reshape: a backend that calls nothing else computes no value
-NON_COMPUTING = {"empty", "empty_like", "empty_strided", "detach", "alias", "view", "_unsafe_view", "slice",
-                 "select", "unsqueeze", "squeeze", "expand", "permute", "transpose", "t", "as_strided", "split",
-                 "unbind"}
+NON_COMPUTING = {
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "detach",
+    "alias",
+    "view",
+    "_unsafe_view",
+    "slice",
+    "select",
+    "unsqueeze",
+    "squeeze",
+    "expand",
+    "permute",
+    "transpose",
+    "t",
+    "as_strided",
+    "split",
+    "unbind",
+}
 
 
 class _AtenOps(TorchDispatchMode):
@@ -37,17 +54,29 @@ class _AtenOps(TorchDispatchMode):
 def _scan_inputs(device: str = "cpu") -> dict:
     gen = torch.Generator().manual_seed(0)
     b, d, n, g, L = 2, 8, 4, 2, 600  # three checkpoint intervals, grouped B/C
+
     def r(*shape):
         return torch.randn(*shape, generator=gen).to(device).requires_grad_()
-    return dict(u=r(b, d, L), delta=r(b, d, L), A=(-r(d, n).detach().abs()).requires_grad_(), B=r(b, g, n, L),
-                C=r(b, g, n, L), D=r(d), z=r(b, d, L), delta_bias=r(d))
+
+    return {
+        "u": r(b, d, L),
+        "delta": r(b, d, L),
+        "A": (-r(d, n).detach().abs()).requires_grad_(),
+        "B": r(b, g, n, L),
+        "C": r(b, g, n, L),
+        "D": r(d),
+        "z": r(b, d, L),
+        "delta_bias": r(d),
+    }
 
 
 def _mlstm_inputs(device: str = "cpu") -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     b, h, L, dh = 1, 2, 100, 8  # two chunks, the last one ragged
-    return [torch.randn(*shape, generator=gen).to(device).requires_grad_()
-            for shape in ((b, h, L, dh),) * 3 + ((b, h, L),) * 2]
+    return [
+        torch.randn(*shape, generator=gen).to(device).requires_grad_()
+        for shape in ((b, h, L, dh),) * 3 + ((b, h, L),) * 2
+    ]
 
 
 def _run_scan(inputs: dict, backend: str) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
@@ -128,9 +157,11 @@ def test_unknown_name_is_a_clear_error_listing_the_backends(op):
     assert line.startswith(f"error: unknown {op} backend 'cuda'")
     assert line.endswith("use one of auto, triton, torch, reference, shape")
     assert isinstance(info.value, ValueError) and isinstance(info.value, UserInputError)
-    with pytest.raises(backends.UnknownBackendError, match="no op has a backend 'cuda'.*reference, shape"):
-        with backends.use_backend("cuda"):
-            pass
+    with (
+        pytest.raises(backends.UnknownBackendError, match="no op has a backend 'cuda'.*reference, shape"),
+        backends.use_backend("cuda"),
+    ):
+        pass
     with pytest.raises(KeyError, match="no backends registered for op 'nope'"):
         backends.resolve_backend("nope", "auto", torch.zeros(1))
 
@@ -142,8 +173,11 @@ def test_a_backend_that_cannot_load_is_named_with_the_reason(monkeypatch):
     table = backends.backend_table(mlstm_pkg.OP)
     stub = backends.Backend("triton", missing, auto=table["triton"].auto, label="Triton")
     monkeypatch.setitem(table, "triton", stub)
-    with pytest.raises(backends.BackendUnavailableError, match=r"Triton mLSTM backend is unavailable "
-                       r"\(ModuleNotFoundError: No module named 'triton'\).*torch"):
+    with pytest.raises(
+        backends.BackendUnavailableError,
+        match=r"Triton mLSTM backend is unavailable "
+        r"\(ModuleNotFoundError: No module named 'triton'\).*torch",
+    ):
         mlstm(*_mlstm_inputs(), backend="triton")
     cuda32 = SimpleNamespace(is_cuda=True, dtype=torch.float32)
     assert backends.resolve_backend(mlstm_pkg.OP, "auto", cuda32) == "torch"  # "auto" falls back

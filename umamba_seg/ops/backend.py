@@ -27,8 +27,9 @@ import contextlib
 import contextvars
 import importlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -90,7 +91,7 @@ class Backend:
         if not self._loaded:
             try:
                 self._impl = self.load()
-            except Exception as exc:  # missing module, missing triton, broken install
+            except Exception as exc:  # noqa: BLE001 - missing module, missing triton, broken install
                 self._error = f"{type(exc).__name__}: {exc}"
             self._loaded = True
         return self._impl
@@ -204,9 +205,7 @@ def use_backend(name: str) -> Iterator[None]:
     """Inside the block, every op runs backend ``name`` (each op must have one by that name)."""
     known = {n for entry in _OPS.values() for n in entry.backends}
     if _OPS and name not in known:
-        raise UnknownBackendError(
-            f"no op has a backend {name!r}", None, f"use one of {', '.join(sorted(known))}"
-        )
+        raise UnknownBackendError(f"no op has a backend {name!r}", None, f"use one of {', '.join(sorted(known))}")
     token = _FORCED.set(name)
     try:
         yield
@@ -220,7 +219,8 @@ def _auto(entry: _OpBackends, example: torch.Tensor) -> str:
         backend = entry.get(wanted)
         if not backend.computes:
             raise UserInputError(
-                f"{ENV_VAR}={wanted} selects a backend that computes nothing", None,
+                f"{ENV_VAR}={wanted} selects a backend that computes nothing",
+                None,
                 f"unset it or use one of {', '.join(n for n, b in entry.backends.items() if b.computes)}",
             )
         return entry.loaded(wanted).name

@@ -40,7 +40,7 @@ import json
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans

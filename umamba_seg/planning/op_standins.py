@@ -17,14 +17,12 @@ Python decomposition: a stand-in that saves the tensors ``native_batch_norm`` sa
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-# importing the op packages registers their backends, "shape" among them
-import umamba_seg.ops.mlstm  # noqa: F401
-import umamba_seg.ops.selective_scan  # noqa: F401
+from umamba_seg.ops import mlstm, selective_scan  # noqa: F401 - importing them registers their backends
 from umamba_seg.ops.backend import use_backend
 
 SHAPE_BACKEND = "shape"

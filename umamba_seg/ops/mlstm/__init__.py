@@ -21,7 +21,8 @@ accumulate in float32 for low-precision inputs, float64 for float64 inputs.
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -29,7 +30,6 @@ from .. import backend as backends
 from .reference import (
     DEFAULT_EPS,
     check_mlstm_shapes,
-    compute_dtype,
     mlstm_parallel_reference,
     mlstm_recurrent_reference,
 )

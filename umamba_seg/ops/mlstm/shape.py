@@ -37,7 +37,7 @@ def forward(
     """Empty forward result with the chunkwise backend's shapes, dtypes and storages."""
     b, h, length, dh = q.shape
     n = num_chunks(length, chunk)
-    like = dict(dtype=compute_dtype(q.dtype), device=q.device)
+    like = {"dtype": compute_dtype(q.dtype), "device": q.device}
     states = torch.empty(b, h, n, dh * dh + dh, **like)
     return ForwardResult(
         h=torch.empty(b, h, n, chunk, dh, **like).flatten(-3, -2)[..., :length, :],
