@@ -61,6 +61,17 @@ def test_demo_rejects_unknown_arch_before_any_work(tmp_path):
     assert not (tmp_path / "wd").exists()
 
 
+def test_cli_hands_the_demo_its_own_main(tmp_path, monkeypatch):
+    """The demo runs real command lines through the CLI without importing it (imports point down)."""
+    from umamba_seg import cli
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda workdir, run_command, **kw: seen.update(
+        workdir=workdir, run_command=run_command, **kw))
+    assert cli.main(["demo", "--fast", "--workdir", str(tmp_path)]) == 0
+    assert seen["run_command"] is cli.main and seen["workdir"] == tmp_path and seen["fast"] is True
+
+
 def test_demo_budgets_and_targets():
     for fast in (False, True):
         tasks = demo.demo_tasks(fast)
