@@ -141,10 +141,11 @@ def test_layer_edge_counts_mark_upward_pairs():
 
 
 def _python_files() -> list[Path]:
-    skip = {".git", ".venv", "venv", "build", "dist", "node_modules", "__pycache__"}
-    return [p for p in REPO.rglob("*.py")
-            if not skip.intersection(p.relative_to(REPO).parts) and not p.name.startswith(".")
-            and ".egg-info" not in str(p)]
+    """The repository's own Python files (not a virtual environment or cache inside the checkout)."""
+    roots = [REPO / "umamba_seg", REPO / "scripts", REPO / "tests", REPO / ".ci"]
+    files = [p for root in roots if root.is_dir() for p in root.rglob("*.py")] + sorted(REPO.glob("*.py"))
+    return [p for p in files if not any(part.startswith(".") or part == "__pycache__"
+                                        for part in p.relative_to(REPO).parts[1:-1])]
 
 
 def test_no_file_touches_sys_path():
