@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import typing
@@ -218,3 +219,44 @@ def test_sizes_ship_as_package_data_and_load_from_an_installed_copy(tmp_path):
     assert r.returncode == 0, r.stderr
     where, value = r.stdout.split("\n")[:2]
     assert where.startswith(str(archive)) and value == "(16, 32, 64, 128)"
+
+
+# --------------------------------------------------------------------------- plan-and-preprocess --preset
+
+
+def _planned_kwargs(workdir: Path, arch: str) -> dict:
+    plans = json.loads(next((workdir / "preprocessed").glob(f"*/umambaPlans_{arch}.json")).read_text())
+    return plans["configurations"]["2d"]["architecture"]["arch_kwargs"]
+
+
+def test_plan_and_preprocess_preset_reaches_the_plans(raw_2d_dataset, trained_2d_workdir, workdir_factory, capsys):
+    """``--preset small`` changes the arch_kwargs written into the plans (what train, predict and
+    stock nnU-Net build); an unknown size is one line, before any work. The session's 2D
+    fingerprint is reused (extracting one takes longer than planning)."""
+    from umamba_seg.cli import main as cli
+
+    workdir = workdir_factory(raw_2d_dataset)
+    pre = workdir / "preprocessed" / raw_2d_dataset.name
+    pre.mkdir()
+    for name in ("dataset_fingerprint.json", "dataset.json"):
+        shutil.copy(trained_2d_workdir / "preprocessed" / raw_2d_dataset.name / name, pre)
+    argv = ["plan-and-preprocess", "-d", raw_2d_dataset.name[7:10], "-a", "umamba_bot", "segmamba", "-c", "2d",
+            "--no-preprocess", "-np", "1", "--workdir", str(workdir)]  # fmt: skip
+
+    assert cli([*argv, "--preset", "huge"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown preset size 'huge' for umamba_bot, --preset, choose one of: default, small"]
+    assert sorted(p.name for p in pre.iterdir()) == ["dataset.json", "dataset_fingerprint.json"]
+
+    assert cli(argv) == 0
+    default = {arch: _planned_kwargs(workdir, arch) for arch in ("umamba_bot", "segmamba")}
+    assert cli([*argv, "--preset", "small"]) == 0
+    small = {arch: _planned_kwargs(workdir, arch) for arch in ("umamba_bot", "segmamba")}
+    capsys.readouterr()
+    assert default["umamba_bot"]["mixer_kwargs"] == UMambaPreset().mixer_kwargs()
+    assert small["umamba_bot"]["mixer_kwargs"] == {**UMambaPreset().mixer_kwargs(), "d_state": 8, "expand": 1}
+    assert default["segmamba"]["feature_size"] == [48, 96, 192, 384]
+    assert small["segmamba"]["feature_size"] == [16, 32, 64, 128] and small["segmamba"]["hidden_size"] == 256
+    for arch in ("umamba_bot", "segmamba"):  # only the preset's keys differ
+        assert {k for k in default[arch] if default[arch][k] != small[arch][k]} <= {
+            "mixer_kwargs", "feature_size", "hidden_size", "depths", "patch_size"}

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "cnn: nnU-Net's CNN plan unchanged with the network swapped, as U-Mamba and xLSTM-UNet were "
                         "published (umambaCNNPlans_<arch>; a patch a network cannot take moves to the nearest it can, "
                         "stated in the plans)", default="ssm")
+    p.add_argument("--preset", default="default", metavar="SIZE",
+                   help="size of the networks' presets written into the plans: default (the authors' networks) or "
+                        "small (narrower, for CPUs and small GPUs); the CNN stays nnU-Net's plan")
 
     p = sub.add_parser("train", help="train one fold")
     _common(p)
@@ -243,10 +246,10 @@ def cmd_plan_and_preprocess(args) -> int:
     name = ws.dataset_name(args.dataset)
     archs = args.arch or registry.available()
     for a in archs:
-        registry.get(a)
+        registry.get(a).at_size(args.preset)  # an unknown name or size stops here, before any work
     res = plan_and_preprocess(ws, name, archs, args.configurations, args.gpu_memory_gb, args.num_processes,
                               verify=args.verify, clean=args.clean, preprocess=not args.no_preprocess,
-                              plan_source=args.plan_source)
+                              plan_source=args.plan_source, preset=args.preset)
     if args.explain:
         from umamba_seg.planning.explain import explain_plans
 

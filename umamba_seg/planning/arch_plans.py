@@ -23,21 +23,24 @@ def plans_file(preprocessed_dataset: Path, arch: str, plan_source: str = DEFAULT
     return preprocessed_dataset / f"{plans_identifier(arch, plan_source)}.json"
 
 
-def derive_arch_plans(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory_gb: float = 8.0) -> dict:
+def derive_arch_plans(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory_gb: float = 8.0,
+                      preset: str = "default") -> dict:
     """The plans dict for ``arch`` from the CNN's plans dict and the dataset's ``dataset.json``."""
     from umamba_seg.planning.ssm_planner import plan_arch_from_cnn
 
-    return plan_arch_from_cnn(cnn_plans, arch, dataset_json, gpu_memory_gb)
+    return plan_arch_from_cnn(cnn_plans, arch, dataset_json, gpu_memory_gb, preset=preset)
 
 
 def write_arch_plans(preprocessed_dataset: Path, arch: str, gpu_memory_gb: float = 8.0,
-                     plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
+                     plan_source: str = DEFAULT_PLAN_SOURCE, preset: str = "default") -> Path:
     """Write ``arch``'s plans of ``plan_source`` (``umambaPlans_<arch>.json`` /
-    ``umambaCNNPlans_<arch>.json``) from the stored CNN plans; returns its path."""
+    ``umambaCNNPlans_<arch>.json``) from the stored CNN plans, its family's preset at size
+    ``preset``; returns its path."""
     if check_plan_source(plan_source) == "cnn":
         from umamba_seg.planning.cnn_source import write_cnn_source_plans
 
-        return preprocessed_dataset / f"{write_cnn_source_plans(preprocessed_dataset, arch).plans_name}.json"
+        written = write_cnn_source_plans(preprocessed_dataset, arch, preset=preset)
+        return preprocessed_dataset / f"{written.plans_name}.json"
     cnn_file = plans_file(preprocessed_dataset, CNN_ARCH)
     if not cnn_file.is_file():
         raise UserInputError(
@@ -50,6 +53,6 @@ def write_arch_plans(preprocessed_dataset: Path, arch: str, gpu_memory_gb: float
     if not dataset_json.is_file():
         raise UserInputError("dataset.json missing from the preprocessed dataset", dataset_json,
                              "rerun `umamba-seg plan-and-preprocess -d <ID>`")
-    plans = derive_arch_plans(load_json(str(cnn_file)), arch, load_json(str(dataset_json)), gpu_memory_gb)
+    plans = derive_arch_plans(load_json(str(cnn_file)), arch, load_json(str(dataset_json)), gpu_memory_gb, preset)
     write_json_atomic(plans, out)
     return out

@@ -66,11 +66,13 @@ class CNNSourcePlans:
         return self.plans["plans_name"]
 
 
-def cnn_source_plans(cnn_plans: dict, arch: str, plans_name: str | None = None) -> CNNSourcePlans:
-    """``arch`` on the CNN's plans dict; named ``plans_name`` (default ``umambaCNNPlans_<arch>``;
-    the CNN keeps ``umambaPlans_cnn`` and its own blocks). Configurations without an
-    ``architecture`` block (a cascade inheriting 3d_lowres') are left as they are."""
-    spec = registry.get(arch)
+def cnn_source_plans(cnn_plans: dict, arch: str, plans_name: str | None = None,
+                     preset: str = "default") -> CNNSourcePlans:
+    """``arch`` (its family's preset at size ``preset``) on the CNN's plans dict; named
+    ``plans_name`` (default ``umambaCNNPlans_<arch>``; the CNN keeps ``umambaPlans_cnn`` and its
+    own blocks). Configurations without an ``architecture`` block (a cascade inheriting
+    3d_lowres') are left as they are."""
+    spec = registry.get(arch).at_size(preset)
     plans = copy.deepcopy(cnn_plans)
     plans["plans_name"] = plans_name or plans_identifier(arch, "cnn")
     plans["umamba_arch"] = arch
@@ -100,10 +102,11 @@ def load_cnn_plans(preprocessed_dataset: Path) -> dict:
     return load_json(str(cnn_file))
 
 
-def write_cnn_source_plans(preprocessed_dataset: Path, arch: str, plans_name: str | None = None) -> CNNSourcePlans:
+def write_cnn_source_plans(preprocessed_dataset: Path, arch: str, plans_name: str | None = None,
+                           preset: str = "default") -> CNNSourcePlans:
     """Derive ``arch``'s plans from the stored CNN plans and write them (atomically) as
     ``<plans_name>.json`` next to them. The CNN's own plans are never rewritten."""
-    plans = cnn_source_plans(load_cnn_plans(preprocessed_dataset), arch, plans_name)
+    plans = cnn_source_plans(load_cnn_plans(preprocessed_dataset), arch, plans_name, preset)
     out = preprocessed_dataset / f"{plans.plans_name}.json"
     if out != cnn_plans_path(preprocessed_dataset):
         write_json_atomic(plans.plans, out)

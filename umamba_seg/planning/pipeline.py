@@ -142,9 +142,10 @@ def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: flo
 def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
                         configurations: Sequence[str] | None = None, gpu_memory_gb: float = 8.0,
                         num_processes: int = 2, verify: bool = False, clean: bool = False,
-                        preprocess: bool = True, plan_source: str = DEFAULT_PLAN_SOURCE) -> dict:
-    """Run the whole planning step, ``archs`` planned from ``plan_source``; returns timings and
-    what was written."""
+                        preprocess: bool = True, plan_source: str = DEFAULT_PLAN_SOURCE,
+                        preset: str = "default") -> dict:
+    """Run the whole planning step, ``archs`` planned from ``plan_source`` with their families'
+    presets at size ``preset``; returns timings and what was written."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
     raw = ws.raw_dataset(dataset_name)
@@ -172,7 +173,7 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
     written = {CNN_ARCH: cnn_plans}
     for arch in archs:
         if arch != CNN_ARCH:
-            written[arch] = write_arch_plans(pre, arch, gpu_memory_gb, plan_source)
+            written[arch] = write_arch_plans(pre, arch, gpu_memory_gb, plan_source, preset)
     timings["plan"] = time.perf_counter() - t
 
     plans = load_json(str(cnn_plans))

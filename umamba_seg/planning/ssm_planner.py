@@ -189,10 +189,12 @@ def _arch_candidate(spec: registry.ArchSpec, patch: Sequence[int], cnn_block: di
 def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequence[float],
                          n_voxels_dataset: float, input_channels: int, num_classes: int, gpu_memory_gb: float,
                          knobs: TopologyKnobs = TopologyKnobs(), optimizer: str | None = None,
-                         device_type: str = "cuda", amp_dtype: str = "float16") -> ConfigurationPlan:
+                         device_type: str = "cuda", amp_dtype: str = "float16",
+                         preset: str = "default") -> ConfigurationPlan:
     """The patch, topology and batch of ``arch`` for one configuration (see the module docstring).
-    ``optimizer`` (whose state the budget counts): default, the one ``arch`` trains with."""
-    spec, search_spec = registry.get(arch), _search_spec(arch)
+    ``optimizer`` (whose state the budget counts): default, the one ``arch`` trains with;
+    ``preset``: the size of the architecture family's preset."""
+    spec, search_spec = registry.get(arch).at_size(preset), _search_spec(arch).at_size(preset)
     optimizer = optimizer or spec.authors_optimizer
     path = candidate_path(spacing, median_shape, knobs)
     cache: dict[int, tuple[list[int], dict, MemoryEstimate]] = {}
@@ -254,9 +256,11 @@ def _n_voxels_dataset(plans: dict, name: str, num_training: int) -> float:
 
 
 def plan_arch_from_cnn(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory_gb: float = 8.0,
-                       knobs: TopologyKnobs = TopologyKnobs(), optimizer: str | None = None) -> dict:
+                       knobs: TopologyKnobs = TopologyKnobs(), optimizer: str | None = None,
+                       preset: str = "default") -> dict:
     """Plans for ``arch``: the CNN's plans with each configuration's patch, batch and
-    architecture searched for ``arch`` (spacing, preprocessing and data identifier kept)."""
+    architecture searched for ``arch`` at preset size ``preset`` (spacing, preprocessing and
+    data identifier kept)."""
     plans = copy.deepcopy(cnn_plans)
     plans["plans_name"] = plans_identifier(arch)
     plans["umamba_arch"] = arch
@@ -271,7 +275,7 @@ def plan_arch_from_cnn(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memor
             continue
         res = search_configuration(arch, conf["spacing"], conf["median_image_size_in_voxels"],
                                    _n_voxels_dataset(plans, name, num_training), input_channels, num_classes,
-                                   gpu_memory_gb, knobs, optimizer)
+                                   gpu_memory_gb, knobs, optimizer, preset=preset)
         conf["patch_size"] = res.patch_size
         conf["batch_size"] = res.batch_size
         conf["architecture"] = res.architecture
