@@ -167,7 +167,10 @@ def _check_unpacked(folder: Path, manifest: dict, archive: Path) -> None:
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network_weights"), dict) or \
                 not isinstance(ckpt.get("init_args"), dict):
             raise UserInputError("checkpoint lacks network_weights/init_args", f"{where}/{rel}", _FIX)
-        if ckpt.get("dataset_name", manifest["dataset_name"]) != manifest["dataset_name"] or \
+        ckpt_plans = ckpt["init_args"].get("plans")  # nnunetv2's checkpoints name the dataset only there
+        ckpt_dataset = ckpt.get("dataset_name") or (ckpt_plans.get("dataset_name") if isinstance(ckpt_plans, dict)
+                                                     else None)
+        if ckpt_dataset not in (None, manifest["dataset_name"]) or \
                 ckpt["init_args"].get("configuration") != configuration:
             raise UserInputError("checkpoint belongs to another dataset or configuration", f"{where}/{rel}", _FIX)
         try:

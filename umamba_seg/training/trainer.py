@@ -56,6 +56,9 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         self.save_every = 1
         self.show_progress = True
         self.train_step_seconds: list[float] = []  # this run's steps, in order
+        self._first_timed_epoch: int | None = None  # the epoch this run's first timed step belongs to
+        self._iteration = 0  # training step within the epoch, for the non-finite-loss message
+        self._bar: tqdm | None = None  # the open progress bar (training or validation)
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
@@ -110,18 +113,18 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
                          disable=not self.show_progress or self.local_rank != 0)
 
     def _close_bar(self) -> None:
-        if getattr(self, "_bar", None) is not None:
+        if self._bar is not None:
             self._bar.close()
         self._bar = None
 
     def _advance_bar(self, loss) -> None:
-        if getattr(self, "_bar", None) is not None:
+        if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{float(loss):.3f}")
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
-        if getattr(self, "_first_timed_epoch", None) is None:
+        if self._first_timed_epoch is None:
             self._first_timed_epoch = self.current_epoch  # where this run (a fresh one or --continue) started
         self._iteration = 0
         self._open_bar("train", self.num_iterations_per_epoch)
@@ -134,7 +137,7 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         out = super().train_step(batch)
         synchronize(self.device)
         self.train_step_seconds.append(time.perf_counter() - t0)
-        self._iteration = getattr(self, "_iteration", 0) + 1
+        self._iteration += 1
         self._check_loss(out["loss"], self.current_epoch + 1, self._iteration)
         self._advance_bar(out["loss"])
         return out
@@ -159,9 +162,8 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
     def _write_step_times(self) -> None:
         if self.local_rank != 0:
             return
-        first_epoch = getattr(self, "_first_timed_epoch", None)
-        write_json_atomic({"seconds": self.train_step_seconds,
-                           "first_epoch": self.current_epoch if first_epoch is None else first_epoch,
+        first = self.current_epoch if self._first_timed_epoch is None else self._first_timed_epoch
+        write_json_atomic({"seconds": self.train_step_seconds, "first_epoch": first,
                            "num_epochs": self.num_epochs, "iterations_per_epoch": self.num_iterations_per_epoch,
                            "device": str(self.device)}, Path(self.output_folder) / STEP_TIMES_FILE)
 
