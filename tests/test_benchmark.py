@@ -100,7 +100,7 @@ def test_benchmark_cli_on_2d_dataset(trained_2d_workdir, tmp_path):
 
     run_cli("benchmark", "-d", name[7:10], "-c", "2d", "-a", "umamba_bot", "--budget-epochs", "1",
             "--iters-per-epoch", "2", "--val-iters", "1", "--no-tta", "--device", "cpu", "-np", "1",
-            "--workdir", workdir)
+            "--rounds", "2", "--workdir", workdir)
 
     out = ws.results_dataset(name) / "benchmark_2d"
     for f in (TABLE_MD, TABLE_CSV, RESULTS_JSON, PLOT_PNG):
@@ -114,7 +114,8 @@ def test_benchmark_cli_on_2d_dataset(trained_2d_workdir, tmp_path):
         assert r["spacing"] == cnn_conf["spacing"] and r["batch"] == cnn_conf["batch_size"], arch
         assert r["patch"] == cnn_conf["patch_size"] or r["note"].startswith("patch "), arch
         assert r["params"] > 0 and r["train_s_per_iter"] > 0 and r["infer_s_per_case"] > 0, arch
-        assert r["train_iters_timed"] == 1 and r["infer_cases_timed"] == 2, arch  # 2 steps - warm-up; 2 cases
+        assert r["timing_rounds"] == 2 and len(r["train_ratios"]) == len(r["infer_ratios"]) == 2, arch
+        assert r["infer_vs_cnn"] > 0 and r["train_vs_cnn"] > 0 and r["infer_spread"] >= 0, arch
         assert 0.0 <= r["dice_mean"] <= 1.0 and set(r["dice_per_class"]) == {"instrument"}, arch
         assert 0.0 <= r["dice_per_class"]["instrument"] <= 1.0, arch
         assert r["estimated_activation_gb"] > 0 and r["measured_activation_gb"] > 0, arch
@@ -122,7 +123,7 @@ def test_benchmark_cli_on_2d_dataset(trained_2d_workdir, tmp_path):
         fold = ws.results_dataset(name) / f"umambaTrainer__umambaBenchPlans_{arch}__2d" / "fold_0"
         assert len(json.loads((fold / STEP_TIMES_FILE).read_text())["seconds"]) == 2, arch
     assert len({r["params"] for r in rows.values()}) == 3  # three different networks
-    assert rows["cnn"]["infer_vs_cnn"] == 1.0
+    assert rows["cnn"]["infer_vs_cnn"] == 1.0 and rows["cnn"]["train_ratios"] == [1.0, 1.0]
     checks = record["inference_target"]["checks"]
     assert [c["arch"] for c in checks] == ["umamba_bot"] and checks[0]["ratio"] == rows["umamba_bot"]["infer_vs_cnn"]
 
@@ -133,6 +134,8 @@ def test_benchmark_cli_on_2d_dataset(trained_2d_workdir, tmp_path):
     md = (out / TABLE_MD).read_text()
     assert sum(line.startswith(("| cnn ", "| umamba_bot ", "| umamba_bot_nossm ")) for line in md.splitlines()) == 3
     assert "umamba_bot: " in md and "the CNN's sliding-window time" in md
+    assert "Timing: 2 interleaved round(s)" in md
+    assert [line.startswith("- WARNING ") for line in md.splitlines()].count(True) == len(record["timing_warnings"])
 
     # the benchmark's plans and models never touch the user's
     assert (pre / "umambaPlans_cnn.json").read_bytes() == cnn_plans_before

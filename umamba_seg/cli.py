@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-np", "--num-processes", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved timing rounds; each times every network once, ratios to the CNN are taken "
+                        "within a round and their median reported (default 5)")
 
     p = sub.add_parser("make-dataset", help="generate a built-in synthetic dataset in nnU-Net format")
     _common(p)
@@ -408,7 +411,7 @@ def cmd_benchmark(args) -> int:
     settings = BenchmarkSettings(epochs=args.budget_epochs, iters_per_epoch=args.iters_per_epoch,
                                  val_iters=args.val_iters, folds=tuple(args.folds), device=args.device,
                                  tta=not args.no_tta, step_size=args.step_size, seed=args.seed,
-                                 num_processes=args.num_processes)
+                                 num_processes=args.num_processes, rounds=args.rounds)
     run_benchmark(ws, name, args.configuration, args.arch, settings)
     return 0
 

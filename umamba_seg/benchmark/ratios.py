@@ -5,18 +5,26 @@ CNN's plan is at most 1.3x the CNN's. Where a network misses it, the ``_nossm`` 
 why: if the ablation (same backbone, token mixer replaced by the identity) is already slower
 than the target, the backbone is the cost; otherwise the token mixer is, by the difference. A
 patch the network had to enlarge (or shrink) to one it accepts is named as well.
+
+On a shared machine the load changes while the networks are timed one after another, so the
+benchmark times them in interleaved rounds and takes each network's ratio to the CNN *within*
+a round (:func:`round_ratios`): a busy spell slows the CNN and the network of that round alike.
+The median over rounds is reported; rounds whose ratios disagree by more than
+:data:`SPREAD_LIMIT` ((max - min) / median) get a warning, as the load changed even within rounds.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from umamba_seg.architectures import registry
 from umamba_seg.planning.naming import CNN_ARCH
 
 INFERENCE_TARGET = 1.3
+SPREAD_LIMIT = 0.2  # (max - min) / median of a network's per-round ratios
 NOSSM_SUFFIX = "_nossm"
 
 
@@ -25,6 +33,49 @@ def ratios_to_cnn(values: Mapping[str, float], cnn: str = CNN_ARCH) -> dict[str,
     ref = values.get(cnn, math.nan)
     ok = ref is not None and ref > 0 and math.isfinite(ref)
     return {a: (v / ref if ok and v is not None else math.nan) for a, v in values.items()}
+
+
+@dataclass(frozen=True)
+class RoundRatio:
+    """One network's ratio to the CNN in each timing round, and their summary."""
+
+    arch: str
+    per_round: tuple[float, ...]
+
+    @property
+    def _finite(self) -> list[float]:
+        return [r for r in self.per_round if math.isfinite(r)]
+
+    @property
+    def median(self) -> float:
+        """Median over the rounds (NaN without a finite ratio)."""
+        return float(statistics.median(self._finite)) if self._finite else math.nan
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the rounds' ratios; 0 for a single round."""
+        finite, mid = self._finite, self.median
+        return (max(finite) - min(finite)) / mid if finite and mid > 0 else math.nan
+
+    @property
+    def disagrees(self) -> bool:
+        """The rounds disagree by more than :data:`SPREAD_LIMIT`."""
+        return math.isfinite(self.spread) and self.spread > SPREAD_LIMIT
+
+    def warning(self, what: str) -> str:
+        """One line saying how far the rounds of ``what`` (e.g. "sliding-window") disagreed."""
+        finite = self._finite
+        return (f"{self.arch}: its {what} time relative to the CNN's varied by {self.spread:.0%} over "
+                f"{len(self.per_round)} rounds ({min(finite):.2f}x to {max(finite):.2f}x, median "
+                f"{self.median:.2f}x), more than {SPREAD_LIMIT:.0%}: the machine's load changed during the "
+                "timing; rerun on a quiet machine or with more --rounds")
+
+
+def round_ratios(rounds: Sequence[Mapping[str, float]], cnn: str = CNN_ARCH) -> dict[str, RoundRatio]:
+    """Per architecture, its seconds / the CNN's seconds of the same round, for every round."""
+    per_round = [ratios_to_cnn(r, cnn) for r in rounds]
+    names = list(dict.fromkeys(a for r in rounds for a in r))
+    return {a: RoundRatio(a, tuple(r.get(a, math.nan) for r in per_round)) for a in names}
 
 
 @dataclass(frozen=True)

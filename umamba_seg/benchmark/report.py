@@ -1,7 +1,9 @@
 """The benchmark's outputs: a Markdown table, a CSV, a JSON record and a Dice-vs-time plot.
 
-One :class:`BenchmarkRow` per architecture. Ratios to the CNN and the inference-time target
-(:mod:`ratios`) are computed here from the rows, so every view shows the same numbers. Files
+One :class:`BenchmarkRow` per architecture. Its ratios to the CNN are the medians of the
+per-round ratios (:func:`umamba_seg.benchmark.ratios.round_ratios`) with their spread; the
+inference-time target and the warnings about rounds that disagree are derived here from the
+rows, so every view shows the same numbers. Files
 are written atomically; the plot uses matplotlib's Agg canvas directly (no pyplot, no display),
 with marker area proportional to the parameter count, under matplotlib's default style (nnunetv2's
 progress plot sets a seaborn font scale process-wide, and the benchmark trains in-process).
@@ -16,7 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from umamba_seg.atomic import atomic_path, write_json_atomic, write_text_atomic
-from umamba_seg.benchmark.ratios import INFERENCE_TARGET, TargetCheck, check_inference_target, ratios_to_cnn
+from umamba_seg.benchmark.ratios import (INFERENCE_TARGET, SPREAD_LIMIT, RoundRatio, TargetCheck,
+                                         check_inference_target)
 from umamba_seg.planning.naming import CNN_ARCH
 from umamba_seg.plotting import default_style
 
@@ -39,10 +42,10 @@ class BenchmarkRow:
     params: int
     estimated_activation_gb: float  # memory model, this device's AMP policy, plan patch and batch
     measured_activation_gb: float  # bytes saved for backward in a real forward at the same setting
-    train_s_per_iter: float  # median training step after warm-up
-    train_iters_timed: int
-    infer_s_per_case: float  # median sliding-window prediction of a case after warm-up
-    infer_cases_timed: int
+    train_s_per_iter: float  # median over the timing rounds of one training step
+    train_ratios: list[float]  # per round: this step's seconds / the CNN's step of the same round
+    infer_s_per_case: float  # median over the timing rounds of one case's sliding-window prediction
+    infer_ratios: list[float]  # per round, as train_ratios
     dice_mean: float  # foreground mean over the evaluated cases (mean over folds)
     dice_per_class: dict[str, float] = field(default_factory=dict)
     note: str = ""
@@ -53,15 +56,32 @@ class BenchmarkRow:
         m = self.measured_activation_gb
         return self.estimated_activation_gb / m if m > 0 else math.nan
 
+    @property
+    def train_vs_cnn(self) -> RoundRatio:
+        return RoundRatio(self.arch, tuple(self.train_ratios))
 
-def _seconds(rows: Sequence[BenchmarkRow], attr: str) -> dict[str, float]:
-    return {r.arch: getattr(r, attr) for r in rows}
+    @property
+    def infer_vs_cnn(self) -> RoundRatio:
+        return RoundRatio(self.arch, tuple(self.infer_ratios))
+
+    @property
+    def timing_rounds(self) -> int:
+        return len(self.infer_ratios)
 
 
 def target_checks(rows: Sequence[BenchmarkRow]) -> list[TargetCheck]:
-    """The inference-time target (:data:`INFERENCE_TARGET` x the CNN) for every SSM row."""
-    return check_inference_target(_seconds(rows, "infer_s_per_case"),
+    """The inference-time target (:data:`INFERENCE_TARGET` x the CNN) for every SSM row, on the
+    rows' median per-round ratios."""
+    return check_inference_target({r.arch: r.infer_vs_cnn.median for r in rows},
                                   patch_voxels={r.arch: math.prod(r.patch) for r in rows})
+
+
+def spread_warnings(rows: Sequence[BenchmarkRow]) -> list[str]:
+    """A line for every timing whose per-round ratios to the CNN disagree by more than the limit
+    (:attr:`RoundRatio.disagrees`)."""
+    return [ratio.warning(what) for r in rows
+            for what, ratio in (("training step", r.train_vs_cnn), ("sliding-window", r.infer_vs_cnn))
+            if ratio.disagrees]
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -80,26 +100,40 @@ def _dice_classes(row: BenchmarkRow) -> str:
     return ", ".join(f"{k} {_fmt(v)}" for k, v in row.dice_per_class.items())
 
 
+def _ratio(ratio: RoundRatio) -> str:
+    """``1.23x (spread 8%)``: the median per-round ratio and, with more than one round, the
+    rounds' spread, marked when it is over the limit."""
+    if len(ratio.per_round) < 2:
+        return _fmt(ratio.median, 2) + "x"
+    spread = "nan" if not math.isfinite(ratio.spread) else f"{ratio.spread:.0%}"
+    return f"{_fmt(ratio.median, 2)}x (spread {spread}{f' > {SPREAD_LIMIT:.0%}' if ratio.disagrees else ''})"
+
+
 def markdown_table(rows: Sequence[BenchmarkRow], meta: dict) -> str:
-    """The table, the target checks and how it was measured, as Markdown."""
-    train_r = ratios_to_cnn(_seconds(rows, "train_s_per_iter"))
-    infer_r = ratios_to_cnn(_seconds(rows, "infer_s_per_case"))
+    """The table, the target checks, the timing warnings and how it was measured, as Markdown."""
     checks = {c.arch: c for c in target_checks(rows)}
     head = ["arch", "SSM", "spacing", "patch", "batch", "params (M)", "act. GB est.", "act. GB meas.", "est./meas.",
-            "train s/it", "train / CNN", "infer s/case", "infer / CNN", "Dice mean", "Dice per class", "note"]
+            "train s/it", "train / CNN (spread)", "infer s/case", "infer / CNN (spread)", "Dice mean",
+            "Dice per class", "note"]
     lines = [f"# Benchmark: {meta.get('dataset', '')} {meta.get('configuration', '')}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         flag = "" if r.arch not in checks or checks[r.arch].met else " (!)"
         cells = [r.arch, "yes" if r.has_ssm else "no", _spacing(r.spacing), _patch(r.patch), str(r.batch),
                  _fmt(r.params / 1e6, 2), _fmt(r.estimated_activation_gb), _fmt(r.measured_activation_gb),
-                 _fmt(r.memory_ratio, 2), _fmt(r.train_s_per_iter), _fmt(train_r[r.arch], 2) + "x",
-                 _fmt(r.infer_s_per_case), _fmt(infer_r[r.arch], 2) + "x" + flag, _fmt(r.dice_mean),
+                 _fmt(r.memory_ratio, 2), _fmt(r.train_s_per_iter), _ratio(r.train_vs_cnn),
+                 _fmt(r.infer_s_per_case), _ratio(r.infer_vs_cnn) + flag, _fmt(r.dice_mean),
                  _dice_classes(r), r.note]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Inference target: every SSM network <= {INFERENCE_TARGET:g}x the CNN's sliding-window time "
                   "at the same plan."]
     lines += [f"- {c.line()}" for c in checks.values()] or ["- no SSM network in this run"]
+    rounds = max((r.timing_rounds for r in rows), default=0)
+    lines += ["", f"Timing: {rounds} interleaved round(s), each timing every network once; a ratio is the median "
+                  "over the rounds of the network's time / the CNN's time in the same round, the spread is "
+                  "(max - min) / median of those ratios."]
+    lines += [f"- WARNING {w}" for w in spread_warnings(rows)] or ["- every network's rounds agree within "
+                                                                  f"{SPREAD_LIMIT:.0%}"]
     lines += ["", "Measured: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("dataset",
                                                                                            "configuration")), ""]
     return "\n".join(lines)
@@ -108,11 +142,9 @@ def markdown_table(rows: Sequence[BenchmarkRow], meta: dict) -> str:
 def write_csv(rows: Sequence[BenchmarkRow], path: Path) -> None:
     """One line per architecture; one ``dice_<class>`` column per class."""
     classes = list(dict.fromkeys(k for r in rows for k in r.dice_per_class))
-    train_r = ratios_to_cnn(_seconds(rows, "train_s_per_iter"))
-    infer_r = ratios_to_cnn(_seconds(rows, "infer_s_per_case"))
     head = ["arch", "has_ssm", "configuration", "spacing", "patch", "batch", "params", "estimated_activation_gb",
             "measured_activation_gb", "estimated_over_measured", "train_s_per_iter", "train_vs_cnn",
-            "train_iters_timed", "infer_s_per_case", "infer_vs_cnn", "infer_cases_timed", "dice_mean",
+            "train_spread", "infer_s_per_case", "infer_vs_cnn", "infer_spread", "timing_rounds", "dice_mean",
             *[f"dice_{c}" for c in classes], "note"]
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
@@ -121,8 +153,9 @@ def write_csv(rows: Sequence[BenchmarkRow], path: Path) -> None:
             for r in rows:
                 w.writerow([r.arch, int(r.has_ssm), r.configuration, _spacing(r.spacing), _patch(r.patch), r.batch,
                             r.params, r.estimated_activation_gb, r.measured_activation_gb, r.memory_ratio,
-                            r.train_s_per_iter, train_r[r.arch], r.train_iters_timed, r.infer_s_per_case,
-                            infer_r[r.arch], r.infer_cases_timed, r.dice_mean,
+                            r.train_s_per_iter, r.train_vs_cnn.median, r.train_vs_cnn.spread,
+                            r.infer_s_per_case, r.infer_vs_cnn.median, r.infer_vs_cnn.spread, r.timing_rounds,
+                            r.dice_mean,
                             *[r.dice_per_class.get(c, math.nan) for c in classes], r.note])
 
 
@@ -164,9 +197,12 @@ def write_reports(rows: Sequence[BenchmarkRow], meta: dict, out_dir: Path) -> di
              "plot": out_dir / PLOT_PNG}
     write_text_atomic(markdown_table(rows, meta), paths["markdown"])
     write_csv(rows, paths["csv"])
-    infer_r = ratios_to_cnn(_seconds(rows, "infer_s_per_case"))
     record = {"meta": meta,
-              "rows": [{**asdict(r), "memory_ratio": r.memory_ratio, "infer_vs_cnn": infer_r[r.arch]} for r in rows],
+              "rows": [{**asdict(r), "memory_ratio": r.memory_ratio, "timing_rounds": r.timing_rounds,
+                        "train_vs_cnn": r.train_vs_cnn.median, "train_spread": r.train_vs_cnn.spread,
+                        "infer_vs_cnn": r.infer_vs_cnn.median, "infer_spread": r.infer_vs_cnn.spread}
+                       for r in rows],
+              "timing_warnings": spread_warnings(rows),
               "inference_target": {"ratio": INFERENCE_TARGET,
                                    "checks": [{"arch": c.arch, "ratio": c.ratio, "met": c.met, "reason": c.reason}
                                               for c in target_checks(rows)]}}

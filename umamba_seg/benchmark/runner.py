@@ -9,12 +9,18 @@ Steps, each printed as it starts:
    model and measured in a real forward at the plan's patch and batch
    (:func:`umamba_seg.planning.calibrate.calibrate_configuration`, this device's AMP: bf16 on
    the CPU, fp16 on CUDA);
-3. per fold: training with the budget (``train_fold`` on those plans; every step is timed by
-   the trainer, the first step of a run is the warm-up), sliding-window prediction of the
-   evaluation cases (``predict_folder``; one untimed warm-up case, then each case timed) and
-   evaluation (``evaluate_folders``);
-4. the table, CSV, JSON and plot (:mod:`report`) in ``<results>/DatasetXXX/benchmark_<config>/``,
-   and the inference-time target check (:mod:`ratios`) printed.
+3. per fold: training with the budget (``train_fold`` on those plans), sliding-window
+   prediction of the evaluation cases (``predict_folder``) and evaluation (``evaluate_folders``),
+   which give the Dice;
+4. the timing, in interleaved rounds (``--rounds``): every round times each network once, one
+   after another (A, B, C, A, B, C, ...): a training step of its trainer on a fixed batch and the
+   sliding-window prediction of the first evaluation case with its first fold
+   (:mod:`timed_steps`), after one untimed warm-up of each. A network's ratio to the CNN is
+   taken within each round and the median over the rounds is reported, so a load change on a
+   shared machine hits the CNN and the network alike; rounds that still disagree by more than
+   20% are flagged (:mod:`ratios`);
+5. the table, CSV, JSON and plot (:mod:`report`) in ``<results>/DatasetXXX/benchmark_<config>/``,
+   with the inference-time target check and the timing warnings, printed as well.
 
 Evaluation cases are the dataset's held-out ``imagesTs`` with ``labelsTs`` when both exist,
 otherwise the fold's validation cases (linked from ``imagesTr``/``labelsTr``).
@@ -33,9 +39,10 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from umamba_seg.architectures import registry
+from umamba_seg.benchmark.ratios import round_ratios
 from umamba_seg.benchmark.report import BenchmarkRow, markdown_table, target_checks, write_reports
 from umamba_seg.benchmark.same_plan import benchmark_archs, write_same_plans
-from umamba_seg.benchmark.timing import median
+from umamba_seg.benchmark.timing import interleaved_rounds, median
 from umamba_seg.errors import UserInputError
 from umamba_seg.planning.naming import CNN_ARCH
 from umamba_seg.workspace import Workspace
@@ -56,6 +63,7 @@ class BenchmarkSettings:
     step_size: float = 0.5
     seed: int = 0
     num_processes: int = 2
+    rounds: int = 5
 
 
 @dataclass(frozen=True)
@@ -126,12 +134,6 @@ def _class_names(dataset_json: dict) -> dict[str, str]:
     return names
 
 
-def _step_seconds(fold_dir: Path) -> list[float]:
-    from umamba_seg.training.trainer import STEP_TIMES_FILE
-
-    return [float(s) for s in json.loads((fold_dir / STEP_TIMES_FILE).read_text())["seconds"]]
-
-
 class _Steps:
     """Prints ``[k/N] what`` for each step."""
 
@@ -141,6 +143,19 @@ class _Steps:
     def __call__(self, what: str) -> None:
         self.done += 1
         print(f"\n[benchmark {self.done}/{self.total}] {what}", flush=True)
+
+
+@dataclass
+class _Trained:
+    """What the training and evaluation of one architecture left for its row and its timing."""
+
+    plans: dict
+    plans_name: str
+    note: str
+    memory: dict
+    model_dir: Path
+    dice_mean: float
+    dice_per_class: dict[str, float]
 
 
 def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: Sequence[str] | None = None,
@@ -154,13 +169,15 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
     from umamba_seg.planning.pipeline import ensure_plans
     from umamba_seg.training.run import ensure_preprocessed, train_fold
 
+    if settings.rounds < 1:
+        raise UserInputError(f"--rounds {settings.rounds} is less than 1", "--rounds", "pass e.g. --rounds 5")
     names = benchmark_archs(archs)
     folds = [str(f) for f in settings.folds]
     device = resolve_device(settings.device)
-    step = _Steps(1 + len(names) * (1 + 2 * len(folds)))
+    step = _Steps(2 + len(names) * (1 + 2 * len(folds)))
     print(f"Benchmark of {', '.join(names)} on {dataset_name} {configuration}, every one on the CNN's plan "
           f"({settings.epochs} epoch(s) x {settings.iters_per_epoch} iterations, fold(s) {', '.join(folds)}, "
-          f"{device})")
+          f"{settings.rounds} timing rounds, {device})")
     step("CNN plans and preprocessed data")
     ensure_plans(ws, dataset_name, CNN_ARCH, num_processes=settings.num_processes)
     ensure_preprocessed(ws, dataset_name, configuration, settings.num_processes)
@@ -170,7 +187,7 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
     bench_dir = benchmark_folder(ws, dataset_name, configuration)
     memory_device = "cuda" if device.type == "cuda" else "cpu"
 
-    rows: list[BenchmarkRow] = []
+    trained: dict[str, _Trained] = {}
     cases_used: dict[str, EvaluationCases] = {}
     for arch in names:
         step(f"{arch}: same-plan plans, parameters, activation memory (estimated vs measured)")
@@ -181,17 +198,15 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
               f"spacing {conf['spacing']}" + (f" ({same.notes[configuration]})" if same.notes[configuration] else ""))
         print(f"  {mem['params_m']:.2f} M parameters; activations {mem['estimated_gb']:.3f} GB estimated, "
               f"{mem['measured_gb']:.3f} GB measured (ratio {mem['ratio']:.2f})")
-        steps_timed: list[float] = []
-        window_seconds: list[float] = []
         fold_dice: list[dict] = []
+        model_dir = None
         for fold in folds:
             step(f"{arch}: train fold {fold}")
             fold_dir = train_fold(ws, dataset_name, configuration, fold, arch, settings.epochs,
                                   settings.iters_per_epoch, settings.val_iters, settings.device, False, False,
                                   settings.seed, False, settings.num_processes, plans_name=same.plans_name,
                                   validate=False)
-            seconds = _step_seconds(fold_dir)
-            steps_timed += seconds[1:] or seconds  # the run's first step is its warm-up
+            model_dir = model_dir or fold_dir.parent
             if fold not in cases_used:
                 cases_used[fold] = evaluation_cases(ws, dataset_name, fold, bench_dir)
             cases = cases_used[fold]
@@ -199,38 +214,48 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
             pred_dir = bench_dir / "predictions" / arch / f"fold_{fold}"
             if pred_dir.exists():
                 shutil.rmtree(pred_dir)
-            res = predict_folder(fold_dir.parent, cases.images, pred_dir, [fold], settings.step_size, settings.tta,
-                                 device=device, warmup=True)
-            window_seconds += list(res["sliding_window_seconds"].values())
-            summary = evaluate_folders(cases.labels, pred_dir, dataset_json=pre / "dataset.json",
-                                       num_processes=settings.num_processes, verbose=False)
-            fold_dice.append(summary)
+            predict_folder(fold_dir.parent, cases.images, pred_dir, [fold], settings.step_size, settings.tta,
+                           device=device)
+            fold_dice.append(evaluate_folders(cases.labels, pred_dir, dataset_json=pre / "dataset.json",
+                                              num_processes=settings.num_processes, verbose=False))
         per_class = {}
         for key in fold_dice[0]["mean"]:
             values = [s["mean"][key]["Dice"] for s in fold_dice]
             per_class[class_names.get(str(key), str(key))] = float(sum(values) / len(values))
         dice_mean = float(sum(s["foreground_mean"]["Dice"] for s in fold_dice) / len(fold_dice))
-        row = BenchmarkRow(arch=arch, has_ssm=registry.get(arch).has_ssm, configuration=configuration,
-                           spacing=[float(s) for s in conf["spacing"]], patch=[int(p) for p in conf["patch_size"]],
-                           batch=int(conf["batch_size"]), params=int(round(mem["params_m"] * 1e6)),
-                           estimated_activation_gb=float(mem["estimated_gb"]),
-                           measured_activation_gb=float(mem["measured_gb"]),
-                           train_s_per_iter=median(steps_timed), train_iters_timed=len(steps_timed),
-                           infer_s_per_case=median(window_seconds), infer_cases_timed=len(window_seconds),
-                           dice_mean=dice_mean, dice_per_class=per_class,
-                           note=_row_note(same.notes[configuration], conf["architecture"]))
-        rows.append(row)
-        print(f"  {arch}: train {row.train_s_per_iter:.3f} s/it, inference {row.infer_s_per_case:.3f} s/case, "
-              f"Dice {row.dice_mean:.3f}")
+        trained[arch] = _Trained(same.plans, same.plans_name, same.notes[configuration], mem, model_dir, dice_mean,
+                                 per_class)
+        print(f"  {arch}: Dice {dice_mean:.3f}")
+
+    step(f"timing: {settings.rounds} interleaved round(s) of every network's training step and sliding-window "
+         f"prediction (fold {folds[0]})")
+    train_rounds, infer_rounds = _timing_rounds(trained, configuration, folds[0], cases_used[folds[0]],
+                                                dataset_json, device, settings)
+    train_ratios, infer_ratios = round_ratios(train_rounds), round_ratios(infer_rounds)
+    rows: list[BenchmarkRow] = []
+    for arch, t in trained.items():
+        conf = t.plans["configurations"][configuration]
+        rows.append(BenchmarkRow(
+            arch=arch, has_ssm=registry.get(arch).has_ssm, configuration=configuration,
+            spacing=[float(s) for s in conf["spacing"]], patch=[int(p) for p in conf["patch_size"]],
+            batch=int(conf["batch_size"]), params=int(round(t.memory["params_m"] * 1e6)),
+            estimated_activation_gb=float(t.memory["estimated_gb"]), measured_activation_gb=float(t.memory["measured_gb"]),
+            train_s_per_iter=median([r[arch] for r in train_rounds]),
+            train_ratios=list(train_ratios[arch].per_round),
+            infer_s_per_case=median([r[arch] for r in infer_rounds]),
+            infer_ratios=list(infer_ratios[arch].per_round),
+            dice_mean=t.dice_mean, dice_per_class=t.dice_per_class, note=_row_note(t.note, conf["architecture"])))
 
     meta = {
         "dataset": dataset_name, "configuration": configuration, "device": str(device),
         "torch_threads": torch.get_num_threads(), "epochs": settings.epochs,
         "iters_per_epoch": settings.iters_per_epoch, "folds": ",".join(folds),
         "evaluation_cases": "; ".join(f"fold {f}: {c.count} {c.source}" for f, c in cases_used.items()),
-        "tta": settings.tta, "step_size": settings.step_size, "seed": settings.seed,
-        "train_timing": "median training step (forward, backward, optimizer) after the first step of each run",
-        "inference_timing": "median sliding-window prediction per case after one untimed warm-up case",
+        "tta": settings.tta, "step_size": settings.step_size, "seed": settings.seed, "timing_rounds": settings.rounds,
+        "train_timing": "one training step (forward, loss, backward, optimizer) of the network's trainer on a fixed "
+                        "batch per round, median over the rounds after one warm-up step",
+        "inference_timing": f"sliding-window prediction of the first evaluation case with fold {folds[0]} per round, "
+                            "median over the rounds after one warm-up prediction",
         "memory": f"bytes saved for backward at the plan's patch and batch, {memory_device} autocast "
                   f"({'bf16' if memory_device == 'cpu' else 'fp16'})",
     }
@@ -238,6 +263,25 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
     print("\n" + markdown_table(rows, meta))
     print("Wrote " + ", ".join(str(p) for p in paths.values()))
     return {"rows": rows, "meta": meta, "paths": paths, "checks": target_checks(rows)}
+
+
+def _timing_rounds(trained: dict[str, _Trained], configuration: str, fold: str, cases: EvaluationCases,
+                   dataset_json: dict, device: torch.device, settings: BenchmarkSettings
+                   ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Seconds per round and architecture: (training steps, sliding windows)."""
+    from umamba_seg.benchmark.timed_steps import first_case_files, sliding_window_step_fn, training_step_fn
+    from umamba_seg.training.trainer import umambaTrainer
+
+    case_files = first_case_files(cases.images, dataset_json)
+    fns = {}
+    for arch, t in trained.items():
+        fns[(arch, "train")] = training_step_fn(umambaTrainer, t.plans, configuration,
+                                                int(fold) if fold.isdigit() else fold, dataset_json, device)
+        fns[(arch, "infer")] = sliding_window_step_fn(t.model_dir, fold, case_files, device, settings.step_size,
+                                                      settings.tta)
+    timed = interleaved_rounds(fns, settings.rounds, warmup=1, device=device)
+    return ([{a: r[(a, "train")] for a in trained} for r in timed],
+            [{a: r[(a, "infer")] for a in trained} for r in timed])
 
 
 def _row_note(patch_note: str, architecture: dict) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence, TypeVar
 
 import torch
 
 from umamba_seg.devices import synchronize
+
+K = TypeVar("K", bound=Hashable)
 
 
 def time_call(fn: Callable[[], object], device: torch.device | str | None = None) -> float:
@@ -33,18 +35,29 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if len(values) else math.nan
 
 
-def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 3, warmup: int = 1,
-                        device: torch.device | str | None = None,
-                        on_round: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Median seconds per named callable: ``warmup`` untimed calls of each, then ``repeats``
-    rounds that time each callable once (``on_round(r)`` after round r, e.g. a progress bar)."""
+def interleaved_rounds(fns: Mapping[K, Callable[[], object]], rounds: int = 3, warmup: int = 1,
+                       device: torch.device | str | None = None,
+                       on_round: Callable[[int], None] | None = None,
+                       clock: Callable[[Callable[[], object]], float] | None = None) -> list[dict[K, float]]:
+    """Seconds of every named callable, round by round: ``warmup`` untimed calls of each, then
+    ``rounds`` rounds that time each callable once, in ``fns``' order (A, B, C, A, B, C, ...).
+    ``on_round(r)`` runs after round r (e.g. a progress bar); ``clock(fn)`` times one call
+    (default :func:`time_call` on ``device``)."""
+    clock = clock or (lambda fn: time_call(fn, device))
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(max(1, repeats)):
-        for name, fn in fns.items():
-            times[name].append(time_call(fn, device))
+    timed: list[dict[K, float]] = []
+    for r in range(max(1, rounds)):
+        timed.append({name: clock(fn) for name, fn in fns.items()})
         if on_round is not None:
             on_round(r)
-    return {name: median(t) for name, t in times.items()}
+    return timed
+
+
+def interleaved_medians(fns: Mapping[K, Callable[[], object]], repeats: int = 3, warmup: int = 1,
+                        device: torch.device | str | None = None,
+                        on_round: Callable[[int], None] | None = None) -> dict[K, float]:
+    """Median seconds per named callable over :func:`interleaved_rounds`."""
+    timed = interleaved_rounds(fns, repeats, warmup, device, on_round)
+    return {name: median([t[name] for t in timed]) for name in fns}
