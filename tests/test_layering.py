@@ -106,7 +106,8 @@ def test_synthetic_upward_edges_and_cycle_are_reported_with_file_and_line(tmp_pa
     ]
     report = "\n".join(import_graph.report(pkg))
     assert "upward edges: 2" in report and "cycles: 3" in report
-    assert "base -> cli" in report and "UPWARD" in report
+    assert "umamba_seg/errors.py:5: umamba_seg.errors -> umamba_seg.cli (base -> cli)" in report
+    assert "1^" in report  # the matrix marks the upward cells
 
 
 def test_a_module_outside_the_table_is_reported(tmp_path):
@@ -136,8 +137,12 @@ def test_layer_edge_counts_mark_upward_pairs():
              e("umamba_seg.nn.x", "umamba_seg.ops.z", "f", 2), e("umamba_seg.ops.y", "umamba_seg.cli", "g", 3)]
     counts = import_graph.layer_edge_counts(edges)
     assert counts == {("nn", "ops"): 2, ("ops", "cli"): 1}  # distinct module pairs
-    lines = import_graph.format_counts(counts)
-    assert lines[0].split() == ["ops", "->", "cli", "1", "UPWARD"] and lines[1].split() == ["nn", "->", "ops", "2"]
+    header, *rows = import_graph.format_matrix(counts)
+    assert header.split() == ["from/to", *(n[:5] for n in layers.LAYER_NAMES)]
+    by_layer = {row.split()[0]: row.split()[1:] for row in rows}
+    assert by_layer["ops"] == [".", ".", ".", ".", ".", ".", ".", ".", ".", "1^"]
+    assert by_layer["nn"] == [".", "2", ".", ".", ".", ".", ".", ".", ".", "."]
+    assert all(set(cells) == {"."} for name, cells in by_layer.items() if name not in ("ops", "nn"))
 
 
 def _python_files() -> list[Path]:

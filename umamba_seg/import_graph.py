@@ -9,7 +9,7 @@ code structure, and are not edges.
 
 :func:`upward_edges` lists imports from a lower layer of :mod:`umamba_seg.layers` to a higher
 one, :func:`cycles` every group of modules that import each other around a loop, and
-:func:`layer_edge_counts` the edges between layers. ``python -m umamba_seg.import_graph``
+:func:`layer_edge_counts` the edges between layers (:func:`format_matrix` draws them). ``python -m umamba_seg.import_graph``
 prints all three.
 """
 
@@ -183,13 +183,16 @@ def layer_edge_counts(edges: Iterable[Edge]) -> Counter:
     return Counter((layers.layer_of(s), layers.layer_of(t)) for s, t in pairs)
 
 
-def format_counts(counts: Mapping[tuple[str, str], int]) -> list[str]:
-    """One line per layer pair with edges, lowest source layer first; upward pairs are marked."""
-    order = {name: i for i, name in enumerate(layers.LAYER_NAMES)}
-    lines = []
-    for (src, dst), n in sorted(counts.items(), key=lambda kv: (order[kv[0][0]], order[kv[0][1]])):
-        mark = "  UPWARD" if order[src] < order[dst] else ""
-        lines.append(f"{src:>13} -> {dst:<13} {n:4d}{mark}")
+def format_matrix(counts: Mapping[tuple[str, str], int]) -> list[str]:
+    """The counts as a table, one row per importing layer (names cut to 5 letters); ``^`` marks upward cells."""
+    names = layers.LAYER_NAMES
+    lines = [f"{'from/to':>7} " + " ".join(f"{n[:5]:>5}" for n in names)]
+    for i, src in enumerate(names):
+        cells = []
+        for j, dst in enumerate(names):
+            n = counts.get((src, dst), 0)
+            cells.append(f"{(str(n) + ('^' if j > i else '')) if n else '.':>5}")
+        lines.append(f"{src[:5]:>7} " + " ".join(cells))
     return lines
 
 
@@ -203,7 +206,7 @@ def report(root: Path = PACKAGE_ROOT) -> list[str]:
         return lines
     pairs = {(e.source, e.target) for e in edges}
     lines.append(f"{len(module_files(root))} modules, {len(pairs)} module-to-module edges")
-    lines += ["", "layer-to-layer edges (distinct module pairs):", *format_counts(layer_edge_counts(edges))]
+    lines += ["", "layer-to-layer edges (distinct module pairs; ^ points up):", *format_matrix(layer_edge_counts(edges))]
     up = upward_edges(edges)
     lines += ["", f"upward edges: {len(up)}", *(e.describe() for e in up)]
     groups = cycles(edges)
