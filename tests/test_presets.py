@@ -56,8 +56,15 @@ def _network(block: dict, plan: str, meta: bool = True, **io) -> torch.nn.Module
     channels = io.get("input_channels", p["input_channels"])
     classes = io.get("num_classes", p["num_classes"])
     with torch.device("meta" if meta else "cpu"):
-        return get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],
-                                      channels, classes, allow_init=False, deep_supervision=True)
+        return get_network_from_plans(
+            block["network_class_name"],
+            block["arch_kwargs"],
+            block["_kw_requires_import"],
+            channels,
+            classes,
+            allow_init=False,
+            deep_supervision=True,
+        )
 
 
 # --------------------------------------------------------------------------- one place per default
@@ -87,8 +94,15 @@ def test_segmamba_and_vmunet_take_their_defaults_from_the_preset():
     assert _n_params(VMUNet(3, 1, deep_supervision=True)) == VMUNET_COUNT  # drop-path rates need a real device
     p = PLANS["2d"]
     block = registry.get("vmunet").architecture_block(p["architecture"], [256, 256])
-    planned = get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],
-                                     3, 1, allow_init=False, deep_supervision=True)
+    planned = get_network_from_plans(
+        block["network_class_name"],
+        block["arch_kwargs"],
+        block["_kw_requires_import"],
+        3,
+        1,
+        allow_init=False,
+        deep_supervision=True,
+    )
     assert _n_params(planned) == VMUNET_COUNT
     for cls, preset in ((SegMamba, SegMambaPreset()), (VMUNet, VMUNetPreset())):
         params = inspect.signature(cls).parameters
@@ -106,10 +120,12 @@ def test_nn_module_defaults_agree_with_the_presets():
 
     checks = [(MambaMixer, UMambaPreset().mixer_kwargs()), (ViLLayer, XLSTMPreset().mixer_kwargs())]
     seg, vm = SegMambaPreset(), VMUNetPreset()
-    checks.append((TriOrientedMamba, {"d_state": seg.d_state, "d_conv": seg.d_conv, "expand": seg.expand,
-                                      "dt_rank": seg.dt_rank}))
-    checks.append((CrossScanSSM, {"d_state": vm.d_state, "d_conv": vm.d_conv, "expand": vm.expand,
-                                  "dt_rank": vm.dt_rank}))
+    checks.append(
+        (TriOrientedMamba, {"d_state": seg.d_state, "d_conv": seg.d_conv, "expand": seg.expand, "dt_rank": seg.dt_rank})
+    )
+    checks.append(
+        (CrossScanSSM, {"d_state": vm.d_state, "d_conv": vm.d_conv, "expand": vm.expand, "dt_rank": vm.dt_rank})
+    )
     for module, values in checks:
         params = inspect.signature(module).parameters
         for key, value in values.items():
@@ -215,7 +231,7 @@ def test_sizes_ship_as_package_data_and_load_from_an_installed_copy(tmp_path):
             "print(presets.load_preset('segmamba', 'small').feature_size)")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(archive)}
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=120)  # fmt: skip
+                       timeout=120, check=False)  # fmt: skip
     assert r.returncode == 0, r.stderr
     where, value = r.stdout.split("\n")[:2]
     assert where.startswith(str(archive)) and value == "(16, 32, 64, 128)"
@@ -259,4 +275,9 @@ def test_plan_and_preprocess_preset_reaches_the_plans(raw_2d_dataset, trained_2d
     assert small["segmamba"]["feature_size"] == [16, 32, 64, 128] and small["segmamba"]["hidden_size"] == 256
     for arch in ("umamba_bot", "segmamba"):  # only the preset's keys differ
         assert {k for k in default[arch] if default[arch][k] != small[arch][k]} <= {
-            "mixer_kwargs", "feature_size", "hidden_size", "depths", "patch_size"}
+            "mixer_kwargs",
+            "feature_size",
+            "hidden_size",
+            "depths",
+            "patch_size",
+        }

@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -208,17 +209,23 @@ def parse_sizes(text: str, where: str) -> dict[str, dict[str, dict]]:
         raise UserInputError("the preset sizes must map families to sizes", where, "restore the file")
     for family, family_sizes in data.items():
         if family not in PRESETS:
-            raise UserInputError(f"unknown architecture family '{family}' in the preset sizes", where,
-                                 f"use one of: {', '.join(PRESETS)}")
+            raise UserInputError(
+                f"unknown architecture family '{family}' in the preset sizes",
+                where,
+                f"use one of: {', '.join(PRESETS)}",
+            )
         if not isinstance(family_sizes, dict) or not all(isinstance(v, dict) for v in family_sizes.values()):
             raise UserInputError(f"the sizes of '{family}' must map size names to settings", where, "fix the YAML")
         if DEFAULT_SIZE in family_sizes:
-            raise UserInputError(f"'{family}' redefines the '{DEFAULT_SIZE}' size", where,
-                                 f"change the defaults in {PRESETS[family].__name__} instead")
+            raise UserInputError(
+                f"'{family}' redefines the '{DEFAULT_SIZE}' size",
+                where,
+                f"change the defaults in {PRESETS[family].__name__} instead",
+            )
     return data
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_sizes() -> dict[str, dict[str, dict]]:
     """The package's ``preset_sizes.yaml`` (package data, so read through importlib.resources)."""
     text = resources.files(__package__).joinpath(SIZES_RESOURCE).read_text(encoding="utf-8")
@@ -240,8 +247,9 @@ def all_sizes() -> list[str]:
 
 def _preset_class(family: str) -> type[Preset]:
     if family not in PRESETS:
-        raise UserInputError(f"no preset for architecture family '{family}'", _sizes_file(),
-                             f"use one of: {', '.join(PRESETS)}")
+        raise UserInputError(
+            f"no preset for architecture family '{family}'", _sizes_file(), f"use one of: {', '.join(PRESETS)}"
+        )
     return PRESETS[family]
 
 
@@ -252,6 +260,7 @@ def load_preset(family: str, size: str = DEFAULT_SIZE) -> Preset:
         return cls()
     family_sizes = _read_sizes().get(family, {})
     if size not in family_sizes:
-        raise UserInputError(f"unknown preset size '{size}' for '{family}'", _sizes_file(),
-                             f"choose one of: {', '.join(sizes(family))}")
+        raise UserInputError(
+            f"unknown preset size '{size}' for '{family}'", _sizes_file(), f"choose one of: {', '.join(sizes(family))}"
+        )
     return cls().override(family_sizes[size], f"{_sizes_file()} ({family}: {size})")

@@ -241,7 +241,7 @@ def _init_weights(m: nn.Module) -> None:
 
 
 def _preset_geometry(preset: VMUNetPreset) -> dict:
-    return dict(n_stages=len(preset.dims), embed_factor=preset.embed_factor, min_bottleneck=preset.min_bottleneck)
+    return {"n_stages": len(preset.dims), "embed_factor": preset.embed_factor, "min_bottleneck": preset.min_bottleneck}
 
 
 def build_vmunet_kwargs(cnn_kwargs: dict, patch_size: Sequence[int], use_ssm: bool = True,
