@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def _fake_cli(dice_by_dataset: dict[str, float], calls: list[list[str]]):
     return fake
 
 
-def test_demo_runs_the_cli_contract_and_reports(tmp_path, capsys):
+def test_demo_runs_the_cli_contract_and_reports(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="umamba_seg")
     calls: list[list[str]] = []
     fake = _fake_cli({"Endoscopy": 0.91, "AbdomenCT": 0.66}, calls)
     out = demo.run_demo(tmp_path, fake, archs=["cnn"], fast=True)
@@ -44,8 +46,8 @@ def test_demo_runs_the_cli_contract_and_reports(tmp_path, capsys):
     assert train[train.index("--device") + 1] == "cpu"
     assert [r["dice"]["mean"] for r in out["results"]] == [0.91, 0.66]
     assert set(out["timings"]) >= {"2D train cnn", "3D predict cnn", "3D evaluate cnn"}
-    printed = capsys.readouterr().out
-    assert "$ umamba-seg train -d 903 -c 2d" in printed and "$ umamba-seg train -d 901 -c 3d_fullres" in printed
+    printed, logged = capsys.readouterr().out, caplog.text  # the report is printed, the steps are logged
+    assert "$ umamba-seg train -d 903 -c 2d" in logged and "$ umamba-seg train -d 901 -c 3d_fullres" in logged
     assert "0.910" in printed and "total" in printed and "Demo passed" in printed
 
 

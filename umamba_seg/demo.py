@@ -17,6 +17,7 @@ next to Dice.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 RunCommand = Callable[[Sequence[str]], int]  # runs one ``umamba-seg`` command line, returns its exit code
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class DemoTask:
@@ -91,7 +94,7 @@ class _Runner:
         argv = [str(a) for a in args] + ["--workdir", str(self.workdir)]
         shown = "umamba-seg " + " ".join(_quote(a) for a in argv)
         self.done += 1
-        print(f"\n[{self.done}/{self.total}] {label}\n$ {shown}", flush=True)
+        log.info("\n[%d/%d] %s\n$ %s", self.done, self.total, label, shown)
         self.commands.append(shown)
         t0, c0 = time.perf_counter(), _cpu_seconds()
         code = self.run_command(argv)
@@ -174,7 +177,7 @@ def run_demo(workdir: Path, run_command: RunCommand, archs: list[str] | None = N
                   run_command)
     t_start = time.perf_counter()
     plan = "; ".join(f"{t.configuration}: {', '.join(a)}" for t, a in zip(tasks, task_archs))
-    print(f"umamba-seg demo: {len(tasks)} datasets ({plan}) on the CPU, workdir {workdir}")
+    log.info("umamba-seg demo: %d datasets (%s) on the CPU, workdir %s", len(tasks), plan, workdir)
 
     results, outputs = [], {"workdir": str(workdir)}
     for task, archs in zip(tasks, task_archs):
@@ -208,6 +211,7 @@ def run_demo(workdir: Path, run_command: RunCommand, archs: list[str] | None = N
         outputs[f"{raw.name} models"] = str(workdir / "results" / raw.name)
     total = time.perf_counter() - t_start
 
+    # the report below is the demo's result: printed, so --quiet keeps it
     print("\n" + "=" * 30 + " umamba-seg demo results " + "=" * 30)
     print("Dice on the held-out test cases (never seen in training)"
           + ("; F1@0.5: instance F1 at IoU 0.5, mean over cases" if cells else "") + ":\n")

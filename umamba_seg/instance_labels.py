@@ -19,12 +19,15 @@ Instance ids are read through nnU-Net's readers as float32, exact up to 2^24.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from umamba_seg.errors import UserInputError
 from umamba_seg.label_files import list_label_files, read_label_map, reader_writer_for, write_label_map
+
+log = logging.getLogger(__name__)
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 SEMANTIC_LABELS = {"background": BACKGROUND, "interior": INTERIOR, "boundary": BOUNDARY}
@@ -83,5 +86,5 @@ def convert_instance_folder(input_dir: Path, output_dir: Path, boundary_width: i
                                  "pass an output folder you can write to with -o") from None
         written.append(output_dir / f.name)
         if verbose:
-            print(f"{f.name}: {int(np.count_nonzero(np.unique(instances)))} cell(s)")
+            log.info("%s: %d cell(s)", f.name, int(np.count_nonzero(np.unique(instances))))
     return written

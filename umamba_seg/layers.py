@@ -19,7 +19,8 @@ base           errors, atomic, locking, safe_paths, safe_pickle, devices, worksp
                channels are named, reading label and instance files, one plot style.
                data: synthetic datasets (numpy, written through the readers above).
                convert: public datasets' downloads to the nnU-Net raw layout.
-               layers, import_graph: this table and the walk that checks it. The
+               layers, import_graph: this table and the walk that checks it. log: the
+               package logger the CLI sets up (library code only gets loggers). The
                package root (``umamba_seg``, its version) counts as base too.
 ops            ops: the selective scan, mLSTM and scan orders; kernels, PyTorch paths.
 nn             nn: layers built on the ops (Mamba mixer, ViL block, cross scan, ...).
@@ -43,7 +44,7 @@ PACKAGE = "umamba_seg"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("", "errors", "atomic", "locking", "safe_paths", "safe_pickle", "devices", "workspace",
               "image_files", "case_files", "label_files", "instance_labels", "plotting", "data", "convert",
-              "layers", "import_graph")),
+              "layers", "import_graph", "log")),
     ("ops", ("ops",)),
     ("nn", ("nn",)),
     ("architectures", ("architectures",)),

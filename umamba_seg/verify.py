@@ -9,6 +9,7 @@ explain failures that surface later (e.g. inside preprocessing).
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +19,7 @@ import numpy as np
 from umamba_seg.architectures.plans_allowlist import check_dataset_json_names
 from umamba_seg.case_files import CHANNEL_NAME, allowed_file_counts
 from umamba_seg.errors import UserInputError, UserInputErrors
+from umamba_seg.log import show_progress
 from umamba_seg.safe_paths import check_dataset_entries
 
 REQUIRED_KEYS = ("labels", "numTraining", "file_ending")
@@ -26,6 +28,8 @@ GEOMETRY_RTOL = 1e-3
 # no imaging modality stores intensities this large; their squares overflow float32 statistics
 # (the fingerprint's and z-score's std), which turns every preprocessed case into NaN
 MAX_ABS_INTENSITY = 1e10
+
+log = logging.getLogger(__name__)
 
 
 def _ending(name: str) -> str:
@@ -335,11 +339,11 @@ def verify_raw_dataset(raw_dataset: Path, num_processes: int = 2, run_nnunet_che
             msg = " ".join(str(e).split()) or type(e).__name__
             raise UserInputError(f"nnU-Net's dataset check failed: {msg[:300]}", raw_dataset,
                                  "fix the files it names") from e
-    print(f"Verified {len(cases)} case(s) in {raw_dataset}: no problems found.")
+    log.info("Verified %d case(s) in %s: no problems found.", len(cases), raw_dataset)
 
 
 def _progress(items: Iterable, desc: str):
     from tqdm import tqdm
 
     items = list(items)
-    return tqdm(items, desc=desc, disable=len(items) < 2)
+    return tqdm(items, desc=desc, disable=len(items) < 2 or not show_progress())

@@ -17,6 +17,7 @@ measured there, and classes found in no reference are dropped at the end.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing
 import numbers
@@ -40,12 +41,15 @@ from umamba_seg.evaluation.metrics import METRIC_NAMES, LabelOrRegion, Tolerance
     empty_class_metrics, is_nan
 from umamba_seg.evaluation.report import format_table, plot_boxplots, write_summary_csv
 from umamba_seg.image_files import check_image_file
+from umamba_seg.log import show_progress
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 BOXPLOT_PNG = "summary_boxplot.png"
 NAN_COUNTED_METRICS: tuple[str, ...] = ("Dice", "IoU", "HD95", "NSD")
 DEFAULT_TOLERANCE_KEY = "default"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -321,7 +325,8 @@ def _init_worker() -> None:
 def _run_jobs(jobs: list[_CaseJob], num_processes: int, verbose: bool) -> list[dict]:
     def checked(results: Iterable[dict]) -> list[dict]:
         out = []
-        for r in tqdm(results, total=len(jobs), desc="evaluate", unit="case", disable=not verbose):
+        for r in tqdm(results, total=len(jobs), desc="evaluate", unit="case",
+                      disable=not verbose or not show_progress()):
             if "error" in r:
                 raise UserInputError(*r["error"])
             out.append(r)
@@ -439,6 +444,6 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
         raise UserInputError(f"cannot write the reports ({e.strerror or e})", e.filename or out_dir,
                              "pass an output folder you can write to with -o") from None
     if verbose:
-        print(format_table(summary, names, tolerances))
-        print(f"wrote {out_dir / SUMMARY_JSON}, {SUMMARY_CSV} and {BOXPLOT_PNG}")
+        print(format_table(summary, names, tolerances))  # the command's result, not a log line
+        log.info("wrote %s, %s and %s", out_dir / SUMMARY_JSON, SUMMARY_CSV, BOXPLOT_PNG)
     return summary

@@ -15,6 +15,7 @@ settings (``iou_threshold``, ``exclude_border``). ``summary.csv`` has one row pe
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import multiprocessing
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from umamba_seg.evaluation.evaluate import SUMMARY_CSV, SUMMARY_JSON, _check_fol
     _reader_writer, infer_file_ending
 from umamba_seg.evaluation.instance_metrics import CASE_KEYS, COUNT_KEYS, counts_to_scores, instance_metrics
 from umamba_seg.label_files import read_label_map
+from umamba_seg.log import show_progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ def _evaluate_case(job: _Job) -> dict:
 def _run(jobs: list[_Job], num_processes: int, verbose: bool) -> list[dict]:
     def checked(results) -> list[dict]:
         out = []
-        for r in tqdm(results, total=len(jobs), desc="evaluate instances", unit="case", disable=not verbose):
+        for r in tqdm(results, total=len(jobs), desc="evaluate instances", unit="case",
+                      disable=not verbose or not show_progress()):
             if "error" in r:
                 raise UserInputError(*r["error"])
             out.append(r)
@@ -145,6 +150,6 @@ def evaluate_instance_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | Non
         raise UserInputError(f"cannot write the reports ({e.strerror or e})", e.filename or out_dir,
                              "pass an output folder you can write to with -o") from None
     if verbose:
-        print(format_instance_table(summary))
-        print(f"wrote {out_dir / SUMMARY_JSON} and {SUMMARY_CSV}")
+        print(format_instance_table(summary))  # the command's result, not a log line
+        log.info("wrote %s and %s", out_dir / SUMMARY_JSON, SUMMARY_CSV)
     return summary
