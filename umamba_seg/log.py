@@ -16,8 +16,11 @@ the command prints it, so ``--quiet`` leaves the result alone. nnU-Net's own tra
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
 import sys
+from typing import Iterator
 
 PACKAGE = "umamba_seg"
 QUIET, DEFAULT, VERBOSE = logging.WARNING, logging.INFO, logging.DEBUG
@@ -73,6 +76,35 @@ def configure(level: int = DEFAULT) -> logging.Logger:
 def level_from_flags(quiet: bool, verbose: bool) -> int:
     """The logger level for ``--quiet`` / ``--verbose`` (the parser keeps them exclusive)."""
     return QUIET if quiet else VERBOSE if verbose else DEFAULT
+
+
+def add_verbosity_flags(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--verbose``, mutually exclusive, as every command takes them."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help="show only warnings and errors (no progress bars)")
+    group.add_argument("--verbose", action="store_true", help="show details too, with the logger's name")
+
+
+@contextlib.contextmanager
+def command_logging(quiet: bool = False, verbose: bool = False) -> Iterator[logging.Logger]:
+    """The package logger set up for one command, and the previous setup back afterwards.
+
+    Without either flag, a command run inside another (the demo runs each step through the
+    CLI) keeps the outer command's verbosity; otherwise the level is the flags'.
+    """
+    logger = logging.getLogger(PACKAGE)
+    level, handlers = logger.level, list(logger.handlers)
+    nested = any(isinstance(h, _SplitStreamHandler) for h in handlers)
+    if quiet or verbose or not nested:
+        configure(level_from_flags(quiet, verbose))
+    try:
+        yield logger
+    finally:
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+        for h in handlers:
+            logger.addHandler(h)
+        logger.setLevel(level)
 
 
 def show_progress() -> bool:

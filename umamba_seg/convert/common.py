@@ -10,6 +10,7 @@ nnU-Net would otherwise mistake for cases.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -23,8 +24,10 @@ import numpy as np
 
 from umamba_seg.atomic import atomic_path
 from umamba_seg.errors import UserInputError
+from umamba_seg.log import add_verbosity_flags, command_logging, show_progress
 from umamba_seg.workspace import DEFAULT_WORKDIR, Workspace
 
+log = logging.getLogger(__name__)
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
 
 
@@ -183,7 +186,7 @@ def progress(items: Sequence, desc: str):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return items
-    return tqdm(items, desc=desc, unit="case", disable=None)
+    return tqdm(items, desc=desc, unit="case", disable=None if show_progress() else True)
 
 
 def verify_raw_dataset(folder: str | os.PathLike, num_processes: int = 1) -> None:
@@ -218,6 +221,7 @@ def build_parser(description: str, default_id: int, name: str) -> argparse.Argum
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
     p.add_argument("--verify", action="store_true", help="run nnU-Net's integrity check afterwards")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_verbosity_flags(p)
     return p
 
 
@@ -227,16 +231,17 @@ def run_cli(parser: argparse.ArgumentParser, convert_from_args: Callable[[argpar
     args = parser.parse_args(argv)
     out_raw = (Path(args.out) if args.out else Workspace.from_workdir(args.workdir).raw if args.workdir
                else default_raw_dir())
-    try:
-        folder = convert_from_args(args, out_raw)
-        if args.verify:
-            verify_raw_dataset(folder)
-    except UserInputError as e:
-        if args.debug:
-            raise
-        print(e.line(), file=sys.stderr)
-        return 2
-    dataset_id = int(_DATASET_RE.match(folder.name).group(1))
-    where = f"--workdir {args.workdir}" if args.workdir else f"(with --workdir W when {out_raw} is W/raw)"
-    print(f"wrote {folder}\nnext: umamba-seg plan-and-preprocess -d {dataset_id} {where}")
+    with command_logging(args.quiet, args.verbose):
+        try:
+            folder = convert_from_args(args, out_raw)
+            if args.verify:
+                verify_raw_dataset(folder)
+        except UserInputError as e:
+            if args.debug:
+                raise
+            print(e.line(), file=sys.stderr)
+            return 2
+        dataset_id = int(_DATASET_RE.match(folder.name).group(1))
+        where = f"--workdir {args.workdir}" if args.workdir else f"(with --workdir W when {out_raw} is W/raw)"
+        log.info("wrote %s\nnext: umamba-seg plan-and-preprocess -d %s %s", folder, dataset_id, where)
     return 0

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from umamba_seg.data.kind import DatasetKind
 from umamba_seg.data.writer import INSTANCE_SUBFOLDERS, SUBFOLDERS, write_case, write_dataset_json
 from umamba_seg.errors import UserInputError
+from umamba_seg.log import show_progress
 
 GENERATOR_VERSION = 2  # 2: microscopy2d writes instance maps (instancesTr/Ts)
 _SPLIT_CODES = {"Tr": 0, "Ts": 1}
@@ -128,7 +129,8 @@ def make_dataset(
 
     train_ids, test_ids = case_ids(spec, num_train, num_test)
     jobs = [("Tr", i, cid) for i, cid in enumerate(train_ids)] + [("Ts", i, cid) for i, cid in enumerate(test_ids)]
-    for split, index, case_id in tqdm(jobs, desc=f"make-dataset {spec.kind}", unit="case", disable=not progress):
+    for split, index, case_id in tqdm(jobs, desc=f"make-dataset {spec.kind}", unit="case",
+                                     disable=not progress or not show_progress()):
         rng = np.random.default_rng([int(seed), _SPLIT_CODES[split], index])
         write_case(spec, dataset_dir, split, case_id, spec.render(rng, preset))
     write_dataset_json(spec, dataset_dir, num_train, num_test, generator)
