@@ -41,6 +41,7 @@ from tqdm import tqdm
 from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, check_plans
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.errors import UserInputError
+from umamba_seg.log import show_progress
 from umamba_seg.safe_paths import check_file_ending
 from umamba_seg.safe_pickle import load_pickle_safe
 
@@ -201,7 +202,8 @@ def ensemble_folders(in_dirs: list[Path], out_dir: Path, num_processes: int = 2,
     try:
         jobs = [([str(f / case) for f in folders], properties[case], str(tmp_dir / case[:-4]), str(out_dir / case[:-4]),
                  dataset["file_ending"], rw, lm, save_probabilities) for case in cases]
-        progress = dict(total=len(jobs), desc="ensemble", unit="case", disable=not verbose)
+        progress = dict(total=len(jobs), desc="ensemble", unit="case",
+                        disable=not verbose or not show_progress())
         if num_processes <= 1 or len(jobs) == 1:
             written = _collect(map(_merge_case, jobs), progress)
         else:

@@ -27,6 +27,7 @@ from umamba_seg.architectures.plans_allowlist import check_plans
 from umamba_seg.atomic import atomic_path
 from umamba_seg.errors import UserInputError
 from umamba_seg.image_files import check_image_file
+from umamba_seg.log import show_progress
 from umamba_seg.safe_paths import check_dataset_entries
 
 SCRATCH = ".partial"
@@ -102,11 +103,12 @@ class ResumablePreprocessor(DefaultPreprocessor):
                  dataset_json) for k in todo]
         desc = f"Preprocessing {configuration_name}"
         if num_processes <= 1 or len(todo) < 10:  # spawning workers costs more than a few small cases
-            for a in tqdm(args, desc=desc, disable=not todo):
+            for a in tqdm(args, desc=desc, disable=not todo or not show_progress()):
                 self.run_case_save_atomic(*a)
         else:
             with multiprocessing.get_context("spawn").Pool(min(num_processes, len(todo))) as pool:
-                for _ in tqdm(pool.imap_unordered(_star_run, [(self, a) for a in args]), total=len(args), desc=desc):
+                for _ in tqdm(pool.imap_unordered(_star_run, [(self, a) for a in args]), total=len(args), desc=desc,
+                              disable=not show_progress()):
                     pass
         shutil.rmtree(out_dir / SCRATCH, ignore_errors=True)
         return len(todo), skipped
