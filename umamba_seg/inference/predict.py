@@ -33,6 +33,7 @@ from umamba_seg.inference.inputs import group_cases
 from umamba_seg.inference.instances import check_instance_labels, export_with_instances, instance_file
 from umamba_seg.inference.model import available_folds, load_predictor
 from umamba_seg.locking import exclusive_lock
+from umamba_seg.log import show_progress
 
 SCRATCH = ".partial"
 PROVENANCE = "predict_args_part{part}.json"
@@ -180,7 +181,7 @@ def _predict_cases(predictor, cases: dict, mine: list[str], output_dir: Path, ru
     if warmup and todo:
         predictor.predict_logits_from_preprocessed_data(preprocess(todo[0])[0]).cpu()
     window_seconds: dict[str, float] = {}
-    for case in tqdm(todo, desc="Predicting", unit="case"):
+    for case in tqdm(todo, desc="Predicting", unit="case", disable=not show_progress()):
         data, props = preprocess(case)
         case_ds = {**ds, "file_ending": cases[case].ending}  # write in the input's format
         t_case = time.perf_counter()

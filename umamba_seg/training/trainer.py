@@ -28,6 +28,7 @@ from umamba_seg.architectures.plans_allowlist import check_architecture, check_p
 from umamba_seg.atomic import atomic_path, write_json_atomic
 from umamba_seg.devices import synchronize
 from umamba_seg.errors import UserInputError
+from umamba_seg.log import show_progress
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe, require_training_state, to_safe
 from umamba_seg.training.worker_lifetime import workers_die_with_parent
 
@@ -54,7 +55,7 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         check_plans(plans, _plans_file(plans))  # before nnunetv2 resolves any name or path in them
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.save_every = 1
-        self.show_progress = True
+        self.show_progress = show_progress()  # off under --quiet
         self.train_step_seconds: list[float] = []  # this run's steps, in order
         self._first_timed_epoch: int | None = None  # the epoch this run's first timed step belongs to
         self._iteration = 0  # training step within the epoch, for the non-finite-loss message
@@ -104,6 +105,12 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
             f"training loss became {value} at epoch {epoch}, iteration {iteration} (no checkpoint_final.pth written)",
             self.output_folder, "check the images' intensities with `plan-and-preprocess --verify`, or lower the "
                                 "learning rate; --continue resumes from checkpoint_latest.pth")
+
+    def print_to_log_file(self, *args, also_print_to_console: bool = True, add_timestamp: bool = True) -> None:
+        """nnU-Net's training log, written to ``training_log_*.txt`` as always; ``--quiet`` only
+        keeps its lines off the console."""
+        super().print_to_log_file(*args, also_print_to_console=also_print_to_console and self.show_progress,
+                                  add_timestamp=add_timestamp)
 
     # progress bars: opened by the epoch-start hooks, advanced by the steps, closed by the epoch-end hooks
 
