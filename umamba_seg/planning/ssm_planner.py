@@ -9,7 +9,10 @@ preprocessed data is shared by every architecture):
    256^3 (3D) / 2048^2 (2D) voxels clipped to the median shape, then repeatedly shrink
    the axis largest relative to the median shape by one unit of the total downsampling,
    recomputing the topology (``get_pool_and_conv_props``: anisotropic spacing is handled
-   as nnU-Net does) at each step;
+   as nnU-Net does) at each step. nnunetv2 2.8.1 keeps this walk and the architecture block
+   inline in ``ExperimentPlanner.get_plans_for_configuration``, driven by its own memory
+   proxy, so there is no method to call for them; a test checks that the CNN plan nnunetv2
+   writes lies on this path with the identical block;
 2. each candidate becomes the architecture's own: the registry's ``adjust_patch`` moves
    it to a size the network accepts (VM-UNet: its embedding and merges; SegMamba: its
    stem and four halvings) and ``build_kwargs`` derives the rest (channel-token stages,
@@ -38,12 +41,10 @@ from nnunetv2.experiment_planning.experiment_planners.network_topology import ge
 
 from umamba_seg.architectures import registry
 from umamba_seg.planning.budget import GB, MemoryBudget
-from umamba_seg.planning.cnn_planner import UMambaCNNPlanner
 from umamba_seg.planning.memory_model import MemoryEstimate, estimate_memory
 from umamba_seg.planning.naming import CNN_ARCH, plans_identifier
 
-__all__ = ["TopologyKnobs", "ConfigurationPlan", "UMambaArchPlanner", "candidate_path", "plan_arch_from_cnn",
-           "search_configuration"]
+__all__ = ["TopologyKnobs", "ConfigurationPlan", "candidate_path", "plan_arch_from_cnn", "search_configuration"]
 
 NOSSM_SUFFIX = "_nossm"
 MAX_PATH_STEPS = 512
@@ -62,15 +63,6 @@ class TopologyKnobs:
     unet_class_name: str = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
     min_batch_size: int = 2
     max_dataset_covered: float = 0.05
-
-    @classmethod
-    def from_planner(cls, planner) -> "TopologyKnobs":
-        """The knobs of an nnunetv2 ``ExperimentPlanner`` instance (subclasses may change them)."""
-        unet = planner.UNet_class
-        return cls(planner.UNet_base_num_features, planner.UNet_max_features_2d, planner.UNet_max_features_3d,
-                   planner.UNet_featuremap_min_edge_length, tuple(planner.UNet_blocks_per_stage_encoder),
-                   tuple(planner.UNet_blocks_per_stage_decoder), f"{unet.__module__}.{unet.__name__}",
-                   planner.UNet_min_batch_size, planner.max_dataset_covered)
 
 
 @dataclass
@@ -281,36 +273,3 @@ def plan_arch_from_cnn(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memor
         conf["architecture"] = res.architecture
         conf["umamba_memory"] = res.memory_record()
     return plans
-
-
-class UMambaArchPlanner(UMambaCNNPlanner):
-    """nnunetv2 ``ExperimentPlanner`` for one of our architectures (``umambaPlans_<arch>.json``).
-
-    The CNN's plans (nnunetv2's own planner, planned first if missing) decide the
-    configurations and their spacing; this planner searches patch, topology and batch.
-    """
-
-    def __init__(self, dataset_name_or_id, arch: str, gpu_memory_target_in_gb: float = 8, optimizer: str | None = None,
-                 **kwargs):
-        kwargs.setdefault("plans_name", plans_identifier(arch))
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb=gpu_memory_target_in_gb, **kwargs)
-        self.arch = registry.get(arch).name
-        self.optimizer = optimizer
-
-    def plan_from_cnn(self, cnn_plans: dict) -> dict:
-        return plan_arch_from_cnn(cnn_plans, self.arch, self.dataset_json, self.UNet_vram_target_GB,
-                                  TopologyKnobs.from_planner(self), self.optimizer)
-
-    def plan_experiment(self) -> dict:
-        import os
-
-        from batchgenerators.utilities.file_and_folder_operations import load_json
-        from nnunetv2.paths import nnUNet_preprocessed
-
-        cnn_file = os.path.join(nnUNet_preprocessed, self.dataset_name, plans_identifier(CNN_ARCH) + ".json")
-        if not os.path.isfile(cnn_file):
-            UMambaCNNPlanner(self.dataset_name, gpu_memory_target_in_gb=self.UNet_vram_target_GB).plan_experiment()
-        plans = self.plan_from_cnn(load_json(cnn_file))
-        self.save_plans(plans)
-        self.plans = plans
-        return plans
