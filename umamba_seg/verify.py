@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
 
 from umamba_seg.architectures.plans_allowlist import check_dataset_json_names
 from umamba_seg.case_files import CHANNEL_NAME, allowed_file_counts
@@ -23,7 +24,9 @@ from umamba_seg.log import show_progress
 from umamba_seg.safe_paths import check_dataset_entries
 
 REQUIRED_KEYS = ("labels", "numTraining", "file_ending")
-KNOWN_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".npy")
+# the file endings nnunetv2's image readers take (its reader registry), longest first
+KNOWN_ENDINGS = tuple(sorted({e for io in LIST_OF_IO_CLASSES for e in io.supported_file_endings},
+                             key=lambda e: (-len(e), e)))
 GEOMETRY_RTOL = 1e-3
 # no imaging modality stores intensities this large; their squares overflow float32 statistics
 # (the fingerprint's and z-score's std), which turns every preprocessed case into NaN
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def _ending(name: str) -> str:
-    for e in sorted(KNOWN_ENDINGS, key=len, reverse=True):
+    for e in KNOWN_ENDINGS:
         if name.lower().endswith(e):
             return e
     return "".join(Path(name).suffixes)

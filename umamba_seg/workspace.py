@@ -9,10 +9,14 @@ unset paths.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
+from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets, maybe_convert_to_dataset_name
 
 from umamba_seg.errors import UserInputError
 
@@ -60,11 +64,11 @@ class Workspace:
     def dataset_name(self, dataset: str | int) -> str:
         """``DatasetXXX_Name`` for an id (``4``, ``"004"``) or a full name.
 
-        Looks in raw, preprocessed and results, like nnunetv2, and refuses ambiguous ids.
+        nnunetv2's ``maybe_convert_to_dataset_name`` looks the id up in this workspace's raw,
+        preprocessed and results folders; an unknown or ambiguous id is one line.
         """
         text = str(dataset).strip()
-        m = _DATASET_RE.match(text)
-        if m:
+        if _DATASET_RE.match(text):
             return text
         if not text.isdigit():
             raise UserInputError(
@@ -72,24 +76,38 @@ class Workspace:
                 "-d",
                 "pass the numeric id (e.g. -d 4) or the folder name (e.g. -d Dataset004_Liver)",
             )
-        prefix = f"Dataset{int(text):03d}_"
-        found: set[str] = set()
-        for base in (self.raw, self.preprocessed, self.results):
-            if base.is_dir():
-                found.update(p.name for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix))
+        dataset_id = int(text)
+        with self._exported():
+            try:
+                return str(maybe_convert_to_dataset_name(dataset_id))
+            except RuntimeError:  # none or several folders: which, for the message
+                found = sorted(str(f) for f in find_candidate_datasets(dataset_id))
         if not found:
+            prefix = f"Dataset{dataset_id:03d}_"
             raise UserInputError(
-                f"no dataset with id {int(text)}",
+                f"no dataset with id {dataset_id}",
                 f"{self.raw}",
                 f"put it at {self.raw}/{prefix}<Name> (with dataset.json, imagesTr, labelsTr) or check --workdir / nnUNet_raw",
             )
-        if len(found) > 1:
-            raise UserInputError(
-                f"dataset id {int(text)} matches several folders ({', '.join(sorted(found))})",
-                f"{self.raw}",
-                "rename or remove all but one, or pass the full DatasetXXX_Name",
-            )
-        return found.pop()
+        raise UserInputError(
+            f"dataset id {dataset_id} matches several folders ({', '.join(found)})",
+            f"{self.raw}",
+            "rename or remove all but one, or pass the full DatasetXXX_Name",
+        )
+
+    @contextlib.contextmanager
+    def _exported(self) -> Iterator[None]:
+        """This workspace's folders in the nnUNet_* variables nnunetv2 reads, as before afterwards."""
+        saved = {name: os.environ.get(name) for name in ENV_VARS}
+        os.environ.update(zip(ENV_VARS, map(str, (self.raw, self.preprocessed, self.results))))
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def dataset_id(self, name: str) -> int:
         m = _DATASET_RE.match(name)
