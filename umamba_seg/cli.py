@@ -90,7 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the tensors of CHECKPOINT whose name and shape match (heads of another class "
                         "count are skipped); vmunet also takes VMamba ImageNet checkpoints")
     _plan_source_arg(p, "train on umambaPlans_<arch> (ssm) or umambaCNNPlans_<arch> (cnn), planned on demand "
-                        "(default: ssm)", default=None)
+                        "(default: the recipe's: cnn for --recipe authors of U-Mamba and xLSTM-UNet, else ssm)",
+                     default=None)
+    from umamba_seg.training.recipes import DEFAULT_RECIPE, RECIPES
+
+    p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
+                   help="nnunet (default): nnU-Net's trainer for every network (SGD, poly, Dice+CE, deep supervision, "
+                        "1000 x 250), so networks compare under one recipe and stock nnU-Net trains the same; "
+                        "authors: each network as its authors trained it (README: Training recipes)")
 
     p = sub.add_parser("predict", help="segment a folder of images")
     _common(p)
@@ -284,15 +291,19 @@ def cmd_train(args) -> int:
 
         from umamba_seg.training.run import training_plan_source
 
+        from umamba_seg.training.recipes import trainer_name
+
         fold = check_fold(ws, name, args.fold)
         check_schedule(args.epochs, args.iters_per_epoch, args.val_iters)
         if os.environ.get("RANK", "0") == "0":  # rank 0 writes the fold folder, so it holds the lock
             lock = fold_lock(output_folder(ws, name, args.arch, args.configuration, fold,
-                                           plan_source=training_plan_source(args.plan_source)))
+                                           trainer_name=trainer_name(args.arch, args.recipe),
+                                           plan_source=training_plan_source(args.plan_source, args.arch,
+                                                                            args.recipe)))
     with lock:
         out = train(ws, name, args.configuration, args.fold, args.arch, args.epochs, args.iters_per_epoch,
                     args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
-                    args.num_processes, plan_source=args.plan_source,
+                    args.num_processes, plan_source=args.plan_source, recipe=args.recipe,
                     **({"pretrained_weights": args.pretrained_weights} if args.pretrained_weights is not None else {}))
     print(f"Trained: {out}")
     return 0

@@ -44,7 +44,9 @@ def workspace(trained_2d_workdir: Path, tmp_path: Path, monkeypatch) -> Path:
     for name in ("dataset.json", "splits_final.json", "dataset_fingerprint.json", "umambaPlans_cnn.json"):
         shutil.copy(src / name, pre / name)
     data_id = json.loads((src / "umambaPlans_cnn.json").read_text())["configurations"][CONFIG]["data_identifier"]
-    (pre / data_id).symlink_to(src / data_id)
+    for shared in (data_id, "gt_segmentations"):
+        (pre / shared).symlink_to(src / shared)
+    (tmp_path / "raw").symlink_to(trained_2d_workdir / "raw")
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     monkeypatch.setenv("nnUNet_raw", str(trained_2d_workdir / "raw"))
@@ -65,10 +67,10 @@ def _plans(pre: Path, arch: str) -> dict:
     return plans
 
 
-def _trainer(pre: Path, arch: str, recipe: str, dataset_json: dict | None = None) -> umambaTrainer:
+def _trainer(pre: Path, arch: str, recipe: str, dataset_json: dict | None = None, cls=None) -> umambaTrainer:
     plans = copy.deepcopy(_plans(pre, arch))
     plans["continue_training"] = False
-    cls = trainer_class(recipes.trainer_name(arch, recipe))
+    cls = cls or trainer_class(recipes.trainer_name(arch, recipe))
     t = cls(plans=plans, configuration=CONFIG, fold=0, dataset_json=dataset_json or
             json.loads((pre / "dataset.json").read_text()), device=torch.device("cpu"))
     t.initialize()
@@ -196,10 +198,50 @@ def test_continue_mid_schedule_sets_the_uninterrupted_lr(workspace, arch, tmp_pa
     assert resumed == pytest.approx(cosine_lr(1e-3, k, 50, 1e-5) if arch == "vmunet" else 1e-2 * (1 - k / 1000) ** 0.9)
 
 
+def test_ddp_trainer_of_a_recipe(workspace):
+    from umamba_seg.training.ddp import recipe_ddp_class, umambaTrainerDDP
+
+    assert recipe_ddp_class("umambaTrainer") is umambaTrainerDDP
+    cls = recipe_ddp_class("umambaTrainer_VMUNetAuthors")
+    assert cls.__name__ == "umambaTrainer_VMUNetAuthors" and cls.__mro__[1] is umambaTrainerDDP
+    assert issubclass(cls, trainer_class("umambaTrainer_VMUNetAuthors"))
+    t = _trainer(workspace, "vmunet", "authors", cls=cls)  # no process group: a single-process run
+    assert type(t.optimizer) is torch.optim.AdamW and not t.enable_deep_supervision and t.batch_size == 32
+    assert Path(t.output_folder).parent.name.startswith("umambaTrainer_VMUNetAuthors__")
+
+
 def test_vil_marks_no_parameter(workspace):
     t = _trainer(workspace, "xlstm_enc", "nnunet")
     vil = [m for m in t.network.modules() if type(m).__name__ == "ViLLayer"]
     assert vil and not any(getattr(p, NO_DECAY_FLAG, False) for m in vil for p in m.parameters())
+
+
+def test_train_fold_picks_the_recipe_class_its_plans_and_the_cli_schedule(workspace, monkeypatch):
+    from umamba_seg.training import run
+    from umamba_seg.workspace import Workspace
+
+    seen = []
+
+    def fake_training(self):  # the run itself is not under test here: the trainer that would run is
+        self.initialize()
+        seen.append(self)
+        self.current_epoch = self.num_epochs
+
+    monkeypatch.setattr(umambaTrainer, "run_training", fake_training)
+    ws = Workspace.from_workdir(workspace.parents[1])
+    assert run.training_plan_source(None, "umamba_bot", "authors") == "cnn"  # as U-Mamba was published
+    assert run.training_plan_source("ssm", "umamba_bot", "authors") == "ssm"  # --plan-source wins
+    assert run.training_plan_source(None, "vmunet", "authors") == run.training_plan_source() == "ssm"
+    out = run.train_fold(ws, DS, CONFIG, 0, "umamba_bot", epochs=1, iters_per_epoch=2, val_iters=1, device="cpu",
+                         recipe="authors", validate=False)
+    plans = plans_identifier("umamba_bot", "cnn")
+    assert out.parent.name == f"umambaTrainer_UMambaAuthors__{plans}__{CONFIG}"
+    assert out == run.output_folder(ws, DS, "umamba_bot", CONFIG, 0, trainer_name="umambaTrainer_UMambaAuthors",
+                                    plan_source="cnn")
+    (t,) = seen
+    assert type(t).__name__ == "umambaTrainer_UMambaAuthors" and t.plans_manager.plans_name == plans
+    assert (t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch) == (1, 2, 1)  # CLI on top
+    assert t.enable_deep_supervision and type(t.optimizer) is torch.optim.SGD
 
 
 @pytest.mark.parametrize("arch,recipe", [("vmunet", "authors"), ("segmamba", "authors"), ("umamba_bot", "nnunet")])

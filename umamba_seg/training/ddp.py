@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch.nn.parallel import DistributedDataParallel
 
 from umamba_seg.atomic import atomic_path, write_json_atomic
@@ -225,6 +226,17 @@ class umambaTrainerDDP(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming 
 umambaTrainerDDP.__name__ = umambaTrainer.__name__
 
 
+def recipe_ddp_class(name: str) -> type[umambaTrainerDDP]:
+    """The DDP trainer of the recipe class ``name`` (:mod:`.recipe_trainers`): this module's process
+    handling over the recipe's values, named as the recipe's class (so its results folder too)."""
+    from umamba_seg.training.recipe_trainers import trainer_class
+
+    base = trainer_class(name)
+    if base is umambaTrainer:
+        return umambaTrainerDDP
+    return type(name, (umambaTrainerDDP, base), {"__module__": __name__, "__doc__": base.__doc__})
+
+
 def _broadcast_from_main(value, group=None):
     box = [value]
     dist.broadcast_object_list(box, src=0, group=group)
@@ -290,12 +302,12 @@ def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: i
                    epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None,
                    device: str = "auto", continue_training: bool = False, npz: bool = False,
                    seed: int | None = None, trust_checkpoint: bool = False, num_processes: int = 2,
-                   trainer_class: type[umambaTrainerDDP] = umambaTrainerDDP, validate: bool = True,
-                   plan_source: str | None = None) -> Path:
+                   trainer_class: type[umambaTrainerDDP] | None = None, validate: bool = True,
+                   plan_source: str | None = None, recipe: str = "nnunet") -> Path:
     """Train one fold on every rank of a torchrun job; returns the fold's output folder.
 
     Same arguments as :func:`umamba_seg.training.run.train_fold`. ``validate=False`` skips
-    the final sliding-window validation (tests).
+    the final sliding-window validation (tests). ``trainer_class``: default, ``recipe``'s (DDP) class.
     """
     from umamba_seg.devices import configure_cpu_threads
 
@@ -309,15 +321,19 @@ def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: i
     configure_cpu_threads(dev)
     init_distributed(dev)
     try:
+        from umamba_seg.training.recipes import trainer_name
         from umamba_seg.training.run import training_plan_source
 
+        if trainer_class is None:
+            trainer_class = recipe_ddp_class(trainer_name(arch, recipe))
         plans_path = _prepare_on_main(ws, dataset_name, configuration, arch, num_processes,
-                                      training_plan_source(plan_source))
+                                      training_plan_source(plan_source, arch, recipe))
         plans = load_json(str(plans_path))
-        if configuration not in plans["configurations"]:
+        plans_manager = PlansManager(plans)
+        if configuration not in plans_manager.available_configurations:
             raise UserInputError(f"configuration '{configuration}' is not in the plans", plans_path,
-                                 f"choose one of {', '.join(plans['configurations'])}")
-        global_batch = plans["configurations"][configuration].get("batch_size", 0)
+                                 f"choose one of {', '.join(plans_manager.available_configurations)}")
+        global_batch = plans_manager.get_configuration(configuration).batch_size
         if global_batch < info.world_size:
             raise UserInputError(f"the plans' batch size {global_batch} is smaller than the {info.world_size} "
                                  "processes it is split over", plans_path,

@@ -86,8 +86,10 @@ class RecipeTrainer(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         batch = self.recipe_batch_size() or self.configuration_manager.batch_size
         return max(1, math.ceil(len(train_keys) / batch))
 
-    def on_train_start(self) -> None:
-        super().on_train_start()
+    def get_dataloaders(self):
+        """nnunetv2's loaders (single process and DDP alike); then the training cases are known, so
+        "one pass over them" becomes a number of iterations, and the recipe goes into the log."""
+        loaders = super().get_dataloaders()
         if self._iterations_from_cases:  # VM-UNet's epoch: one pass over the training cases
             self.num_iterations_per_epoch = self.one_pass_iterations()
         r = self.recipe
@@ -96,6 +98,7 @@ class RecipeTrainer(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming con
             f"{self.weight_decay:g}, {r.schedule} schedule, {self.num_epochs} epochs x "
             f"{self.num_iterations_per_epoch} iterations, batch {self.batch_size}, loss {r.loss}, deep supervision "
             f"{'on' if self.enable_deep_supervision else 'off'}", add_timestamp=False)
+        return loaders
 
     # optimizer and learning rate
 

@@ -1,4 +1,9 @@
-"""``train``: one fold of one architecture and configuration through :class:`umambaTrainer`.
+"""``train``: one fold of one architecture and configuration through its recipe's trainer class.
+
+``--recipe nnunet`` (default) trains with :class:`umambaTrainer`, nnU-Net's recipe for every
+network; ``--recipe authors`` with the network's authors' class (:mod:`.recipes`), on the plans
+source that recipe names unless ``--plan-source`` says otherwise. The class name is the results
+folder's ``<Trainer>`` part.
 
 Plans are created on demand (``train -a X`` without plans for X plans it from the stored
 fingerprint and says so), from the SSM-aware planner or the CNN's plan (``--plan-source``),
@@ -26,9 +31,10 @@ from umamba_seg.devices import configure_cpu_threads, resolve_device
 from umamba_seg.errors import UserInputError
 from umamba_seg.locking import exclusive_lock
 from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE, check_plan_source, plans_identifier
+from umamba_seg.training.recipes import DEFAULT_RECIPE, NNUNET_TRAINER, check_recipe, recipe_for, trainer_name
 from umamba_seg.workspace import Workspace
 
-TRAINER_NAME = "umambaTrainer"
+TRAINER_NAME = NNUNET_TRAINER  # the nnunet recipe's class; every recipe's: recipes.trainer_name(arch, recipe)
 LOCK = ".umamba_train.lock"
 DEFAULT_NUM_FOLDS = 5
 
@@ -142,9 +148,10 @@ def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, nu
     copy_gt_segmentations(raw, pre)
 
 
-def training_plan_source(plan_source: str | None = None) -> str:
-    """The plans source a training uses: ``plan_source`` if given, else the default (``ssm``)."""
-    return check_plan_source(plan_source or DEFAULT_PLAN_SOURCE)
+def training_plan_source(plan_source: str | None = None, arch: str = CNN_ARCH, recipe: str = DEFAULT_RECIPE) -> str:
+    """The plans source a training uses: ``plan_source`` if given, else the recipe's (``authors`` of
+    U-Mamba and xLSTM-UNet: ``cnn``, as published; otherwise the default, ``ssm``)."""
+    return check_plan_source(plan_source or recipe_for(arch, recipe).plan_source)
 
 
 def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str = CNN_ARCH,
@@ -152,8 +159,8 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
                device: str = "auto", continue_training: bool = False, npz: bool = False, seed: int | None = None,
                trust_checkpoint: bool = False, num_processes: int = 2, plans_name: str | None = None,
                validate: bool = True, pretrained_weights: str | os.PathLike | None = None,
-               plan_source: str | None = None) -> Path:
-    """Train one fold (holding its folder's lock); returns its output folder.
+               plan_source: str | None = None, recipe: str = DEFAULT_RECIPE) -> Path:
+    """Train one fold (holding its folder's lock) with ``recipe``'s trainer class; returns its output folder.
 
     ``plans_name``: train with ``<preprocessed>/<plans_name>.json`` (which must exist, e.g. written
     by ``benchmark``) instead of ``arch``'s plans of ``plan_source`` (``ssm``: ``umambaPlans_<arch>``,
@@ -166,12 +173,14 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
                              "fold's own checkpoint)", str(pretrained_weights), "drop one of them")
     fold = check_fold(ws, dataset_name, fold)
     check_schedule(epochs, iters_per_epoch, val_iters)
-    plan_source = training_plan_source(plan_source)
-    out = output_folder(ws, dataset_name, arch, configuration, fold, plans_name=plans_name, plan_source=plan_source)
+    plan_source = training_plan_source(plan_source, arch, check_recipe(recipe))
+    trainer = trainer_name(arch, recipe)
+    out = output_folder(ws, dataset_name, arch, configuration, fold, trainer_name=trainer, plans_name=plans_name,
+                        plan_source=plan_source)
     with fold_lock(out):
         return _train_fold_locked(ws, dataset_name, configuration, fold, arch, epochs, iters_per_epoch, val_iters,
                                   device, continue_training, npz, seed, trust_checkpoint, num_processes, plans_name,
-                                  validate, out, pretrained_weights, plan_source)
+                                  validate, out, pretrained_weights, plan_source, trainer)
 
 
 def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str,
@@ -179,9 +188,9 @@ def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fol
                        continue_training: bool, npz: bool, seed: int | None, trust_checkpoint: bool,
                        num_processes: int, plans_name: str | None, validate: bool, out: Path,
                        pretrained_weights: str | os.PathLike | None = None,
-                       plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
+                       plan_source: str = DEFAULT_PLAN_SOURCE, trainer_class_name: str = TRAINER_NAME) -> Path:
     from umamba_seg.planning.pipeline import ensure_plans
-    from umamba_seg.training.trainer import umambaTrainer
+    from umamba_seg.training.recipe_trainers import trainer_class
 
     dev = resolve_device(device)
     configure_cpu_threads(dev)
@@ -201,9 +210,9 @@ def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fol
         seed_everything(seed)
     plans["continue_training"] = continue_training
     dataset_json = load_json(str(ws.preprocessed_dataset(dataset_name) / "dataset.json"))
-    umambaTrainer.trust_checkpoints = trust_checkpoint
-    trainer = umambaTrainer(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
-                            device=dev)
+    cls = trainer_class(trainer_class_name)
+    cls.trust_checkpoints = trust_checkpoint
+    trainer = cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=dev)
     assert Path(trainer.output_folder) == out, (trainer.output_folder, out)
     trainer.configure_schedule(epochs, iters_per_epoch, val_iters)
     if continue_training:
