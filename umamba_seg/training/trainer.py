@@ -53,9 +53,9 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         check_plans(plans, _plans_file(plans))  # before nnunetv2 resolves any name or path in them
+        self.show_progress = show_progress()  # off under --quiet; before nnunetv2's __init__ logs its first lines
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.save_every = 1
-        self.show_progress = show_progress()  # off under --quiet
         self.train_step_seconds: list[float] = []  # this run's steps, in order
         self._first_timed_epoch: int | None = None  # the epoch this run's first timed step belongs to
         self._iteration = 0  # training step within the epoch, for the non-finite-loss message
