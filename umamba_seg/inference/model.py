@@ -86,6 +86,7 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
     check_plans(plans, model_dir / "plans.json")
     check_dataset_json_names(dataset_json, model_dir / "dataset.json")
     check_file_ending(dataset_json.get("file_ending"), model_dir / "dataset.json")
+    pm = PlansManager(plans)
     params, trainer_name, mirror_axes, configuration = [], None, None, None
     for f in folds:
         path = model_dir / f"fold_{f}" / checkpoint_name
@@ -94,14 +95,13 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
                                  f"train fold {f} first or choose folds among {available_folds(model_dir, checkpoint_name) or 'none'}")
         ckpt = load_checkpoint_safe(path, map_location="cpu", trust=trust)
         ds = ckpt.get("dataset_name") or ckpt.get("init_args", {}).get("plans", {}).get("dataset_name")
-        if ds is not None and ds != plans["dataset_name"]:
-            raise UserInputError(f"checkpoint belongs to {ds}, not {plans['dataset_name']}", path,
+        if ds is not None and ds != pm.dataset_name:
+            raise UserInputError(f"checkpoint belongs to {ds}, not {pm.dataset_name}", path,
                                  "copy the right checkpoint or predict with that dataset's model")
         trainer_name = ckpt.get("trainer_name", "nnUNetTrainer")
         configuration = ckpt["init_args"]["configuration"]
         mirror_axes = ckpt.get("inference_allowed_mirroring_axes")
         params.append(ckpt["network_weights"])
-    pm = PlansManager(plans)
     cm = pm.get_configuration(configuration)
     n_in = determine_num_input_channels(pm, cm, dataset_json)
     n_out = pm.get_label_manager(dataset_json).num_segmentation_heads

@@ -21,6 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
 from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, check_plans
 from umamba_seg.errors import UserInputError
 from umamba_seg.interop import model_archive as ma
@@ -145,11 +147,13 @@ def _check_unpacked(folder: Path, manifest: dict, archive: Path) -> None:
     check_plans(plans, f"{where}/plans.json")
     check_dataset_json_names(ds, f"{where}/dataset.json")
     check_file_ending(ds.get("file_ending"), f"{where}/dataset.json")
-    if plans.get("dataset_name") != manifest["dataset_name"]:
-        raise UserInputError(f"plans.json is of {plans.get('dataset_name')!r}, the manifest says "
+    plans_manager = PlansManager(plans)
+    plans_dataset = plans_manager.dataset_name if "dataset_name" in plans else None
+    if plans_dataset != manifest["dataset_name"]:
+        raise UserInputError(f"plans.json is of {plans_dataset!r}, the manifest says "
                              f"{manifest['dataset_name']!r}", where, _FIX)
     configuration = manifest["configuration"]
-    if configuration not in plans["configurations"]:
+    if configuration not in plans_manager.available_configurations:
         raise UserInputError(f"plans.json has no configuration '{configuration}'", where, _FIX)
     try:
         network = _build_network(plans, configuration, ds)
