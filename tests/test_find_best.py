@@ -10,17 +10,18 @@ import numpy as np
 
 from pipeline_fixtures import TINY_SCHEDULE, run_cli
 
-from umamba_seg.evaluation.find_best import _MODEL_RE, write_postprocessing_json
+from umamba_seg.evaluation.find_best import write_postprocessing_json
 from umamba_seg.evaluation.postprocess import load_postprocessing
 
 SECOND_ARCH = "umamba_bot"
 
 
 def test_model_folder_names_parse():
-    m = _MODEL_RE.match("umambaTrainer__umambaPlans_umamba_bot_nossm__3d_fullres")
-    assert (m.group("trainer"), m.group("arch"), m.group("config")) == ("umambaTrainer", "umamba_bot_nossm",
-                                                                        "3d_fullres")
-    assert _MODEL_RE.match(".umambaTrainer__umambaPlans_cnn__2d.importing-x1") is None  # a scratch folder
+    from umamba_seg.training.model_folders import parse_model_folder
+
+    m = parse_model_folder("umambaTrainer__umambaPlans_umamba_bot_nossm__3d_fullres")
+    assert (m.trainer, m.arch, m.configuration) == ("umambaTrainer", "umamba_bot_nossm", "3d_fullres")
+    assert parse_model_folder(".umambaTrainer__umambaPlans_cnn__2d.importing-x1") is None  # a scratch folder
 
 
 def test_postprocessing_json_keeps_numpy_labels(tmp_path):

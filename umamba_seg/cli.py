@@ -44,6 +44,16 @@ def _plan_source_arg(p: argparse.ArgumentParser, help_text: str, default: str | 
     p.add_argument("--plan-source", choices=PLAN_SOURCES, default=default, help=help_text)
 
 
+def _model_selection_args(p: argparse.ArgumentParser) -> None:
+    """``--recipe`` and ``--plan-source`` of the trained model that -d/-c/-a select (as ``train`` took them)."""
+    from umamba_seg.training.recipes import DEFAULT_RECIPE, RECIPES
+
+    p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
+                   help=f"the model trained with this recipe (default {DEFAULT_RECIPE})")
+    _plan_source_arg(p, "the model trained on umambaPlans_<arch> (ssm) or umambaCNNPlans_<arch> (cnn) "
+                        "(default: the recipe's, as in train)", default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="umamba-seg", description="Self-configuring Mamba/xLSTM medical image segmentation on nnU-Net v2.")
     parser.add_argument("--version", action="version", version=f"umamba-seg {__import__('umamba_seg').__version__}")
@@ -121,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", action="store_true",
                    help="also write cell instances to OUT/instances/ (model of background 0, interior 1, boundary 2)")
     p.add_argument("--min-size", type=int, default=0, help="with --instances: drop instances of fewer pixels (default 0)")
+    _model_selection_args(p)
 
     p = sub.add_parser("ensemble", help="average saved probabilities of several prediction folders")
     _common(p)
@@ -217,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", nargs="+", default=["final"], choices=("final", "best"),
                    help="checkpoint_final.pth and/or checkpoint_best.pth (default: final)")
     p.add_argument("-o", "--output", required=True, type=Path, help="the zip to write")
+    _model_selection_args(p)
 
     p = sub.add_parser("install-model", help="a zip of export-model into this workdir's results, checked first")
     _common(p)
@@ -310,14 +322,14 @@ def cmd_train(args) -> int:
 
 
 def _model_dir(ws, args) -> Path:
-    from umamba_seg.training.run import output_folder
+    from umamba_seg.training.model_folders import resolve_trained_model
 
     if args.model_dir is not None:
         return args.model_dir
     if args.dataset is None or args.configuration is None:
         raise UserInputError("predict needs -d and -c (or -m MODEL_DIR)", "predict", "add -d ID -c CONFIG")
     name = ws.dataset_name(args.dataset)
-    return output_folder(ws, name, args.arch, args.configuration, 0).parent
+    return resolve_trained_model(ws, name, args.arch, args.configuration, args.recipe, args.plan_source)
 
 
 def cmd_predict(args) -> int:
@@ -326,9 +338,8 @@ def cmd_predict(args) -> int:
 
     ws = _workspace(args)
     model_dir = _model_dir(ws, args)
-    if not model_dir.is_dir():
-        raise UserInputError("no trained model", model_dir,
-                             f"train it first: umamba-seg train -d {args.dataset} -c {args.configuration} -f 0 -a {args.arch}")
+    if not model_dir.is_dir():  # -m (with -d/-c/-a a missing model already stopped, naming those that exist)
+        raise UserInputError("no trained model", model_dir, "pass a trained <Trainer>__<plans>__<config> folder to -m")
     res = predict_folder(model_dir, args.input, args.output, args.folds, args.step_size, not args.no_tta,
                          args.save_probabilities, args.continue_, args.num_parts, args.part_id,
                          resolve_device(args.device), args.checkpoint, args.trust_checkpoint,
@@ -456,11 +467,20 @@ def cmd_export_model(args) -> int:
     from umamba_seg.interop.export_model import export_model
 
     res = export_model(_workspace(args), args.dataset, args.arch, args.configuration, args.output, args.folds,
-                       args.checkpoint)
+                       args.checkpoint, recipe=args.recipe, plan_source=args.plan_source)
     print(f"Exported {res.model_dir.name} (fold(s) {' '.join(res.folds)}, {res.files} files) to {res.archive} "
           f"({res.bytes / 1e6:.1f} MB)")
     print(f"Install elsewhere with: umamba-seg install-model {res.archive.name} --workdir DIR")
     return 0
+
+
+def _model_options(model_dir: Path) -> str:
+    """The predict options besides -d/-c/-a that select ``model_dir`` (its recipe and plans source)."""
+    from umamba_seg.training.model_folders import parse_model_folder, selecting_options
+
+    folder = parse_model_folder(model_dir)
+    options = None if folder is None else selecting_options(folder)
+    return f" {options}" if options else ""
 
 
 def cmd_install_model(args) -> int:
@@ -472,6 +492,7 @@ def cmd_install_model(args) -> int:
     print(f"Installed {m['dataset_name']}/{m['model_folder']} (arch {m.get('arch')}, fold(s) "
           f"{' '.join(map(str, m.get('folds', [])))}, {res.files} files checked) into {res.destination}")
     ckpt = "" if "checkpoint_final.pth" in m.get("checkpoints", []) else " --checkpoint checkpoint_best.pth"
+    ckpt += _model_options(res.destination)
     print(f"Predict with: umamba-seg predict -d {m['dataset_name']} -c {m['configuration']} -a {m.get('arch')} "
           f"-i IN -o OUT{ckpt}" + (f" --workdir {args.workdir}" if args.workdir else ""))
     return 0

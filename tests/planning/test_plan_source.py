@@ -97,3 +97,119 @@ def test_cnn_source_states_vmunet_patch_adjustment_in_plans_and_explain(tmp_path
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:2] in (["cnn", "2d"],
                                                                                               ["vmunet", "2d"])}
     assert rows["cnn"][3] == "32x72" and rows["vmunet"][3] == "32x64" and rows["vmunet"][6] == "7"
+
+
+def test_model_folder_names_parse_for_any_trainer_and_either_plans_source(tmp_path):
+    from umamba_seg.training.model_folders import model_folder_name, parse_model_folder
+
+    name = model_folder_name("umambaTrainer_xLSTMUNetBotAuthors", "xlstm_bot", "2d", "cnn")
+    assert name == "umambaTrainer_xLSTMUNetBotAuthors__umambaCNNPlans_xlstm_bot__2d"
+    m = parse_model_folder(tmp_path / name)
+    assert (m.trainer, m.plans, m.arch, m.plan_source, m.configuration) == (
+        "umambaTrainer_xLSTMUNetBotAuthors", "umambaCNNPlans_xlstm_bot", "xlstm_bot", "cnn", "2d")
+    m = parse_model_folder(tmp_path / "umambaTrainer__umambaPlans_umamba_bot_nossm__3d_fullres")
+    assert (m.arch, m.plan_source, m.configuration) == ("umamba_bot_nossm", "ssm", "3d_fullres")
+    for other in ("umambaTrainer__umambaBenchPlans_vmunet__2d", ".umambaTrainer__umambaPlans_cnn__2d",
+                  "nnUNetTrainer__nnUNetPlans__2d", "umambaTrainer__umambaPlans_cnn", "ensembles"):
+        assert parse_model_folder(tmp_path / other) is None, other
+
+
+def test_recipe_and_plan_source_select_the_model_folder(tmp_path):
+    from umamba_seg.errors import UserInputError
+    from umamba_seg.training.model_folders import parse_model_folder, resolve_trained_model, selecting_options
+
+    def options(name):
+        return selecting_options(parse_model_folder(tmp_path / name))
+
+    assert options("umambaTrainer__umambaPlans_umamba_bot__2d") == ""
+    assert options("umambaTrainer__umambaCNNPlans_umamba_bot__2d") == "--plan-source cnn"
+    assert options("umambaTrainer_UMambaAuthors__umambaCNNPlans_umamba_bot__2d") == "--recipe authors"  # its plans
+    assert options("umambaTrainer_UMambaAuthors__umambaPlans_umamba_bot__2d") == "--recipe authors --plan-source ssm"
+    assert options("umambaTrainer_xLSTMUNetBotAuthors__umambaCNNPlans_umamba_bot__2d") is None  # another's class
+    assert options("myTrainer__umambaPlans_cnn__2d") is None  # predict -m FOLDER then
+
+    ws = Workspace.from_workdir(tmp_path)
+    authors = ws.results_dataset("Dataset904_X") / "umambaTrainer_UMambaAuthors__umambaCNNPlans_umamba_bot__2d"
+    authors.mkdir(parents=True)
+    assert resolve_trained_model(ws, "Dataset904_X", "umamba_bot", "2d", "authors") == authors
+    assert resolve_trained_model(ws, "Dataset904_X", "umamba_bot", "2d", "authors", "cnn") == authors
+    with pytest.raises(UserInputError) as e:
+        resolve_trained_model(ws, "Dataset904_X", "umamba_bot", "2d")
+    assert "no trained model umambaTrainer__umambaPlans_umamba_bot__2d" in e.value.what
+    assert f"trained models of Dataset904_X: {authors.name}" in e.value.what
+    with pytest.raises(UserInputError) as e:
+        resolve_trained_model(ws, "Dataset904_X", "umamba_bot", "2d", "authors", "ssm")
+    assert "--recipe authors" in e.value.fix
+
+
+def _only_validation_skipped(monkeypatch):
+    """``train`` through the CLI, the fold's final validation left out (nnunetv2's export pool of spawned
+    workers costs ~30 s on a 2-core machine); everything else is the real training."""
+    from umamba_seg.training import run
+
+    real = run.train_fold
+    monkeypatch.setattr(run, "train_fold", lambda *a, **kw: real(*a, **{**kw, "validate": False}))
+
+
+@pytest.mark.slow
+def test_cli_cnn_plan_source_plans_trains_predicts_and_finds_the_model(trained_2d_workdir, tmp_path, capsys,
+                                                                        monkeypatch):
+    from umamba_seg.evaluation.find_best import _predict_cmd, discover_models
+
+    work = tmp_path / "w"
+    for sub in ("raw", "preprocessed"):
+        shutil.copytree(trained_2d_workdir / sub, work / sub)
+    name = next((work / "raw").iterdir()).name
+    ws = Workspace.from_workdir(work)
+    pre = ws.preprocessed_dataset(name)
+    cnn_folder = "umambaTrainer__umambaPlans_cnn__2d"  # the fixture's trained CNN, read only (find-best)
+    ws.results_dataset(name).mkdir(parents=True)
+    (ws.results_dataset(name) / cnn_folder).symlink_to(trained_2d_workdir / "results" / name / cnn_folder)
+
+    run_cli("plan-and-preprocess", "-d", name, "-a", "umamba_bot", "xlstm_bot", "-c", "2d", "--plan-source", "cnn",
+            "--explain", "--workdir", work)
+    out = capsys.readouterr().out
+    assert "umambaCNNPlans_umamba_bot, umambaCNNPlans_xlstm_bot, umambaPlans_cnn" in out
+    cnn = json.loads((pre / "umambaPlans_cnn.json").read_text())["configurations"]["2d"]
+    table = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[1:2] == ["2d"]}
+    for arch in ("umamba_bot", "xlstm_bot"):
+        assert not (pre / f"umambaPlans_{arch}.json").exists()  # the SSM planner's plans are another file
+        conf = json.loads((pre / f"umambaCNNPlans_{arch}.json").read_text())["configurations"]["2d"]
+        assert _without(conf, NETWORK_KEYS) == _without(cnn, NETWORK_KEYS)  # patch, batch, spacing, data folder
+        assert (pre / conf["data_identifier"]).is_dir()  # the shared preprocessed data
+        assert conf["architecture"]["arch_kwargs"]["strides"] == cnn["architecture"]["arch_kwargs"]["strides"]
+        assert table[arch][3] == "x".join(map(str, cnn["patch_size"])) and table[arch][6] == str(cnn["batch_size"])
+    assert table["umamba_bot"][-2].startswith("UMambaBot") and table["xlstm_bot"][-2].startswith("XLSTMUNetBot")
+
+    _only_validation_skipped(monkeypatch)
+    run_cli("train", "-d", name, "-c", "2d", "-f", "0", "-a", "umamba_bot", "--plan-source", "cnn", "--workdir", work,
+            *TINY_SCHEDULE)
+    model = ws.results_dataset(name) / "umambaTrainer__umambaCNNPlans_umamba_bot__2d"
+    assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+    assert json.loads((model / "plans.json").read_text())["plans_name"] == "umambaCNNPlans_umamba_bot"
+
+    raw = work / "raw" / name
+    run_cli("predict", "-i", raw / "imagesTs", "-o", tmp_path / "pred", "-d", name, "-c", "2d", "-a", "umamba_bot",
+            "--plan-source", "cnn", "-f", "0", "--no-tta", "--device", "cpu", "--workdir", work)
+    assert len(list((tmp_path / "pred").glob("*.png"))) == len(list((raw / "imagesTs").glob("*_0000.png")))
+    capsys.readouterr()
+    code = cli(["predict", "-i", str(raw / "imagesTs"), "-o", str(tmp_path / "p2"), "-d", name, "-c", "2d",
+                "-a", "umamba_bot", "--device", "cpu", "--workdir", str(work)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1  # ssm plans: not trained; one line naming what is
+    assert "no trained model umambaTrainer__umambaPlans_umamba_bot__2d" in err
+    assert f"trained models of {name}: umambaTrainer__umambaCNNPlans_umamba_bot__2d, {cnn_folder}" in err
+
+    run_cli("export-model", "-d", name, "-c", "2d", "-a", "umamba_bot", "--plan-source", "cnn", "-o",
+            tmp_path / "m.zip", "--workdir", work)
+    run_cli("install-model", tmp_path / "m.zip", "--workdir", tmp_path / "elsewhere")
+    assert "-a umamba_bot -i IN -o OUT --plan-source cnn" in capsys.readouterr().out
+    assert (tmp_path / "elsewhere" / "results" / name / model.name / "fold_0" / "checkpoint_final.pth").is_file()
+
+    (model / "fold_0" / "validation").mkdir()  # find-best counts folds with a validation folder
+    found = {m["dir"].name: m for m in discover_models(ws, name)}
+    assert set(found) == {cnn_folder, model.name}
+    bot = found[model.name]
+    assert (bot["arch"], bot["plan_source"], bot["trainer"]) == ("umamba_bot", "cnn", "umambaTrainer")
+    assert "-a umamba_bot --plan-source cnn -f 0" in _predict_cmd(1, bot, [0], "OUT", str(work), False)
+    assert "--plan-source" not in _predict_cmd(1, found[cnn_folder], [0], "OUT", str(work), False)

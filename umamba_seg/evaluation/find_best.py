@@ -1,6 +1,7 @@
 """``find-best``: the best single model or pairwise ensemble from cross-validation, by nnU-Net's rule.
 
-Discovers every trained ``umambaTrainer__umambaPlans_<arch>__<config>`` of a dataset, uses the
+Discovers every trained ``<Trainer>__<plans>__<config>`` of a dataset (any trainer, plans of either
+source: ``umambaPlans_<arch>``, ``umambaCNNPlans_<arch>``; :mod:`umamba_seg.training.model_folders`), uses the
 folds all of them have, and runs nnunetv2's ``find_best_configuration`` (accumulate the
 cross-validation predictions, ensemble every pair from their ``--npz`` probabilities, pick the
 highest foreground Dice, determine connected-component postprocessing). The inference
@@ -16,7 +17,6 @@ code (``--trust-checkpoint`` skips the pickle check).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -26,35 +26,33 @@ from umamba_seg.errors import UserInputError
 from umamba_seg.evaluation.postprocess import ALLOWED_FUNCTIONS, ALLOWED_MODULE
 from umamba_seg.safe_paths import check_file_ending
 from umamba_seg.safe_pickle import load_pickle_safe
+from umamba_seg.training.model_folders import list_model_folders, selecting_options
 from umamba_seg.workspace import Workspace
-
-# a leading dot marks a scratch folder of import-model/install-model, never a model
-_MODEL_RE = re.compile(r"^(?P<trainer>[^.].*?)__(?P<plans>umambaPlans_(?P<arch>.+))__(?P<config>.+)$")
 
 
 def discover_models(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = None,
                     configurations: Sequence[str] | None = None) -> list[dict]:
     """Trained model folders with their folds (those with a finished checkpoint and validation)."""
-    results = ws.results_dataset(dataset_name)
     models = []
-    for d in sorted(results.iterdir()) if results.is_dir() else []:
-        m = _MODEL_RE.match(d.name)
-        if not d.is_dir() or not m:
+    for m in list_model_folders(ws, dataset_name):
+        if archs and m.arch not in archs or configurations and m.configuration not in configurations:
             continue
-        if archs and m.group("arch") not in archs or configurations and m.group("config") not in configurations:
-            continue
+        d = m.path
         folds = sorted(int(f.name[5:]) for f in d.glob("fold_[0-9]*")
                        if (f / "checkpoint_final.pth").is_file() and (f / "validation").is_dir())
         npz = all(any((d / f"fold_{f}" / "validation").glob("*.npz")) for f in folds)
         if folds:
-            models.append({"trainer": m.group("trainer"), "plans": m.group("plans"), "arch": m.group("arch"),
-                           "configuration": m.group("config"), "folds": folds, "npz": npz, "dir": d})
+            models.append({"trainer": m.trainer, "plans": m.plans, "arch": m.arch, "plan_source": m.plan_source,
+                           "configuration": m.configuration, "folds": folds, "npz": npz, "dir": d,
+                           "options": selecting_options(m)})
     return models
 
 
 def _predict_cmd(ds_id: int, m: dict, folds: Sequence[int], out: str, workdir: str, probs: bool) -> str:
-    cmd = (f"umamba-seg predict -i INPUT_FOLDER -o {out} -d {ds_id} -c {m['configuration']} -a {m['arch']} "
-           f"-f {' '.join(map(str, folds))} --workdir {workdir}")
+    options = m.get("options", "")
+    model = (f"-m {m['dir']}" if options is None  # a trainer of no recipe: the folder itself
+             else f"-d {ds_id} -c {m['configuration']} -a {m['arch']}" + (f" {options}" if options else ""))
+    cmd = f"umamba-seg predict -i INPUT_FOLDER -o {out} {model} -f {' '.join(map(str, folds))} --workdir {workdir}"
     return cmd + (" --save-probabilities" if probs else "")
 
 

@@ -28,9 +28,9 @@ from umamba_seg.errors import UserInputError
 from umamba_seg.interop.model_archive import (
     CHECKPOINT_FILES, FORMAT, FORMAT_VERSION, MANIFEST, allowed_model_file, sha256_file,
 )
-from umamba_seg.planning.naming import plans_identifier
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe
-from umamba_seg.training.run import output_folder
+from umamba_seg.training.model_folders import parse_model_folder, resolve_trained_model
+from umamba_seg.training.recipes import DEFAULT_RECIPE, by_trainer
 from umamba_seg.workspace import Workspace
 
 
@@ -106,14 +106,14 @@ def _check_model(model_dir: Path, folds: list[str], checkpoint_names: list[str])
 
 
 def export_model(ws: Workspace, dataset: str | int, arch: str, configuration: str, output: str | os.PathLike,
-                 folds: Sequence[str] | None = None, checkpoints: Sequence[str] = ("final",)) -> ExportResult:
-    """Write the model ``<results>/<dataset>/umambaTrainer__umambaPlans_<arch>__<configuration>`` to ``output``."""
+                 folds: Sequence[str] | None = None, checkpoints: Sequence[str] = ("final",),
+                 recipe: str = DEFAULT_RECIPE, plan_source: str | None = None) -> ExportResult:
+    """Write the model ``<results>/<dataset>/<Trainer>__<plans>__<configuration>`` that ``train -a
+    arch --recipe recipe [--plan-source plan_source]`` wrote to ``output``."""
     t0 = time.perf_counter()
     name = ws.dataset_name(dataset)
-    model_dir = output_folder(ws, name, arch, configuration, 0).parent
-    if not model_dir.is_dir():
-        raise UserInputError("no trained model", model_dir,
-                             f"train it first: umamba-seg train -d {dataset} -c {configuration} -f 0 -a {arch}")
+    model_dir = resolve_trained_model(ws, name, arch, configuration, recipe, plan_source)
+    folder = parse_model_folder(model_dir)
     for f in ("plans.json", "dataset.json"):
         if not (model_dir / f).is_file():
             raise UserInputError(f"model folder has no {f}", model_dir / f, "train a fold of this model first")
@@ -126,9 +126,10 @@ def export_model(ws: Workspace, dataset: str | int, arch: str, configuration: st
               for f in files}
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "dataset_name": name, "model_folder": model_dir.name, "arch": arch, "plans_name": plans_identifier(arch),
+        "dataset_name": name, "model_folder": model_dir.name, "arch": arch, "plans_name": folder.plans,
+        "plan_source": folder.plan_source,
         "configuration": configuration, "trainer_name": meta.get("trainer_name"),
-        "recipe": None,  # training recipes are not a CLI option yet: the trainer class stands for the recipe
+        "recipe": getattr(by_trainer(folder.trainer), "name", None),
         "folds": chosen, "checkpoints": checkpoint_names, "epochs_trained": meta.get("epochs_trained"),
         "versions": {"umamba-seg": umamba_seg.__version__, "nnunetv2": package_version("nnunetv2"),
                      "torch": torch.__version__},
