@@ -79,7 +79,7 @@ def explain_plans(ws: Workspace, dataset_name: str, archs: Sequence[str], config
         "outside token mixers, mixer = inside them (projections, conv1d, dt/B/C, scan checkpoints, "
         "cross-scan copies, mLSTM states);",
         f"fixed = parameters + gradients + optimizer state (4 + 4 + {OPTIMIZER_STATE_BYTES['sgd']} bytes per "
-        f"parameter with SGD momentum, + {OPTIMIZER_STATE_BYTES['adamw']} with AdamW, as each network trains)"
+        f"parameter with SGD momentum, + {OPTIMIZER_STATE_BYTES['adamw']} with AdamW where its authors' recipe uses it)"
         f" + workspace ({WORKSPACE_BASE_GB:g} GB + {WORKSPACE_FRACTION:.0%} of the target) + outputs and "
         "autocast's parameter casts. The CNN row is nnU-Net's own plan, estimated with the same model.",
     ]
