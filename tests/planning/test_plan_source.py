@@ -15,6 +15,7 @@ from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
 from umamba_seg.planning.cnn_source import PATCH_NOTE_KEY, SOURCE_KEY, cnn_source_plans
 from umamba_seg.planning.explain import explain_plans
 from umamba_seg.planning.naming import PLAN_SOURCES, parse_plans_identifier, plans_identifier
+from umamba_seg.planning.pipeline import ensure_plans
 from umamba_seg.planning.ssm_planner import TopologyKnobs, cnn_architecture
 from umamba_seg.workspace import Workspace
 
@@ -91,6 +92,9 @@ def test_cnn_source_states_vmunet_patch_adjustment_in_plans_and_explain(tmp_path
     assert conf[PATCH_NOTE_KEY] == "patch 32x72 -> 32x64, the nearest vmunet accepts"
     assert conf["batch_size"] == 7
     assert write_arch_plans(pre, "cnn", plan_source="cnn") == pre / "umambaPlans_cnn.json"
+    # train plans on demand: the cnn source's plans are derived from the stored CNN plans, the SSM planner not run
+    assert ensure_plans(ws, "Dataset904_PlanSource", "segmamba", plan_source="cnn") == pre / "umambaCNNPlans_segmamba.json"
+    assert not plans_file(pre, "segmamba").exists()
     text = explain_plans(ws, "Dataset904_PlanSource", ["cnn", "vmunet"], ["2d"], 8.0, "cnn")
     assert "--plan-source cnn" in text
     assert "note: vmunet 2d: patch 32x72 -> 32x64, the nearest vmunet accepts" in text

@@ -15,9 +15,9 @@ nearest patch it accepts, and the plans say so under :data:`PATCH_NOTE_KEY`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
