@@ -18,6 +18,7 @@ from umamba_seg.cli import main as cli
 from umamba_seg.evaluation.find_best import discover_models
 from umamba_seg.planning.memory_model import estimate_memory
 from umamba_seg.planning.ssm_planner import TopologyKnobs, cnn_architecture
+from umamba_seg.training.recipes import trainer_name
 from umamba_seg.training.trainer import STEP_TIMES_FILE
 from umamba_seg.workspace import Workspace
 
@@ -99,10 +100,10 @@ def test_benchmark_cli_on_2d_dataset(trained_2d_workdir, tmp_path):
     models_before = discover_models(ws, name)
 
     run_cli("benchmark", "-d", name[7:10], "-c", "2d", "-a", "umamba_bot", "--budget-epochs", "1",
-            "--iters-per-epoch", "2", "--val-iters", "1", "--no-tta", "--device", "cpu", "-np", "1",
-            "--rounds", "2", "--workdir", workdir)
+            "--iters-per-epoch", "1", "--val-iters", "1", "--no-tta", "--device", "cpu", "-np", "1",
+            "--rounds", "2", "--recipe", "authors", "--workdir", workdir)
 
-    out = ws.results_dataset(name) / "benchmark_2d"
+    out = ws.results_dataset(name) / "benchmark_2d_authors"
     for f in (TABLE_MD, TABLE_CSV, RESULTS_JSON, PLOT_PNG):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     assert (out / PLOT_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -120,8 +121,11 @@ def test_benchmark_cli_on_2d_dataset(trained_2d_workdir, tmp_path):
         assert 0.0 <= r["dice_per_class"]["instrument"] <= 1.0, arch
         assert r["estimated_activation_gb"] > 0 and r["measured_activation_gb"] > 0, arch
         assert 0.5 <= r["memory_ratio"] <= 2.0, (arch, r["memory_ratio"])
-        fold = ws.results_dataset(name) / f"umambaTrainer__umambaBenchPlans_{arch}__2d" / "fold_0"
-        assert len(json.loads((fold / STEP_TIMES_FILE).read_text())["seconds"]) == 2, arch
+        trainer = trainer_name(arch, "authors")  # U-Mamba's authors' trainer class; the CNN's is nnU-Net's
+        assert trainer == ("umambaTrainer" if arch == "cnn" else "umambaTrainer_UMambaAuthors"), arch
+        assert (trainer in r["note"]) == (arch != "cnn"), (arch, r["note"])
+        fold = ws.results_dataset(name) / f"{trainer}__umambaBenchPlans_{arch}__2d" / "fold_0"
+        assert len(json.loads((fold / STEP_TIMES_FILE).read_text())["seconds"]) == 1, arch
     assert len({r["params"] for r in rows.values()}) == 3  # three different networks
     assert rows["cnn"]["infer_vs_cnn"] == 1.0 and rows["cnn"]["train_ratios"] == [1.0, 1.0]
     checks = record["inference_target"]["checks"]
@@ -134,7 +138,7 @@ def test_benchmark_cli_on_2d_dataset(trained_2d_workdir, tmp_path):
     md = (out / TABLE_MD).read_text()
     assert sum(line.startswith(("| cnn ", "| umamba_bot ", "| umamba_bot_nossm ")) for line in md.splitlines()) == 3
     assert "umamba_bot: " in md and "the CNN's sliding-window time" in md
-    assert "Timing: 2 interleaved round(s)" in md
+    assert "Timing: 2 interleaved round(s)" in md and record["meta"]["recipe"] == "authors"
     assert [line.startswith("- WARNING ") for line in md.splitlines()].count(True) == len(record["timing_warnings"])
 
     # the benchmark's plans and models never touch the user's

@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5,
                    help="interleaved timing rounds; each times every network once, ratios to the CNN are taken "
                         "within a round and their median reported (default 5)")
+    p.add_argument("--recipe", default="nnunet", choices=RECIPES,
+                   help="how each network trains, on the CNN's plan either way: nnunet (default: nnU-Net's trainer for "
+                        "every network, so only the network differs) or authors (each network's authors' optimizer, "
+                        "schedule, loss, deep supervision and batch, as its trainer class umambaTrainer_*Authors)")
 
     p = sub.add_parser("make-dataset", help="generate a built-in synthetic dataset in nnU-Net format")
     _common(p)
@@ -433,7 +437,7 @@ def cmd_benchmark(args) -> int:
     settings = BenchmarkSettings(epochs=args.budget_epochs, iters_per_epoch=args.iters_per_epoch,
                                  val_iters=args.val_iters, folds=tuple(args.folds), device=args.device,
                                  tta=not args.no_tta, step_size=args.step_size, seed=args.seed,
-                                 num_processes=args.num_processes, rounds=args.rounds)
+                                 num_processes=args.num_processes, rounds=args.rounds, recipe=args.recipe)
     run_benchmark(ws, name, args.configuration, args.arch, settings)
     return 0
 

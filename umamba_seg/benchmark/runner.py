@@ -9,7 +9,9 @@ Steps, each printed as it starts:
    model and measured in a real forward at the plan's patch and batch
    (:func:`umamba_seg.planning.calibrate.calibrate_configuration`, this device's AMP: bf16 on
    the CPU, fp16 on CUDA);
-3. per fold: training with the budget (``train_fold`` on those plans), sliding-window
+3. per fold: training with the budget (``train_fold`` on those plans, with the trainer class of
+   ``--recipe``: ``nnunet``, nnU-Net's recipe for every network, or ``authors``, each network's
+   authors' optimizer, schedule, loss, deep supervision and batch), sliding-window
    prediction of the evaluation cases (``predict_folder``) and evaluation (``evaluate_folders``),
    which give the Dice;
 4. the timing, in interleaved rounds (``--rounds``): every round times each network once, one
@@ -19,7 +21,7 @@ Steps, each printed as it starts:
    taken within each round and the median over the rounds is reported, so a load change on a
    shared machine hits the CNN and the network alike; rounds that still disagree by more than
    20% are flagged (:mod:`ratios`);
-5. the table, CSV, JSON and plot (:mod:`report`) in ``<results>/DatasetXXX/benchmark_<config>/``,
+5. the table, CSV, JSON and plot (:mod:`report`) in ``<results>/DatasetXXX/benchmark_<config>_<recipe>/``,
    with the inference-time target check and the timing warnings, printed as well.
 
 Evaluation cases are the dataset's held-out ``imagesTs`` with ``labelsTs`` when both exist,
@@ -29,6 +31,7 @@ otherwise the fold's validation cases (linked from ``imagesTr``/``labelsTr``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -40,12 +43,15 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from umamba_seg.architectures import registry
 from umamba_seg.benchmark.ratios import round_ratios
-from umamba_seg.benchmark.report import BenchmarkRow, markdown_table, target_checks, write_reports
+from umamba_seg.benchmark.report import BenchmarkRow, markdown_table, spread_warnings, target_checks, write_reports
 from umamba_seg.benchmark.same_plan import benchmark_archs, write_same_plans
 from umamba_seg.benchmark.timing import interleaved_rounds, median
 from umamba_seg.errors import UserInputError
 from umamba_seg.planning.naming import CNN_ARCH
+from umamba_seg.training.recipes import DEFAULT_RECIPE, NNUNET_TRAINER, check_recipe, trainer_name
 from umamba_seg.workspace import Workspace
+
+logger = logging.getLogger(__name__)
 
 _CHANNEL_SUFFIX_LEN = len("_0000")
 
@@ -64,6 +70,7 @@ class BenchmarkSettings:
     seed: int = 0
     num_processes: int = 2
     rounds: int = 5
+    recipe: str = DEFAULT_RECIPE
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,9 @@ class EvaluationCases:
     count: int
 
 
-def benchmark_folder(ws: Workspace, dataset_name: str, configuration: str) -> Path:
-    """``<results>/DatasetXXX_Name/benchmark_<config>``."""
-    return ws.results_dataset(dataset_name) / f"benchmark_{configuration}"
+def benchmark_folder(ws: Workspace, dataset_name: str, configuration: str, recipe: str = DEFAULT_RECIPE) -> Path:
+    """``<results>/DatasetXXX_Name/benchmark_<config>_<recipe>``: one per recipe, side by side."""
+    return ws.results_dataset(dataset_name) / f"benchmark_{configuration}_{recipe}"
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -171,20 +178,22 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
 
     if settings.rounds < 1:
         raise UserInputError(f"--rounds {settings.rounds} is less than 1", "--rounds", "pass e.g. --rounds 5")
+    check_recipe(settings.recipe)
     names = benchmark_archs(archs)
+    trainers = {arch: trainer_name(arch, settings.recipe) for arch in names}  # an arch without the recipe stops here
     folds = [str(f) for f in settings.folds]
     device = resolve_device(settings.device)
     step = _Steps(2 + len(names) * (1 + 2 * len(folds)))
     print(f"Benchmark of {', '.join(names)} on {dataset_name} {configuration}, every one on the CNN's plan "
-          f"({settings.epochs} epoch(s) x {settings.iters_per_epoch} iterations, fold(s) {', '.join(folds)}, "
-          f"{settings.rounds} timing rounds, {device})")
+          f"({settings.recipe} recipe, {settings.epochs} epoch(s) x {settings.iters_per_epoch} iterations, fold(s) "
+          f"{', '.join(folds)}, {settings.rounds} timing rounds, {device})")
     step("CNN plans and preprocessed data")
     ensure_plans(ws, dataset_name, CNN_ARCH, num_processes=settings.num_processes)
     ensure_preprocessed(ws, dataset_name, configuration, settings.num_processes)
     pre = ws.preprocessed_dataset(dataset_name)
     dataset_json = load_json(str(pre / "dataset.json"))
     class_names = _class_names(dataset_json)
-    bench_dir = benchmark_folder(ws, dataset_name, configuration)
+    bench_dir = benchmark_folder(ws, dataset_name, configuration, settings.recipe)
     memory_device = "cuda" if device.type == "cuda" else "cpu"
 
     trained: dict[str, _Trained] = {}
@@ -201,11 +210,11 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
         fold_dice: list[dict] = []
         model_dir = None
         for fold in folds:
-            step(f"{arch}: train fold {fold}")
+            step(f"{arch}: train fold {fold} ({trainers[arch]})")
             fold_dir = train_fold(ws, dataset_name, configuration, fold, arch, settings.epochs,
                                   settings.iters_per_epoch, settings.val_iters, settings.device, False, False,
                                   settings.seed, False, settings.num_processes, plans_name=same.plans_name,
-                                  validate=False)
+                                  validate=False, recipe=settings.recipe)
             model_dir = model_dir or fold_dir.parent
             if fold not in cases_used:
                 cases_used[fold] = evaluation_cases(ws, dataset_name, fold, bench_dir)
@@ -229,8 +238,8 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
 
     step(f"timing: {settings.rounds} interleaved round(s) of every network's training step and sliding-window "
          f"prediction (fold {folds[0]})")
-    train_rounds, infer_rounds = _timing_rounds(trained, configuration, folds[0], cases_used[folds[0]],
-                                                dataset_json, device, settings)
+    train_rounds, infer_rounds, batches = _timing_rounds(trained, trainers, configuration, folds[0],
+                                                         cases_used[folds[0]], dataset_json, device, settings)
     train_ratios, infer_ratios = round_ratios(train_rounds), round_ratios(infer_rounds)
     rows: list[BenchmarkRow] = []
     for arch, t in trained.items():
@@ -238,20 +247,22 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
         rows.append(BenchmarkRow(
             arch=arch, has_ssm=registry.get(arch).has_ssm, configuration=configuration,
             spacing=[float(s) for s in conf["spacing"]], patch=[int(p) for p in conf["patch_size"]],
-            batch=int(conf["batch_size"]), params=int(round(t.memory["params_m"] * 1e6)),
+            batch=batches[arch], params=int(round(t.memory["params_m"] * 1e6)),
             estimated_activation_gb=float(t.memory["estimated_gb"]), measured_activation_gb=float(t.memory["measured_gb"]),
             train_s_per_iter=median([r[arch] for r in train_rounds]),
             train_ratios=list(train_ratios[arch].per_round),
             infer_s_per_case=median([r[arch] for r in infer_rounds]),
             infer_ratios=list(infer_ratios[arch].per_round),
-            dice_mean=t.dice_mean, dice_per_class=t.dice_per_class, note=_row_note(t.note, conf["architecture"])))
+            dice_mean=t.dice_mean, dice_per_class=t.dice_per_class,
+            note=_row_note(t.note, trainers[arch], batches[arch], int(conf["batch_size"]))))
 
     meta = {
         "dataset": dataset_name, "configuration": configuration, "device": str(device),
         "torch_threads": torch.get_num_threads(), "epochs": settings.epochs,
         "iters_per_epoch": settings.iters_per_epoch, "folds": ",".join(folds),
         "evaluation_cases": "; ".join(f"fold {f}: {c.count} {c.source}" for f, c in cases_used.items()),
-        "tta": settings.tta, "step_size": settings.step_size, "seed": settings.seed, "timing_rounds": settings.rounds,
+        "tta": settings.tta, "step_size": settings.step_size, "seed": settings.seed, "recipe": settings.recipe,
+        "timing_rounds": settings.rounds,
         "train_timing": "one training step (forward, loss, backward, optimizer) of the network's trainer on a fixed "
                         "batch per round, median over the rounds after one warm-up step",
         "inference_timing": f"sliding-window prediction of the first evaluation case with fold {folds[0]} per round, "
@@ -262,29 +273,34 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
     paths = write_reports(rows, meta, bench_dir)
     print("\n" + markdown_table(rows, meta))
     print("Wrote " + ", ".join(str(p) for p in paths.values()))
+    for line in spread_warnings(rows):
+        logger.warning(line)
     return {"rows": rows, "meta": meta, "paths": paths, "checks": target_checks(rows)}
 
 
-def _timing_rounds(trained: dict[str, _Trained], configuration: str, fold: str, cases: EvaluationCases,
-                   dataset_json: dict, device: torch.device, settings: BenchmarkSettings
-                   ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """Seconds per round and architecture: (training steps, sliding windows)."""
+def _timing_rounds(trained: dict[str, _Trained], trainers: dict[str, str], configuration: str, fold: str,
+                   cases: EvaluationCases, dataset_json: dict, device: torch.device, settings: BenchmarkSettings
+                   ) -> tuple[list[dict[str, float]], list[dict[str, float]], dict[str, int]]:
+    """Seconds per round and architecture (training steps, sliding windows), and each trainer's batch."""
     from umamba_seg.benchmark.timed_steps import first_case_files, sliding_window_step_fn, training_step_fn
-    from umamba_seg.training.trainer import umambaTrainer
+    from umamba_seg.training.recipe_trainers import trainer_class
 
     case_files = first_case_files(cases.images, dataset_json)
-    fns = {}
+    fns, batches = {}, {}
     for arch, t in trained.items():
-        fns[(arch, "train")] = training_step_fn(umambaTrainer, t.plans, configuration,
-                                                int(fold) if fold.isdigit() else fold, dataset_json, device)
+        train = training_step_fn(trainer_class(trainers[arch]), t.plans, configuration,
+                                 int(fold) if fold.isdigit() else fold, dataset_json, device)
+        fns[(arch, "train")], batches[arch] = train.run, train.batch_size
         fns[(arch, "infer")] = sliding_window_step_fn(t.model_dir, fold, case_files, device, settings.step_size,
                                                       settings.tta)
     timed = interleaved_rounds(fns, settings.rounds, warmup=1, device=device)
     return ([{a: r[(a, "train")] for a in trained} for r in timed],
-            [{a: r[(a, "infer")] for a in trained} for r in timed])
+            [{a: r[(a, "infer")] for a in trained} for r in timed], batches)
 
 
-def _row_note(patch_note: str, architecture: dict) -> str:
-    """The patch note (every network trains with the same trainer, nnU-Net's recipe)."""
-    return patch_note
-
+def _row_note(patch_note: str, trainer: str, batch: int, plan_batch: int) -> str:
+    """The patch note, the trainer class where it is not nnU-Net's recipe, and a batch that is
+    the recipe's rather than the plan's."""
+    notes = [patch_note, "" if trainer == NNUNET_TRAINER else trainer,
+             "" if batch == plan_batch else f"batch {batch} is the recipe's (plan: {plan_batch})"]
+    return "; ".join(n for n in notes if n)

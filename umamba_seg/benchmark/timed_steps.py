@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,8 +44,16 @@ def _no_augmentation_workers():
             os.environ[_DA_PROCESSES] = saved
 
 
+@dataclass(frozen=True)
+class TrainingStep:
+    """One training step to time, and the batch the trainer trains with."""
+
+    run: Callable[[], object]
+    batch_size: int
+
+
 def training_step_fn(trainer_class: type, plans: dict, configuration: str, fold: int | str, dataset_json: dict,
-                     device: torch.device) -> Callable[[], object]:
+                     device: torch.device) -> TrainingStep:
     """One ``trainer_class.train_step`` on a fixed batch of its own loader, for fold ``fold``'s
     split. The trainer's log lines go to its log file in the fold folder, not to the console."""
     with contextlib.redirect_stdout(io.StringIO()):
@@ -59,7 +68,7 @@ def training_step_fn(trainer_class: type, plans: dict, configuration: str, fold:
     def run() -> object:
         return trainer.train_step(batch)
 
-    return run
+    return TrainingStep(run, int(trainer.batch_size))
 
 
 def first_case_files(images: Path, dataset_json: dict) -> list[Path]:
