@@ -100,6 +100,9 @@ def test_continue_resumes_from_latest_checkpoint(trained_2d_workdir, tmp_path, c
     # the logger kept epoch 1's values and appended epoch 2's
     assert len(after["logging"]["train_losses"]) == 2
     assert after["logging"]["train_losses"][0] == before["logging"]["train_losses"][0]
+    # the resumed run timed only its own steps: epoch 2's two iterations
+    steps = json.loads((fold / "train_step_times.json").read_text())
+    assert steps["first_epoch"] == 1 and len(steps["seconds"]) == steps["iterations_per_epoch"] == 2
 
 
 def test_env_var_locations_equal_workdir(trained_2d_workdir, tmp_path, monkeypatch):
