@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-
 from pipeline_fixtures import run_cli
 
 from umamba_seg.architectures import registry
@@ -21,6 +20,7 @@ from umamba_seg.planning.ssm_planner import TopologyKnobs, cnn_architecture
 from umamba_seg.training.recipes import trainer_name
 from umamba_seg.training.trainer import STEP_TIMES_FILE
 from umamba_seg.workspace import Workspace
+
 
 def _cnn_plans(spacing, patch, batch=7):
     patch, block, _ = cnn_architecture(spacing, patch, TopologyKnobs())

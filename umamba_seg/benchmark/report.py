@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from umamba_seg.atomic import atomic_path, write_json_atomic, write_text_atomic
-from umamba_seg.benchmark.ratios import (INFERENCE_TARGET, SPREAD_LIMIT, RoundRatio, TargetCheck,
-                                         check_inference_target)
+from umamba_seg.benchmark.ratios import INFERENCE_TARGET, SPREAD_LIMIT, RoundRatio, TargetCheck, check_inference_target
 from umamba_seg.planning.naming import CNN_ARCH
 from umamba_seg.plotting import default_style
 
@@ -125,15 +124,15 @@ def markdown_table(rows: Sequence[BenchmarkRow], meta: dict) -> str:
                  _fmt(r.infer_s_per_case), _ratio(r.infer_vs_cnn) + flag, _fmt(r.dice_mean),
                  _dice_classes(r), r.note]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Inference target: every SSM network <= {INFERENCE_TARGET:g}x the CNN's sliding-window time "
-                  "at the same plan."]
+    lines += ["", (f"Inference target: every SSM network <= {INFERENCE_TARGET:g}x the CNN's sliding-window time "
+                   "at the same plan.")]
     lines += [f"- {c.line()}" for c in checks.values()] or ["- no SSM network in this run"]
     rounds = max((r.timing_rounds for r in rows), default=0)
-    lines += ["", f"Timing: {rounds} interleaved round(s), each timing every network once; a ratio is the median "
-                  "over the rounds of the network's time / the CNN's time in the same round, the spread is "
-                  "(max - min) / median of those ratios."]
-    lines += [f"- WARNING {w}" for w in spread_warnings(rows)] or ["- every network's rounds agree within "
-                                                                  f"{SPREAD_LIMIT:.0%}"]
+    lines += ["", (f"Timing: {rounds} interleaved round(s), each timing every network once; a ratio is the median "
+                   "over the rounds of the network's time / the CNN's time in the same round, the spread is "
+                   "(max - min) / median of those ratios.")]
+    lines += [f"- WARNING {w}" for w in spread_warnings(rows)] or [
+        f"- every network's rounds agree within {SPREAD_LIMIT:.0%}"]
     lines += ["", "Measured: " + ", ".join(f"{k} {v}" for k, v in meta.items() if k not in ("dataset",
                                                                                            "configuration")), ""]
     return "\n".join(lines)
@@ -146,17 +145,16 @@ def write_csv(rows: Sequence[BenchmarkRow], path: Path) -> None:
             "measured_activation_gb", "estimated_over_measured", "train_s_per_iter", "train_vs_cnn",
             "train_spread", "infer_s_per_case", "infer_vs_cnn", "infer_spread", "timing_rounds", "dice_mean",
             *[f"dice_{c}" for c in classes], "note"]
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(head)
-            for r in rows:
-                w.writerow([r.arch, int(r.has_ssm), r.configuration, _spacing(r.spacing), _patch(r.patch), r.batch,
-                            r.params, r.estimated_activation_gb, r.measured_activation_gb, r.memory_ratio,
-                            r.train_s_per_iter, r.train_vs_cnn.median, r.train_vs_cnn.spread,
-                            r.infer_s_per_case, r.infer_vs_cnn.median, r.infer_vs_cnn.spread, r.timing_rounds,
-                            r.dice_mean,
-                            *[r.dice_per_class.get(c, math.nan) for c in classes], r.note])
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(head)
+        for r in rows:
+            w.writerow([r.arch, int(r.has_ssm), r.configuration, _spacing(r.spacing), _patch(r.patch), r.batch,
+                        r.params, r.estimated_activation_gb, r.measured_activation_gb, r.memory_ratio,
+                        r.train_s_per_iter, r.train_vs_cnn.median, r.train_vs_cnn.spread,
+                        r.infer_s_per_case, r.infer_vs_cnn.median, r.infer_vs_cnn.spread, r.timing_rounds,
+                        r.dice_mean,
+                        *[r.dice_per_class.get(c, math.nan) for c in classes], r.note])
 
 
 @default_style

@@ -34,9 +34,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -247,7 +247,7 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
         rows.append(BenchmarkRow(
             arch=arch, has_ssm=registry.get(arch).has_ssm, configuration=configuration,
             spacing=[float(s) for s in conf["spacing"]], patch=[int(p) for p in conf["patch_size"]],
-            batch=batches[arch], params=int(round(t.memory["params_m"] * 1e6)),
+            batch=batches[arch], params=round(t.memory["params_m"] * 1e6),
             estimated_activation_gb=float(t.memory["estimated_gb"]), measured_activation_gb=float(t.memory["measured_gb"]),
             train_s_per_iter=median([r[arch] for r in train_rounds]),
             train_ratios=list(train_ratios[arch].per_round),
@@ -293,7 +293,8 @@ def _timing_rounds(trained: dict[str, _Trained], trainers: dict[str, str], confi
         fns[(arch, "train")], batches[arch] = train.run, train.batch_size
         fns[(arch, "infer")] = sliding_window_step_fn(t.model_dir, fold, case_files, device, settings.step_size,
                                                       settings.tta)
-    timed = interleaved_rounds(fns, settings.rounds, warmup=1, device=device)
+    timed = interleaved_rounds(fns, settings.rounds, warmup=1, device=device,
+                               on_round=lambda r: logger.info(f"  timing round {r + 1}/{settings.rounds} done"))
     return ([{a: r[(a, "train")] for a in trained} for r in timed],
             [{a: r[(a, "infer")] for a in trained} for r in timed], batches)
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -75,7 +75,7 @@ def first_case_files(images: Path, dataset_json: dict) -> list[Path]:
     """The channel files of the first case (by name) in ``images``."""
     n_channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
     cases = group_cases(Path(images), [dataset_json["file_ending"]], n_channels)
-    return list(cases[sorted(cases)[0]].files)
+    return list(cases[min(cases)].files)
 
 
 def sliding_window_step_fn(model_dir: Path, fold: str, case_files: list[Path], device: torch.device,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Callable, Hashable, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 
