@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets, maybe_convert_to_dataset_name
+from nnunetv2.utilities.dataset_name_id_conversion import (
+    find_candidate_datasets,
+    maybe_convert_to_dataset_name,
+)
 
 from umamba_seg.errors import UserInputError
 
@@ -32,12 +35,12 @@ class Workspace:
     results: Path
 
     @classmethod
-    def from_workdir(cls, workdir: str | os.PathLike) -> "Workspace":
+    def from_workdir(cls, workdir: str | os.PathLike) -> Workspace:
         w = Path(workdir).expanduser().resolve()
         return cls(w / "raw", w / "preprocessed", w / "results")
 
     @classmethod
-    def resolve(cls, workdir: str | os.PathLike | None = None) -> "Workspace":
+    def resolve(cls, workdir: str | os.PathLike | None = None) -> Workspace:
         """``--workdir`` if given, else the nnU-Net variables if all set, else ``./umamba_workdir``."""
         if workdir is not None:
             return cls.from_workdir(workdir)
@@ -53,7 +56,7 @@ class Workspace:
             )
         return cls.from_workdir(Path.cwd() / DEFAULT_WORKDIR)
 
-    def activate(self) -> "Workspace":
+    def activate(self) -> Workspace:
         """Create the folders and export them for nnunetv2."""
         for name, path in zip(ENV_VARS, (self.raw, self.preprocessed, self.results)):
             path.mkdir(parents=True, exist_ok=True)

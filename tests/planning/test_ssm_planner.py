@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
+    ExperimentPlanner,
+)
 
 from umamba_seg.planning.ssm_planner import TopologyKnobs, candidate_path
 from umamba_seg.workspace import Workspace
