@@ -157,7 +157,6 @@ class _Trained:
     """What the training and evaluation of one architecture left for its row and its timing."""
 
     plans: dict
-    plans_name: str
     note: str
     memory: dict
     model_dir: Path
@@ -232,8 +231,7 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
             values = [s["mean"][key]["Dice"] for s in fold_dice]
             per_class[class_names.get(str(key), str(key))] = float(sum(values) / len(values))
         dice_mean = float(sum(s["foreground_mean"]["Dice"] for s in fold_dice) / len(fold_dice))
-        trained[arch] = _Trained(same.plans, same.plans_name, same.notes[configuration], mem, model_dir, dice_mean,
-                                 per_class)
+        trained[arch] = _Trained(same.plans, same.notes[configuration], mem, model_dir, dice_mean, per_class)
         print(f"  {arch}: Dice {dice_mean:.3f}")
 
     step(f"timing: {settings.rounds} interleaved round(s) of every network's training step and sliding-window "
