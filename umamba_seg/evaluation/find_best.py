@@ -17,6 +17,7 @@ code (``--trust-checkpoint`` skips the pickle check).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +29,8 @@ from umamba_seg.safe_paths import check_file_ending
 from umamba_seg.safe_pickle import load_pickle_safe
 from umamba_seg.training.model_folders import list_model_folders, selecting_options
 from umamba_seg.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 def discover_models(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = None,
@@ -107,10 +110,10 @@ def find_best(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = No
                              "train the same folds (e.g. -f 0 and -f 1) for every architecture")
     if allow_ensembling and len(models) > 1 and not all(m["npz"] for m in models):
         missing = [m["dir"].name for m in models if not m["npz"]]
-        print(f"Ensembling disabled: no validation probabilities in {', '.join(missing)} (train with --npz).")
+        log.warning("Ensembling disabled: no validation probabilities in %s (train with --npz).", ", ".join(missing))
         allow_ensembling = False
     check_model_files(models, folds, trust)
-    print(f"Comparing {len(models)} model(s) on folds {folds}: " + ", ".join(m["dir"].name for m in models))
+    log.info("Comparing %d model(s) on folds %s: %s", len(models), folds, ", ".join(m["dir"].name for m in models))
     res = find_best_configuration(
         dataset_name, tuple({"trainer": m["trainer"], "plans": m["plans"], "configuration": m["configuration"]}
                             for m in models),
@@ -140,7 +143,7 @@ def find_best(ws: Workspace, dataset_name: str, archs: Sequence[str] | None = No
               f"umamba-seg postprocess -i OUTPUT_FOLDER -o OUTPUT_FOLDER_PP --pp-file {pp_json}", ""]
     text = "\n".join(lines)
     write_text_atomic(text, where / "inference_instructions.txt")
-    print(text)
+    print(text)  # the command's result, not a log line
     res["umamba_instructions"] = text
     res["postprocessing_json"] = str(pp_json)
     return res
