@@ -33,7 +33,7 @@ def test_rounds_that_disagree_by_more_than_the_limit_are_flagged():
     assert math.isclose(bot.median, 1.1)
     assert math.isclose(bot.spread, (1.2 - 0.44 / 3.0) / 1.1) and bot.spread > SPREAD_LIMIT and bot.disagrees
     line = bot.warning("sliding-window")
-    assert line.startswith("umamba_bot: its sliding-window time relative to the CNN's varied by 96% over 3 rounds")
+    assert line.startswith("umamba_bot: its sliding-window time relative to the CNN's varied by 95.8% over 3 rounds")
     assert "0.15x to 1.20x, median 1.10x" in line and "--rounds" in line
     # just under and just over the limit
     assert not RoundRatio("a", (1.0, 1.2, 1.1)).disagrees  # (1.2 - 1.0) / 1.1 = 18%
@@ -55,7 +55,7 @@ def test_report_warns_only_about_disagreeing_rounds():
     agreeing = [_row("cnn", False, [1.0] * 3, [1.0] * 3), _row("umamba_bot", True, [1.5, 1.6, 1.55], [1.2, 1.25, 1.2])]
     md = markdown_table(agreeing, {"dataset": "D", "configuration": "2d"})
     assert spread_warnings(agreeing) == [] and "WARNING" not in md
-    assert "| 1.55x (spread 6%) |" in md and "| 1.20x (spread 4%) |" in md
+    assert "| 1.55x (spread 6.5%) |" in md and "| 1.20x (spread 4.2%) |" in md
     assert f"every network's rounds agree within {SPREAD_LIMIT:.0%}" in md
     assert [c.ratio for c in target_checks(agreeing)] == [1.2]  # the target check uses the median ratio
 
@@ -64,4 +64,4 @@ def test_report_warns_only_about_disagreeing_rounds():
     assert len(warnings) == 1 and warnings[0].startswith("umamba_bot: its sliding-window time")
     md = markdown_table(busy, {"dataset": "D", "configuration": "2d"})
     assert f"- WARNING {warnings[0]}" in md.splitlines()
-    assert "1.10x (spread 95% > 20%)" in md
+    assert "1.10x (spread 95.5% > 20%)" in md

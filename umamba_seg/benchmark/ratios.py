@@ -65,7 +65,7 @@ class RoundRatio:
     def warning(self, what: str) -> str:
         """One line saying how far the rounds of ``what`` (e.g. "sliding-window") disagreed."""
         finite = self._finite
-        return (f"{self.arch}: its {what} time relative to the CNN's varied by {self.spread:.0%} over "
+        return (f"{self.arch}: its {what} time relative to the CNN's varied by {self.spread:.1%} over "
                 f"{len(self.per_round)} rounds ({min(finite):.2f}x to {max(finite):.2f}x, median "
                 f"{self.median:.2f}x), more than {SPREAD_LIMIT:.0%}: the machine's load changed during the "
                 "timing; rerun on a quiet machine or with more --rounds")

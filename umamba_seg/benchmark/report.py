@@ -104,7 +104,7 @@ def _ratio(ratio: RoundRatio) -> str:
     rounds' spread, marked when it is over the limit."""
     if len(ratio.per_round) < 2:
         return _fmt(ratio.median, 2) + "x"
-    spread = "nan" if not math.isfinite(ratio.spread) else f"{ratio.spread:.0%}"
+    spread = "nan" if not math.isfinite(ratio.spread) else f"{ratio.spread:.1%}"
     return f"{_fmt(ratio.median, 2)}x (spread {spread}{f' > {SPREAD_LIMIT:.0%}' if ratio.disagrees else ''})"
 
 
