@@ -12,7 +12,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
@@ -103,6 +103,19 @@ def _channel_count(ds: dict) -> int:
     return len(ds.get("channel_names", ds.get("modality", {})))
 
 
+def _files_with_ending(folder: Path, ending: str, problems: list[UserInputError]) -> Iterator[Path]:
+    """The visible files of ``folder`` in name order that end in ``ending``; each other file
+    is a problem (appended to ``problems``) and skipped."""
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if p.name.endswith(ending):
+            yield p
+        else:
+            problems.append(UserInputError(f"file ending '{_ending(p.name)}' is not the dataset's '{ending}'", p,
+                                           f"convert it to {ending} or fix file_ending in dataset.json"))
+
+
 def _label_values(ds: dict) -> set[int]:
     vals: set[int] = set()
     for v in ds["labels"].values():
@@ -125,28 +138,14 @@ def collect_file_problems(raw_dataset: Path, ds: dict) -> tuple[list[UserInputEr
     if problems:
         return problems, {}
     channels: dict[str, dict[int, Path]] = {}
-    for p in sorted(images_dir.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        if not p.name.endswith(ending):
-            problems.append(UserInputError(f"file ending '{_ending(p.name)}' is not the dataset's '{ending}'", p,
-                                           f"convert it to {ending} or fix file_ending in dataset.json"))
-            continue
+    for p in _files_with_ending(images_dir, ending, problems):
         m = CHANNEL_NAME.match(p.name[: -len(ending)])
         if not m:
             problems.append(UserInputError("image name lacks the _XXXX channel suffix", p,
                                            f"rename it to <case>_0000{ending}"))
             continue
         channels.setdefault(m.group("case"), {})[int(m.group("ch"))] = p
-    labels = {}
-    for p in sorted(labels_dir.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        if not p.name.endswith(ending):
-            problems.append(UserInputError(f"file ending '{_ending(p.name)}' is not the dataset's '{ending}'", p,
-                                           f"convert it to {ending} or fix file_ending in dataset.json"))
-            continue
-        labels[p.name[: -len(ending)]] = p
+    labels = {p.name[: -len(ending)]: p for p in _files_with_ending(labels_dir, ending, problems)}
     cases: dict[str, dict] = {}
     counts = allowed_file_counts(n_ch, [ending])
     for case, chans in channels.items():

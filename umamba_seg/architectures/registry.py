@@ -57,6 +57,12 @@ class ArchSpec:
         }
         return block
 
+    def ablation(self, description: str) -> ArchSpec:
+        """``<name>_nossm``: this network built with ``use_ssm=False`` (its builder takes that keyword)."""
+        build = partial(self.build_kwargs, use_ssm=False)
+        return dataclasses.replace(self, name=f"{self.name}_nossm", build_kwargs=build, description=description,
+                                   has_ssm=False)
+
     def at_size(self, size: str) -> ArchSpec:
         """This architecture with its family's preset at ``size`` (``default``: itself).
 

@@ -241,10 +241,6 @@ def build_kwargs(cnn_kwargs: dict, patch_size: Sequence[int], use_ssm: bool = Tr
     }
 
 
-def _build_nossm(cnn_kwargs: dict, patch_size: Sequence[int], size: str = "default") -> dict:
-    return build_kwargs(cnn_kwargs, patch_size, use_ssm=False, size=size)
-
-
 def adjust_patch_for_size(patch_size: Sequence[int], size: str = "default") -> list[int]:
     """:func:`adjust_patch` for the stages of the preset at ``size``."""
     return adjust_patch(patch_size, len(load_preset("segmamba", size).feature_size))
@@ -262,14 +258,4 @@ SEGMAMBA = register(
     )
 )
 
-SEGMAMBA_NOSSM = register(
-    ArchSpec(
-        name="segmamba_nossm",
-        network_class_name="umamba_seg.architectures.segmamba.SegMamba",
-        build_kwargs=_build_nossm,
-        family="segmamba",
-        description="SegMamba with every Mamba layer replaced by the identity (ablation)",
-        has_ssm=False,
-        adjust_patch=adjust_patch_for_size,
-    )
-)
+SEGMAMBA_NOSSM = register(SEGMAMBA.ablation("SegMamba with every Mamba layer replaced by the identity (ablation)"))

@@ -269,10 +269,6 @@ def adjust_patch_for_size(patch_size: Sequence[int], size: str = "default") -> l
     return accepted_patch(patch_size, **_preset_geometry(load_preset("vmunet", size)))
 
 
-def _build_nossm(cnn_kwargs: dict, patch_size: Sequence[int], size: str = "default") -> dict:
-    return build_vmunet_kwargs(cnn_kwargs, patch_size, use_ssm=False, size=size)
-
-
 VMUNET = register(
     ArchSpec(
         name="vmunet",
@@ -287,16 +283,4 @@ VMUNET = register(
     )
 )
 
-VMUNET_NOSSM = register(
-    ArchSpec(
-        name="vmunet_nossm",
-        network_class_name="umamba_seg.architectures.vmunet.VMUNet",
-        build_kwargs=_build_nossm,
-        kw_requires_import=("conv_op",),
-        family="vmunet",
-        description="VM-UNet ablation: the cross-scan SSM replaced by the identity",
-        has_ssm=False,
-        adjust_patch=adjust_patch_for_size,
-        authors_optimizer="adamw",
-    )
-)
+VMUNET_NOSSM = register(VMUNET.ablation("VM-UNet ablation: the cross-scan SSM replaced by the identity"))

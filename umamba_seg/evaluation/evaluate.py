@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import numbers
 import os
 from dataclasses import dataclass
@@ -27,24 +26,38 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from nnunetv2.evaluation.evaluate_predictions import key_to_label_or_region, label_or_region_to_key, \
-    save_summary_json
-from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
-from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES, \
-    determine_reader_writer_from_dataset_json, determine_reader_writer_from_file_ending
+from nnunetv2.evaluation.evaluate_predictions import (
+    key_to_label_or_region,
+    label_or_region_to_key,
+    save_summary_json,
+)
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
-from tqdm import tqdm
 
 from umamba_seg.atomic import atomic_path
 from umamba_seg.errors import UserInputError
-from umamba_seg.evaluation.metrics import METRIC_NAMES, LabelOrRegion, Tolerance, compute_case_metrics, \
-    empty_class_metrics, is_nan
+from umamba_seg.evaluation.case_pairs import (
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    CaseJob,
+    check_folders,
+    geometry_error,
+    infer_file_ending,
+    pair_files,
+    reader_writer,
+    run_jobs,
+    writing_reports,
+)
+from umamba_seg.evaluation.metrics import (
+    METRIC_NAMES,
+    LabelOrRegion,
+    Tolerance,
+    compute_case_metrics,
+    empty_class_metrics,
+    is_nan,
+)
 from umamba_seg.evaluation.report import format_table, plot_boxplots, write_summary_csv
 from umamba_seg.image_files import check_image_file
-from umamba_seg.log import show_progress
 
-SUMMARY_JSON = "summary.json"
-SUMMARY_CSV = "summary.csv"
 BOXPLOT_PNG = "summary_boxplot.png"
 NAN_COUNTED_METRICS: tuple[str, ...] = ("Dice", "IoU", "HD95", "NSD")
 DEFAULT_TOLERANCE_KEY = "default"
@@ -53,12 +66,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _CaseJob:
-    """Everything a worker needs to evaluate one case (picklable)."""
+class _CaseJob(CaseJob):
+    """A pair, the classes to measure and the NSD tolerance (picklable)."""
 
-    reference_file: str
-    prediction_file: str
-    reader_writer: BaseReaderWriter
     labels_or_regions: tuple[LabelOrRegion, ...] | None  # None: discover from the case
     ignore_label: int | None
     nsd_tolerance: Tolerance
@@ -71,78 +81,6 @@ class _Classes:
     labels_or_regions: tuple[LabelOrRegion, ...] | None
     names: dict[LabelOrRegion, str]
     ignore_label: int | None
-
-
-# ----------------------------------------------------------------------------- files
-
-def _supported_endings() -> list[str]:
-    endings = {e.lower() for io_class in LIST_OF_IO_CLASSES for e in io_class.supported_file_endings}
-    return sorted(endings, key=len, reverse=True)
-
-
-def _ending_of(name: str, endings: Sequence[str]) -> str | None:
-    lower = name.lower()
-    return next((e for e in endings if lower.endswith(e)), None)
-
-
-def _list_cases(folder: Path, file_ending: str) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(file_ending.lower()))
-
-
-def infer_file_ending(ref_dir: Path) -> str:
-    """The one image ending nnU-Net can read among the reference files; error if mixed."""
-    endings = _supported_endings()
-    found: dict[str, str] = {}
-    for p in sorted(ref_dir.iterdir()):
-        if p.is_file() and not p.name.startswith("."):
-            ending = _ending_of(p.name, endings)
-            if ending is not None:
-                found.setdefault(ending, p.name)
-    if not found:
-        raise UserInputError("no segmentation files in the reference folder", ref_dir,
-                             f"put label files ending in one of {', '.join(sorted(endings))} there")
-    if len(found) > 1:
-        examples = ", ".join(f"{name} ({ending})" for ending, name in sorted(found.items()))
-        raise UserInputError(f"the reference folder mixes file endings: {examples}", ref_dir,
-                             "keep one file format per folder, or pass the dataset (-d) to fix the ending")
-    return next(iter(found))
-
-
-def _check_folder(folder: Path, role: str) -> Path:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserInputError(f"the {role} folder does not exist", folder, f"pass an existing {role} folder")
-    return folder
-
-
-def _pair_files(ref_dir: Path, pred_dir: Path, file_ending: str) -> list[tuple[Path, Path]]:
-    names = _list_cases(ref_dir, file_ending)
-    if not names:
-        raise UserInputError(f"no reference files ending in {file_ending}", ref_dir,
-                             "check the reference folder and the dataset's file_ending")
-    missing = [n for n in names if not (pred_dir / n).is_file()]
-    if len(missing) == len(names) and not _list_cases(pred_dir, file_ending):
-        raise UserInputError(f"no predictions ending in {file_ending}", pred_dir,
-                             "predict the cases first, or point -p at the prediction folder")
-    if missing:
-        raise UserInputError(f"prediction missing for reference case {missing[0]} "
-                             f"({len(missing)} of {len(names)} cases missing)", pred_dir / missing[0],
-                             "predict every reference case, or remove the extra references")
-    return [(ref_dir / n, pred_dir / n) for n in names]
-
-
-def _reader_writer(file_ending: str, example: Path, dataset: dict | None) -> BaseReaderWriter:
-    try:
-        if dataset is not None:
-            io_class = determine_reader_writer_from_dataset_json(dataset, str(example), verbose=False)
-        else:
-            io_class = determine_reader_writer_from_file_ending(file_ending, str(example),
-                                                                allow_nonmatching_filename=True, verbose=False)
-    except RuntimeError:
-        raise UserInputError(f"no nnU-Net reader can open {file_ending} files", example,
-                             "convert the segmentations to .nii.gz, .nrrd, .mha, .png or .tif") from None
-    return io_class()
 
 
 # ----------------------------------------------------------------------------- classes
@@ -294,13 +232,9 @@ def _evaluate_case(job: _CaseJob) -> dict:
                               "pass segmentations, not images or probabilities")}
         segs.append((labels, [float(s) for s in props["spacing"]]))
     (ref, ref_spacing), (pred, pred_spacing) = segs
-    if ref.shape != pred.shape:
-        return {"error": (f"prediction shape {tuple(pred.shape)} differs from reference shape {tuple(ref.shape)}",
-                          job.prediction_file, "predict in the reference's geometry (same size)")}
-    if not np.allclose(ref_spacing, pred_spacing, rtol=1e-3, atol=1e-6):
-        return {"error": (f"prediction spacing {tuple(pred_spacing)} differs from reference spacing "
-                          f"{tuple(ref_spacing)}", job.prediction_file,
-                          "predict in the reference's geometry (same spacing)")}
+    mismatch = geometry_error(job, ref, pred, ref_spacing, pred_spacing)
+    if mismatch is not None:
+        return mismatch
     labels_in_reference = _labels_present(ref)
     if job.labels_or_regions is None:
         labels_or_regions = tuple(sorted(set(labels_in_reference) | set(_labels_present(pred))))
@@ -320,22 +254,6 @@ def _evaluate_case(job: _CaseJob) -> dict:
 def _init_worker() -> None:
     import torch
     torch.set_num_threads(1)
-
-
-def _run_jobs(jobs: list[_CaseJob], num_processes: int, verbose: bool) -> list[dict]:
-    def checked(results: Iterable[dict]) -> list[dict]:
-        out = []
-        for r in tqdm(results, total=len(jobs), desc="evaluate", unit="case",
-                      disable=not verbose or not show_progress()):
-            if "error" in r:
-                raise UserInputError(*r["error"])
-            out.append(r)
-        return out
-
-    if num_processes <= 1 or len(jobs) == 1:
-        return checked(map(_evaluate_case, jobs))
-    with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs)), initializer=_init_worker) as pool:
-        return checked(pool.imap(_evaluate_case, jobs))
 
 
 # ----------------------------------------------------------------------------- summary
@@ -371,17 +289,6 @@ def _finalize_cases(raw: list[dict], classes: tuple[LabelOrRegion, ...] | None) 
     return cases, classes
 
 
-def _check_writable(out_dir: Path) -> None:
-    """The report folder (or the folder it will be created in) exists as a folder and is writable."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserInputError("the output path is a file, not a folder", out_dir, "pass a folder with -o")
-    existing = out_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserInputError("the output folder is not writable", existing, "pass a folder you can write to with -o")
-
-
 def _write_summary_json(summary: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         save_summary_json(summary, str(tmp))
@@ -399,9 +306,7 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
     ``load_summary_json`` returns them), plus ``nan_counts`` and ``nsd_tolerance_mm``
     (both keyed by the class key strings of summary.json).
     """
-    ref_dir, pred_dir = _check_folder(ref_dir, "reference"), _check_folder(pred_dir, "prediction")
-    out_dir = Path(out_dir) if out_dir is not None else pred_dir
-    _check_writable(out_dir)
+    ref_dir, pred_dir, out_dir = check_folders(ref_dir, pred_dir, out_dir)
     dataset = None
     if dataset_json is not None:
         dataset_path = Path(dataset_json)
@@ -411,7 +316,7 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
     else:
         classes = _Classes(None, {}, None)
         file_ending = infer_file_ending(ref_dir)
-    pairs = _pair_files(ref_dir, pred_dir, file_ending)
+    pairs = pair_files(ref_dir, pred_dir, file_ending)
     tolerance = resolve_nsd_tolerance(nsd_tolerance, classes.names)
     if isinstance(tolerance, dict):
         tolerance = _WithDefault(tolerance)
@@ -421,10 +326,10 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
                 raise UserInputError(f"no NSD tolerance for class(es) {', '.join(map(str, lacking))}",
                                      nsd_tolerance if isinstance(nsd_tolerance, (str, os.PathLike)) else None,
                                      "give every class a tolerance, or a \"default\"")
-    rw = _reader_writer(file_ending, pairs[0][0], dataset)
+    rw = reader_writer(file_ending, pairs[0][0], dataset)
     jobs = [_CaseJob(str(r), str(p), rw, classes.labels_or_regions, classes.ignore_label, tolerance)
             for r, p in pairs]
-    raw = _run_jobs(jobs, num_processes, verbose)
+    raw = run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate", initializer=_init_worker)
     cases, keys = _finalize_cases(raw, classes.labels_or_regions)
     if not keys:
         raise UserInputError("the references contain no foreground label", ref_dir,
@@ -435,14 +340,10 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
                   if not isinstance(tolerance, dict) or k in tolerance}
     summary["nsd_tolerance_mm"] = {label_or_region_to_key(k): v for k, v in tolerances.items()}
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with writing_reports(out_dir):
         _write_summary_json(summary, out_dir / SUMMARY_JSON)
         write_summary_csv(summary, out_dir / SUMMARY_CSV, names, file_ending)
         plot_boxplots(summary, out_dir / BOXPLOT_PNG, names, tolerances)
-    except OSError as e:
-        raise UserInputError(f"cannot write the reports ({e.strerror or e})", e.filename or out_dir,
-                             "pass an output folder you can write to with -o") from None
     if verbose:
         print(format_table(summary, names, tolerances))  # the command's result, not a log line
         log.info("wrote %s, %s and %s", out_dir / SUMMARY_JSON, SUMMARY_CSV, BOXPLOT_PNG)

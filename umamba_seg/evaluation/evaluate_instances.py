@@ -17,29 +17,38 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from umamba_seg.atomic import atomic_path, write_json_atomic
 from umamba_seg.errors import UserInputError
-from umamba_seg.evaluation.evaluate import SUMMARY_CSV, SUMMARY_JSON, _check_folder, _check_writable, _pair_files, \
-    _reader_writer, infer_file_ending
-from umamba_seg.evaluation.instance_metrics import CASE_KEYS, COUNT_KEYS, counts_to_scores, instance_metrics
+from umamba_seg.evaluation.case_pairs import (
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    CaseJob,
+    check_folders,
+    geometry_error,
+    infer_file_ending,
+    pair_files,
+    reader_writer,
+    run_jobs,
+    writing_reports,
+)
+from umamba_seg.evaluation.instance_metrics import (
+    CASE_KEYS,
+    COUNT_KEYS,
+    counts_to_scores,
+    instance_metrics,
+)
 from umamba_seg.label_files import read_label_map
-from umamba_seg.log import show_progress
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _Job:
-    reference_file: str
-    prediction_file: str
-    reader_writer: object
+class _Job(CaseJob):
     iou_threshold: float
     exclude_border: bool
 
@@ -55,31 +64,11 @@ def _evaluate_case(job: _Job) -> dict:
         pred, pred_spacing = _read(job.reader_writer, job.prediction_file, "prediction")
     except UserInputError as e:
         return {"error": (e.what, e.where, e.fix)}
-    if ref.shape != pred.shape:
-        return {"error": (f"prediction shape {tuple(pred.shape)} differs from reference shape {tuple(ref.shape)}",
-                          job.prediction_file, "predict in the reference's geometry (same size)")}
-    if not np.allclose(ref_spacing, pred_spacing, rtol=1e-3, atol=1e-6):
-        return {"error": (f"prediction spacing {tuple(pred_spacing)} differs from reference spacing "
-                          f"{tuple(ref_spacing)}", job.prediction_file,
-                          "predict in the reference's geometry (same spacing)")}
+    mismatch = geometry_error(job, ref, pred, ref_spacing, pred_spacing)
+    if mismatch is not None:
+        return mismatch
     metrics = instance_metrics(ref, pred, job.iou_threshold, job.exclude_border)
     return {"reference_file": job.reference_file, "prediction_file": job.prediction_file, "metrics": metrics}
-
-
-def _run(jobs: list[_Job], num_processes: int, verbose: bool) -> list[dict]:
-    def checked(results) -> list[dict]:
-        out = []
-        for r in tqdm(results, total=len(jobs), desc="evaluate instances", unit="case",
-                      disable=not verbose or not show_progress()):
-            if "error" in r:
-                raise UserInputError(*r["error"])
-            out.append(r)
-        return out
-
-    if num_processes <= 1 or len(jobs) == 1:
-        return checked(map(_evaluate_case, jobs))
-    with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
-        return checked(pool.imap(_evaluate_case, jobs))
 
 
 def summarize_instances(cases: list[dict], iou_threshold: float, exclude_border: bool) -> dict:
@@ -133,22 +122,16 @@ def evaluate_instance_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | Non
     (``summary.json``, ``summary.csv``) to ``out_dir`` (default ``pred_dir``); return the summary."""
     if not (isinstance(iou_threshold, (int, float)) and 0 < iou_threshold <= 1):
         raise UserInputError(f"--iou {iou_threshold} is not in (0, 1]", "--iou", "use e.g. 0.5")
-    ref_dir, pred_dir = _check_folder(ref_dir, "reference"), _check_folder(pred_dir, "prediction")
-    out_dir = Path(out_dir) if out_dir is not None else pred_dir
-    _check_writable(out_dir)
+    ref_dir, pred_dir, out_dir = check_folders(ref_dir, pred_dir, out_dir)
     file_ending = infer_file_ending(ref_dir)
-    pairs = _pair_files(ref_dir, pred_dir, file_ending)
-    rw = _reader_writer(file_ending, pairs[0][0], None)
+    pairs = pair_files(ref_dir, pred_dir, file_ending)
+    rw = reader_writer(file_ending, pairs[0][0], None)
     jobs = [_Job(str(r), str(p), rw, float(iou_threshold), exclude_border) for r, p in pairs]
-    cases = _run(jobs, num_processes, verbose)
+    cases = run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate instances")
     summary = summarize_instances(cases, float(iou_threshold), exclude_border)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with writing_reports(out_dir):
         write_json_atomic(summary, out_dir / SUMMARY_JSON)
         write_instance_csv(summary, out_dir / SUMMARY_CSV, file_ending)
-    except OSError as e:
-        raise UserInputError(f"cannot write the reports ({e.strerror or e})", e.filename or out_dir,
-                             "pass an output folder you can write to with -o") from None
     if verbose:
         print(format_instance_table(summary))  # the command's result, not a log line
         log.info("wrote %s and %s", out_dir / SUMMARY_JSON, SUMMARY_CSV)
