@@ -152,10 +152,9 @@ def _convert_image(src: Path, dst: Path) -> None:
 def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
             regions: bool = True, overwrite: bool = False) -> Path:
     """Convert the BraTS folder ``src`` into ``out_raw/DatasetXXX_BraTS2023``; return that folder."""
-    src = common.require_dir(src, "BraTS")
-    cases = find_cases(src)
-    common.require_cases(cases, src, "BraTS case folders (files like <case>-t1n.nii.gz or <case>_t1.nii.gz)",
-                         "pass the folder that holds the extracted case folders")
+    src, cases = common.find_source_cases(
+        src, "BraTS", find_cases, "BraTS case folders (files like <case>-t1n.nii.gz or <case>_t1.nii.gz)",
+        "pass the folder that holds the extracted case folders")
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".nii.gz")
     train = [c for c in cases if c.label is not None]
     for case in common.progress(cases, "BraTS"):
@@ -169,17 +168,14 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
             _convert_label(case, ds.label(case.case_id))
         for ch, image in enumerate(case.images):
             _convert_image(image, ds.image(case.case_id, ch, test))
-    common.check_no_foreign_cases(ds, [c.case_id for c in train])
     releases = sorted({c.naming.release for c in cases})
     extra = dict(regions_class_order=REGIONS_CLASS_ORDER) if regions else {}
-    common.write_dataset_json(
-        ds, CHANNEL_NAMES, REGION_LABELS if regions else PLAIN_LABELS, len(train),
+    return common.finish_dataset(
+        ds, [c.case_id for c in train], CHANNEL_NAMES, REGION_LABELS if regions else PLAIN_LABELS,
         reference="BraTS 2023 challenge on https://www.synapse.org (see datasets.md)",
         license="BraTS data use agreement (see the challenge page)",
         description=f"BraTS {'/'.join(releases)} converted by umamba-seg convert brats2023; labels 1 NETC, "
-                    f"2 SNFH, 3 ET (BraTS 2023 meaning; 2021-style 4 mapped to 3)",
-        converted_by="umamba-seg", **extra)
-    return ds.root
+                    f"2 SNFH, 3 ET (BraTS 2023 meaning; 2021-style 4 mapped to 3)", **extra)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,6 +165,15 @@ def write_dataset_json(ds: RawDataset, channel_names: dict, labels: dict, num_tr
     return final
 
 
+def finish_dataset(ds: RawDataset, training_cases: Sequence[str], channel_names: dict, labels: dict,
+                   **extra) -> Path:
+    """Check that labelsTr holds exactly ``training_cases``, write ``dataset.json`` (``extra``: its
+    optional keys; ``converted_by`` umamba-seg) and return the dataset folder."""
+    check_no_foreign_cases(ds, training_cases)
+    write_dataset_json(ds, channel_names, labels, len(training_cases), converted_by="umamba-seg", **extra)
+    return ds.root
+
+
 def check_no_foreign_cases(ds: RawDataset, cases: Sequence[str]) -> None:
     """Refuse a labelsTr that holds cases this conversion did not produce (numTraining would be wrong)."""
     n = len(ds.file_ending)
@@ -173,6 +182,16 @@ def check_no_foreign_cases(ds: RawDataset, cases: Sequence[str]) -> None:
     if extra:
         raise UserInputError(f"{ds.labels_tr} holds {len(extra)} case(s) that are not in the source, e.g. {extra[0]}",
                              ds.root, "remove the dataset folder or pass another --id, then convert again")
+
+
+def find_source_cases(src: str | os.PathLike, source: str, find_cases: Callable[[Path], list], what: str,
+                      fix: str) -> tuple[Path, list]:
+    """``(src, cases)``: the ``source`` download folder and the cases ``find_cases`` finds there
+    (an error naming ``what`` was looked for, and ``fix``, when there are none)."""
+    folder = require_dir(src, source)
+    cases = find_cases(folder)
+    require_cases(cases, folder, what, fix)
+    return folder, cases
 
 
 def require_cases(found: Sequence, src: Path, what: str, fix: str) -> None:

@@ -95,10 +95,9 @@ def masks_to_instances(masks: tuple[Path, ...], shape: tuple[int, int]) -> np.nd
 
 def convert(src, out_raw, dataset_id: int = DEFAULT_ID, overwrite: bool = False) -> Path:
     """Convert the DSB 2018 folder ``src`` into ``out_raw/DatasetXXX_DSB2018Nuclei``; return that folder."""
-    src = common.require_dir(src, "DSB 2018")
-    cases = find_cases(src)
-    common.require_cases(cases, src, "nucleus images (<image_id>/images/<image_id>.png)",
-                         "pass the folder that holds stage1_train/")
+    src, cases = common.find_source_cases(
+        src, "DSB 2018", find_cases, "nucleus images (<image_id>/images/<image_id>.png)",
+        "pass the folder that holds stage1_train/")
     train = [c for c in cases if not c.test]
     common.require_cases(train, src, "images with masks (<image_id>/masks/*.png)",
                          "extract stage1_train.zip below SRC_DIR")
@@ -115,15 +114,12 @@ def convert(src, out_raw, dataset_id: int = DEFAULT_ID, overwrite: bool = False)
             common.write_instance_png(inst, ds.instances(case.case_id, case.test))
             common.write_png(instances_to_semantic(inst), ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
-    common.check_no_foreign_cases(ds, [c.case_id for c in train])
-    common.write_dataset_json(
-        ds, CHANNEL_NAMES, dict(SEMANTIC_LABELS), len(train),
+    return common.finish_dataset(
+        ds, [c.case_id for c in train], CHANNEL_NAMES, dict(SEMANTIC_LABELS),
         reference="https://www.kaggle.com/c/data-science-bowl-2018",
         license="see the competition's data page",
         description="Data Science Bowl 2018 nuclei converted by umamba-seg convert dsb2018; per-nucleus "
-                    "masks -> instance maps (instancesTr/Ts) and interior/boundary labels",
-        converted_by="umamba-seg")
-    return ds.root
+                    "masks -> instance maps (instancesTr/Ts) and interior/boundary labels")
 
 
 def main(argv: list[str] | None = None) -> int:

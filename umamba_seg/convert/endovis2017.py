@@ -132,10 +132,9 @@ def type_map(masks: tuple[tuple[int, Path], ...], frame_hw: tuple[int, int], cro
 def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
             crop: bool = True, overwrite: bool = False) -> Path:
     """Convert the EndoVis 2017 folder ``src`` into ``out_raw/DatasetXXX_Endovis17``; return that folder."""
-    src = common.require_dir(src, "EndoVis 2017")
-    cases = find_cases(src)
-    common.require_cases(cases, src, "EndoVis frames (instrument_dataset_<N>/left_frames/*.png)",
-                         "pass the folder where the EndoVis 2017 zips were extracted")
+    src, cases = common.find_source_cases(
+        src, "EndoVis 2017", find_cases, "EndoVis frames (instrument_dataset_<N>/left_frames/*.png)",
+        "pass the folder where the EndoVis 2017 zips were extracted")
     train = [c for c in cases if not c.test]
     common.require_cases(train, src, "training frames with ground_truth/<Instrument>_labels folders",
                          "extract the training zips (instrument_1_4_training, instrument_5_8_training)")
@@ -148,15 +147,12 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
         if not case.test:
             common.write_png(type_map(case.masks, rgb.shape[:2], crop), ds.label(case.case_id))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
-    common.check_no_foreign_cases(ds, [c.case_id for c in train])
-    common.write_dataset_json(
-        ds, CHANNEL_NAMES, LABELS, len(train),
+    return common.finish_dataset(
+        ds, [c.case_id for c in train], CHANNEL_NAMES, LABELS,
         reference="https://endovissub2017-roboticinstrumentsegmentation.grand-challenge.org/",
         license="see the challenge page",
         description="EndoVis 2017 robotic instrument segmentation converted by "
-                    "umamba-seg convert endovis2017; left frames, instrument types as labels",
-        converted_by="umamba-seg")
-    return ds.root
+                    "umamba-seg convert endovis2017; left frames, instrument types as labels")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,10 +125,8 @@ def _original_hw(path: Path) -> tuple[int, int]:
 def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
             max_side: int | None = None, overwrite: bool = False) -> Path:
     """Convert the ISIC folder ``src`` into ``out_raw/DatasetXXX_ISIC2018``; return that folder."""
-    src = common.require_dir(src, "ISIC")
-    cases = find_cases(src)
-    common.require_cases(cases, src, "ISIC photographs (ISIC_*.jpg)",
-                         "pass the folder where the ISIC zips were extracted")
+    src, cases = common.find_source_cases(src, "ISIC", find_cases, "ISIC photographs (ISIC_*.jpg)",
+                                          "pass the folder where the ISIC zips were extracted")
     train = [c for c in cases if not c.test]
     common.require_cases(train, src, "training masks (ISIC_*_segmentation.png outside validation/test folders)",
                          "extract the Training_GroundTruth zip next to the Training_Input one")
@@ -144,15 +142,12 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
             mask = read_mask(case.mask, rgb.shape[:2], _original_hw(case.image), max_side)
             common.write_png(mask, ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
-    common.check_no_foreign_cases(ds, [c.case_id for c in train])
-    common.write_dataset_json(
-        ds, CHANNEL_NAMES, LABELS, len(train),
+    return common.finish_dataset(
+        ds, [c.case_id for c in train], CHANNEL_NAMES, LABELS,
         reference="https://challenge.isic-archive.com/data/",
         license="CC-BY-NC 4.0 (see the ISIC archive)",
         description="ISIC skin lesion boundary segmentation converted by umamba-seg convert isic2018; "
-                    "JPEG photographs stored as RGB PNG, masks 0/255 -> 0/1",
-        converted_by="umamba-seg")
-    return ds.root
+                    "JPEG photographs stored as RGB PNG, masks 0/255 -> 0/1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,10 +148,9 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
     """Convert the challenge folder ``src`` into ``out_raw/DatasetXXX_NeurIPSCell``; return that folder."""
     if scheme not in SCHEMES:
         raise UserInputError(f"unknown label scheme {scheme!r}", "--scheme", f"use one of {sorted(SCHEMES)}")
-    src = common.require_dir(src, "NeurIPS cell segmentation")
-    cases = find_cases(src)
-    common.require_cases(cases, src, "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
-                         "pass the folder that holds Training-labeled/ (with images/ and labels/)")
+    src, cases = common.find_source_cases(
+        src, "NeurIPS cell segmentation", find_cases, "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
+        "pass the folder that holds Training-labeled/ (with images/ and labels/)")
     train = [c for c in cases if not c.test]
     common.require_cases(train, src, "labelled training images (<split>/labels/<case>_label.tiff)",
                          "extract the labelled training data (Training-labeled/) below SRC_DIR")
@@ -172,15 +171,12 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
             common.write_instance_png(inst, ds.instances(case.case_id, case.test))
             common.write_png(instances_to_labels(inst, scheme), ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
-    common.check_no_foreign_cases(ds, [c.case_id for c in train])
-    common.write_dataset_json(
-        ds, CHANNEL_NAMES, SCHEMES[scheme], len(train),
+    return common.finish_dataset(
+        ds, [c.case_id for c in train], CHANNEL_NAMES, SCHEMES[scheme],
         reference="https://neurips22-cellseg.grand-challenge.org/",
         license="see the challenge data page",
         description=f"NeurIPS 2022 cell segmentation converted by umamba-seg convert neurips_cells; "
-                    f"instance masks -> {scheme} labels; instance task: umamba-seg predict --instances",
-        converted_by="umamba-seg")
-    return ds.root
+                    f"instance masks -> {scheme} labels; instance task: umamba-seg predict --instances")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,18 +35,8 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from umamba_seg.atomic import atomic_path
 from umamba_seg.errors import UserInputError
-from umamba_seg.evaluation.case_pairs import (
-    SUMMARY_CSV,
-    SUMMARY_JSON,
-    CaseJob,
-    check_folders,
-    geometry_error,
-    infer_file_ending,
-    pair_files,
-    reader_writer,
-    run_jobs,
-    writing_reports,
-)
+from umamba_seg.evaluation import case_pairs
+from umamba_seg.evaluation.case_pairs import SUMMARY_CSV, SUMMARY_JSON
 from umamba_seg.evaluation.metrics import (
     METRIC_NAMES,
     LabelOrRegion,
@@ -66,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _CaseJob(CaseJob):
+class _CaseJob(case_pairs.CaseJob):
     """A pair, the classes to measure and the NSD tolerance (picklable)."""
 
     labels_or_regions: tuple[LabelOrRegion, ...] | None  # None: discover from the case
@@ -232,7 +222,7 @@ def _evaluate_case(job: _CaseJob) -> dict:
                               "pass segmentations, not images or probabilities")}
         segs.append((labels, [float(s) for s in props["spacing"]]))
     (ref, ref_spacing), (pred, pred_spacing) = segs
-    mismatch = geometry_error(job, ref, pred, ref_spacing, pred_spacing)
+    mismatch = case_pairs.geometry_error(job, ref, pred, ref_spacing, pred_spacing)
     if mismatch is not None:
         return mismatch
     labels_in_reference = _labels_present(ref)
@@ -306,7 +296,7 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
     ``load_summary_json`` returns them), plus ``nan_counts`` and ``nsd_tolerance_mm``
     (both keyed by the class key strings of summary.json).
     """
-    ref_dir, pred_dir, out_dir = check_folders(ref_dir, pred_dir, out_dir)
+    ref_dir, pred_dir, out_dir = case_pairs.check_folders(ref_dir, pred_dir, out_dir)
     dataset = None
     if dataset_json is not None:
         dataset_path = Path(dataset_json)
@@ -315,8 +305,8 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
         file_ending = dataset["file_ending"]
     else:
         classes = _Classes(None, {}, None)
-        file_ending = infer_file_ending(ref_dir)
-    pairs = pair_files(ref_dir, pred_dir, file_ending)
+        file_ending = case_pairs.infer_file_ending(ref_dir)
+    pairs = case_pairs.pair_files(ref_dir, pred_dir, file_ending)
     tolerance = resolve_nsd_tolerance(nsd_tolerance, classes.names)
     if isinstance(tolerance, dict):
         tolerance = _WithDefault(tolerance)
@@ -326,10 +316,10 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
                 raise UserInputError(f"no NSD tolerance for class(es) {', '.join(map(str, lacking))}",
                                      nsd_tolerance if isinstance(nsd_tolerance, (str, os.PathLike)) else None,
                                      "give every class a tolerance, or a \"default\"")
-    rw = reader_writer(file_ending, pairs[0][0], dataset)
+    rw = case_pairs.reader_writer(file_ending, pairs[0][0], dataset)
     jobs = [_CaseJob(str(r), str(p), rw, classes.labels_or_regions, classes.ignore_label, tolerance)
             for r, p in pairs]
-    raw = run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate", initializer=_init_worker)
+    raw = case_pairs.run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate", initializer=_init_worker)
     cases, keys = _finalize_cases(raw, classes.labels_or_regions)
     if not keys:
         raise UserInputError("the references contain no foreground label", ref_dir,
@@ -340,7 +330,7 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
                   if not isinstance(tolerance, dict) or k in tolerance}
     summary["nsd_tolerance_mm"] = {label_or_region_to_key(k): v for k, v in tolerances.items()}
 
-    with writing_reports(out_dir):
+    with case_pairs.writing_reports(out_dir):
         _write_summary_json(summary, out_dir / SUMMARY_JSON)
         write_summary_csv(summary, out_dir / SUMMARY_CSV, names, file_ending)
         plot_boxplots(summary, out_dir / BOXPLOT_PNG, names, tolerances)

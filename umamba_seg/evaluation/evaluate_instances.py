@@ -24,18 +24,8 @@ import numpy as np
 
 from umamba_seg.atomic import atomic_path, write_json_atomic
 from umamba_seg.errors import UserInputError
-from umamba_seg.evaluation.case_pairs import (
-    SUMMARY_CSV,
-    SUMMARY_JSON,
-    CaseJob,
-    check_folders,
-    geometry_error,
-    infer_file_ending,
-    pair_files,
-    reader_writer,
-    run_jobs,
-    writing_reports,
-)
+from umamba_seg.evaluation import case_pairs
+from umamba_seg.evaluation.case_pairs import SUMMARY_CSV, SUMMARY_JSON
 from umamba_seg.evaluation.instance_metrics import (
     CASE_KEYS,
     COUNT_KEYS,
@@ -48,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _Job(CaseJob):
+class _Job(case_pairs.CaseJob):
     iou_threshold: float
     exclude_border: bool
 
@@ -64,7 +54,7 @@ def _evaluate_case(job: _Job) -> dict:
         pred, pred_spacing = _read(job.reader_writer, job.prediction_file, "prediction")
     except UserInputError as e:
         return {"error": (e.what, e.where, e.fix)}
-    mismatch = geometry_error(job, ref, pred, ref_spacing, pred_spacing)
+    mismatch = case_pairs.geometry_error(job, ref, pred, ref_spacing, pred_spacing)
     if mismatch is not None:
         return mismatch
     metrics = instance_metrics(ref, pred, job.iou_threshold, job.exclude_border)
@@ -122,14 +112,14 @@ def evaluate_instance_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | Non
     (``summary.json``, ``summary.csv``) to ``out_dir`` (default ``pred_dir``); return the summary."""
     if not (isinstance(iou_threshold, (int, float)) and 0 < iou_threshold <= 1):
         raise UserInputError(f"--iou {iou_threshold} is not in (0, 1]", "--iou", "use e.g. 0.5")
-    ref_dir, pred_dir, out_dir = check_folders(ref_dir, pred_dir, out_dir)
-    file_ending = infer_file_ending(ref_dir)
-    pairs = pair_files(ref_dir, pred_dir, file_ending)
-    rw = reader_writer(file_ending, pairs[0][0], None)
+    ref_dir, pred_dir, out_dir = case_pairs.check_folders(ref_dir, pred_dir, out_dir)
+    file_ending = case_pairs.infer_file_ending(ref_dir)
+    pairs = case_pairs.pair_files(ref_dir, pred_dir, file_ending)
+    rw = case_pairs.reader_writer(file_ending, pairs[0][0], None)
     jobs = [_Job(str(r), str(p), rw, float(iou_threshold), exclude_border) for r, p in pairs]
-    cases = run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate instances")
+    cases = case_pairs.run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate instances")
     summary = summarize_instances(cases, float(iou_threshold), exclude_border)
-    with writing_reports(out_dir):
+    with case_pairs.writing_reports(out_dir):
         write_json_atomic(summary, out_dir / SUMMARY_JSON)
         write_instance_csv(summary, out_dir / SUMMARY_CSV, file_ending)
     if verbose:
