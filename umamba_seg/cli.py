@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from umamba_seg.errors import UserInputError
+from umamba_seg.log import add_verbosity_flags, command_logging
 
+log = logging.getLogger(__name__)
 CONFIG_CHOICES = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
 
 
@@ -30,6 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", type=Path, default=None,
                    help="folder holding raw/, preprocessed/, results/ (default: nnUNet_* variables, else ./umamba_workdir)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_verbosity_flags(p)
 
 
 def _arch_names() -> list[str]:
@@ -249,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     from umamba_seg.convert import CONVERTERS
 
     p = sub.add_parser("convert", help="a public dataset's download -> nnU-Net raw dataset (see datasets.md)")
+    add_verbosity_flags(p)  # before NAME; after it they reach the converter, which takes them too
     p.add_argument("name", choices=CONVERTERS, help="the dataset's converter")
     p.add_argument("converter_args", nargs=argparse.REMAINDER, metavar="...",
                    help="SRC_DIR [--out RAW_DIR | --workdir W] [--id N] [--verify] ... "
@@ -280,9 +285,10 @@ def cmd_plan_and_preprocess(args) -> int:
         from umamba_seg.planning.explain import explain_plans
 
         print(explain_plans(ws, name, archs, res["configurations"], args.gpu_memory_gb, args.plan_source))
-    print(f"Plans: {', '.join(sorted(Path(p).stem for p in res['plans'].values()))} in {ws.preprocessed_dataset(name)}")
+    log.info("Plans: %s in %s", ", ".join(sorted(Path(p).stem for p in res["plans"].values())),
+             ws.preprocessed_dataset(name))
     for c, d in res["preprocessed"].items():
-        print(f"Preprocessed {c}: {d['preprocessed']} case(s) now, {d['skipped']} already done")
+        log.info(f"Preprocessed {c}: {d['preprocessed']} case(s) now, {d['skipped']} already done")
     return 0
 
 
@@ -321,7 +327,7 @@ def cmd_train(args) -> int:
                     args.val_iters, args.device, args.continue_, args.npz, args.seed, args.trust_checkpoint,
                     args.num_processes, plan_source=args.plan_source, recipe=args.recipe,
                     **({"pretrained_weights": args.pretrained_weights} if args.pretrained_weights is not None else {}))
-    print(f"Trained: {out}")
+    log.info(f"Trained: {out}")
     return 0
 
 
@@ -348,8 +354,8 @@ def cmd_predict(args) -> int:
                          args.save_probabilities, args.continue_, args.num_parts, args.part_id,
                          resolve_device(args.device), args.checkpoint, args.trust_checkpoint,
                          instances=args.instances, min_size=args.min_size)
-    print(f"Predicted {res['predicted']} case(s) ({res['skipped']} already done) into {args.output} "
-          f"in {res['seconds']:.1f} s")
+    log.info(f"Predicted {res['predicted']} case(s) ({res['skipped']} already done) into {args.output} "
+             f"in {res['seconds']:.1f} s")
     return 0
 
 
@@ -358,7 +364,7 @@ def cmd_ensemble(args) -> int:
 
     ensemble_folders(list(args.input), args.output, num_processes=args.num_processes,
                      save_probabilities=args.save_probabilities, trust=args.trust_checkpoint)
-    print(f"Ensembled {len(args.input)} folders into {args.output}")
+    log.info(f"Ensembled {len(args.input)} folders into {args.output}")
     return 0
 
 
@@ -397,8 +403,8 @@ def cmd_instances_to_semantic(args) -> int:
     from umamba_seg.instance_labels import convert_instance_folder
 
     written = convert_instance_folder(args.input, args.output, args.boundary_width)
-    print(f"Converted {len(written)} instance map(s) into {args.output} "
-          "(dataset.json labels: background 0, interior 1, boundary 2)")
+    log.info(f"Converted {len(written)} instance map(s) into {args.output} "
+             "(dataset.json labels: background 0, interior 1, boundary 2)")
     return 0
 
 
@@ -409,7 +415,7 @@ def cmd_find_best(args) -> int:
     name = ws.dataset_name(args.dataset)
     find_best(ws, name, args.arch, args.configurations, not args.no_ensembling, args.num_processes,
               trust=args.trust_checkpoint)
-    print(f"Instructions written to {ws.results_dataset(name) / 'inference_instructions.txt'}")
+    log.info(f"Instructions written to {ws.results_dataset(name) / 'inference_instructions.txt'}")
     return 0
 
 
@@ -417,7 +423,7 @@ def cmd_postprocess(args) -> int:
     from umamba_seg.evaluation.postprocess import postprocess_folder
 
     postprocess_folder(args.input, args.output, args.pp_file, args.num_processes)
-    print(f"Postprocessed {args.input} into {args.output}")
+    log.info(f"Postprocessed {args.input} into {args.output}")
     return 0
 
 
@@ -448,7 +454,7 @@ def cmd_make_dataset(args) -> int:
     ws = _workspace(args)
     out = make_dataset(args.kind, ws.raw, dataset_id=args.id, seed=args.seed, num_train=args.num_train,
                        num_test=args.num_test, size=args.size)
-    print(f"Dataset written to {out}")
+    log.info(f"Dataset written to {out}")
     return 0
 
 
@@ -457,13 +463,13 @@ def cmd_import_model(args) -> int:
 
     ws = _workspace(args)
     res = import_model(ws, args.source, args.input, args.dataset, overwrite=args.overwrite)
-    print(f"Imported {res.trainer_name} ({res.configuration}, fold(s) {' '.join(res.folds)}) as {res.arch}, "
-          f"{res.n_parameters:,} parameters, into {res.destination}")
+    log.info(f"Imported {res.trainer_name} ({res.configuration}, fold(s) {' '.join(res.folds)}) as {res.arch}, "
+             f"{res.n_parameters:,} parameters, into {res.destination}")
     if res.dropped:
-        print(f"Dropped {len(res.dropped)} unused weight(s) of the authors' ViL wrapper LayerNorm, which its forward "
-              f"never calls: {', '.join(res.dropped)}")
-    print(f"Predict with: umamba-seg predict -d {res.dataset_name} -c {res.configuration} -a {res.arch} -i IN -o OUT"
-          + (f" --workdir {args.workdir}" if args.workdir else ""))
+        log.info(f"Dropped {len(res.dropped)} unused weight(s) of the authors' ViL wrapper LayerNorm, which its "
+                 f"forward never calls: {', '.join(res.dropped)}")
+    log.info(f"Predict with: umamba-seg predict -d {res.dataset_name} -c {res.configuration} -a {res.arch} -i IN -o OUT"
+             + (f" --workdir {args.workdir}" if args.workdir else ""))
     return 0
 
 
@@ -472,9 +478,9 @@ def cmd_export_model(args) -> int:
 
     res = export_model(_workspace(args), args.dataset, args.arch, args.configuration, args.output, args.folds,
                        args.checkpoint, recipe=args.recipe, plan_source=args.plan_source)
-    print(f"Exported {res.model_dir.name} (fold(s) {' '.join(res.folds)}, {res.files} files) to {res.archive} "
-          f"({res.bytes / 1e6:.1f} MB)")
-    print(f"Install elsewhere with: umamba-seg install-model {res.archive.name} --workdir DIR")
+    log.info(f"Exported {res.model_dir.name} (fold(s) {' '.join(res.folds)}, {res.files} files) to {res.archive} "
+             f"({res.bytes / 1e6:.1f} MB)")
+    log.info(f"Install elsewhere with: umamba-seg install-model {res.archive.name} --workdir DIR")
     return 0
 
 
@@ -493,12 +499,12 @@ def cmd_install_model(args) -> int:
     ws = _workspace(args)
     res = install_model(ws, args.archive, overwrite=args.overwrite)
     m = res.manifest
-    print(f"Installed {m['dataset_name']}/{m['model_folder']} (arch {m.get('arch')}, fold(s) "
-          f"{' '.join(map(str, m.get('folds', [])))}, {res.files} files checked) into {res.destination}")
+    log.info(f"Installed {m['dataset_name']}/{m['model_folder']} (arch {m.get('arch')}, fold(s) "
+             f"{' '.join(map(str, m.get('folds', [])))}, {res.files} files checked) into {res.destination}")
     ckpt = "" if "checkpoint_final.pth" in m.get("checkpoints", []) else " --checkpoint checkpoint_best.pth"
     ckpt += _model_options(res.destination)
-    print(f"Predict with: umamba-seg predict -d {m['dataset_name']} -c {m['configuration']} -a {m.get('arch')} "
-          f"-i IN -o OUT{ckpt}" + (f" --workdir {args.workdir}" if args.workdir else ""))
+    log.info(f"Predict with: umamba-seg predict -d {m['dataset_name']} -c {m['configuration']} -a {m.get('arch')} "
+             f"-i IN -o OUT{ckpt}" + (f" --workdir {args.workdir}" if args.workdir else ""))
     return 0
 
 
@@ -541,10 +547,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        t0 = time.perf_counter()
-        code = COMMANDS[args.command](args)
-        if args.command not in ("demo",) and code == 0:
-            print(f"[{args.command}] done in {time.perf_counter() - t0:.1f} s")
+        with command_logging(args.quiet, args.verbose):
+            t0 = time.perf_counter()
+            code = COMMANDS[args.command](args)
+            if args.command not in ("demo",) and code == 0:
+                log.info("[%s] done in %.1f s", args.command, time.perf_counter() - t0)
         return code
     except UserInputError as e:
         if debug:
