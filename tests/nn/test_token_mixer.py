@@ -21,6 +21,7 @@ from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.nn.tri_oriented import TriOrientedMamba
 from umamba_seg.nn.upsample import NearestUpsampleConv
 from umamba_seg.nn.vil_layer import ViLBlock, ViLLayer
+from umamba_seg.ops.mlstm.reference import MLSTMInputs
 from umamba_seg.ops.mlstm.torch_chunkwise import mlstm_chunkwise_forward
 from umamba_seg.planning.memory_model import is_token_mixer
 
@@ -48,7 +49,8 @@ def _mlstm_state_numel(layer: ViLLayer) -> int:
     """Per sample and chunk, the states the chunkwise mLSTM carries: ``c (dh, dh)`` and ``n (dh)`` per head."""
     heads, dh = layer.num_heads, layer.mlstm_cell.head_dim
     q = torch.zeros(1, heads, 16, dh)
-    res = mlstm_chunkwise_forward(q, q, q, torch.zeros(1, heads, 16), torch.zeros(1, heads, 16), chunk=16)
+    gates = torch.zeros(1, heads, 16)
+    res = mlstm_chunkwise_forward(MLSTMInputs(q, q, q, gates, gates), chunk=16)
     return res.c_prev[:, :, 0].numel() + res.n_prev[:, :, 0].numel()
 
 

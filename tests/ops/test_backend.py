@@ -214,11 +214,12 @@ def test_mlstm_shape_backend_matches_the_torch_backend_without_computing():
 
 def test_mlstm_shape_backend_returns_the_chunkwise_layout():
     from umamba_seg.ops.mlstm import shape
+    from umamba_seg.ops.mlstm.reference import MLSTMInputs
     from umamba_seg.ops.mlstm.torch_chunkwise import mlstm_chunkwise_forward
 
     inputs = [t.detach() for t in _mlstm_inputs()]
-    real = mlstm_chunkwise_forward(*inputs, chunk=64)
-    fake = shape.forward(*[t.to("meta") for t in inputs], chunk=64)
+    real = mlstm_chunkwise_forward(MLSTMInputs(*inputs), chunk=64)
+    fake = shape.forward(MLSTMInputs(*[t.to("meta") for t in inputs]), chunk=64)
     for name in ("h", "n", "m", "c_prev", "n_prev", "m_prev"):
         got, want = getattr(fake, name), getattr(real, name)
         assert (got.shape, got.dtype) == (want.shape, want.dtype), name

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 from umamba_seg.ops.mlstm import mlstm, mlstm_parallel_reference, resolve_backend  # noqa: E402
 from umamba_seg.ops.mlstm import triton_kernels as tk  # noqa: E402
+from umamba_seg.ops.mlstm.reference import MLSTMInputs  # noqa: E402
 
 NAMES = ("q", "k", "v", "igate", "fgate")
 
@@ -82,14 +83,14 @@ def test_triton_matches_torch_chunkwise_path():
 
 def test_forward_saves_states_that_reproduce_the_recurrence():
     q, k, v, ig, fg = make_inputs(1, 1, 40, 16, seed=6)
-    res = tk.mlstm_triton_forward(q, k, v, ig, fg, chunk=16)
+    res = tk.mlstm_triton_forward(MLSTMInputs(q, k, v, ig, fg), chunk=16)
     n_chunks = 3
     assert res.c_prev.shape == (1, 1, n_chunks, 16 * 16 + 16)
     assert res.m_prev.shape == (1, 1, n_chunks + 1)
     assert torch.all(res.c_prev[:, :, 0] == 0)  # nothing before the first chunk
     from umamba_seg.ops.mlstm.torch_chunkwise import mlstm_chunkwise_forward
 
-    ref = mlstm_chunkwise_forward(q, k, v, ig, fg, chunk=16)
+    ref = mlstm_chunkwise_forward(MLSTMInputs(q, k, v, ig, fg), chunk=16)
     torch.testing.assert_close(res.c_prev[..., 1:, : 16 * 16], ref.c_prev[..., 1:, :, :].flatten(-2), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(res.m_prev[..., 1:], ref.m_prev[..., 1:], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(res.m, ref.m, rtol=1e-6, atol=1e-6)

@@ -29,6 +29,7 @@ import torch
 from .. import backend as backends
 from .reference import (
     DEFAULT_EPS,
+    MLSTMInputs,
     check_mlstm_shapes,
     mlstm_parallel_reference,
     mlstm_recurrent_reference,
@@ -56,8 +57,8 @@ OP = "mLSTM"
 
 
 class ChunkwiseKernels(NamedTuple):
-    """A chunkwise backend: ``forward(q, k, v, igate, fgate, eps=, chunk=) -> ForwardResult`` and
-    ``backward(dh, q, k, v, igate, fgate, fwd, eps=, chunk=) -> (dq, dk, dv, digate, dfgate)``."""
+    """A chunkwise backend: ``forward(MLSTMInputs, eps=, chunk=) -> ForwardResult`` and
+    ``backward(dh, MLSTMInputs, fwd, eps=, chunk=) -> (dq, dk, dv, digate, dfgate)``."""
 
     forward: Callable[..., ForwardResult]
     backward: Callable[..., tuple[torch.Tensor, ...]]
@@ -99,7 +100,7 @@ class _MLSTMChunkwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, igate, fgate, eps: float, chunk: int, backend: str):  # type: ignore[override]
         kernels = backends.backend_implementation(OP, backend)
-        res = kernels.forward(q, k, v, igate, fgate, eps=eps, chunk=chunk)
+        res = kernels.forward(MLSTMInputs(q, k, v, igate, fgate), eps=eps, chunk=chunk)
         ctx.save_for_backward(q, k, v, igate, fgate, res.h, res.n, res.m, res.c_prev, res.n_prev, res.m_prev)
         ctx.eps, ctx.chunk, ctx.backend = eps, chunk, backend
         ctx.input_dtypes = (q.dtype, k.dtype, v.dtype, igate.dtype, fgate.dtype)
@@ -110,7 +111,8 @@ class _MLSTMChunkwise(torch.autograd.Function):
         q, k, v, igate, fgate, h, n, m, c_prev, n_prev, m_prev = ctx.saved_tensors
         res = ForwardResult(h=h, n=n, m=m, c_prev=c_prev, n_prev=n_prev, m_prev=m_prev)
         kernels = backends.backend_implementation(OP, ctx.backend)
-        grads = kernels.backward(dh.contiguous(), q, k, v, igate, fgate, res, eps=ctx.eps, chunk=ctx.chunk)
+        x = MLSTMInputs(q, k, v, igate, fgate)
+        grads = kernels.backward(dh.contiguous(), x, res, eps=ctx.eps, chunk=ctx.chunk)
         grads = tuple(g.to(dt) for g, dt in zip(grads, ctx.input_dtypes))
         return (*grads, None, None, None)
 

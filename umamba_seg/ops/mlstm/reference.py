@@ -28,6 +28,7 @@ dtype of ``q``.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,18 @@ DEFAULT_EPS = 1e-6
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype of states and accumulations for inputs of ``dtype`` (fp64 stays fp64)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class MLSTMInputs(NamedTuple):
+    """The tensors of one mLSTM call, as the chunkwise backends take them: ``q, k, v``
+    ``(batch, heads, length, head_dim)`` and the gate pre-activations ``igate, fgate``
+    ``(batch, heads, length)``."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    igate: torch.Tensor
+    fgate: torch.Tensor
 
 
 def check_mlstm_shapes(

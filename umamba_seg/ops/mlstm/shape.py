@@ -21,23 +21,17 @@ from __future__ import annotations
 
 import torch
 
-from .reference import DEFAULT_EPS, compute_dtype
+from .reference import DEFAULT_EPS, MLSTMInputs, compute_dtype
 from .torch_chunkwise import DEFAULT_CHUNK, ForwardResult, num_chunks
 
 
 def forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    igate: torch.Tensor,
-    fgate: torch.Tensor,
-    eps: float = DEFAULT_EPS,
-    chunk: int = DEFAULT_CHUNK,
+    x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
 ) -> ForwardResult:
     """Empty forward result with the chunkwise backend's shapes, dtypes and storages."""
-    b, h, length, dh = q.shape
+    b, h, length, dh = x.q.shape
     n = num_chunks(length, chunk)
-    like = {"dtype": compute_dtype(q.dtype), "device": q.device}
+    like = {"dtype": compute_dtype(x.q.dtype), "device": x.q.device}
     states = torch.empty(b, h, n, dh * dh + dh, **like)
     return ForwardResult(
         h=torch.empty(b, h, n, chunk, dh, **like).flatten(-3, -2)[..., :length, :],
@@ -50,16 +44,8 @@ def forward(
 
 
 def backward(
-    dh_out: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    igate: torch.Tensor,
-    fgate: torch.Tensor,
-    fwd: ForwardResult,
-    eps: float = DEFAULT_EPS,
-    chunk: int = DEFAULT_CHUNK,
+    dh_out: torch.Tensor, x: MLSTMInputs, fwd: ForwardResult, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
 ) -> tuple[torch.Tensor, ...]:
     """Empty ``(dq, dk, dv, digate, dfgate)`` shaped as the inputs, in the compute dtype."""
-    dtype = compute_dtype(q.dtype)
-    return tuple(torch.empty(t.shape, dtype=dtype, device=t.device) for t in (q, k, v, igate, fgate))
+    dtype = compute_dtype(x.q.dtype)
+    return tuple(torch.empty(t.shape, dtype=dtype, device=t.device) for t in x)

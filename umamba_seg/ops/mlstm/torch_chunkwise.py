@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .reference import DEFAULT_EPS, check_mlstm_shapes, compute_dtype
+from .reference import DEFAULT_EPS, MLSTMInputs, check_mlstm_shapes, compute_dtype
 
 DEFAULT_CHUNK = 64
 BLOCK_POSITIONS = 131072
@@ -224,15 +224,10 @@ class ForwardResult:
 
 
 def mlstm_chunkwise_forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    igate: torch.Tensor,
-    fgate: torch.Tensor,
-    eps: float = DEFAULT_EPS,
-    chunk: int = DEFAULT_CHUNK,
+    x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
 ) -> ForwardResult:
     """Chunkwise forward (no autograd graph); see the module docstring."""
+    q, k, v, igate, fgate = x
     _, _, L, dh = check_mlstm_shapes(q, k, v, igate, fgate)
     gates = chunk_gates(igate, fgate, chunk, compute_dtype(q.dtype))
     qc, kc, vc = _chunk_inputs(q, k, v, chunk)
@@ -274,17 +269,10 @@ def mlstm_chunkwise_forward(
 
 
 def mlstm_chunkwise_backward(
-    dh_out: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    igate: torch.Tensor,
-    fgate: torch.Tensor,
-    fwd: ForwardResult,
-    eps: float = DEFAULT_EPS,
-    chunk: int = DEFAULT_CHUNK,
+    dh_out: torch.Tensor, x: MLSTMInputs, fwd: ForwardResult, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
 ) -> tuple[torch.Tensor, ...]:
     """Gradients ``(dq, dk, dv, digate, dfgate)`` in the compute dtype, from saved per-chunk states."""
+    q, k, v, igate, fgate = x
     L, dh = q.shape[-2], q.shape[-1]
     n_ch = num_chunks(L, chunk)
     lp = n_ch * chunk

@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .reference import DEFAULT_EPS, check_mlstm_shapes
+from .reference import DEFAULT_EPS, MLSTMInputs, check_mlstm_shapes
 from .torch_chunkwise import (
     DEFAULT_CHUNK,
     ForwardResult,
@@ -343,19 +343,14 @@ def _check_chunk(chunk: int) -> None:
 
 
 def mlstm_triton_forward(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    igate: torch.Tensor,
-    fgate: torch.Tensor,
-    eps: float = DEFAULT_EPS,
-    chunk: int = DEFAULT_CHUNK,
+    x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
 ) -> ForwardResult:
     """Chunkwise forward on Triton kernels (contiguous inputs); see ``torch_chunkwise``.
 
     ``c_prev`` of the result holds the flat states entering each chunk, ``(b,h,N,dh*dh+dh)``
     (``n_prev`` is a view of its last ``dh`` entries).
     """
+    q, k, v, igate, fgate = x
     bsz, heads, L, dh = check_mlstm_shapes(q, k, v, igate, fgate)
     _check_chunk(chunk)
     n = num_chunks(L, chunk)
@@ -388,17 +383,10 @@ def mlstm_triton_forward(
 
 
 def mlstm_triton_backward(
-    dh_out: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    igate: torch.Tensor,
-    fgate: torch.Tensor,
-    fwd: ForwardResult,
-    eps: float = DEFAULT_EPS,
-    chunk: int = DEFAULT_CHUNK,
+    dh_out: torch.Tensor, x: MLSTMInputs, fwd: ForwardResult, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
 ) -> tuple[torch.Tensor, ...]:
     """Gradients ``(dq, dk, dv, digate, dfgate)`` (float32) from a :func:`mlstm_triton_forward` result."""
+    q, k, v, igate, fgate = x
     bsz, heads, L, dh = q.shape
     n = num_chunks(L, chunk)
     lp = n * chunk
