@@ -9,6 +9,7 @@ requested configuration once (resumable) -> copy ground truth for validation.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +19,7 @@ from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
 from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE
 from umamba_seg.workspace import Workspace
 
+log = logging.getLogger(__name__)
 ALL_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
 
 
@@ -126,7 +128,7 @@ def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: flo
                 f"no plans for '{arch}' and no raw dataset to plan from", ws.raw_dataset(dataset_name),
                 f"run `umamba-seg plan-and-preprocess -d {dataset_name}` first",
             )
-        print(f"No plans for '{arch}' yet: planning {dataset_name} from its fingerprint first.")
+        log.info("No plans for '%s' yet: planning %s from its fingerprint first.", arch, dataset_name)
         from umamba_seg.verify import load_dataset_json
 
         load_dataset_json(ws.raw_dataset(dataset_name))
@@ -134,7 +136,7 @@ def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: flo
             extract_fingerprint(ws, dataset_name, num_processes)
         plan_cnn(ws, dataset_name, gpu_memory_gb)
     if arch != CNN_ARCH:
-        print(f"No plans for '{arch}' yet: deriving {out.name} from the stored CNN plans.")
+        log.info("No plans for '%s' yet: deriving %s from the stored CNN plans.", arch, out.name)
         write_arch_plans(pre, arch, gpu_memory_gb, plan_source)
     return out
 

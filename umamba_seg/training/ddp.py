@@ -24,6 +24,7 @@ folder as a single-process run: the model is the same, only the way it was train
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -44,6 +45,7 @@ from umamba_seg.planning.naming import CNN_ARCH
 from umamba_seg.training.trainer import umambaTrainer
 from umamba_seg.workspace import Workspace
 
+log = logging.getLogger(__name__)
 TIMEOUT_ENV = "UMAMBA_DDP_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 1800
 PREPARE_TIMEOUT = timedelta(hours=24)  # rank 0 may plan and preprocess a large dataset first
@@ -291,11 +293,11 @@ def _resume(trainer: umambaTrainerDDP, folder: Path, trust: bool) -> None:
         raise name
     if name is None:
         if _rank() == 0:
-            print(f"--continue: no checkpoint in {folder}, starting a new training.")
+            log.warning("--continue: no checkpoint in %s, starting a new training.", folder)
         return
     trainer.load_checkpoint(str(name))
     if _rank() == 0:
-        print(f"--continue: resuming from {Path(name).name} at epoch {trainer.current_epoch}.")
+        log.info("--continue: resuming from %s at epoch %d.", Path(name).name, trainer.current_epoch)
 
 
 def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str = CNN_ARCH,
@@ -353,7 +355,7 @@ def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: i
             trainer.run_training()
         else:
             if info.is_main:
-                print(f"Training already finished ({trainer.current_epoch} epochs); running validation only.")
+                log.info("Training already finished (%d epochs); running validation only.", trainer.current_epoch)
             if not trainer.was_initialized:
                 trainer.initialize()
         if validate:

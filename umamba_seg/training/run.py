@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -34,6 +35,7 @@ from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE, check_plan
 from umamba_seg.training.recipes import DEFAULT_RECIPE, NNUNET_TRAINER, check_recipe, recipe_for, trainer_name
 from umamba_seg.workspace import Workspace
 
+log = logging.getLogger(__name__)
 TRAINER_NAME = NNUNET_TRAINER  # the nnunet recipe's class; every recipe's: recipes.trainer_name(arch, recipe)
 LOCK = ".umamba_train.lock"
 DEFAULT_NUM_FOLDS = 5
@@ -141,7 +143,7 @@ def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, nu
                              data_dir, "restore the raw dataset and run `umamba-seg plan-and-preprocess`")
     from umamba_seg.planning.pipeline import explain_failures
 
-    print(f"Preprocessed data for '{configuration}' is missing or incomplete: preprocessing it first.")
+    log.info("Preprocessed data for '%s' is missing or incomplete: preprocessing it first.", configuration)
     with explain_failures(raw):
         ResumablePreprocessor(verbose=False).run_resumable(dataset_name, configuration, cnn_plans, raw, pre,
                                                            num_processes)
@@ -218,10 +220,10 @@ def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fol
     if continue_training:
         ckpt = _newest_checkpoint(out, trust_checkpoint)
         if ckpt is None:
-            print(f"--continue: no checkpoint in {out}, starting a new training.")
+            log.warning("--continue: no checkpoint in %s, starting a new training.", out)
         else:
             trainer.load_checkpoint(str(ckpt))
-            print(f"--continue: resuming from {ckpt.name} at epoch {trainer.current_epoch}.")
+            log.info("--continue: resuming from %s at epoch %d.", ckpt.name, trainer.current_epoch)
     if pretrained_weights is not None:  # after the network is built, before the first step
         from umamba_seg.training.pretrained import load_pretrained_weights
 
@@ -232,7 +234,7 @@ def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fol
     if trainer.current_epoch < trainer.num_epochs:
         trainer.run_training()
     else:
-        print(f"Training already finished ({trainer.current_epoch} epochs); running validation only.")
+        log.info("Training already finished (%d epochs); running validation only.", trainer.current_epoch)
         if not trainer.was_initialized:
             trainer.initialize()
     if validate:
