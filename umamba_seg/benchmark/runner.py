@@ -142,14 +142,14 @@ def _class_names(dataset_json: dict) -> dict[str, str]:
 
 
 class _Steps:
-    """Prints ``[k/N] what`` for each step."""
+    """Logs ``[k/N] what`` for each step."""
 
     def __init__(self, total: int):
         self.total, self.done = total, 0
 
     def __call__(self, what: str) -> None:
         self.done += 1
-        print(f"\n[benchmark {self.done}/{self.total}] {what}", flush=True)
+        logger.info("\n[benchmark %d/%d] %s", self.done, self.total, what)
 
 
 @dataclass
@@ -183,9 +183,9 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
     folds = [str(f) for f in settings.folds]
     device = resolve_device(settings.device)
     step = _Steps(2 + len(names) * (1 + 2 * len(folds)))
-    print(f"Benchmark of {', '.join(names)} on {dataset_name} {configuration}, every one on the CNN's plan "
-          f"({settings.recipe} recipe, {settings.epochs} epoch(s) x {settings.iters_per_epoch} iterations, fold(s) "
-          f"{', '.join(folds)}, {settings.rounds} timing rounds, {device})")
+    logger.info(f"Benchmark of {', '.join(names)} on {dataset_name} {configuration}, every one on the CNN's plan "
+                f"({settings.recipe} recipe, {settings.epochs} epoch(s) x {settings.iters_per_epoch} iterations, "
+                f"fold(s) {', '.join(folds)}, {settings.rounds} timing rounds, {device})")
     step("CNN plans and preprocessed data")
     ensure_plans(ws, dataset_name, CNN_ARCH, num_processes=settings.num_processes)
     ensure_preprocessed(ws, dataset_name, configuration, settings.num_processes)
@@ -202,10 +202,11 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
         same = write_same_plans(pre, arch)
         conf = same.plans["configurations"][configuration]
         mem = calibrate_configuration(same.plans, configuration, dataset_json, device=memory_device)
-        print(f"  plans {same.plans_name}.json: patch {conf['patch_size']}, batch {conf['batch_size']}, "
-              f"spacing {conf['spacing']}" + (f" ({same.notes[configuration]})" if same.notes[configuration] else ""))
-        print(f"  {mem['params_m']:.2f} M parameters; activations {mem['estimated_gb']:.3f} GB estimated, "
-              f"{mem['measured_gb']:.3f} GB measured (ratio {mem['ratio']:.2f})")
+        logger.info(f"  plans {same.plans_name}.json: patch {conf['patch_size']}, batch {conf['batch_size']}, "
+                    f"spacing {conf['spacing']}"
+                    + (f" ({same.notes[configuration]})" if same.notes[configuration] else ""))
+        logger.info(f"  {mem['params_m']:.2f} M parameters; activations {mem['estimated_gb']:.3f} GB estimated, "
+                    f"{mem['measured_gb']:.3f} GB measured (ratio {mem['ratio']:.2f})")
         fold_dice: list[dict] = []
         model_dir = None
         for fold in folds:
@@ -232,7 +233,7 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
             per_class[class_names.get(str(key), str(key))] = float(sum(values) / len(values))
         dice_mean = float(sum(s["foreground_mean"]["Dice"] for s in fold_dice) / len(fold_dice))
         trained[arch] = _Trained(same.plans, same.notes[configuration], mem, model_dir, dice_mean, per_class)
-        print(f"  {arch}: Dice {dice_mean:.3f}")
+        logger.info("  %s: Dice %.3f", arch, dice_mean)
 
     step(f"timing: {settings.rounds} interleaved round(s) of every network's training step and sliding-window "
          f"prediction (fold {folds[0]})")
@@ -269,8 +270,8 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
                   f"({'bf16' if memory_device == 'cpu' else 'fp16'})",
     }
     paths = write_reports(rows, meta, bench_dir)
-    print("\n" + markdown_table(rows, meta))
-    print("Wrote " + ", ".join(str(p) for p in paths.values()))
+    print("\n" + markdown_table(rows, meta))  # the command's result, not a log line
+    logger.info("Wrote %s", ", ".join(str(p) for p in paths.values()))
     for line in spread_warnings(rows):
         logger.warning(line)
     return {"rows": rows, "meta": meta, "paths": paths, "checks": target_checks(rows)}
