@@ -9,14 +9,17 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from umamba_seg import log as umlog
 from umamba_seg.cli import build_parser, main
 
-LINES = {logging.DEBUG: "a detail", logging.INFO: "a progress line", logging.WARNING: "a step fell back",
-         logging.ERROR: "a step broke"}
+LINES = {
+    logging.DEBUG: "a detail",
+    logging.INFO: "a progress line",
+    logging.WARNING: "a step fell back",
+    logging.ERROR: "a step broke",
+}
 
 
 def _emit() -> None:
@@ -48,8 +51,7 @@ def test_verbose_shows_details_with_logger_names(capsys):
         _emit()
     out, err = capsys.readouterr()
     assert out == "debug: umamba_seg.some.module: a detail\ninfo: umamba_seg.some.module: a progress line\n"
-    assert err == ("warning: umamba_seg.some.module: a step fell back\n"
-                   "error: umamba_seg.some.module: a step broke\n")
+    assert err == ("warning: umamba_seg.some.module: a step fell back\nerror: umamba_seg.some.module: a step broke\n")
 
 
 def test_a_nested_command_keeps_the_outer_verbosity_and_the_setup_is_restored(capsys):
@@ -86,8 +88,9 @@ def test_every_command_takes_quiet_and_verbose_and_they_exclude_each_other(capsy
     capsys.readouterr()
     assert main(["evaluate", "-r", "a", "-p", "b", "--quiet", "--verbose"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: bad usage (argument --verbose: not allowed with argument "
-                                               "--quiet)"), err
+    assert len(err) == 1 and err[0].startswith(
+        "error: bad usage (argument --verbose: not allowed with argument --quiet)"
+    ), err
 
 
 def test_importing_the_package_configures_no_logging():
@@ -110,7 +113,7 @@ def test_a_real_command_logs_by_default_and_is_silent_with_quiet(tmp_path, capsy
     for name, n in (("a", 2), ("b", 3)):
         inst = np.zeros((12, 16), np.uint8)
         for i in range(n):
-            inst[2:6, 1 + 5 * i:5 + 5 * i] = i + 1
+            inst[2:6, 1 + 5 * i : 5 + 5 * i] = i + 1
         Image.fromarray(inst).save(src / f"{name}.png")
     capsys.readouterr()
     assert main(["instances-to-semantic", "-i", str(src), "-o", str(tmp_path / "default")]) == 0
@@ -123,8 +126,23 @@ def test_a_real_command_logs_by_default_and_is_silent_with_quiet(tmp_path, capsy
     assert main(["instances-to-semantic", "-i", str(src), "-o", str(tmp_path / "verbose"), "--verbose"]) == 0
     assert "info: umamba_seg.instance_labels: a.png: 2 cell(s)" in capsys.readouterr().out
     # a result is not a log line: evaluate --quiet still prints its table, without the "wrote" line
-    assert main(["evaluate", "-r", str(tmp_path / "default"), "-p", str(tmp_path / "quiet"), "-o",
-                 str(tmp_path / "eval"), "-np", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "-r",
+                str(tmp_path / "default"),
+                "-p",
+                str(tmp_path / "quiet"),
+                "-o",
+                str(tmp_path / "eval"),
+                "-np",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert "Dice" in out and "1.000" in out and "wrote" not in out and "done in" not in out and err == ""
 

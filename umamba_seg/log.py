@@ -20,7 +20,7 @@ import argparse
 import contextlib
 import logging
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 PACKAGE = "umamba_seg"
 QUIET, DEFAULT, VERBOSE = logging.WARNING, logging.INFO, logging.DEBUG
