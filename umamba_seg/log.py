@@ -1,8 +1,8 @@
 """What the command line shows: the package logger ``umamba_seg``, set up once by the CLI.
 
 Library modules only call ``logging.getLogger(__name__)`` and never configure logging, so a
-program that imports the package keeps its own logging setup. The CLI calls
-:func:`configure` with the verbosity of ``--quiet`` / ``--verbose``:
+program that imports the package keeps its own logging setup. The CLI runs each command
+under :func:`command_logging` with the verbosity of ``--quiet`` / ``--verbose``:
 
 - default (INFO): progress and status lines exactly as written, no level or logger prefix;
 - ``--quiet`` (WARNING): warnings and errors only, and no progress bars (:func:`show_progress`);
@@ -10,8 +10,9 @@ program that imports the package keeps its own logging setup. The CLI calls
 
 Warnings and errors read ``warning: ...`` / ``error: ...`` on stderr; info and debug lines go
 to stdout, where they always were. A command's result (a table, a report) is not a log line:
-the command prints it, so ``--quiet`` leaves the result alone. nnU-Net's own training log
-(``training_log_*.txt``, written by its trainer) is not touched.
+it is printed, so ``--quiet`` leaves the result alone. nnU-Net's own training log
+(``training_log_*.txt``, written by its trainer) is written as always; ``--quiet`` only keeps
+its lines off the console.
 """
 
 from __future__ import annotations
