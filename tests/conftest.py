@@ -38,7 +38,7 @@ import pytest
 from umamba_seg.data import make_dataset
 
 # session fixtures of trained CLI pipelines (trained_2d_workdir, trained_3d_workdir), shared by every module
-pytest_plugins = ["pipeline_fixtures"]
+pytest_plugins = ["tests.pipeline_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from pipeline_fixtures import TINY_SCHEDULE
+from tests.pipeline_fixtures import TINY_SCHEDULE
 
 from umamba_seg.cli import main as cli
 from umamba_seg.locking import exclusive_lock

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pipeline_fixtures import TINY_SCHEDULE, run_cli
+from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 
 from umamba_seg.cli import main as cli
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from pipeline_fixtures import TINY_SCHEDULE, run_cli
+from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 
 from umamba_seg.architectures import registry
 from umamba_seg.cli import main as cli

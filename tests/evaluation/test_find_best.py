@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from pipeline_fixtures import TINY_SCHEDULE, run_cli
+from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 
 from umamba_seg.evaluation.find_best import write_postprocessing_json
 from umamba_seg.evaluation.postprocess import load_postprocessing

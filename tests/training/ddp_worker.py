@@ -1,4 +1,4 @@
-"""Test harness for tests/test_ddp.py: one fold trained on a fixed batch, with or without torchrun.
+"""Test harness for tests/training/test_ddp.py: one fold trained on a fixed batch, with or without torchrun.
 
 ``FixedBatchTrainer`` draws one global batch with a fixed numpy seed and no augmentation;
 every rank keeps its rows of it (nnunetv2's split of the global batch), so a DDP run and a
@@ -6,7 +6,7 @@ single-process run see the same data and their first losses must agree. It recor
 first-step loss, the initial weights and the final weights of each rank under
 ``--record DIR``, and can SIGKILL one rank at a given step (``--kill-rank``/``--kill-at``).
 
-Run: ``torchrun --nproc-per-node 2 tests/ddp_worker.py --workdir W -d 903 -c 2d -a cnn --record R``
+Run: ``torchrun --nproc-per-node 2 tests/training/ddp_worker.py --workdir W -d 903 -c 2d -a cnn --record R``
 (or ``--single`` without torchrun for the single-process reference).
 """
 

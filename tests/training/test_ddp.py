@@ -1,6 +1,6 @@
 """``train --ddp``: two gloo processes on CPU (torchrun), against a single-process run.
 
-The fixed-batch runs go through ``tests/ddp_worker.py`` (no augmentation, one global batch
+The fixed-batch runs go through ``tests/training/ddp_worker.py`` (no augmentation, one global batch
 drawn with a fixed seed, each rank keeping its rows): weights must be identical on both
 ranks, the ranks' mean first loss must equal the single process's within 1e-4, and a rank
 killed mid-run must end the job with our one-line error, not a hang. The CLI run checks
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline_fixtures import trained_2d_workdir  # noqa: F401 - session fixture (planned, preprocessed 2d)
+from tests.pipeline_fixtures import trained_2d_workdir  # noqa: F401 - session fixture (planned, preprocessed 2d)
 from umamba_seg.cli import main as cli
 from umamba_seg.errors import UserInputError
 from umamba_seg.training.ddp import ddp_device, lost_peer, torchrun_rank_info, RankInfo

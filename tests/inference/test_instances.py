@@ -293,7 +293,7 @@ def test_instance_workflow_cli(raw_dataset_factory, workdir_factory, tmp_path):
     predict --instances (fold ensemble, two parts, --continue) -> evaluate --instances."""
     import tifffile
 
-    from pipeline_fixtures import TINY_SCHEDULE, run_cli
+    from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 
     raw = raw_dataset_factory("microscopy2d", num_train=5, num_test=2)
     assert sorted(p.name for p in (raw / "instancesTs").iterdir()) == ["nuclei_test_000.tif", "nuclei_test_001.tif"]

@@ -3,6 +3,8 @@ gradients), stays finite for extreme gates and low precision, and keeps memory l
 
 from __future__ import annotations
 
+from tests.helpers import mlstm_inputs
+
 import math
 import os
 
@@ -18,17 +20,6 @@ from umamba_seg.ops.mlstm import (
 )
 
 
-def make_inputs(b=1, h=2, L=23, dh=8, dtype=torch.float64, seed=0, gate_scale=2.0, requires_grad=False):
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(b, h, L, dh, generator=gen, dtype=dtype) for _ in range(3))
-    igate = torch.randn(b, h, L, generator=gen, dtype=dtype) * gate_scale
-    fgate = torch.randn(b, h, L, generator=gen, dtype=dtype) * gate_scale + 2.0
-    out = [q, k, v, igate, fgate]
-    if requires_grad:
-        out = [t.clone().requires_grad_() for t in out]
-    return out
-
-
 def grads_of(fn, inputs, grad_out):
     inputs = [t.detach().clone().requires_grad_() for t in inputs]
     (fn(*inputs) * grad_out).sum().backward()
@@ -36,7 +27,7 @@ def grads_of(fn, inputs, grad_out):
 
 
 def test_parallel_reference_equals_recurrent_reference():
-    inputs = make_inputs(b=2, h=2, L=19, dh=5)
+    inputs = mlstm_inputs(b=2, h=2, L=19, dh=5)
     par = mlstm_parallel_reference(*inputs)
     rec = mlstm_recurrent_reference(*inputs)
     torch.testing.assert_close(par, rec, rtol=1e-10, atol=1e-10)
@@ -44,7 +35,7 @@ def test_parallel_reference_equals_recurrent_reference():
 
 def test_reference_matches_unstabilised_formula_for_tame_gates():
     """Max-stabilisation must not change the value: compare with the plain exp form."""
-    q, k, v, ig, fg = make_inputs(L=12, dh=4, gate_scale=0.5)
+    q, k, v, ig, fg = mlstm_inputs(L=12, dh=4, gate_scale=0.5)
     log_f_cum = F.logsigmoid(fg).cumsum(-1)
     d = torch.exp(log_f_cum[..., :, None] - log_f_cum[..., None, :] + ig[..., None, :]).tril()
     c = (q @ k.transpose(-1, -2)) / math.sqrt(4) * d
@@ -54,7 +45,7 @@ def test_reference_matches_unstabilised_formula_for_tame_gates():
 
 @pytest.mark.parametrize("L,chunk", [(1, 4), (7, 16), (23, 4), (23, 8), (32, 8), (40, 64)])
 def test_chunkwise_forward_matches_reference(L, chunk):
-    inputs = make_inputs(b=2, h=2, L=L, dh=6)
+    inputs = mlstm_inputs(b=2, h=2, L=L, dh=6)
     ref = mlstm_parallel_reference(*inputs)
     out = mlstm(*inputs, backend="torch", chunk=chunk)
     assert out.shape == ref.shape and out.dtype == torch.float64
@@ -63,7 +54,7 @@ def test_chunkwise_forward_matches_reference(L, chunk):
 
 @pytest.mark.parametrize("chunk", [4, 16])
 def test_chunkwise_gradients_match_reference(chunk):
-    inputs = make_inputs(b=1, h=2, L=29, dh=5, seed=3)
+    inputs = mlstm_inputs(b=1, h=2, L=29, dh=5, seed=3)
     grad_out = torch.randn(1, 2, 29, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     ref = grads_of(mlstm_parallel_reference, inputs, grad_out)
     got = grads_of(lambda *a: mlstm(*a, backend="torch", chunk=chunk), inputs, grad_out)
@@ -72,7 +63,7 @@ def test_chunkwise_gradients_match_reference(chunk):
 
 
 def test_chunkwise_gradcheck_float64():
-    inputs = make_inputs(b=1, h=1, L=9, dh=3, seed=5, requires_grad=True)
+    inputs = mlstm_inputs(b=1, h=1, L=9, dh=3, seed=5, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: mlstm(*a, backend="torch", chunk=4), inputs)
 
 
@@ -87,7 +78,7 @@ def test_detached_stabiliser_is_exact_gradient_without_eps():
         s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) * torch.exp(log_d - m)
         return (s @ v) / torch.maximum(s.sum(-1, keepdim=True).abs(), torch.exp(-m))
 
-    inputs = make_inputs(L=11, dh=4, seed=7)
+    inputs = mlstm_inputs(L=11, dh=4, seed=7)
     grad_out = torch.randn(1, 2, 11, 4, dtype=torch.float64)
     ref = grads_of(through_max, inputs, grad_out)
     got = grads_of(lambda *a: mlstm(*a, backend="torch", chunk=4, eps=0.0), inputs, grad_out)
@@ -96,7 +87,7 @@ def test_detached_stabiliser_is_exact_gradient_without_eps():
 
 
 def test_extreme_gates_stay_finite_and_accurate_in_float32():
-    q, k, v, ig, fg = make_inputs(b=1, h=2, L=150, dh=8, seed=11)
+    q, k, v, ig, fg = mlstm_inputs(b=1, h=2, L=150, dh=8, seed=11)
     ig = ig * 25.0  # input-gate logits up to ~ +-100: exp() would overflow without stabilisation
     fg = fg * 10.0  # forget gates from ~0 to ~1
     ref = mlstm_parallel_reference(q, k, v, ig, fg)
@@ -110,7 +101,7 @@ def test_extreme_gates_stay_finite_and_accurate_in_float32():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_inputs_accumulate_in_float32(dtype):
-    inputs = make_inputs(b=1, h=2, L=70, dh=16, seed=2, dtype=torch.float32)
+    inputs = mlstm_inputs(b=1, h=2, L=70, dh=16, seed=2, dtype=torch.float32)
     low = [t.to(dtype).requires_grad_() for t in inputs]
     out = mlstm(*low, backend="torch", chunk=16)
     assert out.dtype == dtype
@@ -129,7 +120,7 @@ def _saved_numel(L: int, chunk: int = 16) -> int:
         total += t.numel()
         return t
 
-    inputs = make_inputs(b=1, h=1, L=L, dh=4, dtype=torch.float32, requires_grad=True)
+    inputs = mlstm_inputs(b=1, h=1, L=L, dh=4, dtype=torch.float32, requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         mlstm(*inputs, backend="torch", chunk=chunk)
     return total
@@ -141,7 +132,7 @@ def test_saved_memory_is_linear_in_length():
 
 
 def test_backend_resolution_and_argument_errors():
-    q, k, v, ig, fg = make_inputs(L=5, dh=4, dtype=torch.float32)
+    q, k, v, ig, fg = mlstm_inputs(L=5, dh=4, dtype=torch.float32)
     assert resolve_backend("auto", q) in ("torch", "triton")
     assert resolve_backend("auto", q.double()) == "torch"
     with pytest.raises(ValueError, match="backend"):
@@ -163,7 +154,7 @@ def test_several_blocks_of_chunks_match_one_block(monkeypatch):
     """The torch path processes BLOCK_POSITIONS positions at a time; block edges must not show."""
     from umamba_seg.ops.mlstm import torch_chunkwise
 
-    inputs = make_inputs(b=1, h=2, L=37, dh=4, seed=13)
+    inputs = mlstm_inputs(b=1, h=2, L=37, dh=4, seed=13)
     grad_out = torch.randn(1, 2, 37, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     ref = grads_of(mlstm_parallel_reference, inputs, grad_out)
     ref_out = mlstm_parallel_reference(*inputs)

@@ -14,9 +14,11 @@ import os
 import pytest
 
 if os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("run with TRITON_INTERPRET=1 (see tests/test_mlstm_triton.py)", allow_module_level=True)
+    pytest.skip("run with TRITON_INTERPRET=1 (see tests/ops/test_mlstm_triton.py)", allow_module_level=True)
 
 import torch  # noqa: E402
+
+from tests.helpers import assert_close, mlstm_inputs  # noqa: E402
 
 from umamba_seg.ops.mlstm import mlstm, mlstm_parallel_reference, resolve_backend  # noqa: E402
 from umamba_seg.ops.mlstm import triton_kernels as tk  # noqa: E402
@@ -25,12 +27,9 @@ from umamba_seg.ops.mlstm.reference import MLSTMInputs  # noqa: E402
 NAMES = ("q", "k", "v", "igate", "fgate")
 
 
-def make_inputs(b, h, L, dh, seed=0, gate_scale=1.0):
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(b, h, L, dh, generator=gen) for _ in range(3))
-    igate = torch.randn(b, h, L, generator=gen) * gate_scale
-    fgate = torch.randn(b, h, L, generator=gen) * gate_scale + 3.0  # ViL's forget-gate bias range
-    return [q, k, v, igate, fgate]
+def make_inputs(b, h, L, dh, seed=0):
+    """fp32 mLSTM inputs in ViL's gate range (forget-gate pre-activations around 3)."""
+    return mlstm_inputs(b, h, L, dh, torch.float32, seed=seed, gate_scale=1.0, fgate_bias=3.0)
 
 
 def grads(fn, inputs, grad_out):
@@ -38,13 +37,6 @@ def grads(fn, inputs, grad_out):
     out = fn(*leaves)
     (out.to(grad_out.dtype) * grad_out).sum().backward()
     return out.detach(), [t.grad for t in leaves]
-
-
-def assert_rel_close(got, ref, tol, what):
-    """Max error relative to the reference's largest magnitude (gradients span decades)."""
-    err = (got.double() - ref.double()).abs().max().item()
-    scale = ref.double().abs().max().item() + 1e-12
-    assert err <= tol * scale, f"{what}: max error {err:.3e} > {tol} x {scale:.3e}"
 
 
 def test_interpreter_selects_triton_backend():
@@ -65,10 +57,10 @@ def test_forward_and_gradients_match_reference(b, h, L, dh, chunk):
     ref_out, ref_grads = grads(mlstm_parallel_reference, [t.double() for t in inputs], grad_out)
     out, got = grads(lambda *a: mlstm(*a, backend="triton", chunk=chunk), inputs, grad_out)
     assert out.dtype == torch.float32
-    assert_rel_close(out, ref_out, 1e-5, "output")
+    assert_close(out, ref_out, 1e-5, "output")
     for name, g, r in zip(NAMES, got, ref_grads):
         assert g.dtype == torch.float32
-        assert_rel_close(g, r, 1e-4, f"grad {name}")
+        assert_close(g, r, 1e-4, f"grad {name}")
 
 
 def test_triton_matches_torch_chunkwise_path():
@@ -78,7 +70,7 @@ def test_triton_matches_torch_chunkwise_path():
     tor_out, tor_grads = grads(lambda *a: mlstm(*a, backend="torch", chunk=16), inputs, grad_out)
     torch.testing.assert_close(tri_out, tor_out, rtol=1e-4, atol=1e-5)
     for name, g, r in zip(NAMES, tri_grads, tor_grads):
-        assert_rel_close(g, r, 2e-5, f"grad {name}")
+        assert_close(g, r, 2e-5, f"grad {name}")
 
 
 def test_forward_saves_states_that_reproduce_the_recurrence():
@@ -104,7 +96,7 @@ def test_extreme_gates_stay_finite():
     ref_out, _ = grads(mlstm_parallel_reference, [t.double() for t in (q, k, v, ig, fg)], grad_out)
     out, got = grads(lambda *a: mlstm(*a, backend="triton", chunk=16), [q, k, v, ig, fg], grad_out)
     assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in got)
-    assert_rel_close(out, ref_out, 1e-4, "output")
+    assert_close(out, ref_out, 1e-4, "output")
 
 
 def test_bfloat16_inputs_accumulate_in_float32():
@@ -113,10 +105,10 @@ def test_bfloat16_inputs_accumulate_in_float32():
     out, got = grads(lambda *a: mlstm(*a, backend="triton", chunk=16), inputs, grad_out)
     assert out.dtype == torch.bfloat16 and all(g.dtype == torch.bfloat16 for g in got)
     ref_out, ref_grads = grads(mlstm_parallel_reference, [t.double() for t in inputs], grad_out.double())
-    assert_rel_close(out, ref_out, 1e-2, "output")
+    assert_close(out, ref_out, 1e-2, "output")
     for name, g, r in zip(NAMES, got, ref_grads):
         assert torch.isfinite(g.float()).all()
-        assert_rel_close(g, r, 2e-2, f"grad {name}")
+        assert_close(g, r, 2e-2, f"grad {name}")
 
 
 def test_chunk_must_be_a_power_of_two():

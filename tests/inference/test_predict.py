@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from pipeline_fixtures import run_cli
+from tests.pipeline_fixtures import run_cli
 
 from umamba_seg.cli import main as cli
 from umamba_seg.inference.predict import shard

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from pipeline_fixtures import run_cli
+from tests.pipeline_fixtures import run_cli
 
 from umamba_seg.architectures import registry
 from umamba_seg.benchmark.ratios import check_inference_target

@@ -296,7 +296,7 @@ def _shrink_plans(plans_file, config: str) -> dict:
 @pytest.mark.parametrize("dataset_fixture,config", [("raw_2d_dataset", "2d"), ("raw_3d_dataset", "3d_fullres")])
 def test_cli_plan_train_predict(request, workdir_factory, tmp_path, dataset_fixture, config):
     os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    from pipeline_fixtures import TINY_SCHEDULE, run_cli
+    from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 
     raw_src = request.getfixturevalue(dataset_fixture)
     workdir = workdir_factory(raw_src)

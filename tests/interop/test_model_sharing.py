@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_fixtures import TINY_SCHEDULE
+from tests.pipeline_fixtures import TINY_SCHEDULE
 
 from umamba_seg.cli import main as cli
 from umamba_seg.interop import model_archive

@@ -2,7 +2,7 @@
 
 ``TRITON_INTERPRET=1`` must be set before ``triton`` is first imported, which would
 change every other Triton use in this pytest process; so the interpreter tests
-(tests/triton_interp/test_mlstm_triton.py) run in a child pytest and this test asserts
+(tests/ops/triton_interp/test_mlstm_triton.py) run in a child pytest and this test asserts
 that all of them ran and passed.
 """
 
@@ -27,7 +27,7 @@ def test_mlstm_triton_kernels_match_reference_in_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(MODULE)],
-        cwd=TESTS.parent,
+        cwd=TESTS.parents[1],  # the repository root
         env=env,
         capture_output=True,
         text=True,

@@ -8,6 +8,8 @@ xLSTM-UNet the ViL wrapper's unused LayerNorm.
 
 from __future__ import annotations
 
+from tests.helpers import RESOURCES
+
 import copy
 import json
 import re
@@ -151,8 +153,8 @@ def test_build_from_cnn_plan_forward_and_errors():
 
 # ---- weight-name mapping -------------------------------------------------------------------------------
 
-AUTHORS_KEYS = json.loads((Path(__file__).parent / "data" / "authors_state_dict_keys.json").read_text())
-FIDELITY_PLANS = json.loads((Path(__file__).parent / "data" / "fidelity_plans.json").read_text())
+AUTHORS_KEYS = json.loads((RESOURCES / "authors_state_dict_keys.json").read_text())
+FIDELITY_PLANS = json.loads((RESOURCES / "fidelity_plans.json").read_text())
 
 
 @pytest.mark.parametrize("plan", ("2d", "3d"))

@@ -16,49 +16,17 @@ import os
 import pytest
 
 if os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("run with TRITON_INTERPRET=1 (see tests/test_selective_scan_triton.py)", allow_module_level=True)
+    pytest.skip("run with TRITON_INTERPRET=1 (see tests/ops/test_selective_scan_triton.py)", allow_module_level=True)
 
 import torch  # noqa: E402
+
+from tests.helpers import assert_close, scan_inputs  # noqa: E402
 
 from umamba_seg.ops.selective_scan import reference as ref  # noqa: E402
 from umamba_seg.ops.selective_scan import triton_kernels as tk  # noqa: E402
 from umamba_seg.ops.selective_scan.common import CHECKPOINT_LEN, num_checkpoints  # noqa: E402
 
 GRAD_NAMES = ("du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias")
-
-
-def make_inputs(b, d, n, L, g, dtype, *, D=False, z=False, bias=False, softplus=False, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    sdt = torch.float64 if dtype == torch.float64 else torch.float32
-
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=gen, dtype=sdt) * scale).to(dtype)
-
-    u = rnd(b, d, L)
-    if softplus:
-        delta = rnd(b, d, L)
-    else:  # positive steps keep the recurrence contracting without softplus
-        delta = (torch.rand(b, d, L, generator=gen, dtype=sdt) * 0.5 + 0.05).to(dtype)
-    A = -(torch.rand(d, n, generator=gen, dtype=sdt) * 2.0 + 0.2)
-    return dict(
-        u=u,
-        delta=delta,
-        A=A,
-        B=rnd(b, g, n, L),
-        C=rnd(b, g, n, L),
-        D=torch.randn(d, generator=gen, dtype=sdt) if D else None,
-        z=rnd(b, d, L) if z else None,
-        delta_bias=torch.randn(d, generator=gen, dtype=sdt) * 0.3 if bias else None,
-        delta_softplus=softplus,
-    )
-
-
-def assert_close(name, got, want, rtol):
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    assert torch.isfinite(got).all(), f"{name}: non-finite values"
-    err = (got.double() - want.double()).abs().max().item()
-    scale = want.double().abs().max().item() + 1e-12
-    assert err <= rtol * scale, f"{name}: max error {err:.3e} > {rtol:.1e} x max|ref| {scale:.3e}"
 
 
 def check_against_reference(args, config, *, rtol, grad_rtol, dlast=True, seed=1):
@@ -73,9 +41,9 @@ def check_against_reference(args, config, *, rtol, grad_rtol, dlast=True, seed=1
     assert last.dtype == sdt and ckpt.dtype == sdt
     assert ckpt.shape == (b, d, num_checkpoints(L), n)
     assert torch.equal(ckpt[:, :, 0], torch.zeros_like(ckpt[:, :, 0]))
-    assert_close("out", out, r_out, rtol)
-    assert_close("last_state", last, r_last, rtol)
-    assert_close("checkpoints", ckpt, r_ckpt, rtol)
+    assert_close(out, r_out, rtol, "out")
+    assert_close(last, r_last, rtol, "last_state")
+    assert_close(ckpt, r_ckpt, rtol, "checkpoints")
 
     gen = torch.Generator().manual_seed(seed)
     dout = torch.randn(out.shape, generator=gen, dtype=sdt).to(out.dtype)
@@ -90,13 +58,13 @@ def check_against_reference(args, config, *, rtol, grad_rtol, dlast=True, seed=1
             assert g is None, f"{name} must be None when its input is None"
             continue
         assert g.dtype == src.dtype, f"{name}: dtype {g.dtype} != input dtype {src.dtype}"
-        assert_close(name, g, w, grad_rtol)
+        assert_close(g, w, grad_rtol, name)
     return out, last, ckpt, grads
 
 
 def test_all_options_grouped_two_chunks_fp32():
     # g=2, 2 channels per group = 1 channel block per group: dB/dC stored directly.
-    args = make_inputs(1, 4, 4, 300, 2, torch.float32, D=True, z=True, bias=True, softplus=True)
+    args = scan_inputs(1, 4, 4, 300, 2, torch.float32, D=True, z=True, bias=True, softplus=True)
     check_against_reference(args, tk.LaunchConfig(2, 4, 32, 4), rtol=2e-5, grad_rtol=5e-5)
 
 
@@ -105,21 +73,21 @@ def test_variable_bc_atomic_padded_states_single_chunk(monkeypatch):
     # to 4; no options, no dlast.
     monkeypatch.setattr(tk, "MAX_BC_SLOTS", 1)
     assert tk.bc_slots(2, 1000) == 1
-    args = make_inputs(2, 4, 3, 70, 1, torch.float32)
+    args = scan_inputs(2, 4, 3, 70, 1, torch.float32)
     check_against_reference(args, tk.LaunchConfig(2, 4, 32, 4), rtol=2e-5, grad_rtol=5e-5, dlast=False)
 
 
 def test_many_chunks_multi_block_carry_scan():
     # 3 chunks with a carry block of 2: the carry scan loops over blocks, forward and reverse.
     L = 2 * CHECKPOINT_LEN + 9
-    args = make_inputs(1, 2, 2, L, 1, torch.float32, D=True, bias=True, softplus=True, seed=3)
+    args = scan_inputs(1, 2, 2, L, 1, torch.float32, D=True, bias=True, softplus=True, seed=3)
     cfg = tk.LaunchConfig(block_d=2, n_pad=2, block_t=64, num_warps=4, carry_block=2)
     _, _, ckpt, _ = check_against_reference(args, cfg, rtol=2e-5, grad_rtol=5e-5)
     assert ckpt.shape[2] == 3
 
 
 def test_odd_channels_one_per_block_and_length_one():
-    args = make_inputs(1, 3, 5, 1, 1, torch.float32, D=True, z=True)
+    args = scan_inputs(1, 3, 5, 1, 1, torch.float32, D=True, z=True)
     # 3 channel blocks in one group -> 3 dB/dC copies written with plain stores
     cfg = tk.pick_config(3, 1, 5, block_t=16)
     assert cfg.block_d == 1 and cfg.n_pad == 8
@@ -128,13 +96,13 @@ def test_odd_channels_one_per_block_and_length_one():
 
 
 def test_float64_inputs_keep_float64_state():
-    args = make_inputs(1, 2, 2, 40, 2, torch.float64, D=True, z=True, bias=True, softplus=True, seed=5)
+    args = scan_inputs(1, 2, 2, 40, 2, torch.float64, D=True, z=True, bias=True, softplus=True, seed=5)
     check_against_reference(args, tk.LaunchConfig(1, 2, 32, 4), rtol=1e-10, grad_rtol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_inputs_fp32_state(dtype):
-    args = make_inputs(1, 2, 4, 48, 1, dtype, D=True, z=True, bias=True, softplus=True, seed=7)
+    args = scan_inputs(1, 2, 4, 48, 1, dtype, D=True, z=True, bias=True, softplus=True, seed=7)
     # Reference and kernel see the same rounded inputs and accumulate in fp32: states agree
     # to fp32 precision, half-precision outputs to their rounding.
     check_against_reference(args, tk.LaunchConfig(2, 4, 128, 4), rtol=2e-2, grad_rtol=2e-2)
@@ -142,12 +110,12 @@ def test_half_inputs_fp32_state(dtype):
                                                     "delta_softplus")], config=tk.LaunchConfig(2, 4, 128, 4))
     r_out, r_last, _ = ref.forward(*[args[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias",
                                                        "delta_softplus")])
-    assert_close("last_state(fp32)", last, r_last, 1e-5)
+    assert_close(last, r_last, 1e-5, "last_state(fp32)")
 
 
 def test_default_config_and_large_delta_do_not_overflow():
     # Large steps drive exp(dt*A) to 0; softplus of large inputs must stay finite.
-    args = make_inputs(1, 2, 4, 20, 1, torch.float32, softplus=True, seed=9)
+    args = scan_inputs(1, 2, 4, 20, 1, torch.float32, softplus=True, seed=9)
     args["delta"] = args["delta"] * 40.0
     check_against_reference(args, None, rtol=2e-5, grad_rtol=5e-5)
 
@@ -156,19 +124,19 @@ def test_autograd_op_with_triton_backend_matches_reference():
     # The public op through its autograd Function, variable (b, n, L) B/C, return_last_state.
     from umamba_seg.ops.selective_scan import selective_scan, selective_scan_ref
 
-    args = make_inputs(1, 2, 4, 33, 1, torch.float32, D=True, z=True, bias=True, softplus=True, seed=11)
+    args = scan_inputs(1, 2, 4, 33, 1, torch.float32, D=True, z=True, bias=True, softplus=True, seed=11)
     args["B"], args["C"] = args["B"][:, 0], args["C"][:, 0]
     names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
     leaves = {k: args[k].clone().requires_grad_(True) for k in names}
     out, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend="triton")
     ref_leaves = {k: args[k].clone().requires_grad_(True) for k in names}
     r_out, r_last = selective_scan_ref(**ref_leaves, delta_softplus=True, return_last_state=True)
-    assert_close("out", out, r_out, 2e-5)
-    assert_close("last_state", last, r_last, 2e-5)
+    assert_close(out, r_out, 2e-5, "out")
+    assert_close(last, r_last, 2e-5, "last_state")
     gen = torch.Generator().manual_seed(2)
     w_out, w_last = torch.randn(out.shape, generator=gen), torch.randn(last.shape, generator=gen)
     ((out * w_out).sum() + (last * w_last).sum()).backward()
     ((r_out * w_out).sum() + (r_last * w_last).sum()).backward()
     for k in names:
         assert leaves[k].grad is not None, k
-        assert_close(f"grad {k}", leaves[k].grad, ref_leaves[k].grad, 5e-5)
+        assert_close(leaves[k].grad, ref_leaves[k].grad, 5e-5, f"grad {k}")

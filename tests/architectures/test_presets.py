@@ -3,6 +3,8 @@ package's ``preset_sizes.yaml`` override only what differs and are checked key b
 
 from __future__ import annotations
 
+from tests.helpers import RESOURCES
+
 import dataclasses
 import inspect
 import json
@@ -26,15 +28,15 @@ from umamba_seg.architectures.token_mixer_unet import STAGE_RULES
 from umamba_seg.architectures.vmunet import VMUNet
 from umamba_seg.errors import UserInputError
 
-DATA = Path(__file__).parent / "data"
+DATA = RESOURCES  # the plans and key lists the tests compare against
 PLANS = json.loads((DATA / "fidelity_plans.json").read_text())
-# the authors' parameter counts (tests/test_fidelity.py's table; the mixer U-Nets with deep supervision)
+# the authors' parameter counts (tests/architectures/test_fidelity.py's table; the mixer U-Nets with deep supervision)
 TOKEN_MIXER_COUNTS = {
     ("umamba_bot", "3d"): 41_945_158, ("umamba_enc", "3d"): 42_815_718,
     ("xlstm_bot", "2d"): 47_446_264, ("xlstm_enc", "2d"): 47_656_652,
 }  # fmt: skip
 # SegMamba 4 in / 4 out and VM-UNet 3 in / 1 out with deep supervision: the authors' networks
-# (tests/test_segmamba.py, tests/test_vmunet.py) plus our deep-supervision heads
+# (tests/architectures/test_segmamba.py, test_vmunet.py) plus our deep-supervision heads
 SEGMAMBA_COUNT, VMUNET_COUNT = 67_418_896, 27_428_236
 # settings a token-mixer plan carries that come from the preset
 PRESET_KWARGS = ("mixer_kwargs", "mixer_fp32", "stage_layers", "concat_finest_skip")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from tests.helpers import assert_close as _assert_close
+from tests.helpers import scan_inputs
+
 import itertools
 from types import SimpleNamespace
 
@@ -18,34 +21,10 @@ OPTION_NAMES = ("D", "z", "delta_bias", "delta_softplus")
 ALL_OPTIONS = list(itertools.product([False, True], repeat=4))
 
 
-def make_inputs(b, d, n, g, L, dtype=torch.float64, variable=False, seed=0, dt_scale=0.5, a_scale=2.0):
-    """Random inputs with decaying A and moderate steps; B/C grouped unless ``variable``."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
-    u = r(b, d, L)
-    delta = r(b, d, L).abs() * dt_scale
-    A = -(torch.rand(d, n, generator=gen, dtype=torch.float64) * a_scale + 0.05)
-    bc_shape = (b, n, L) if variable else (b, g, n, L)
-    B, C = r(*bc_shape), r(*bc_shape)
-    D, z, bias = r(d), r(b, d, L), r(d) * 0.3
-    cast = [t.to(dtype) for t in (u, delta, B, C, D, z, bias)]
-    u, delta, B, C, D, z, bias = cast
-    A = A.to(torch.float64 if dtype == torch.float64 else torch.float32)
-    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias)
-
-
-def select(inputs, opts):
-    """Drop the optional inputs that ``opts`` (D, z, delta_bias, delta_softplus) switches off."""
+def inputs(b, d, n, g, L, opts, dtype=torch.float64, seed=0, **kw):
+    """The shared scan inputs with ``opts`` = (D, z, delta_bias, delta_softplus) switched on or off."""
     use_D, use_z, use_bias, softplus = opts
-    kw = dict(inputs)
-    kw["D"] = kw["D"] if use_D else None
-    kw["z"] = kw["z"] if use_z else None
-    kw["delta_bias"] = kw["delta_bias"] if use_bias else None
-    kw["delta_softplus"] = softplus
-    return kw
+    return scan_inputs(b, d, n, L, g, dtype, D=use_D, z=use_z, bias=use_bias, softplus=softplus, seed=seed, **kw)
 
 
 def grads_of(fn, kw, seed=1):
@@ -62,9 +41,8 @@ def grads_of(fn, kw, seed=1):
 
 
 def assert_close(actual, expected, rtol, name):
-    scale = expected.abs().max().clamp_min(1.0)
-    err = (actual.to(torch.float64) - expected.to(torch.float64)).abs().max()
-    assert err <= rtol * scale, f"{name}: max error {err:.3e} vs scale {scale:.3e}"
+    """Errors scaled by the reference's largest magnitude, at least 1 (values here are O(1))."""
+    _assert_close(actual, expected, rtol, name, floor=1.0)
 
 
 def compare_backends(kw, rtol=1e-10):
@@ -89,7 +67,7 @@ def test_every_option_combination_matches_reference(opts, monkeypatch):
     # chunks of 8 inside blocks of one checkpoint interval: in-chunk loop, chunk carry and block carry all run
     monkeypatch.setattr(torch_chunked, "CHUNK", 8)
     monkeypatch.setattr(torch_chunked, "BLOCK_ELEMENTS", 1)
-    kw = select(make_inputs(2, 8, 4, 2, CHECKPOINT_LEN + 37, seed=3), opts)
+    kw = inputs(2, 8, 4, 2, CHECKPOINT_LEN + 37, opts, seed=3)
     compare_backends(kw)
 
 
@@ -97,13 +75,13 @@ def test_every_option_combination_matches_reference(opts, monkeypatch):
 @pytest.mark.parametrize("n", [1, 4, 16])
 @pytest.mark.parametrize("g", [1, 2, 4])
 def test_shapes_match_reference(L, n, g):
-    kw = select(make_inputs(1, 8, n, g, L, seed=L + n + g), (True, True, True, True))
+    kw = inputs(1, 8, n, g, L, (True, True, True, True), seed=L + n + g)
     compare_backends(kw)
 
 
 @pytest.mark.parametrize("L", [1, 257])
 def test_variable_bc_matches_grouped(L):
-    kw = select(make_inputs(2, 4, 4, 1, L, variable=True, seed=7), (True, False, True, False))
+    kw = inputs(2, 4, 4, 1, L, (True, False, True, False), variable=True, seed=7)
     compare_backends(kw)
     grouped = dict(kw, B=kw["B"][:, None], C=kw["C"][:, None])
     assert torch.equal(selective_scan(**kw, backend="torch"), selective_scan(**grouped, backend="torch"))
@@ -112,19 +90,19 @@ def test_variable_bc_matches_grouped(L):
 def test_multiple_blocks_carry_state(monkeypatch):
     """Force one checkpoint interval per block so the carry across blocks is exercised."""
     monkeypatch.setattr(torch_chunked, "BLOCK_ELEMENTS", 1)
-    kw = select(make_inputs(1, 4, 4, 2, 3 * CHECKPOINT_LEN + 29, seed=11), (True, True, True, True))
+    kw = inputs(1, 4, 4, 2, 3 * CHECKPOINT_LEN + 29, (True, True, True, True), seed=11)
     compare_backends(kw)
 
 
 @pytest.mark.parametrize("chunk", [1, 8, 256])
 def test_chunk_lengths(monkeypatch, chunk):
     monkeypatch.setattr(torch_chunked, "CHUNK", chunk)
-    kw = select(make_inputs(1, 4, 3, 1, 270, seed=chunk), (True, False, True, True))
+    kw = inputs(1, 4, 3, 1, 270, (True, False, True, True), seed=chunk)
     compare_backends(kw)
 
 
 def test_float32_matches_float64_reference():
-    kw64 = select(make_inputs(2, 8, 16, 2, 600, seed=5), (True, True, True, True))
+    kw64 = inputs(2, 8, 16, 2, 600, (True, True, True, True), seed=5)
     kw32 = {k: (v.float() if torch.is_tensor(v) else v) for k, v in kw64.items()}
     out_r, last_r, g_r = grads_of(lambda **a: selective_scan(**a, backend="torch"), kw64)
     out_t, last_t, g_t = grads_of(lambda **a: selective_scan(**a, backend="torch"), kw32)
@@ -137,7 +115,7 @@ def test_float32_matches_float64_reference():
 
 
 def test_backend_checkpoints_match_reference():
-    kw = select(make_inputs(2, 4, 4, 2, 2 * CHECKPOINT_LEN + 3, seed=2), (True, True, True, True))
+    kw = inputs(2, 4, 4, 2, 2 * CHECKPOINT_LEN + 3, (True, True, True, True), seed=2)
     args = [kw[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     out_r, last_r, ck_r = reference.forward(*args, True)
     out_t, last_t, ck_t = torch_chunked.forward(*args, True)
@@ -148,7 +126,7 @@ def test_backend_checkpoints_match_reference():
 
 
 def test_saved_tensors_are_inputs_and_checkpoints():
-    kw = select(make_inputs(1, 4, 2, 1, CHECKPOINT_LEN + 1, dtype=torch.float32), (True, True, False, True))
+    kw = inputs(1, 4, 2, 1, CHECKPOINT_LEN + 1, (True, True, False, True), dtype=torch.float32)
     kw = {k: (v.requires_grad_(True) if torch.is_tensor(v) else v) for k, v in kw.items()}
     out = selective_scan(**kw, backend="torch")
     saved = out.grad_fn.saved_tensors
@@ -159,7 +137,7 @@ def test_saved_tensors_are_inputs_and_checkpoints():
 
 @pytest.mark.parametrize("opts", [(False, False, False, False), (True, True, True, True)])
 def test_gradcheck_float64(opts):
-    kw = select(make_inputs(1, 2, 2, 1, 9, seed=4), opts)
+    kw = inputs(1, 2, 2, 1, 9, opts, seed=4)
     names = [k for k, v in kw.items() if torch.is_tensor(v)]
     leaves = [kw[k].detach().clone().requires_grad_(True) for k in names]
 
@@ -174,7 +152,7 @@ def test_gradcheck_float64(opts):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_stay_finite_and_close(dtype):
     """Large steps and long memory in fp16/bf16: the fp32 state must not overflow or NaN."""
-    kw = select(make_inputs(1, 4, 16, 2, 600, dtype=dtype, seed=9, dt_scale=3.0), (True, True, True, True))
+    kw = inputs(1, 4, 16, 2, 600, (True, True, True, True), dtype=dtype, seed=9, dt_scale=3.0)
     kw["u"] = kw["u"] * 30
     kw32 = {k: (v.float() if torch.is_tensor(v) else v) for k, v in kw.items()}
     out_h, last_h, g_h = grads_of(lambda **a: selective_scan(**a, backend="torch"), kw)
@@ -194,7 +172,7 @@ def test_half_precision_inputs_stay_finite_and_close(dtype):
 def test_long_sequence_strong_decay_is_finite_and_matches_reference():
     """L = 65,536 with large steps and strongly negative A: cumulative decays underflow to 0."""
     L = 65536
-    kw = select(make_inputs(1, 2, 4, 1, L, dtype=torch.float32, seed=13), (True, False, True, True))
+    kw = inputs(1, 2, 4, 1, L, (True, False, True, True), dtype=torch.float32, seed=13)
     kw["delta"] = kw["delta"] * 20 + 5  # dt ~ 5..60
     kw["A"] = kw["A"] * 50  # A ~ -2.5 .. -100
     kw["A"][0, 0] = -1e-4  # one slowly decaying state keeps long memory
@@ -211,7 +189,7 @@ def test_auto_backend_uses_torch_on_cpu(monkeypatch):
     calls = []
     real = torch_chunked.forward
     monkeypatch.setattr(torch_chunked, "forward", lambda *a: calls.append(1) or real(*a))
-    kw = select(make_inputs(1, 2, 2, 1, 5, dtype=torch.float32), (False, False, False, False))
+    kw = inputs(1, 2, 2, 1, 5, (False, False, False, False), dtype=torch.float32)
     selective_scan(**kw)
     assert calls == [1]
 
@@ -222,7 +200,7 @@ def test_triton_backend_missing_is_a_clear_error(monkeypatch):
 
     table = backends.backend_table(ss.OP)
     monkeypatch.setitem(table, "triton", backends.Backend("triton", missing, auto=table["triton"].auto, label="Triton"))
-    kw = select(make_inputs(1, 2, 2, 1, 5, dtype=torch.float32), (False, False, False, False))
+    kw = inputs(1, 2, 2, 1, 5, (False, False, False, False), dtype=torch.float32)
     with pytest.raises(UserInputError, match="Triton selective-scan backend is unavailable .*No module named"):
         selective_scan(**kw, backend="triton")
     assert not ss.triton_available()
@@ -233,7 +211,7 @@ def test_triton_backend_missing_is_a_clear_error(monkeypatch):
 
 
 def test_bad_shapes_are_rejected():
-    kw = select(make_inputs(1, 4, 2, 2, 5, dtype=torch.float32), (False, False, False, False))
+    kw = inputs(1, 4, 2, 2, 5, (False, False, False, False), dtype=torch.float32)
     with pytest.raises(ValueError, match="delta"):
         selective_scan(**dict(kw, delta=kw["delta"][..., :4]))
     with pytest.raises(ValueError, match="B"):

@@ -2,7 +2,7 @@
 
 ``TRITON_INTERPRET=1`` must be set before ``triton`` is first imported, which would
 change every other Triton use in this pytest process; so the interpreter tests
-(tests/triton_interp/test_selective_scan_triton.py) run in a child pytest and this test
+(tests/ops/triton_interp/test_selective_scan_triton.py) run in a child pytest and this test
 asserts that all of them ran and passed.
 """
 
@@ -27,7 +27,7 @@ def test_triton_kernels_match_reference_in_interpreter() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::RuntimeWarning",
          str(MODULE)],
-        cwd=TESTS.parent,
+        cwd=TESTS.parents[1],  # the repository root
         env=env,
         capture_output=True,
         text=True,

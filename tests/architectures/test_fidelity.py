@@ -1,11 +1,11 @@
 """Issue 20: U-Mamba and xLSTM-UNet have exactly the authors' parameter tensors.
 
-For the two nnU-Net CNN plans in ``tests/data/fidelity_plans.json`` (deep supervision
+For the two nnU-Net CNN plans in ``tests/resources/fidelity_plans.json`` (deep supervision
 on), each network built through the registry and nnunetv2's ``get_network_from_plans``
 has the authors' parameter count and state dict: every key and shape of the networks
 of bowang-lab/U-Mamba (``UMamba{Bot,Enc}_{2d,3d}.py``) and tianrun-chen/xLSTM-UNet-PyTorch
 (``UxLSTM{Bot,Enc}_{2d,3d}.py``) built from the same plan, recorded from their code in
-``tests/data/authors_state_dict_keys.json``, less the two tensors of the LayerNorm that
+``tests/resources/authors_state_dict_keys.json``, less the two tensors of the LayerNorm that
 xLSTM-UNet's ViL wrapper creates and never uses. The same logits for the same weights
 were checked against the authors' code itself (it is not part of this repository).
 
@@ -13,6 +13,8 @@ Networks are built on the meta device: shapes only, no memory, no initialisation
 """
 
 from __future__ import annotations
+
+from tests.helpers import RESOURCES
 
 import json
 from pathlib import Path
@@ -24,7 +26,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.token_mixer_unet import authors_unused_keys
 
-DATA = Path(__file__).parent / "data"
+DATA = RESOURCES  # the plans and key lists the tests compare against
 PLANS = json.loads((DATA / "fidelity_plans.json").read_text())
 AUTHORS = json.loads((DATA / "authors_state_dict_keys.json").read_text())
 

@@ -1,1 +1,0 @@
-"""Tests that run only under TRITON_INTERPRET=1, launched in a subprocess by tests/test_*_triton.py."""
