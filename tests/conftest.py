@@ -30,8 +30,8 @@ Fixtures (names are stable; other test files rely on them):
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

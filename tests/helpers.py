@@ -25,9 +25,22 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, name
     assert err <= rtol * scale, f"{name}: max error {err:.3e} > {rtol:.1e} x {scale:.3e}"
 
 
-def scan_inputs(b: int, d: int, n: int, L: int, g: int = 1, dtype: torch.dtype = torch.float64, *,
-                D: bool = False, z: bool = False, bias: bool = False, softplus: bool = False,
-                variable: bool = False, dt_scale: float = 0.5, seed: int = 0) -> dict:
+def scan_inputs(
+    b: int,
+    d: int,
+    n: int,
+    L: int,
+    g: int = 1,
+    dtype: torch.dtype = torch.float64,
+    *,
+    D: bool = False,
+    z: bool = False,
+    bias: bool = False,
+    softplus: bool = False,
+    variable: bool = False,
+    dt_scale: float = 0.5,
+    seed: int = 0,
+) -> dict:
     """Keyword arguments of ``selective_scan``: ``u, delta, z`` ``(b, d, L)``, decaying ``A``
     ``(d, n)`` (fp32, fp64 for fp64 inputs), ``B, C`` grouped ``(b, g, n, L)`` (``(b, n, L)`` when
     ``variable``); ``D``, ``z``, ``delta_bias`` only where asked. Without softplus the steps are
@@ -58,9 +71,18 @@ def scan_inputs(b: int, d: int, n: int, L: int, g: int = 1, dtype: torch.dtype =
     )
 
 
-def mlstm_inputs(b: int = 1, h: int = 2, L: int = 23, dh: int = 8, dtype: torch.dtype = torch.float64, *,
-                 seed: int = 0, gate_scale: float = 2.0, fgate_bias: float = 2.0,
-                 requires_grad: bool = False) -> list[torch.Tensor]:
+def mlstm_inputs(
+    b: int = 1,
+    h: int = 2,
+    L: int = 23,
+    dh: int = 8,
+    dtype: torch.dtype = torch.float64,
+    *,
+    seed: int = 0,
+    gate_scale: float = 2.0,
+    fgate_bias: float = 2.0,
+    requires_grad: bool = False,
+) -> list[torch.Tensor]:
     """``[q, k, v, igate, fgate]`` of the mLSTM: ``q, k, v`` ``(b, h, L, dh)``, gates ``(b, h, L)``;
     ``fgate_bias`` shifts the forget-gate pre-activations (ViL's range is around 3)."""
     gen = torch.Generator().manual_seed(seed)

@@ -18,16 +18,16 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from tests.pipeline_fixtures import TINY_SCHEDULE
 
+from tests.pipeline_fixtures import TINY_SCHEDULE
 from umamba_seg.cli import main as cli
 from umamba_seg.locking import exclusive_lock
 
@@ -36,6 +36,7 @@ DS = "Dataset903_SynthEndoscopy"
 
 
 # ---- helpers and shared material -----------------------------------------------------------
+
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root`` with its size and mtime: what "nothing written" compares (an
@@ -131,11 +132,19 @@ def _nifti_dataset(root: Path, n: int = 4) -> Path:
     rng = np.random.default_rng(1)
     for i in range(n):
         lab = np.zeros((32, 32), np.uint8)
-        lab[8:20, 8 + i:20 + i] = 1
+        lab[8:20, 8 + i : 20 + i] = 1
         _nii((lab * 100 + rng.normal(0, 5, lab.shape)).astype(np.float32), ds / "imagesTr" / f"c{i}_0000.nii.gz")
         _nii(lab, ds / "labelsTr" / f"c{i}.nii.gz")
-    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1},
-                                                 "numTraining": n, "file_ending": ".nii.gz"}))
+    (ds / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "MRI"},
+                "labels": {"background": 0, "a": 1},
+                "numTraining": n,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     (root / "preprocessed").mkdir()
     (root / "results").mkdir()
     return ds
@@ -150,8 +159,11 @@ def _predict_nifti(tmp, nifti_model, tamper: Callable[[Path], Path]) -> tuple[li
     inp = tmp / "in"
     _nii_case(inp, "a")
     bad = tamper(inp)
-    return (["predict", "-i", inp, "-o", tmp / "out", "-m", nifti_model, "-f", "0", "--no-tta", "--device", "cpu"],
-            str(bad), tmp)
+    return (
+        ["predict", "-i", inp, "-o", tmp / "out", "-m", nifti_model, "-f", "0", "--no-tta", "--device", "cpu"],
+        str(bad),
+        tmp,
+    )
 
 
 def case_predict_truncated_nii(tmp, f):
@@ -159,6 +171,7 @@ def case_predict_truncated_nii(tmp, f):
         _nii_case(inp, "a", shape=(192, 192))
         _truncate(inp / "a_0001.nii.gz")
         return inp / "a_0001.nii.gz"
+
     return _predict_nifti(tmp, f["nifti_model"], tamper)
 
 
@@ -166,6 +179,7 @@ def case_predict_zero_byte(tmp, f):
     def tamper(inp):
         (inp / "a_0000.nii.gz").write_bytes(b"")
         return inp / "a_0000.nii.gz"
+
     return _predict_nifti(tmp, f["nifti_model"], tamper)
 
 
@@ -174,6 +188,7 @@ def case_predict_png_named_nii(tmp, f):
         png = next((f["raw"] / "imagesTs").glob("*.png"))
         shutil.copy(png, inp / "a_0002.nii.gz")
         return inp / "a_0002.nii.gz"
+
     return _predict_nifti(tmp, f["nifti_model"], tamper)
 
 
@@ -181,6 +196,7 @@ def case_predict_4d(tmp, f):
     def tamper(inp):
         nib.save(nib.Nifti1Image(np.zeros((64, 64, 2, 3), np.float32), np.eye(4)), str(inp / "a_0000.nii.gz"))
         return inp / "a_0000.nii.gz"
+
     return _predict_nifti(tmp, f["nifti_model"], tamper)
 
 
@@ -188,6 +204,7 @@ def case_predict_zero_spacing(tmp, f):
     def tamper(inp):
         _zero_spacing(inp / "a_0001.nii.gz")
         return inp / "a_0001.nii.gz"
+
     return _predict_nifti(tmp, f["nifti_model"], tamper)
 
 
@@ -197,21 +214,42 @@ def case_predict_truncated_png(tmp, f):
     png = next((f["raw"] / "imagesTs").glob("*.png"))
     shutil.copy(png, inp / "a_0000.png")
     _truncate(inp / "a_0000.png")
-    return (["predict", "-i", inp, "-o", tmp / "out", "-m", f["model_2d"], "-f", "0", "--no-tta", "--device", "cpu"],
-            str(inp / "a_0000.png"), tmp)
+    return (
+        ["predict", "-i", inp, "-o", tmp / "out", "-m", f["model_2d"], "-f", "0", "--no-tta", "--device", "cpu"],
+        str(inp / "a_0000.png"),
+        tmp,
+    )
 
 
 def case_predict_output_is_file(tmp, f):
     (tmp / "taken").write_text("not a folder")
-    return (["predict", "-i", f["raw"] / "imagesTs", "-o", tmp / "taken", "-m", f["model_2d"], "-f", "0",
-             "--device", "cpu"], str(tmp / "taken"), tmp)
+    return (
+        [
+            "predict",
+            "-i",
+            f["raw"] / "imagesTs",
+            "-o",
+            tmp / "taken",
+            "-m",
+            f["model_2d"],
+            "-f",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        str(tmp / "taken"),
+        tmp,
+    )
 
 
 def case_predict_read_only_output(tmp, f):
     (tmp / "ro").mkdir()
     os.chmod(tmp / "ro", 0o555)
-    return (["predict", "-i", f["raw"] / "imagesTs", "-o", tmp / "ro", "-m", f["model_2d"], "-f", "0",
-             "--device", "cpu"], str(tmp / "ro"), tmp)
+    return (
+        ["predict", "-i", f["raw"] / "imagesTs", "-o", tmp / "ro", "-m", f["model_2d"], "-f", "0", "--device", "cpu"],
+        str(tmp / "ro"),
+        tmp,
+    )
 
 
 def case_evaluate_read_only_output(tmp, f):
@@ -249,8 +287,11 @@ def case_ensemble_truncated_npz(tmp, f):
 def case_postprocess_pkl(tmp, f):
     pkl = next((f["model_2d"] / "fold_0" / "validation").glob("*.pkl"))
     shutil.copy(pkl, tmp / "pp.pkl")
-    return (["postprocess", "-i", f["raw"] / "labelsTs", "-o", tmp / "pp", "--pp-file", tmp / "pp.pkl"],
-            str(tmp / "pp.pkl"), tmp)
+    return (
+        ["postprocess", "-i", f["raw"] / "labelsTs", "-o", tmp / "pp", "--pp-file", tmp / "pp.pkl"],
+        str(tmp / "pp.pkl"),
+        tmp,
+    )
 
 
 def _train(f, *extra) -> list:
@@ -262,7 +303,11 @@ def case_train_epochs_0(tmp, f):
 
 
 def case_train_iters_negative(tmp, f):
-    return _train(f, "-f", "0", *TINY_SCHEDULE, "--iters-per-epoch", "-3"), "--iters-per-epoch", f["workdir"] / "results"
+    return (
+        _train(f, "-f", "0", *TINY_SCHEDULE, "--iters-per-epoch", "-3"),
+        "--iters-per-epoch",
+        f["workdir"] / "results",
+    )
 
 
 def case_train_fold_minus_1(tmp, f):
@@ -315,8 +360,11 @@ def _verify_with(tmp, f, change: Callable[[dict], None]):
     ds = json.loads((raw / "dataset.json").read_text())
     change(ds)
     (raw / "dataset.json").write_text(json.dumps(ds))
-    return (["plan-and-preprocess", "-d", "903", "-a", "cnn", "--verify", "--no-preprocess", "--workdir", w],
-            str(raw / "dataset.json"), w)
+    return (
+        ["plan-and-preprocess", "-d", "903", "-a", "cnn", "--verify", "--no-preprocess", "--workdir", w],
+        str(raw / "dataset.json"),
+        w,
+    )
 
 
 def case_verify_labels_list(tmp, f):
@@ -365,6 +413,7 @@ def case_verify_zero_spacing(tmp, f):
     def change(raw):
         _zero_spacing(raw / "imagesTr" / "c2_0000.nii.gz")
         return raw / "imagesTr" / "c2_0000.nii.gz"
+
     return _nifti_workdir_with(tmp, change, verify=True)
 
 
@@ -372,6 +421,7 @@ def case_verify_truncated_nii(tmp, f):
     def change(raw):
         _truncate(raw / "imagesTr" / "c3_0000.nii.gz")
         return raw / "imagesTr" / "c3_0000.nii.gz"
+
     return _nifti_workdir_with(tmp, change, verify=False)
 
 
@@ -379,10 +429,15 @@ CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswi
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_is_one_line_and_writes_nothing(name, trained_2d_workdir, model_2d, nifti_model, tmp_path, capsys,
-                                                   emulate_non_root):
-    f = {"workdir": trained_2d_workdir, "raw": trained_2d_workdir / "raw" / DS, "model_2d": model_2d,
-         "nifti_model": nifti_model}
+def test_bad_input_is_one_line_and_writes_nothing(
+    name, trained_2d_workdir, model_2d, nifti_model, tmp_path, capsys, emulate_non_root
+):
+    f = {
+        "workdir": trained_2d_workdir,
+        "raw": trained_2d_workdir / "raw" / DS,
+        "model_2d": model_2d,
+        "nifti_model": nifti_model,
+    }
     argv, names, watched = CASES[name](tmp_path, f)
     before = _snapshot(watched)
     code, err = _run_err(capsys, argv)
@@ -392,6 +447,7 @@ def test_bad_input_is_one_line_and_writes_nothing(name, trained_2d_workdir, mode
 
 # ---- writes that fail although the up-front checks passed --------------------------------
 
+
 def test_prediction_write_failure_is_one_line(model_2d, trained_2d_workdir, tmp_path, capsys, monkeypatch):
     import umamba_seg.inference.predict as predict
 
@@ -399,8 +455,22 @@ def test_prediction_write_failure_is_one_line(model_2d, trained_2d_workdir, tmp_
         raise PermissionError(13, "Permission denied", str(tmp_path / "out" / "dataset.json"))
 
     monkeypatch.setattr(predict, "write_json_atomic", refuse)
-    code, err = _run_err(capsys, ["predict", "-i", trained_2d_workdir / "raw" / DS / "imagesTs", "-o", tmp_path / "out",
-                                  "-m", model_2d, "-f", "0", "--device", "cpu"])
+    code, err = _run_err(
+        capsys,
+        [
+            "predict",
+            "-i",
+            trained_2d_workdir / "raw" / DS / "imagesTs",
+            "-o",
+            tmp_path / "out",
+            "-m",
+            model_2d,
+            "-f",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     _assert_one_line_error(code, err, str(tmp_path / "out"))
     assert not any(p.name.endswith(".png") for p in (tmp_path / "out").iterdir())
 
@@ -419,9 +489,21 @@ def test_evaluate_write_failure_is_one_line(trained_2d_workdir, tmp_path, capsys
 
 # ---- one writer per output ------------------------------------------------------------------
 
+
 def _predict_argv(trained_2d_workdir, model_2d, out: Path, *extra) -> list:
-    return ["predict", "-i", trained_2d_workdir / "raw" / DS / "imagesTs", "-o", out, "-m", model_2d, "--no-tta",
-            "--device", "cpu", *extra]
+    return [
+        "predict",
+        "-i",
+        trained_2d_workdir / "raw" / DS / "imagesTs",
+        "-o",
+        out,
+        "-m",
+        model_2d,
+        "--no-tta",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def test_predict_lock_held_is_refused_and_stale_lock_taken_over(trained_2d_workdir, model_2d, tmp_path, capsys):
@@ -452,12 +534,14 @@ def test_continue_with_another_model_is_refused(trained_2d_workdir, model_2d, tm
     assert "folds" in err
     assert _snapshot(out) == before
     # another part of the same folder with other folds would mix models too
-    code, err = _run_err(capsys, _predict_argv(trained_2d_workdir, model_2d, out, "-f", "1", "--num-parts", "2",
-                                               "--part-id", "1"))
+    code, err = _run_err(
+        capsys, _predict_argv(trained_2d_workdir, model_2d, out, "-f", "1", "--num-parts", "2", "--part-id", "1")
+    )
     _assert_one_line_error(code, err, str(out / "predict_args_part0.json"))
     # instances filtered by another --min-size would mix two post-processings
-    code, err = _run_err(capsys, _predict_argv(trained_2d_workdir, model_2d, out, "-f", "0", "--min-size", "3",
-                                               "--continue"))
+    code, err = _run_err(
+        capsys, _predict_argv(trained_2d_workdir, model_2d, out, "-f", "0", "--min-size", "3", "--continue")
+    )
     _assert_one_line_error(code, err, str(out / "predict_args_part0.json"))
     assert "min_size" in err
     # the same model and folds continue
@@ -469,8 +553,9 @@ def test_train_lock_held_is_refused(trained_2d_workdir, tmp_path, capsys):
     fold = trained_2d_workdir / "results" / DS / MODEL / "fold_0"
     before = _snapshot(fold)
     with exclusive_lock(fold, ".umamba_train.lock", "the fold folder"):
-        code, err = _run_err(capsys, ["train", "-d", "903", "-c", "2d", "-f", "0", "--workdir", trained_2d_workdir,
-                                      *TINY_SCHEDULE])
+        code, err = _run_err(
+            capsys, ["train", "-d", "903", "-c", "2d", "-f", "0", "--workdir", trained_2d_workdir, *TINY_SCHEDULE]
+        )
     _assert_one_line_error(code, err, str(fold))
     assert f"pid {os.getpid()}" in err
     assert _snapshot(fold) == before
@@ -478,13 +563,21 @@ def test_train_lock_held_is_refused(trained_2d_workdir, tmp_path, capsys):
 
 def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
     """kill -9 of a real holder: the kernel releases its flock and the next run takes the lock."""
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from umamba_seg.locking import exclusive_lock
         with exclusive_lock({str(tmp_path)!r}, "x.lock", "the folder"):
             print("locked", flush=True)
             time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         from umamba_seg.errors import UserInputError
@@ -505,17 +598,40 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
 
 # ---- training stops on a non-finite loss ------------------------------------------------------
 
+
 def test_nan_loss_stops_training_without_final_checkpoint(trained_2d_workdir, tmp_path, capsys):
     work = tmp_path / "w"
     shutil.copytree(trained_2d_workdir, work, ignore=shutil.ignore_patterns("validation"))
     fold = work / "results" / DS / MODEL / "fold_0"
     ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=True)
-    ckpt["network_weights"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                               for k, v in ckpt["network_weights"].items()}
+    ckpt["network_weights"] = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ckpt["network_weights"].items()
+    }
     torch.save(ckpt, fold / "checkpoint_latest.pth")
     (fold / "checkpoint_final.pth").unlink()
-    code, err = _run_err(capsys, ["train", "-d", "903", "-c", "2d", "-f", "0", "--workdir", work, "--continue",
-                                  "--epochs", "3", "--iters-per-epoch", "2", "--val-iters", "1", "--device", "cpu"])
+    code, err = _run_err(
+        capsys,
+        [
+            "train",
+            "-d",
+            "903",
+            "-c",
+            "2d",
+            "-f",
+            "0",
+            "--workdir",
+            work,
+            "--continue",
+            "--epochs",
+            "3",
+            "--iters-per-epoch",
+            "2",
+            "--val-iters",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
     _assert_one_line_error(code, err, str(fold))
     assert "nan" in err
     assert not (fold / "checkpoint_final.pth").exists()
@@ -523,6 +639,7 @@ def test_nan_loss_stops_training_without_final_checkpoint(trained_2d_workdir, tm
 
 
 # ---- augmentation workers die with their parent ------------------------------------------------
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -575,13 +692,17 @@ def test_trainer_forks_its_loaders_under_the_guard(monkeypatch):
     from umamba_seg.training.trainer import umambaTrainer
 
     seen = []
-    monkeypatch.setattr(nnUNetTrainer, "get_dataloaders",
-                        lambda self: seen.append(getattr(worker_lifetime._state, "parent", None)) or (1, 2))
+    monkeypatch.setattr(
+        nnUNetTrainer,
+        "get_dataloaders",
+        lambda self: seen.append(getattr(worker_lifetime._state, "parent", None)) or (1, 2),
+    )
     assert umambaTrainer.get_dataloaders(object.__new__(umambaTrainer)) == (1, 2)
     assert seen == [os.getpid()]
 
 
 # ---- atomic writes follow the umask -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_atomic_writes_follow_the_umask(tmp_path, umask, mode):

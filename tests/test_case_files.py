@@ -15,13 +15,16 @@ def test_channel_suffix():
     assert CHANNEL_NAME.match("liver_07_002") is None and CHANNEL_NAME.match("_0000") is None
 
 
-@pytest.mark.parametrize("channels, endings, counts", [
-    (3, [".png"], {1, 3}),  # one RGB file or three grey ones
-    (4, [".JPG"], {1, 4}),  # RGBA, any case of the ending
-    (3, [".nii.gz"], {3}),  # volumes: one file per channel
-    (1, [".png"], {1}),
-    (2, [".png"], {2}),
-])
+@pytest.mark.parametrize(
+    "channels, endings, counts",
+    [
+        (3, [".png"], {1, 3}),  # one RGB file or three grey ones
+        (4, [".JPG"], {1, 4}),  # RGBA, any case of the ending
+        (3, [".nii.gz"], {3}),  # volumes: one file per channel
+        (1, [".png"], {1}),
+        (2, [".png"], {2}),
+    ],
+)
 def test_files_per_case(channels, endings, counts):
     assert allowed_file_counts(channels, endings) == counts
 

@@ -68,8 +68,9 @@ def test_cli_hands_the_demo_its_own_main(tmp_path, monkeypatch):
     from umamba_seg import cli
 
     seen = {}
-    monkeypatch.setattr(demo, "run_demo", lambda workdir, run_command, **kw: seen.update(
-        workdir=workdir, run_command=run_command, **kw))
+    monkeypatch.setattr(
+        demo, "run_demo", lambda workdir, run_command, **kw: seen.update(workdir=workdir, run_command=run_command, **kw)
+    )
     assert cli.main(["demo", "--fast", "--workdir", str(tmp_path)]) == 0
     assert seen["run_command"] is cli.main and seen["workdir"] == tmp_path and seen["fast"] is True
 
@@ -92,8 +93,13 @@ def test_demo_end_to_end(tmp_path):
     env.pop("nnUNet_n_proc_DA", None)
     env.pop("nnUNet_def_n_proc", None)
     workdir = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "umamba_seg", "demo", "--workdir", str(workdir), "--fast"],
-                       capture_output=True, text=True, env=env, timeout=1500)
+    r = subprocess.run(
+        [sys.executable, "-m", "umamba_seg", "demo", "--workdir", str(workdir), "--fast"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1500,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Demo passed" in r.stdout and "Time per step" in r.stdout
     for ds, target in (("Dataset903_SynthEndoscopy", 0.7), ("Dataset901_SynthAbdomenCT", 0.5)):

@@ -22,11 +22,38 @@ DOCKERFILE = ROOT / "Dockerfile"
 README = ROOT / "README.md"
 
 # pip options that take a value (so the next token is not a requirement)
-_PIP_VALUE_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint",
-                      "-r", "--requirement", "--target", "-t", "--prefix", "--root", "--platform",
-                      "--python-version", "--implementation", "--abi", "--progress-bar", "--timeout",
-                      "--retries", "--cache-dir", "--src", "--upgrade-strategy", "--config-settings", "-C",
-                      "--trusted-host", "--proxy", "--cert", "--client-cert", "--log"}
+_PIP_VALUE_OPTIONS = {
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-f",
+    "--find-links",
+    "-c",
+    "--constraint",
+    "-r",
+    "--requirement",
+    "--target",
+    "-t",
+    "--prefix",
+    "--root",
+    "--platform",
+    "--python-version",
+    "--implementation",
+    "--abi",
+    "--progress-bar",
+    "--timeout",
+    "--retries",
+    "--cache-dir",
+    "--src",
+    "--upgrade-strategy",
+    "--config-settings",
+    "-C",
+    "--trusted-host",
+    "--proxy",
+    "--cert",
+    "--client-cert",
+    "--log",
+}
 # options that change *what* gets installed
 _SPEC_OPTIONS = {"-e", "--editable", "--no-deps", "--pre", "-U", "--upgrade", "--force-reinstall"}
 # Python of each Ubuntu release's python3 package
@@ -60,9 +87,9 @@ def expand_args(value: str, args: dict[str, str]) -> str:
 
 def _install_start(tokens: list[str], i: int) -> int | None:
     """Index after ``pip install`` / ``python -m pip install`` starting at ``tokens[i]``, else None."""
-    if re.fullmatch(r"(\S*/)?pip3?", tokens[i]) and tokens[i + 1: i + 2] == ["install"]:
+    if re.fullmatch(r"(\S*/)?pip3?", tokens[i]) and tokens[i + 1 : i + 2] == ["install"]:
         return i + 2
-    if re.fullmatch(r"(\S*/)?python3?(\.\d+)?", tokens[i]) and tokens[i + 1: i + 4] == ["-m", "pip", "install"]:
+    if re.fullmatch(r"(\S*/)?python3?(\.\d+)?", tokens[i]) and tokens[i + 1 : i + 4] == ["-m", "pip", "install"]:
         return i + 4
     return None
 
@@ -123,9 +150,9 @@ def dockerignore_excludes(patterns: list[str], path: str) -> bool:
             candidates = [pat, pat[3:]]
         else:
             candidates = [pat]
-        if any(fnmatch.fnmatchcase(p, c) for p in prefixes for c in candidates) or \
-                any(fnmatch.fnmatchcase(p.split("/")[-1], c[3:]) for p in prefixes for c in candidates
-                    if c.startswith("**/")):
+        if any(fnmatch.fnmatchcase(p, c) for p in prefixes for c in candidates) or any(
+            fnmatch.fnmatchcase(p.split("/")[-1], c[3:]) for p in prefixes for c in candidates if c.startswith("**/")
+        ):
             excluded = not neg
     return excluded
 
@@ -169,8 +196,8 @@ def _package_installs(instructions) -> list[tuple[list[str], set[str]]]:
 
 # ---- tests of the parsers themselves ----------------------------------------------------
 def test_parsers_on_known_text() -> None:
-    ins = dockerfile_instructions("# c\nARG X=1\nRUN a \\\n  && pip install -e \".[test]\" --index-url u q\n")
-    assert ins == [("ARG", "X=1"), ("RUN", "a  && pip install -e \".[test]\" --index-url u q")]
+    ins = dockerfile_instructions('# c\nARG X=1\nRUN a \\\n  && pip install -e ".[test]" --index-url u q\n')
+    assert ins == [("ARG", "X=1"), ("RUN", 'a  && pip install -e ".[test]" --index-url u q')]
     assert pip_installs(ins[1][1]) == [([".[test]", "q"], {"-e"})]
     assert pip_installs("python3 -m pip install --no-deps /opt/x; echo") == [(["/opt/x"], {"--no-deps"})]
     assert pip_installs("pip install . && umamba-seg demo") == [(["."], set())]
@@ -190,8 +217,9 @@ def test_base_image_is_a_cuda_runtime_with_a_supported_python(instructions, pypr
     ubuntu = re.search(r"ubuntu(\d\d\.\d\d)", image)
     assert ubuntu and ubuntu.group(1) in _UBUNTU_PYTHON, f"unknown Ubuntu release in {image}"
     python = _UBUNTU_PYTHON[ubuntu.group(1)]
-    assert SpecifierSet(pyproject["project"]["requires-python"]).contains(python), \
+    assert SpecifierSet(pyproject["project"]["requires-python"]).contains(python), (
         f"{image} ships Python {python}, pyproject requires {pyproject['project']['requires-python']}"
+    )
 
 
 def test_installs_only_the_project_from_the_copied_context(instructions) -> None:
@@ -199,8 +227,9 @@ def test_installs_only_the_project_from_the_copied_context(instructions) -> None
     installs = _package_installs(instructions)
     assert installs, "the Dockerfile never runs pip install"
     targets = [r for reqs, _ in installs for r in reqs]
-    assert [split_extras(t)[0].rstrip("/") for t in targets] == [dest], \
+    assert [split_extras(t)[0].rstrip("/") for t in targets] == [dest], (
         f"pip installs {targets}; every dependency must come from pyproject.toml through {dest}"
+    )
 
 
 def spec_differences(readme_text: str, instructions) -> list[str]:
@@ -210,7 +239,7 @@ def spec_differences(readme_text: str, instructions) -> list[str]:
     problems = []
     if readme_path not in (".", "./"):
         problems.append(f"the README's first install is not the project itself: {readme_req}")
-    (docker_reqs, docker_opts), = _package_installs(instructions)
+    ((docker_reqs, docker_opts),) = _package_installs(instructions)
     docker_extras = split_extras(docker_reqs[0])[1]
     if docker_extras != readme_extras:
         problems.append(f"extras differ: README {sorted(readme_extras)}, Dockerfile {sorted(docker_extras)}")
@@ -230,8 +259,10 @@ def test_spec_comparison_on_the_planned_readme_lines(instructions) -> None:
 
 def test_same_package_spec_as_readme(instructions) -> None:
     if not README.exists():
-        pytest.skip("README.md does not exist yet (the lead writes it); the Dockerfile is checked against "
-                    "pyproject.toml and the planned README lines only")
+        pytest.skip(
+            "README.md does not exist yet (the lead writes it); the Dockerfile is checked against "
+            "pyproject.toml and the planned README lines only"
+        )
     assert spec_differences(README.read_text(), instructions) == []
 
 
@@ -250,10 +281,18 @@ def test_entrypoint_is_the_console_script(instructions, pyproject) -> None:
 
 
 def test_dockerignore_keeps_what_the_install_needs() -> None:
-    patterns = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()
-                if l.strip() and not l.strip().startswith("#")]
-    needed = ["pyproject.toml", "README.md", "umamba_seg/__init__.py", "umamba_seg/cli.py",
-              "umamba_seg/convert/brats2023.py"]  # `umamba-seg convert` runs in the image too (datasets.md)
+    patterns = [
+        l.strip()
+        for l in (ROOT / ".dockerignore").read_text().splitlines()
+        if l.strip() and not l.strip().startswith("#")
+    ]
+    needed = [
+        "pyproject.toml",
+        "README.md",
+        "umamba_seg/__init__.py",
+        "umamba_seg/cli.py",
+        "umamba_seg/convert/brats2023.py",
+    ]  # `umamba-seg convert` runs in the image too (datasets.md)
     for path in needed:
         assert not dockerignore_excludes(patterns, path), f".dockerignore drops {path}, which pip install needs"
     for path in [".git/HEAD", "umamba_seg/__pycache__/cli.cpython-311.pyc", "umamba_workdir/raw/x.nii.gz"]:

@@ -56,9 +56,11 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_synthetic_upward_edges_and_cycle_are_reported_with_file_and_line(tmp_path):
-    pkg = _write(tmp_path, {
-        "__init__.py": "",
-        "errors.py": """\
+    pkg = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "errors.py": """\
             import os
 
 
@@ -66,20 +68,21 @@ def test_synthetic_upward_edges_and_cycle_are_reported_with_file_and_line(tmp_pa
                 from umamba_seg.cli import main  # upward, inside a function
                 return main
             """,
-        "cli.py": "from umamba_seg.errors import late\n",
-        "ops/__init__.py": "",
-        "ops/a.py": "from . import b\n",  # relative: ops.a -> ops.b
-        "ops/b.py": "from .a import thing\n",  # relative: ops.b -> ops.a, a cycle
-        "nn/__init__.py": "",
-        "nn/layer.py": """\
+            "cli.py": "from umamba_seg.errors import late\n",
+            "ops/__init__.py": "",
+            "ops/a.py": "from . import b\n",  # relative: ops.a -> ops.b
+            "ops/b.py": "from .a import thing\n",  # relative: ops.b -> ops.a, a cycle
+            "nn/__init__.py": "",
+            "nn/layer.py": """\
             import typing
 
             if typing.TYPE_CHECKING:
                 import umamba_seg.training.loop  # upward even when only for type hints
             """,
-        "training/__init__.py": "",
-        "training/loop.py": "from ..nn import layer\n",  # two dots: umamba_seg.nn.layer (downward)
-    })
+            "training/__init__.py": "",
+            "training/loop.py": "from ..nn import layer\n",  # two dots: umamba_seg.nn.layer (downward)
+        },
+    )
     edges = import_graph.package_edges(pkg)
     assert {(e.source, e.target) for e in edges} == {
         ("umamba_seg.errors", "umamba_seg.cli"),
@@ -113,19 +116,24 @@ def test_synthetic_upward_edges_and_cycle_are_reported_with_file_and_line(tmp_pa
 def test_a_module_outside_the_table_is_reported(tmp_path):
     pkg = _write(tmp_path, {"__init__.py": "", "errors.py": "", "gadgets/__init__.py": "", "gadgets/x.py": ""})
     assert import_graph.unplaced_modules(import_graph.module_files(pkg)) == [
-        "umamba_seg.gadgets", "umamba_seg.gadgets.x"]
+        "umamba_seg.gadgets",
+        "umamba_seg.gadgets.x",
+    ]
     assert "modules without a layer" in "\n".join(import_graph.report(pkg))
 
 
 def test_a_longer_cycle_in_one_layer_is_found(tmp_path):
-    pkg = _write(tmp_path, {
-        "__init__.py": "",
-        "planning/__init__.py": "",
-        "planning/p.py": "import umamba_seg.planning.q\n",
-        "planning/q.py": "from umamba_seg.planning import r\n",
-        "planning/r.py": "def f():\n    from umamba_seg.planning.p import g\n",
-        "planning/s.py": "from umamba_seg.planning import p\n",  # points into the loop, is not part of it
-    })
+    pkg = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "planning/__init__.py": "",
+            "planning/p.py": "import umamba_seg.planning.q\n",
+            "planning/q.py": "from umamba_seg.planning import r\n",
+            "planning/r.py": "def f():\n    from umamba_seg.planning.p import g\n",
+            "planning/s.py": "from umamba_seg.planning import p\n",  # points into the loop, is not part of it
+        },
+    )
     edges = import_graph.package_edges(pkg)
     assert import_graph.upward_edges(edges) == []
     assert import_graph.cycles(edges) == [["umamba_seg.planning.p", "umamba_seg.planning.q", "umamba_seg.planning.r"]]
@@ -133,8 +141,12 @@ def test_a_longer_cycle_in_one_layer_is_found(tmp_path):
 
 def test_layer_edge_counts_mark_upward_pairs():
     e = import_graph.Edge
-    edges = [e("umamba_seg.nn.x", "umamba_seg.ops.y", "f", 1), e("umamba_seg.nn.x", "umamba_seg.ops.y", "f", 9),
-             e("umamba_seg.nn.x", "umamba_seg.ops.z", "f", 2), e("umamba_seg.ops.y", "umamba_seg.cli", "g", 3)]
+    edges = [
+        e("umamba_seg.nn.x", "umamba_seg.ops.y", "f", 1),
+        e("umamba_seg.nn.x", "umamba_seg.ops.y", "f", 9),
+        e("umamba_seg.nn.x", "umamba_seg.ops.z", "f", 2),
+        e("umamba_seg.ops.y", "umamba_seg.cli", "g", 3),
+    ]
     counts = import_graph.layer_edge_counts(edges)
     assert counts == {("nn", "ops"): 2, ("ops", "cli"): 1}  # distinct module pairs
     header, *rows = import_graph.format_matrix(counts)
@@ -149,8 +161,11 @@ def _python_files() -> list[Path]:
     """The repository's own Python files (not a virtual environment or cache inside the checkout)."""
     roots = [REPO / "umamba_seg", REPO / "scripts", REPO / "tests", REPO / ".ci"]
     files = [p for root in roots if root.is_dir() for p in root.rglob("*.py")] + sorted(REPO.glob("*.py"))
-    return [p for p in files if not any(part.startswith(".") or part == "__pycache__"
-                                        for part in p.relative_to(REPO).parts[1:-1])]
+    return [
+        p
+        for p in files
+        if not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(REPO).parts[1:-1])
+    ]
 
 
 def test_no_file_touches_sys_path():
@@ -167,8 +182,13 @@ def test_scripts_import_no_other_script():
     offenders = []
     for path in (REPO / "scripts").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if isinstance(node, ast.ImportFrom) and node.level:
                 names = ["."]
             for name in names:
@@ -183,7 +203,7 @@ def test_the_table_in_the_docstring_names_every_module_in_its_layer():
     borders = [i for i, line in enumerate(lines) if line.startswith("=" * 13)]
     assert len(borders) == 3, "umamba_seg/layers.py's docstring holds one table (three border lines)"
     name = None
-    for line in lines[borders[1] + 1:borders[2]]:
+    for line in lines[borders[1] + 1 : borders[2]]:
         if line[:1].strip():
             name, text = line.split(None, 1)
             rows[name] = text

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 
+from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 from umamba_seg.cli import main as cli
 
 
@@ -48,8 +48,25 @@ def test_chain_train_predict_ensemble_evaluate(request, tmp_path, fixture, confi
     outs = []
     for f in ("0", "1"):
         out = tmp_path / f"pred_f{f}"
-        run_cli("predict", "-i", raw / "imagesTs", "-o", out, "-d", ds_id, "-c", config, "-f", f,
-                "--save-probabilities", "--no-tta", "--device", "cpu", "--workdir", workdir)
+        run_cli(
+            "predict",
+            "-i",
+            raw / "imagesTs",
+            "-o",
+            out,
+            "-d",
+            ds_id,
+            "-c",
+            config,
+            "-f",
+            f,
+            "--save-probabilities",
+            "--no-tta",
+            "--device",
+            "cpu",
+            "--workdir",
+            workdir,
+        )
         outs.append(out)
     ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
     cases = sorted(p.name for p in (raw / "labelsTs").iterdir() if p.name.endswith(ending))
@@ -65,8 +82,9 @@ def test_chain_train_predict_ensemble_evaluate(request, tmp_path, fixture, confi
     p1 = np.load(outs[1] / f"{case}.npz")["probabilities"]
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
-    rw = determine_reader_writer_from_dataset_json(json.loads((raw / "dataset.json").read_text()),
-                                                   str(ens / cases[0]))()
+    rw = determine_reader_writer_from_dataset_json(
+        json.loads((raw / "dataset.json").read_text()), str(ens / cases[0])
+    )()
     seg, _ = rw.read_seg(str(ens / cases[0]))
     expected = np.argmax((p0 + p1) / 2, 0)
     assert np.mean(seg[0] == expected) > 0.99
@@ -111,23 +129,31 @@ def test_env_var_locations_equal_workdir(trained_2d_workdir, tmp_path, monkeypat
     for var, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results")):
         monkeypatch.setenv(var, str(trained_2d_workdir / sub))
     out = tmp_path / "pred_env"
-    run_cli("predict", "-i", raw / "imagesTs", "-o", out, "-d", ds_id, "-c", "2d", "-f", "0", "--no-tta",
-            "--device", "cpu")
+    run_cli(
+        "predict", "-i", raw / "imagesTs", "-o", out, "-d", ds_id, "-c", "2d", "-f", "0", "--no-tta", "--device", "cpu"
+    )
     assert len(list(out.glob("*.png"))) == len(list((raw / "imagesTs").glob("*_0000.png")))
 
 
 def test_default_workdir_and_entry_point(tmp_path):
     """`python -m umamba_seg` works from a fresh folder with no nnU-Net variables and prints no warning."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    r = subprocess.run([sys.executable, "-m", "umamba_seg", "plan-and-preprocess", "-d", "7"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "umamba_seg", "plan-and-preprocess", "-d", "7"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: no dataset with id 7")
     assert str(tmp_path / "umamba_workdir" / "raw") in lines[0]
     assert "Traceback" not in r.stderr and "not defined" not in r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "umamba_seg", "train", "-d", "7"], env=env, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "umamba_seg", "train", "-d", "7"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and r.stderr.startswith("error: bad usage")
 
 

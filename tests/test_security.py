@@ -89,28 +89,43 @@ def _requires_import_names_missing_key(arch, marker, module):
     return "_kw_requires_import"
 
 
-@pytest.mark.parametrize("tamper", [_nonlin_os_system, _class_logging_basic_config, _requires_import_any_module,
-                                    _op_key_any_module, _requires_import_names_missing_key])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _nonlin_os_system,
+        _class_logging_basic_config,
+        _requires_import_any_module,
+        _op_key_any_module,
+        _requires_import_names_missing_key,
+    ],
+)
 def test_predict_refuses_plans_that_import_code(tamper, model_copy, raw_2d_dataset, tmp_path, capsys, monkeypatch):
     marker = tmp_path / "MARKER"
     plans = json.loads((model_copy / "plans.json").read_text())
     key = tamper(plans["configurations"]["2d"]["architecture"], marker, _evil_module(tmp_path, marker, monkeypatch))
     (model_copy / "plans.json").write_text(json.dumps(plans))
     out = tmp_path / "out"
-    line = _refused(capsys, ["predict", "-i", raw_2d_dataset / "imagesTs", "-o", out, "-m", model_copy,
-                             "-f", "0", "--device", "cpu"], model_copy / "plans.json", marker)
+    line = _refused(
+        capsys,
+        ["predict", "-i", raw_2d_dataset / "imagesTs", "-o", out, "-m", model_copy, "-f", "0", "--device", "cpu"],
+        model_copy / "plans.json",
+        marker,
+    )
     assert key in line
     assert not out.exists()
 
 
-@pytest.mark.parametrize("key, value", [
-    ("image_reader_writer", "save_pickle"),                      # nnunetv2 looks it up in its imageio package
-    ("label_manager", "join"),
-    ("configurations.2d.preprocessor_name", "subprocess"),
-    ("configurations.2d.resampling_fn_data", "save_json"),
-    ("configurations.2d.normalization_schemes", ["ZScoreNormalization", "load_pickle", "ZScoreNormalization"]),
-    ("configurations.2d.data_identifier", "../../outside"),      # a folder name in the preprocessed dataset
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("image_reader_writer", "save_pickle"),  # nnunetv2 looks it up in its imageio package
+        ("label_manager", "join"),
+        ("configurations.2d.preprocessor_name", "subprocess"),
+        ("configurations.2d.resampling_fn_data", "save_json"),
+        ("configurations.2d.normalization_schemes", ["ZScoreNormalization", "load_pickle", "ZScoreNormalization"]),
+        ("configurations.2d.data_identifier", "../../outside"),  # a folder name in the preprocessed dataset
+    ],
+)
 def test_predict_refuses_names_nnunet_looks_up(key, value, model_copy, raw_2d_dataset, tmp_path, capsys):
     plans = json.loads((model_copy / "plans.json").read_text())
     *parents, last = key.split(".")
@@ -119,18 +134,49 @@ def test_predict_refuses_names_nnunet_looks_up(key, value, model_copy, raw_2d_da
         node = node[p]
     node[last] = value
     (model_copy / "plans.json").write_text(json.dumps(plans))
-    line = _refused(capsys, ["predict", "-i", raw_2d_dataset / "imagesTs", "-o", tmp_path / "out", "-m", model_copy,
-                             "-f", "0", "--device", "cpu"], model_copy / "plans.json")
+    line = _refused(
+        capsys,
+        [
+            "predict",
+            "-i",
+            raw_2d_dataset / "imagesTs",
+            "-o",
+            tmp_path / "out",
+            "-m",
+            model_copy,
+            "-f",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        model_copy / "plans.json",
+    )
     assert key in line
 
 
-def test_predict_refuses_a_model_dataset_json_whose_file_ending_names_a_folder(model_copy, raw_2d_dataset, tmp_path,
-                                                                               capsys):
+def test_predict_refuses_a_model_dataset_json_whose_file_ending_names_a_folder(
+    model_copy, raw_2d_dataset, tmp_path, capsys
+):
     ds = json.loads((model_copy / "dataset.json").read_text())
     ds["file_ending"] = "/../../escaped.png"
     (model_copy / "dataset.json").write_text(json.dumps(ds))
-    _refused(capsys, ["predict", "-i", raw_2d_dataset / "imagesTs", "-o", tmp_path / "out", "-m", model_copy,
-                      "-f", "0", "--device", "cpu"], model_copy / "dataset.json")
+    _refused(
+        capsys,
+        [
+            "predict",
+            "-i",
+            raw_2d_dataset / "imagesTs",
+            "-o",
+            tmp_path / "out",
+            "-m",
+            model_copy,
+            "-f",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        model_copy / "dataset.json",
+    )
 
 
 def _probability_folder(root: Path, name: str, plans: dict, dataset: dict, properties) -> Path:
@@ -155,8 +201,12 @@ class _RunsCommand:
 def ensemble_inputs(model_copy, tmp_path):
     plans = json.loads((model_copy / "plans.json").read_text())
     dataset = json.loads((model_copy / "dataset.json").read_text())
-    props = {"spacing": (999, 1, 1), "shape_before_cropping": (1, 4, 4), "bbox_used_for_cropping": [[0, 1], [0, 4], [0, 4]],
-             "shape_after_cropping_and_before_resampling": (1, 4, 4)}
+    props = {
+        "spacing": (999, 1, 1),
+        "shape_before_cropping": (1, 4, 4),
+        "bbox_used_for_cropping": [[0, 1], [0, 4], [0, 4]],
+        "shape_after_cropping_and_before_resampling": (1, 4, 4),
+    }
 
     def make(first_properties, plans_first: dict | None = None):
         a = _probability_folder(tmp_path, "a", plans_first or plans, dataset, first_properties)
@@ -180,8 +230,10 @@ def test_ensemble_reads_data_pickles_and_trust_admits_other_objects(ensemble_inp
     make, props = ensemble_inputs
     a, b = make(OrderedDict(props))  # harmless, but not plain data: refused unless trusted
     _refused(capsys, ["ensemble", "-i", a, b, "-o", tmp_path / "refused", "-np", "1"], a / "case_0.pkl")
-    assert cli([str(x) for x in ["ensemble", "-i", a, b, "-o", tmp_path / "trusted", "-np", "1",
-                                 "--trust-checkpoint"]]) == 0
+    assert (
+        cli([str(x) for x in ["ensemble", "-i", a, b, "-o", tmp_path / "trusted", "-np", "1", "--trust-checkpoint"]])
+        == 0
+    )
     assert (tmp_path / "trusted" / "case_0.png").is_file()
     (a / "case_0.pkl").write_bytes(pickle.dumps({**props, "spacing": np.array([999.0, 1, 1])}, protocol=5))
     assert cli([str(x) for x in ["ensemble", "-i", a, b, "-o", tmp_path / "plain", "-np", "1"]]) == 0
@@ -196,15 +248,19 @@ def test_ensemble_refuses_input_plans_naming_a_helper(ensemble_inputs, tmp_path,
     assert not (tmp_path / "ens").exists()
 
 
-@pytest.mark.parametrize("functions, kwargs", [
-    (["nnunetv2.postprocessing.remove_connected_components.save_pickle"], [{"obj": 1, "file": "MARKER"}]),
-    (["save_pickle"], [{}]),
-    (["os.system"], [{"command": "touch MARKER"}]),
-    (["nnunetv2.postprocessing.remove_connected_components.remove_all_but_largest_component_from_segmentation"],
-     [{"labels_or_regions": 1, "file": "MARKER"}]),
-])
-def test_postprocess_refuses_functions_outside_the_list(functions, kwargs, model_copy, tmp_path, capsys,
-                                                        monkeypatch):
+@pytest.mark.parametrize(
+    "functions, kwargs",
+    [
+        (["nnunetv2.postprocessing.remove_connected_components.save_pickle"], [{"obj": 1, "file": "MARKER"}]),
+        (["save_pickle"], [{}]),
+        (["os.system"], [{"command": "touch MARKER"}]),
+        (
+            ["nnunetv2.postprocessing.remove_connected_components.remove_all_but_largest_component_from_segmentation"],
+            [{"labels_or_regions": 1, "file": "MARKER"}],
+        ),
+    ],
+)
+def test_postprocess_refuses_functions_outside_the_list(functions, kwargs, model_copy, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pred = tmp_path / "pred"
     pred.mkdir()
@@ -212,8 +268,9 @@ def test_postprocess_refuses_functions_outside_the_list(functions, kwargs, model
         shutil.copyfile(model_copy / f, pred / f)
     pp = tmp_path / "postprocessing.json"
     pp.write_text(json.dumps({"functions": functions, "kwargs": kwargs}))
-    _refused(capsys, ["postprocess", "-i", pred, "-o", tmp_path / "pp", "--pp-file", pp, "-np", "1"], pp,
-             tmp_path / "MARKER")
+    _refused(
+        capsys, ["postprocess", "-i", pred, "-o", tmp_path / "pp", "--pp-file", pp, "-np", "1"], pp, tmp_path / "MARKER"
+    )
     assert not (tmp_path / "pp").exists()
 
 
@@ -238,27 +295,38 @@ def _entries(raw: Path, first_key: str, first_image: str | None = None) -> dict:
     entries = {}
     for i, img in enumerate(sorted((raw / "imagesTr").glob("*_0000.png"))):
         case = img.name[: -len("_0000.png")]
-        entries[first_key if i == 0 else case] = {"images": [first_image if i == 0 and first_image else
-                                                             f"imagesTr/{img.name}"], "label": f"labelsTr/{case}.png"}
+        entries[first_key if i == 0 else case] = {
+            "images": [first_image if i == 0 and first_image else f"imagesTr/{img.name}"],
+            "label": f"labelsTr/{case}.png",
+        }
     return entries
 
 
 @pytest.mark.parametrize("verify", [True, False])
-@pytest.mark.parametrize("edit, what", [
-    (lambda raw: {"dataset": _entries(raw, "../../../outside/e0")}, "case identifier"),
-    (lambda raw: {"dataset": _entries(raw, "endo_000", "../../outside/x_0000.png")}, "outside the raw dataset"),
-    (lambda raw: {"dataset": _entries(raw, "endo_000", str(raw.parent.parent / "outside" / "x_0000.png"))},
-     "outside the raw dataset"),
-    (lambda raw: {"file_ending": "/../../../outside/x.png"}, "file_ending"),
-    (lambda raw: {"overwrite_image_reader_writer": "save_pickle"}, "overwrite_image_reader_writer"),
-])
+@pytest.mark.parametrize(
+    "edit, what",
+    [
+        (lambda raw: {"dataset": _entries(raw, "../../../outside/e0")}, "case identifier"),
+        (lambda raw: {"dataset": _entries(raw, "endo_000", "../../outside/x_0000.png")}, "outside the raw dataset"),
+        (
+            lambda raw: {"dataset": _entries(raw, "endo_000", str(raw.parent.parent / "outside" / "x_0000.png"))},
+            "outside the raw dataset",
+        ),
+        (lambda raw: {"file_ending": "/../../../outside/x.png"}, "file_ending"),
+        (lambda raw: {"overwrite_image_reader_writer": "save_pickle"}, "overwrite_image_reader_writer"),
+    ],
+)
 def test_plan_and_preprocess_refuses_paths_outside_the_dataset(edit, what, verify, raw_2d_dataset, tmp_path, capsys):
     workdir, raw = _raw_copy(raw_2d_dataset, tmp_path)
     ds = json.loads((raw / "dataset.json").read_text())
     ds.update(edit(raw))
     (raw / "dataset.json").write_text(json.dumps(ds))
-    line = _refused(capsys, ["plan-and-preprocess", "-d", "903", "-a", "cnn", "-c", "2d", "--workdir", workdir,
-                             "-np", "1"] + (["--verify"] if verify else []), raw / "dataset.json")
+    line = _refused(
+        capsys,
+        ["plan-and-preprocess", "-d", "903", "-a", "cnn", "-c", "2d", "--workdir", workdir, "-np", "1"]
+        + (["--verify"] if verify else []),
+        raw / "dataset.json",
+    )
     assert what in line
     assert not any((workdir / "outside").iterdir())
     assert not [p for p in workdir.glob("preprocessed/**/*") if p.is_file()]
@@ -266,15 +334,26 @@ def test_plan_and_preprocess_refuses_paths_outside_the_dataset(edit, what, verif
 
 def _cnn_block(ndim: int) -> dict:
     conv, norm = ("Conv2d", "InstanceNorm2d") if ndim == 2 else ("Conv3d", "InstanceNorm3d")
-    return {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32], "conv_op": f"torch.nn.modules.conv.{conv}",
-                            "kernel_sizes": [[3] * ndim] * 3, "strides": [[1] * ndim, [2] * ndim, [2] * ndim],
-                            "n_conv_per_stage": [2, 2, 2], "n_conv_per_stage_decoder": [2, 2], "conv_bias": True,
-                            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
-                            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
-                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                            "nonlin_kwargs": {"inplace": True}},
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+    return {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": 3,
+            "features_per_stage": [8, 16, 32],
+            "conv_op": f"torch.nn.modules.conv.{conv}",
+            "kernel_sizes": [[3] * ndim] * 3,
+            "strides": [[1] * ndim, [2] * ndim, [2] * ndim],
+            "n_conv_per_stage": [2, 2, 2],
+            "n_conv_per_stage_decoder": [2, 2],
+            "conv_bias": True,
+            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -284,8 +363,12 @@ def test_every_registered_architecture_passes_the_allow_list(ndim):
     patch = [64, 64] if ndim == 2 else [32, 64, 64]
     for name in registry.available():
         check_architecture(registry.get(name).architecture_block(cnn, patch), name)
-    res_enc = json.loads(json.dumps(cnn).replace("PlainConvUNet", "ResidualEncoderUNet")
-                         .replace("torch.nn.modules.conv.", "torch.nn.").replace("n_conv_per_stage\"", "n_blocks_per_stage\""))
+    res_enc = json.loads(
+        json.dumps(cnn)
+        .replace("PlainConvUNet", "ResidualEncoderUNet")
+        .replace("torch.nn.modules.conv.", "torch.nn.")
+        .replace('n_conv_per_stage"', 'n_blocks_per_stage"')
+    )
     check_architecture(res_enc, "resenc")
 
 

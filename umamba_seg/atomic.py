@@ -11,8 +11,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def _umask() -> int:
@@ -44,7 +45,7 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     final.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         name = final.name
-        suffix = name[name.index("."):] if "." in name else ""
+        suffix = name[name.index(".") :] if "." in name else ""
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)

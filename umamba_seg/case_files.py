@@ -8,7 +8,7 @@ dataset may also come as one RGB(A) file per case, which nnunetv2's reader split
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 CHANNEL_NAME = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")  # a file name without its ending
 NATURAL_IMAGE_ENDINGS = (".png", ".bmp", ".jpg", ".jpeg")

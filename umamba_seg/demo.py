@@ -21,9 +21,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 RunCommand = Callable[[Sequence[str]], int]  # runs one ``umamba-seg`` command line, returns its exit code
 log = logging.getLogger(__name__)
@@ -133,19 +133,23 @@ def _read_f1(summary_file: Path) -> float:
 def _dice_table(results: list[dict]) -> str:
     with_f1 = any("f1" in r for r in results)
     f1_head = f" {'F1@0.5':>7}" if with_f1 else ""
-    header = (f"{'dataset':<26} {'arch':<12} {'mean Dice':>9}{f1_head}  {'per class':<34} {'train s':>8} "
-              f"{'predict s':>9}")
+    header = (
+        f"{'dataset':<26} {'arch':<12} {'mean Dice':>9}{f1_head}  {'per class':<34} {'train s':>8} {'predict s':>9}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         classes = ", ".join(f"{r['label_names'].get(k, k)} {v:.3f}" for k, v in r["dice"]["per_class"].items())
         f1 = (f" {r['f1']:>7.3f}" if "f1" in r else f" {'-':>7}") if with_f1 else ""
-        lines.append(f"{r['title']:<26} {r['arch']:<12} {r['dice']['mean']:>9.3f}{f1}  {classes:<34} "
-                     f"{r['train_s']:>8.1f} {r['predict_s']:>9.1f}")
+        lines.append(
+            f"{r['title']:<26} {r['arch']:<12} {r['dice']['mean']:>9.3f}{f1}  {classes:<34} "
+            f"{r['train_s']:>8.1f} {r['predict_s']:>9.1f}"
+        )
     return "\n".join(lines)
 
 
-def run_demo(workdir: Path, run_command: RunCommand, archs: list[str] | None = None, fast: bool = False,
-             cells: bool = False) -> dict:
+def run_demo(
+    workdir: Path, run_command: RunCommand, archs: list[str] | None = None, fast: bool = False, cells: bool = False
+) -> dict:
     """Run the demo in ``workdir``; returns ``{"results", "timings", "cpu_timings", "total_s", "outputs", "commands"}``.
 
     Every step is a ``umamba-seg`` command line, printed and then run by ``run_command``
@@ -173,8 +177,7 @@ def run_demo(workdir: Path, run_command: RunCommand, archs: list[str] | None = N
     for a in given or []:
         registry.get(a)  # unknown names: one clear error before any work
     task_archs = [given or (["cnn"] if fast else default_archs(t)) for t in tasks]
-    run = _Runner(workdir, sum(2 + (4 if t.instances else 3) * len(a) for t, a in zip(tasks, task_archs)),
-                  run_command)
+    run = _Runner(workdir, sum(2 + (4 if t.instances else 3) * len(a) for t, a in zip(tasks, task_archs)), run_command)
     t_start = time.perf_counter()
     plan = "; ".join(f"{t.configuration}: {', '.join(a)}" for t, a in zip(tasks, task_archs))
     log.info("umamba-seg demo: %d datasets (%s) on the CPU, workdir %s", len(tasks), plan, workdir)
@@ -184,27 +187,101 @@ def run_demo(workdir: Path, run_command: RunCommand, archs: list[str] | None = N
         spec = get_kind(task.kind)
         ds_id = str(spec.default_id)
         tag = "2D" if task.configuration == "2d" else "3D"
-        run(f"{tag} make-dataset", "make-dataset", "--kind", task.kind, "--size", task.size,
-            "--num-train", task.num_train, "--num-test", task.num_test, "--seed", 0)
+        run(
+            f"{tag} make-dataset",
+            "make-dataset",
+            "--kind",
+            task.kind,
+            "--size",
+            task.size,
+            "--num-train",
+            task.num_train,
+            "--num-test",
+            task.num_test,
+            "--seed",
+            0,
+        )
         raw = workdir / "raw" / f"Dataset{spec.default_id:03d}_{spec.name}"
-        run(f"{tag} plan-and-preprocess", "plan-and-preprocess", "-d", ds_id, "-a", *archs,
-            "-c", task.configuration, "-np", 1)
+        run(
+            f"{tag} plan-and-preprocess",
+            "plan-and-preprocess",
+            "-d",
+            ds_id,
+            "-a",
+            *archs,
+            "-c",
+            task.configuration,
+            "-np",
+            1,
+        )
         label_names = {str(v): k for k, v in spec.labels.items()}
         for arch in archs:
-            train_s = run(f"{tag} train {arch}", "train", "-d", ds_id, "-c", task.configuration, "-f", "0",
-                          "-a", arch, "--epochs", task.epochs, "--iters-per-epoch", task.iters_per_epoch,
-                          "--val-iters", task.val_iters, "--device", "cpu", "--seed", 0)
+            train_s = run(
+                f"{tag} train {arch}",
+                "train",
+                "-d",
+                ds_id,
+                "-c",
+                task.configuration,
+                "-f",
+                "0",
+                "-a",
+                arch,
+                "--epochs",
+                task.epochs,
+                "--iters-per-epoch",
+                task.iters_per_epoch,
+                "--val-iters",
+                task.val_iters,
+                "--device",
+                "cpu",
+                "--seed",
+                0,
+            )
             pred = workdir / "demo_predictions" / raw.name / arch
-            predict_s = run(f"{tag} predict {arch}", "predict", "-i", raw / "imagesTs", "-o", pred,
-                            "-d", ds_id, "-c", task.configuration, "-a", arch, "-f", "0", "--device", "cpu",
-                            *(["--instances"] if task.instances else []))
+            predict_s = run(
+                f"{tag} predict {arch}",
+                "predict",
+                "-i",
+                raw / "imagesTs",
+                "-o",
+                pred,
+                "-d",
+                ds_id,
+                "-c",
+                task.configuration,
+                "-a",
+                arch,
+                "-f",
+                "0",
+                "--device",
+                "cpu",
+                *(["--instances"] if task.instances else []),
+            )
             run(f"{tag} evaluate {arch}", "evaluate", "-r", raw / "labelsTs", "-p", pred, "-d", ds_id, "-np", 1)
-            row = {"title": task.title, "dataset": raw.name, "configuration": task.configuration,
-                   "arch": arch, "dice": _read_dice(pred / "summary.json"), "label_names": label_names,
-                   "train_s": train_s, "predict_s": predict_s, "target": task.dice_target}
+            row = {
+                "title": task.title,
+                "dataset": raw.name,
+                "configuration": task.configuration,
+                "arch": arch,
+                "dice": _read_dice(pred / "summary.json"),
+                "label_names": label_names,
+                "train_s": train_s,
+                "predict_s": predict_s,
+                "target": task.dice_target,
+            }
             if task.instances:
-                run(f"{tag} evaluate instances {arch}", "evaluate", "-r", raw / "instancesTs",
-                    "-p", pred / "instances", "--instances", "-np", 1)
+                run(
+                    f"{tag} evaluate instances {arch}",
+                    "evaluate",
+                    "-r",
+                    raw / "instancesTs",
+                    "-p",
+                    pred / "instances",
+                    "--instances",
+                    "-np",
+                    1,
+                )
                 row["f1"] = _read_f1(pred / "instances" / "summary.json")
             results.append(row)
             outputs[f"{raw.name} {arch} predictions"] = str(pred)
@@ -213,8 +290,11 @@ def run_demo(workdir: Path, run_command: RunCommand, archs: list[str] | None = N
 
     # the report below is the demo's result: printed, so --quiet keeps it
     print("\n" + "=" * 30 + " umamba-seg demo results " + "=" * 30)
-    print("Dice on the held-out test cases (never seen in training)"
-          + ("; F1@0.5: instance F1 at IoU 0.5, mean over cases" if cells else "") + ":\n")
+    print(
+        "Dice on the held-out test cases (never seen in training)"
+        + ("; F1@0.5: instance F1 at IoU 0.5, mean over cases" if cells else "")
+        + ":\n"
+    )
     print(_dice_table(results))
     print("\nTime per step (wall clock; CPU time of all processes in brackets):")
     for label, seconds in run.timings.items():
@@ -229,6 +309,11 @@ def run_demo(workdir: Path, run_command: RunCommand, archs: list[str] | None = N
         msg = "; ".join(f"{r['title']}: CNN Dice {r['dice']['mean']:.3f} < {r['target']}" for r in failed)
         raise RuntimeError(f"demo Dice target missed: {msg}")
     print("\nDemo passed: the CNN reached its Dice targets.")
-    return {"results": results, "timings": run.timings, "cpu_timings": run.cpu_timings, "total_s": total,
-            "outputs": outputs,
-            "commands": run.commands}
+    return {
+        "results": results,
+        "timings": run.timings,
+        "cpu_timings": run.cpu_timings,
+        "total_s": total,
+        "outputs": outputs,
+        "commands": run.commands,
+    }

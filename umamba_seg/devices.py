@@ -17,8 +17,11 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("--device cuda requested but no CUDA GPU is visible", "--device",
-                             "use --device cpu (or auto), or check CUDA_VISIBLE_DEVICES and the driver")
+        raise UserInputError(
+            "--device cuda requested but no CUDA GPU is visible",
+            "--device",
+            "use --device cpu (or auto), or check CUDA_VISIBLE_DEVICES and the driver",
+        )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserInputError("--device mps requested but MPS is not available", "--device", "use --device cpu or auto")
     if name not in DEVICE_CHOICES:

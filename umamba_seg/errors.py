@@ -6,8 +6,8 @@ everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
-from typing import Sequence
 
 
 class UserInputError(Exception):

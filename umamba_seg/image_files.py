@@ -37,10 +37,18 @@ _MAGIC = {
     ".nrrd": (b"NRRD",),
     ".npy": (b"\x93NUMPY",),
 }
-_LOOKS_LIKE = ((b"\x89PNG", "a PNG image"), (b"\x1f\x8b", "gzip data"), (b"\xff\xd8\xff", "a JPEG image"),
-               (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"NRRD", "an NRRD file"),
-               (b"PK\x03\x04", "a zip archive"), (b"BM", "a BMP image"), (b"ObjectType", "a MetaImage header"),
-               (b"\x93NUMPY", "a numpy array"))
+_LOOKS_LIKE = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"NRRD", "an NRRD file"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"BM", "a BMP image"),
+    (b"ObjectType", "a MetaImage header"),
+    (b"\x93NUMPY", "a numpy array"),
+)
 _CHUNK = 1 << 20
 _checked: dict[tuple[str, int, int], None] = {}
 
@@ -72,15 +80,16 @@ def _gzip_length(path: Path) -> tuple[int, bytes]:
         while not d.eof:
             chunk = f.read(_CHUNK)
             if not chunk:
-                raise _bad("unreadable or truncated file (the compressed data ends before its end-of-stream "
-                           "marker)", path)
+                raise _bad(
+                    "unreadable or truncated file (the compressed data ends before its end-of-stream marker)", path
+                )
             try:
                 data = d.decompress(chunk)
             except zlib.error as e:
                 raise _bad(f"unreadable or corrupt compressed data ({e})", path) from None
             total += len(data)
             if len(head) < _NIFTI_HEADER_BYTES:
-                head += data[:_NIFTI_HEADER_BYTES - len(head)]
+                head += data[: _NIFTI_HEADER_BYTES - len(head)]
     return total, head
 
 
@@ -103,7 +112,7 @@ def _raw_pixdim(head: bytes) -> tuple[float, ...] | None:
     else:
         return None
     n = max(0, min(int(dim[0]), 3))
-    return tuple(float(x) for x in pix[1:1 + n])
+    return tuple(float(x) for x in pix[1 : 1 + n])
 
 
 def _check_nifti(path: Path, ending: str, max_dim: int) -> None:
@@ -127,22 +136,28 @@ def _check_nifti(path: Path, ending: str, max_dim: int) -> None:
     except Exception as e:  # noqa: BLE001 - any header nibabel cannot parse is a bad file
         raise _bad(f"not a readable NIfTI file ({type(e).__name__}: {str(e).strip()[:100]})", path) from None
     if available < expected:
-        raise _bad(f"unreadable or truncated file (holds {available} of the {expected} bytes its header "
-                   "announces)", path)
+        raise _bad(
+            f"unreadable or truncated file (holds {available} of the {expected} bytes its header announces)", path
+        )
     dims = len(shape)
     while dims > max_dim and shape[dims - 1] == 1:
         dims -= 1
     if dims > max_dim:
-        raise _bad(f"image is {dims}D {shape} where at most {max_dim}D is expected", path,
-                   "split 4D volumes into one 3D file per channel (_0000, _0001, ...)")
-
+        raise _bad(
+            f"image is {dims}D {shape} where at most {max_dim}D is expected",
+            path,
+            "split 4D volumes into one 3D file per channel (_0000, _0001, ...)",
+        )
 
 
 def _check_spacing(spacing: tuple[float, ...], path: Path) -> None:
     """A zero, negative or non-finite voxel size (readers would silently make it 1.0)."""
     if any(not (0 < z < float("inf")) for z in spacing):
-        raise _bad(f"voxel spacing {spacing} in the header is not positive", path,
-                   "write the image with its real voxel size (mm)")
+        raise _bad(
+            f"voxel spacing {spacing} in the header is not positive",
+            path,
+            "write the image with its real voxel size (mm)",
+        )
 
 
 def _check_itk_header(path: Path, max_dim: int) -> None:
@@ -158,9 +173,13 @@ def _check_itk_header(path: Path, max_dim: int) -> None:
     dim, comps = reader.GetDimension(), reader.GetNumberOfComponents()
     _check_spacing(tuple(reader.GetSpacing())[:3], path)
     if dim > max_dim or comps > 1:
-        raise _bad(f"image is {dim}D" + (f" with {comps} components per voxel" if comps > 1 else "")
-                   + f" where at most {max_dim}D with one component is expected", path,
-                   "split it into one file per channel (_0000, _0001, ...)")
+        raise _bad(
+            f"image is {dim}D"
+            + (f" with {comps} components per voxel" if comps > 1 else "")
+            + f" where at most {max_dim}D with one component is expected",
+            path,
+            "split it into one file per channel (_0000, _0001, ...)",
+        )
 
 
 def check_image_file(path: str | Path, max_dim: int = 3) -> None:
@@ -187,8 +206,11 @@ def check_image_file(path: str | Path, max_dim: int = 3) -> None:
     magics = _MAGIC.get(ending)
     if magics is not None and not any(head.startswith(m) for m in magics):
         raise _bad(f"not a {ending} file{_looks_like(head)}", path, f"convert it to {ending} or rename it")
-    if ending == ".nii" and int.from_bytes(head[:4], "little") not in (348, 540) \
-            and int.from_bytes(head[:4], "big") not in (348, 540):
+    if (
+        ending == ".nii"
+        and int.from_bytes(head[:4], "little") not in (348, 540)
+        and int.from_bytes(head[:4], "big") not in (348, 540)
+    ):
         raise _bad(f"not a .nii file{_looks_like(head)}", path, "convert it to NIfTI or rename it")
     if ending in NIFTI_ENDINGS:
         _check_nifti(path, ending, max_dim)

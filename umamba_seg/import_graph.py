@@ -18,9 +18,9 @@ from __future__ import annotations
 import ast
 import sys
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from umamba_seg import layers
 
@@ -38,8 +38,10 @@ class Edge:
 
     def describe(self) -> str:
         """``file:line: source -> target (layer -> layer)``."""
-        return (f"{self.file}:{self.line}: {self.source} -> {self.target} "
-                f"({_layer_or_unplaced(self.source)} -> {_layer_or_unplaced(self.target)})")
+        return (
+            f"{self.file}:{self.line}: {self.source} -> {self.target} "
+            f"({_layer_or_unplaced(self.source)} -> {_layer_or_unplaced(self.target)})"
+        )
 
 
 def _layer_or_unplaced(module: str) -> str:
@@ -87,8 +89,9 @@ def _imported_names(node: ast.AST, module: str, is_package: bool) -> list[str]:
     return [f"{prefix}.{alias.name}" if alias.name != "*" else prefix for alias in node.names] or [prefix]
 
 
-def edges_of_source(source: str, module: str, file: str, modules: Iterable[str],
-                    is_package: bool = False, package: str = layers.PACKAGE) -> list[Edge]:
+def edges_of_source(
+    source: str, module: str, file: str, modules: Iterable[str], is_package: bool = False, package: str = layers.PACKAGE
+) -> list[Edge]:
     """Edges from the Python ``source`` of ``module`` to other modules of ``package``."""
     known = set(modules) | {module}
     out: list[Edge] = []
@@ -108,8 +111,9 @@ def package_edges(root: Path = PACKAGE_ROOT, package: str = layers.PACKAGE) -> l
     out: list[Edge] = []
     for module, path in files.items():
         rel = path.relative_to(root.parent).as_posix()
-        out += edges_of_source(path.read_text(encoding="utf-8"), module, rel, files,
-                               is_package=path.name == "__init__.py", package=package)
+        out += edges_of_source(
+            path.read_text(encoding="utf-8"), module, rel, files, is_package=path.name == "__init__.py", package=package
+        )
     return out
 
 
@@ -206,7 +210,11 @@ def report(root: Path = PACKAGE_ROOT) -> list[str]:
         return lines
     pairs = {(e.source, e.target) for e in edges}
     lines.append(f"{len(module_files(root))} modules, {len(pairs)} module-to-module edges")
-    lines += ["", "layer-to-layer edges (distinct module pairs; ^ points up):", *format_matrix(layer_edge_counts(edges))]
+    lines += [
+        "",
+        "layer-to-layer edges (distinct module pairs; ^ points up):",
+        *format_matrix(layer_edge_counts(edges)),
+    ]
     up = upward_edges(edges)
     lines += ["", f"upward edges: {len(up)}", *(e.describe() for e in up)]
     groups = cycles(edges)

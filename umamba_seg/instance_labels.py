@@ -59,12 +59,16 @@ def instances_to_semantic(instances: np.ndarray, boundary_width: int = 1) -> np.
 
 def _check_width(boundary_width: int) -> None:
     if not isinstance(boundary_width, (int, np.integer)) or boundary_width < 1:
-        raise UserInputError(f"--boundary-width {boundary_width} is not a whole number >= 1", "--boundary-width",
-                             "use 1 (the default) or a few pixels")
+        raise UserInputError(
+            f"--boundary-width {boundary_width} is not a whole number >= 1",
+            "--boundary-width",
+            "use 1 (the default) or a few pixels",
+        )
 
 
-def convert_instance_folder(input_dir: Path, output_dir: Path, boundary_width: int = 1,
-                            verbose: bool = True) -> list[Path]:
+def convert_instance_folder(
+    input_dir: Path, output_dir: Path, boundary_width: int = 1, verbose: bool = True
+) -> list[Path]:
     """Convert every instance map in ``input_dir`` into ``output_dir`` (same names, format and
     geometry); returns the written files. Output files are written whole or not at all."""
     _check_width(boundary_width)
@@ -82,8 +86,11 @@ def convert_instance_folder(input_dir: Path, output_dir: Path, boundary_width: i
         try:
             write_label_map(rw, semantic, output_dir / f.name, props)
         except OSError as e:
-            raise UserInputError(f"cannot write the label map ({e.strerror or e})", e.filename or output_dir,
-                                 "pass an output folder you can write to with -o") from None
+            raise UserInputError(
+                f"cannot write the label map ({e.strerror or e})",
+                e.filename or output_dir,
+                "pass an output folder you can write to with -o",
+            ) from None
         written.append(output_dir / f.name)
         if verbose:
             log.info("%s: %d cell(s)", f.name, int(np.count_nonzero(np.unique(instances))))

@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -52,11 +52,13 @@ def list_label_files(folder: Path) -> tuple[list[Path], str]:
                 found.setdefault(ending, []).append(p)
     found.pop(".json", None)  # never a label map (TIFF side files)
     if not found:
-        raise UserInputError("no label maps in the folder", folder,
-                             f"put files ending in one of {', '.join(sorted(endings))} there")
+        raise UserInputError(
+            "no label maps in the folder", folder, f"put files ending in one of {', '.join(sorted(endings))} there"
+        )
     if len(found) > 1:
-        raise UserInputError(f"the folder mixes file endings ({', '.join(sorted(found))})", folder,
-                             "keep one file format per folder")
+        raise UserInputError(
+            f"the folder mixes file endings ({', '.join(sorted(found))})", folder, "keep one file format per folder"
+        )
     ending, files = next(iter(found.items()))
     return files, ending
 
@@ -66,11 +68,15 @@ def reader_writer_for(ending: str, example: Path):
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
 
     try:
-        io_class = determine_reader_writer_from_file_ending(ending, str(example), allow_nonmatching_filename=True,
-                                                            verbose=False)
+        io_class = determine_reader_writer_from_file_ending(
+            ending, str(example), allow_nonmatching_filename=True, verbose=False
+        )
     except RuntimeError:
-        raise UserInputError(f"no nnU-Net reader can open {ending} files", example,
-                             "convert the label maps to .nii.gz, .nrrd, .mha, .png or .tif") from None
+        raise UserInputError(
+            f"no nnU-Net reader can open {ending} files",
+            example,
+            "convert the label maps to .nii.gz, .nrrd, .mha, .png or .tif",
+        ) from None
     return io_class()
 
 
@@ -80,12 +86,16 @@ def read_label_map(rw, path: Path, role: str = "label map") -> tuple[np.ndarray,
     try:
         seg, props = rw.read_seg(str(path))
     except Exception as e:  # noqa: BLE001 - any reader failure is the file's fault
-        raise UserInputError(f"cannot read the {role} ({type(e).__name__}: {e})", path,
-                             "check that the file is a valid label image") from None
+        raise UserInputError(
+            f"cannot read the {role} ({type(e).__name__}: {e})", path, "check that the file is a valid label image"
+        ) from None
     seg = seg[0]
     if not np.isfinite(seg).all() or not np.array_equal(seg, np.floor(seg)) or (seg.size and seg.min() < 0):
-        raise UserInputError(f"the {role} holds values that are not whole non-negative numbers", path,
-                             "pass label maps (0 background, one integer per class or cell)")
+        raise UserInputError(
+            f"the {role} holds values that are not whole non-negative numbers",
+            path,
+            "pass label maps (0 background, one integer per class or cell)",
+        )
     return seg.astype(np.int64), props
 
 
@@ -135,7 +145,6 @@ def _write_instances(rw, seg: np.ndarray, path: Path, props: dict) -> None:
         sitk.WriteImage(image, str(path), True)
     elif isinstance(rw, Tiff3DIO):
         import tifffile
-
         from batchgenerators.utilities.file_and_folder_operations import save_json
 
         tifffile.imwrite(path, data, compression="zlib")
@@ -147,15 +156,21 @@ def _write_instances(rw, seg: np.ndarray, path: Path, props: dict) -> None:
         tifffile.imwrite(path, data[0], compression="zlib")
     elif isinstance(rw, NaturalImage2DIO) and ending.endswith(".png"):
         if dtype != np.uint16:
-            raise UserInputError(f"{int(seg.max())} instances do not fit a 16-bit PNG", path,
-                                 "predict from .tif images (instance maps up to 2^32 - 1)")
+            raise UserInputError(
+                f"{int(seg.max())} instances do not fit a 16-bit PNG",
+                path,
+                "predict from .tif images (instance maps up to 2^32 - 1)",
+            )
         from PIL import Image
 
         Image.fromarray(data[0]).save(path, format="PNG")
     else:
         if dtype != np.uint16:
-            raise UserInputError(f"{int(seg.max())} instances do not fit this format's 16-bit writer", path,
-                                 "use .nii.gz, .nrrd, .mha or .tif")
+            raise UserInputError(
+                f"{int(seg.max())} instances do not fit this format's 16-bit writer",
+                path,
+                "use .nii.gz, .nrrd, .mha or .tif",
+            )
         rw.write_seg(data, str(path), props)
 
 

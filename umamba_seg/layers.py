@@ -42,9 +42,29 @@ PACKAGE = "umamba_seg"
 
 # (layer name, top-level modules of the package in that layer), lowest layer first.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("", "errors", "atomic", "locking", "safe_paths", "safe_pickle", "devices", "workspace",
-              "image_files", "case_files", "label_files", "instance_labels", "plotting", "data", "convert",
-              "layers", "import_graph", "log")),
+    (
+        "base",
+        (
+            "",
+            "errors",
+            "atomic",
+            "locking",
+            "safe_paths",
+            "safe_pickle",
+            "devices",
+            "workspace",
+            "image_files",
+            "case_files",
+            "label_files",
+            "instance_labels",
+            "plotting",
+            "data",
+            "convert",
+            "layers",
+            "import_graph",
+            "log",
+        ),
+    ),
     ("ops", ("ops",)),
     ("nn", ("nn",)),
     ("architectures", ("architectures",)),

@@ -18,8 +18,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from umamba_seg.errors import UserInputError
 
@@ -30,8 +30,12 @@ except ImportError:  # Windows: no flock, the pid record decides
 
 
 def _holder_record() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv)[:300]}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv)[:300],
+    }
 
 
 def read_holder(lock_file: Path) -> dict:
@@ -63,9 +67,12 @@ def _describe(holder: dict) -> str:
 
 
 def _refuse(lock_file: Path, what: str, holder: dict) -> UserInputError:
-    return UserInputError(f"{what} is in use by {_describe(holder)}", lock_file.parent,
-                          f"wait for that run to finish (or stop it), or use another folder; a lock left by a "
-                          f"killed run is taken over automatically ({lock_file.name})")
+    return UserInputError(
+        f"{what} is in use by {_describe(holder)}",
+        lock_file.parent,
+        f"wait for that run to finish (or stop it), or use another folder; a lock left by a "
+        f"killed run is taken over automatically ({lock_file.name})",
+    )
 
 
 def _try_flock(fd: int) -> bool | None:
@@ -100,8 +107,11 @@ def exclusive_lock(folder: str | os.PathLike, name: str, what: str) -> Iterator[
         try:
             fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise UserInputError(f"cannot create the lock file ({e.strerror})", lock_file,
-                                 "make the folder writable or choose another one") from e
+            raise UserInputError(
+                f"cannot create the lock file ({e.strerror})",
+                lock_file,
+                "make the folder writable or choose another one",
+            ) from e
         try:
             got = _try_flock(fd)
             if got is False:
@@ -109,8 +119,12 @@ def exclusive_lock(folder: str | os.PathLike, name: str, what: str) -> Iterator[
             if got is None:
                 holder = read_holder(lock_file)
                 pid = holder.get("pid")
-                if (isinstance(pid, int) and pid != os.getpid() and holder.get("host") == socket.gethostname()
-                        and _pid_alive(pid)):
+                if (
+                    isinstance(pid, int)
+                    and pid != os.getpid()
+                    and holder.get("host") == socket.gethostname()
+                    and _pid_alive(pid)
+                ):
                     raise _refuse(lock_file, what, holder)
             if not _same_file(fd, lock_file):  # released and removed by its holder meanwhile
                 os.close(fd)

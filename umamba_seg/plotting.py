@@ -9,7 +9,8 @@ inside :func:`default_style`, which restores every setting afterwards.
 from __future__ import annotations
 
 import functools
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 F = TypeVar("F", bound=Callable)
 

@@ -23,19 +23,30 @@ _FILE_ENDING = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9
 
 def check_name(name: Any, what: str, where: str | os.PathLike, fix: str) -> str:
     """``name`` as one plain path component (no separator, not ``.``/``..``, no NUL), else exit 2."""
-    ok = (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
-          and "\x00" not in name and os.sep not in name and (os.altsep is None or os.altsep not in name))
+    ok = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+        and os.sep not in name
+        and (os.altsep is None or os.altsep not in name)
+    )
     if not ok:
-        raise UserInputError(f"{what} {name!r} is not a plain file name (it could point outside its folder)",
-                             where, fix)
+        raise UserInputError(
+            f"{what} {name!r} is not a plain file name (it could point outside its folder)", where, fix
+        )
     return name
 
 
 def check_file_ending(ending: Any, where: str | os.PathLike) -> str:
     """A ``file_ending`` such as ``.nii.gz``: a dot, then letters/digits, nothing that names a folder."""
     if not isinstance(ending, str) or not _FILE_ENDING.match(ending):
-        raise UserInputError(f"file_ending {ending!r} is not a file ending such as '.nii.gz'", where,
-                             "set file_ending to the images' ending, e.g. \".nii.gz\" or \".png\"")
+        raise UserInputError(
+            f"file_ending {ending!r} is not a file ending such as '.nii.gz'",
+            where,
+            'set file_ending to the images\' ending, e.g. ".nii.gz" or ".png"',
+        )
     return ending
 
 
@@ -60,9 +71,15 @@ def check_dataset_entries(dataset_json: dict, raw_dataset: str | os.PathLike, wh
     for case, entry in entries.items():
         check_name(case, "case identifier", where, fix_id)
         if not isinstance(entry, dict) or not isinstance(entry.get("images"), list) or "label" not in entry:
-            raise UserInputError(f"dataset entry '{case}' lacks 'images' (a list) or 'label'", where,
-                                 "give each case {\"images\": [...], \"label\": ...}")
+            raise UserInputError(
+                f"dataset entry '{case}' lacks 'images' (a list) or 'label'",
+                where,
+                'give each case {"images": [...], "label": ...}',
+            )
         for p in [*entry["images"], entry["label"]]:
             if not isinstance(p, str) or not is_inside(os.path.expandvars(p), raw_dataset):
-                raise UserInputError(f"path {p!r} of case '{case}' lies outside the raw dataset folder "
-                                     f"{Path(raw_dataset)}", where, fix_path)
+                raise UserInputError(
+                    f"path {p!r} of case '{case}' lies outside the raw dataset folder {Path(raw_dataset)}",
+                    where,
+                    fix_path,
+                )

@@ -13,23 +13,28 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from umamba_seg.errors import UserInputError
 
 # (module, name) pairs a numpy array/scalar/dtype pickles to (numpy 1 and 2 spellings; protocol 5
 # arrays come back through ``_frombuffer``)
-NUMPY_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-) | frozenset((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")
-            ) | frozenset({("numpy", "ndarray"), ("numpy", "dtype")})
+NUMPY_GLOBALS: frozenset[tuple[str, str]] = (
+    frozenset(
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    )
+    | frozenset((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric"))
+    | frozenset({("numpy", "ndarray"), ("numpy", "dtype")})
+)
 # builtins that only build plain values (older pickle protocols name them as globals; protocol
 # 0-2 spell bytes as ``_codecs.encode(text, "latin1")``)
 BUILTIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    (module, name) for module in ("builtins", "__builtin__")
+    (module, name)
+    for module in ("builtins", "__builtin__")
     for name in ("set", "frozenset", "complex", "slice", "bytearray", "tuple", "list", "dict")
 ) | frozenset({("_codecs", "encode")})
 TRUST_HINT = "only if you trust whoever wrote it, pass --trust-checkpoint"
@@ -50,8 +55,9 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         raise _RefusedGlobal(f"{module}.{name}")
 
 
-def load_pickle_safe(path: str | os.PathLike, trust: bool = False,
-                     extra_globals: Iterable[tuple[str, str]] = ()) -> Any:
+def load_pickle_safe(
+    path: str | os.PathLike, trust: bool = False, extra_globals: Iterable[tuple[str, str]] = ()
+) -> Any:
     """Unpickle ``path`` admitting only data (and ``extra_globals``); everything when ``trust``."""
     path = Path(path)
     try:
@@ -67,7 +73,8 @@ def load_pickle_safe(path: str | os.PathLike, trust: bool = False,
     try:
         return _DataOnlyUnpickler(io.BytesIO(raw), allowed).load()
     except _RefusedGlobal as e:
-        raise UserInputError(f"pickle would load '{e}', which is not plain data (refused: it could run code)",
-                             path, TRUST_HINT) from None
+        raise UserInputError(
+            f"pickle would load '{e}', which is not plain data (refused: it could run code)", path, TRUST_HINT
+        ) from None
     except Exception as e:  # noqa: BLE001 - truncated or corrupt payload
         raise UserInputError(f"unreadable pickle ({type(e).__name__}: {e})", path, "re-create it") from None

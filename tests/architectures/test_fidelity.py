@@ -14,15 +14,13 @@ Networks are built on the meta device: shapes only, no memory, no initialisation
 
 from __future__ import annotations
 
-from tests.helpers import RESOURCES
-
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from tests.helpers import RESOURCES
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.token_mixer_unet import authors_unused_keys
 
@@ -82,5 +80,7 @@ def test_unused_key_rule_keeps_every_other_norm():
         "mamba_layer.norm.weight", "encoder.mamba_layers.2.norm.bias",
     ]  # fmt: skip
     assert authors_unused_keys(keys) == [
-        "xlstm.norm.weight", "encoder.xlstm_layers.3.norm.bias", "decoder.encoder.xlstm_layers.4.norm.weight"
+        "xlstm.norm.weight",
+        "encoder.xlstm_layers.3.norm.bias",
+        "decoder.encoder.xlstm_layers.4.norm.weight",
     ]

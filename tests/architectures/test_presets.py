@@ -3,8 +3,6 @@ package's ``preset_sizes.yaml`` override only what differs and are checked key b
 
 from __future__ import annotations
 
-from tests.helpers import RESOURCES
-
 import dataclasses
 import inspect
 import json
@@ -21,6 +19,7 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 import umamba_seg
+from tests.helpers import RESOURCES
 from umamba_seg.architectures import presets, registry
 from umamba_seg.architectures.presets import SegMambaPreset, UMambaPreset, VMUNetPreset, XLSTMPreset
 from umamba_seg.architectures.segmamba import SegMamba

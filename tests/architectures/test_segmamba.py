@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-from tests.architectures.test_umamba import CLI_SCHEDULE, SSM_PARAMS, _cli, cnn_architecture
 
+from tests.architectures.test_umamba import CLI_SCHEDULE, SSM_PARAMS, _cli, cnn_architecture
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.segmamba import SegMamba, adjust_patch
 from umamba_seg.nn.tri_oriented import TriOrientedMamba

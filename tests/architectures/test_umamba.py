@@ -131,7 +131,13 @@ def test_backbone_is_the_authors_residual_encoder_decoder():
         assert first.conv3.kernel_size == (1, 1, 1) and list(first.conv3.stride) == kw["strides"][s]
         assert list(first.conv1.stride) == kw["strides"][s] and first.conv3.bias is not None
     assert sorted(n for n, _ in enc.stages[1][0].named_children()) == [
-        "act1", "act2", "conv1", "conv2", "conv3", "norm1", "norm2"
+        "act1",
+        "act2",
+        "conv1",
+        "conv2",
+        "conv3",
+        "norm1",
+        "norm2",
     ]  # no norm on the shortcut
     assert all(isinstance(stage[0], ResidualBlock) for stage in net.decoder.stages)
     assert net.decoder.encoder is net.encoder  # as the authors' and nnU-Net's decoders
@@ -286,8 +292,9 @@ def test_stock_nnunetv2_trains_and_predicts_our_plans(planned_2d, tmp_path):
     try:
         # what `nnUNetv2_train DATASET 2d 0 -p umambaPlans_umamba_bot -device cpu` runs, with
         # nnU-Net's 250 x 1000 iterations cut to 2
-        trainer = get_trainer_from_args(raw.name, "2d", 0, "nnUNetTrainer", "umambaPlans_umamba_bot",
-                                        device=torch.device("cpu"))
+        trainer = get_trainer_from_args(
+            raw.name, "2d", 0, "nnUNetTrainer", "umambaPlans_umamba_bot", device=torch.device("cpu")
+        )
         trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 1, 2, 1
         trainer.run_training()
         model = results / raw.name / "nnUNetTrainer__umambaPlans_umamba_bot__2d"

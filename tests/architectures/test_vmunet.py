@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from umamba_seg.architectures import registry
-from umamba_seg.atomic import write_json_atomic
 from umamba_seg.architectures.vmunet import VMUNet, accepted_patch, vmunet_strides
+from umamba_seg.atomic import write_json_atomic
 from umamba_seg.nn.cross_scan import CrossScanSSM
 from umamba_seg.nn.patch_tokens import PatchExpand, PatchMerging
 from umamba_seg.ops.selective_scan import selective_scan_ref
@@ -28,8 +28,7 @@ def _authors_param_count(in_ch, classes, dims, depths, depths_dec, n=16, K=4, k=
 
     def ss2d(c):
         e, r = 2 * c, math.ceil(c / 16)
-        return (c * 2 * e + e * k * k + e + K * (r + 2 * n) * e + K * e * r + K * e + K * e * n + K * e
-                + 2 * e + e * c)
+        return c * 2 * e + e * k * k + e + K * (r + 2 * n) * e + K * e * r + K * e + K * e * n + K * e + 2 * e + e * c
 
     def vss(c):
         return 2 * c + ss2d(c)
@@ -75,8 +74,9 @@ def _plan_block(arch: str, patch: list[int]) -> dict:
 def _build(arch: str, patch: list[int], in_ch: int, classes: int, ds: bool, **over) -> tuple[nn.Module, dict]:
     block = _plan_block(arch, patch)
     kwargs = {**block["arch_kwargs"], **TINY, **over}
-    net = get_network_from_plans(block["network_class_name"], kwargs, block["_kw_requires_import"], in_ch, classes,
-                                 deep_supervision=ds)
+    net = get_network_from_plans(
+        block["network_class_name"], kwargs, block["_kw_requires_import"], in_ch, classes, deep_supervision=ds
+    )
     return net, kwargs
 
 
@@ -139,8 +139,16 @@ def _ss_core_by_hand(ssm: CrossScanSSM, x: torch.Tensor) -> torch.Tensor:
             dbl = torch.einsum("bel,ce->bcl", seq, ssm.x_proj_weight[k])
             dt, Bk, Ck = dbl.split([R, n, n], dim=1)
             dt = torch.einsum("brl,er->bel", dt, ssm.dt_projs_weight[k])
-            y = selective_scan_ref(seq.double(), dt.double(), A[k].double(), Bk.double(), Ck.double(), Ds[k].double(),
-                                   delta_bias=bias[k].double(), delta_softplus=True)
+            y = selective_scan_ref(
+                seq.double(),
+                dt.double(),
+                A[k].double(),
+                Bk.double(),
+                Ck.double(),
+                Ds[k].double(),
+                delta_bias=bias[k].double(),
+                delta_softplus=True,
+            )
             if reverse:
                 y = y.flip(-1)
             y = y.reshape(b, e, *xt.shape[2:])
@@ -180,7 +188,7 @@ def test_patch_merging_and_expand_match_authors_layout():
             for w in range(2):
                 for p1 in range(2):
                     for p2 in range(2):
-                        ref[0, 2 * h + p1, 2 * w + p2] = z[0, h, w, (p1 * 2 + p2) * 3:(p1 * 2 + p2 + 1) * 3]
+                        ref[0, 2 * h + p1, 2 * w + p2] = z[0, h, w, (p1 * 2 + p2) * 3 : (p1 * 2 + p2 + 1) * 3]
         assert torch.allclose(e(y), F.layer_norm(ref, (3,)), atol=1e-6)
 
 
@@ -242,8 +250,26 @@ def test_cli_plan_train_predict(request, workdir_factory, tmp_path, dataset_fixt
         fold = workdir / "results" / name / f"umambaTrainer__umambaPlans_{arch}__{config}" / "fold_0"
         assert (fold / "checkpoint_final.pth").is_file()
     out = tmp_path / "pred"
-    run_cli("predict", "-i", workdir / "raw" / name / "imagesTs", "-o", out, "-d", ds_id, "-c", config, "-a", "vmunet",
-            "-f", "0", "--no-tta", "--device", "cpu", "--workdir", workdir)
+    run_cli(
+        "predict",
+        "-i",
+        workdir / "raw" / name / "imagesTs",
+        "-o",
+        out,
+        "-d",
+        ds_id,
+        "-c",
+        config,
+        "-a",
+        "vmunet",
+        "-f",
+        "0",
+        "--no-tta",
+        "--device",
+        "cpu",
+        "--workdir",
+        workdir,
+    )
     ending = json.loads((raw_src / "dataset.json").read_text())["file_ending"]
     cases = sorted(p.name for p in (raw_src / "labelsTs").iterdir() if p.name.endswith(ending))
     assert sorted(p.name for p in out.glob(f"*{ending}")) == cases

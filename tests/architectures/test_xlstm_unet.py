@@ -31,11 +31,19 @@ def cnn_architecture(dim: int, features: list[int], strides: list[list[int]]) ->
     return {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
-            "n_stages": n, "features_per_stage": features, "conv_op": f"torch.nn.modules.conv.{conv}",
-            "kernel_sizes": [[3] * dim] * n, "strides": strides, "n_conv_per_stage": [2] * n,
-            "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
-            "norm_op": f"torch.nn.modules.instancenorm.{norm}", "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "n_stages": n,
+            "features_per_stage": features,
+            "conv_op": f"torch.nn.modules.conv.{conv}",
+            "kernel_sizes": [[3] * dim] * n,
+            "strides": strides,
+            "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1),
+            "conv_bias": True,
+            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
             "nonlin_kwargs": {"inplace": True},
         },  # fmt: skip
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
@@ -269,8 +277,12 @@ def test_preset_file_reaches_the_plan():
     kw = registry.get("xlstm_enc").build_kwargs(cnn["arch_kwargs"], patch)
     preset = load_preset("xlstm")
     assert kw["mixer"] == "vil" and kw["placement"] == "encoder"
-    assert kw["mixer_kwargs"] == {"expansion": preset.expansion, "qkv_block_size": preset.qkv_block_size,
-                                  "conv_kernel_size": preset.conv_kernel_size, "chunk": preset.mlstm_chunk}
+    assert kw["mixer_kwargs"] == {
+        "expansion": preset.expansion,
+        "qkv_block_size": preset.qkv_block_size,
+        "conv_kernel_size": preset.conv_kernel_size,
+        "chunk": preset.mlstm_chunk,
+    }
     assert kw["n_blocks_per_stage"] == [2, 2, 2, 1, 1] and kw["n_conv_per_stage_decoder"] == [2, 2, 2, 1]
     assert kw["patch_size"] == [32, 32] and kw["mixer_fp32"] is True
     with pytest.raises(ValueError, match="placement"):

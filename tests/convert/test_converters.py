@@ -25,7 +25,7 @@ class _InlinePool:
     def __init__(self, *args, **kwargs) -> None:
         pass
 
-    def __enter__(self) -> "_InlinePool":
+    def __enter__(self) -> _InlinePool:
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -84,15 +84,24 @@ def brats_src(tmp_path: Path) -> Path:
     seq23 = ("t1n", "t1c", "t2w", "t2f")
     _brats_case(train, "BraTS-GLI-00000-000", "-", seq23, _tumour(), rng)
     _brats_case(train, "BraTS-GLI-00002-000", "-", seq23, _tumour(), rng)
-    _brats_case(src / "ASNR-MICCAI-BraTS2023-GLI-Challenge-ValidationData", "BraTS-GLI-00001-000", "-", seq23,
-                None, rng)
+    _brats_case(
+        src / "ASNR-MICCAI-BraTS2023-GLI-Challenge-ValidationData", "BraTS-GLI-00001-000", "-", seq23, None, rng
+    )
     # an older, 2021-named case whose enhancing tumour is label 4
-    _brats_case(src / "RSNA_ASNR_MICCAI_BraTS2021_TrainingData", "BraTS2021_00005", "_",
-                ("t1", "t1ce", "t2", "flair"), _tumour((1, 2, 4)), rng)
+    _brats_case(
+        src / "RSNA_ASNR_MICCAI_BraTS2021_TrainingData",
+        "BraTS2021_00005",
+        "_",
+        ("t1", "t1ce", "t2", "flair"),
+        _tumour((1, 2, 4)),
+        rng,
+    )
     return src
 
 
-def test_brats_converts_channels_labels_and_regions(brats_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_brats_converts_channels_labels_and_regions(
+    brats_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = brats2023.convert(brats_src, tmp_path / "raw", 706)
     assert out == tmp_path / "raw" / "Dataset706_BraTS2023"
     ds = json.loads((out / "dataset.json").read_text())
@@ -107,8 +116,9 @@ def test_brats_converts_channels_labels_and_regions(brats_src: Path, tmp_path: P
         dst = out / "imagesTr" / f"BraTS-GLI-00000-000_{ch:04d}.nii.gz"
         assert dst.read_bytes() == (case_dir / f"BraTS-GLI-00000-000-{seq}.nii.gz").read_bytes()
     # validation case without seg -> imagesTs only
-    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == [f"BraTS-GLI-00001-000_{c:04d}.nii.gz"
-                                                                   for c in range(4)]
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == [
+        f"BraTS-GLI-00001-000_{c:04d}.nii.gz" for c in range(4)
+    ]
     assert not (out / "labelsTr" / "BraTS-GLI-00001-000.nii.gz").exists()
     # 2023 labels kept, 2021's 4 -> 3, geometry kept
     lab23 = sitk.ReadImage(str(out / "labelsTr" / "BraTS-GLI-00000-000.nii.gz"))
@@ -153,8 +163,14 @@ def test_brats_missing_sequence_and_bad_labels_are_user_errors(tmp_path: Path) -
     assert "BraTS-GLI-00004-000-seg.nii.gz" in e.value.line()
     (tmp_path / "empty").mkdir()
     src3 = tmp_path / "src3"
-    _brats_case(src3, "BraTS-GLI-00005-000", "-", ("t1n", "t1c", "t2w", "t2f"),
-                _tumour().astype(np.float32) * np.float32(0.5), rng)  # 0.5, 1.0, 1.5: not BraTS labels
+    _brats_case(
+        src3,
+        "BraTS-GLI-00005-000",
+        "-",
+        ("t1n", "t1c", "t2w", "t2f"),
+        _tumour().astype(np.float32) * np.float32(0.5),
+        rng,
+    )  # 0.5, 1.0, 1.5: not BraTS labels
     with pytest.raises(UserInputError, match=r"values \[0\.5, 1\.5\]"):
         brats2023.convert(src3, tmp_path / "raw3", 706)
     with pytest.raises(UserInputError, match="no BraTS case folders"):
@@ -168,7 +184,7 @@ def _isic_pair(img_dir: Path, gt_dir: Path | None, case: str, hw, rng) -> None:
     if gt_dir is not None:
         gt_dir.mkdir(parents=True, exist_ok=True)
         mask = np.zeros(hw, np.uint8)
-        mask[hw[0] // 4: hw[0] // 2, hw[1] // 3: hw[1] - 2] = 255
+        mask[hw[0] // 4 : hw[0] // 2, hw[1] // 3 : hw[1] - 2] = 255
         Image.fromarray(mask).save(gt_dir / f"{case}_segmentation.png")
 
 
@@ -182,8 +198,13 @@ def isic_src(tmp_path: Path) -> Path:
     _isic_pair(tr_in, tr_gt, "ISIC_0000003", (16, 16), rng)
     (tr_in / "ATTRIBUTION.txt").write_text("fake")
     Image.fromarray(np.zeros((20, 28, 3), np.uint8)).save(tr_in / "ISIC_0000000_superpixels.png")
-    _isic_pair(src / "ISIC2018_Task1-2_Validation_Input", src / "ISIC2018_Task1_Validation_GroundTruth",
-               "ISIC_0000010", (22, 30), rng)
+    _isic_pair(
+        src / "ISIC2018_Task1-2_Validation_Input",
+        src / "ISIC2018_Task1_Validation_GroundTruth",
+        "ISIC_0000010",
+        (22, 30),
+        rng,
+    )
     _isic_pair(src / "ISIC2018_Task1-2_Test_Input", None, "ISIC_0000020", (22, 30), rng)
     return src
 
@@ -195,7 +216,10 @@ def test_isic_converts_jpeg_to_png_and_masks_to_0_1(isic_src: Path, tmp_path: Pa
     assert ds["channel_names"] == {"0": "R", "1": "G", "2": "B"}
     assert ds["labels"] == {"background": 0, "lesion": 1}
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [
-        "ISIC_0000000_0000.png", "ISIC_0000001_0000.png", "ISIC_0000003_0000.png"]
+        "ISIC_0000000_0000.png",
+        "ISIC_0000001_0000.png",
+        "ISIC_0000003_0000.png",
+    ]
     assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["ISIC_0000010_0000.png", "ISIC_0000020_0000.png"]
     assert sorted(p.name for p in (out / "labelsTs").iterdir()) == ["ISIC_0000010.png"]
     img = np.asarray(Image.open(out / "imagesTr" / "ISIC_0000001_0000.png"))
@@ -247,12 +271,15 @@ def test_isic_mask_size_mismatch_is_a_user_error(isic_src: Path, tmp_path: Path)
 
 
 # ---- EndoVis 2017 ---------------------------------------------------------------------
-def _endovis_sequence(root: Path, n: int, instruments: dict[str, tuple[slice, slice]], frames: int, rng,
-                      rgb_masks: bool = False) -> None:
+def _endovis_sequence(
+    root: Path, n: int, instruments: dict[str, tuple[slice, slice]], frames: int, rng, rgb_masks: bool = False
+) -> None:
     seq = root / f"instrument_dataset_{n}"
     (seq / "left_frames").mkdir(parents=True)
     for f in range(frames):
-        Image.fromarray(rng.integers(0, 255, (10, 14, 3), dtype=np.uint8)).save(seq / "left_frames" / f"frame{f:03d}.png")
+        Image.fromarray(rng.integers(0, 255, (10, 14, 3), dtype=np.uint8)).save(
+            seq / "left_frames" / f"frame{f:03d}.png"
+        )
         for folder, (rows, cols) in instruments.items():
             (seq / "ground_truth" / folder).mkdir(parents=True, exist_ok=True)
             m = np.zeros((10, 14), np.uint8)
@@ -267,21 +294,43 @@ def _endovis_sequence(root: Path, n: int, instruments: dict[str, tuple[slice, sl
 def endovis_src(tmp_path: Path) -> Path:
     rng = np.random.default_rng(5)
     src = tmp_path / "endovis17"
-    _endovis_sequence(src / "instrument_1_4_training", 1,
-                      {"Left_Prograsp_Forceps_labels": (slice(1, 4), slice(1, 5)),
-                       "Maryland_Bipolar_Forceps_labels": (slice(5, 8), slice(2, 6)),
-                       "Other_labels": (slice(2, 6), slice(9, 13))}, 2, rng)
-    _endovis_sequence(src / "instrument_5_8_training", 7,
-                      {"Right_Large_Needle_Driver_labels": (slice(0, 3), slice(0, 4)),
-                       "Monopolar_Curved_Scissors_labels": (slice(6, 9), slice(6, 12))}, 2, rng, rgb_masks=True)
+    _endovis_sequence(
+        src / "instrument_1_4_training",
+        1,
+        {
+            "Left_Prograsp_Forceps_labels": (slice(1, 4), slice(1, 5)),
+            "Maryland_Bipolar_Forceps_labels": (slice(5, 8), slice(2, 6)),
+            "Other_labels": (slice(2, 6), slice(9, 13)),
+        },
+        2,
+        rng,
+    )
+    _endovis_sequence(
+        src / "instrument_5_8_training",
+        7,
+        {
+            "Right_Large_Needle_Driver_labels": (slice(0, 3), slice(0, 4)),
+            "Monopolar_Curved_Scissors_labels": (slice(6, 9), slice(6, 12)),
+        },
+        2,
+        rng,
+        rgb_masks=True,
+    )
     _endovis_sequence(src / "instrument_2017_test", 9, {}, 1, rng)
     return src
 
 
 def test_endovis_instrument_types_from_folder_names() -> None:
-    names = {"Maryland_Bipolar_Forceps_labels": 1, "Left_Prograsp_Forceps_labels": 2,
-             "Large_Needle_Driver_Right_labels": 3, "Vessel_Sealer_labels": 4, "Grasping_Retractor_labels": 5,
-             "Monopolar_Curved_Scissors_labels": 6, "Other_labels": 7, "Bipolar_Forceps_labels": 1}
+    names = {
+        "Maryland_Bipolar_Forceps_labels": 1,
+        "Left_Prograsp_Forceps_labels": 2,
+        "Large_Needle_Driver_Right_labels": 3,
+        "Vessel_Sealer_labels": 4,
+        "Grasping_Retractor_labels": 5,
+        "Monopolar_Curved_Scissors_labels": 6,
+        "Other_labels": 7,
+        "Bipolar_Forceps_labels": 1,
+    }
     assert {n: endovis2017.instrument_type(n) for n in names} == names
     with pytest.raises(UserInputError, match="unknown instrument folder"):
         endovis2017.instrument_type("Suction_labels")
@@ -292,19 +341,27 @@ def test_endovis_instrument_types_from_folder_names() -> None:
     assert endovis2017.crop_frame(frame[:10, :14]).shape == (10, 14)
 
 
-def test_endovis_converts_frames_and_type_maps(endovis_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_endovis_converts_frames_and_type_maps(
+    endovis_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = endovis2017.convert(endovis_src, tmp_path / "raw", 704)
     ds = json.loads((out / "dataset.json").read_text())
     assert ds["numTraining"] == 4 and ds["labels"]["Other instrument"] == 7
     assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [
-        "seq1_frame000.png", "seq1_frame001.png", "seq7_frame000.png", "seq7_frame001.png"]
+        "seq1_frame000.png",
+        "seq1_frame001.png",
+        "seq7_frame000.png",
+        "seq7_frame001.png",
+    ]
     assert [p.name for p in (out / "imagesTs").iterdir()] == ["test_seq9_frame000_0000.png"]
     lab = np.asarray(Image.open(out / "labelsTr" / "seq1_frame001.png"))
     assert (lab[1:4, 1:5] == 2).all() and (lab[5:8, 2:6] == 1).all() and (lab[2:6, 9:13] == 7).all()
     assert (lab > 0).sum() == 12 + 12 + 16
     lab7 = np.asarray(Image.open(out / "labelsTr" / "seq7_frame000.png"))  # RGB-stored masks
     assert (lab7[0:3, 0:4] == 3).all() and (lab7[6:9, 6:12] == 6).all() and (lab7 > 0).sum() == 12 + 18
-    frame = np.asarray(Image.open(endovis_src / "instrument_1_4_training/instrument_dataset_1/left_frames/frame001.png"))
+    frame = np.asarray(
+        Image.open(endovis_src / "instrument_1_4_training/instrument_dataset_1/left_frames/frame001.png")
+    )
     np.testing.assert_array_equal(np.asarray(Image.open(out / "imagesTr" / "seq1_frame001_0000.png")), frame)
     _verify(out, monkeypatch)
 
@@ -335,8 +392,9 @@ def cells_src(tmp_path: Path) -> Path:
     # 8-bit RGB PNG, 16-bit grey TIFF, channels-first 3-channel TIFF, grey BMP
     Image.fromarray(rng.integers(0, 255, (12, 14, 3), dtype=np.uint8)).save(tr / "images" / "cell_00001.png")
     tifffile.imwrite(tr / "images" / "cell_00002.tiff", rng.integers(0, 4000, (12, 14), dtype=np.uint16))
-    tifffile.imwrite(tr / "images" / "cell_00003.tif", rng.integers(1, 60000, (3, 12, 14), dtype=np.uint16),
-                     photometric="minisblack")
+    tifffile.imwrite(
+        tr / "images" / "cell_00003.tif", rng.integers(1, 60000, (3, 12, 14), dtype=np.uint16), photometric="minisblack"
+    )
     Image.fromarray(rng.integers(0, 255, (12, 14), dtype=np.uint8)).save(tr / "images" / "cell_00004.bmp")
     for i in range(1, 5):
         tifffile.imwrite(tr / "labels" / f"cell_0000{i}_label.tiff", _touching_cells())
@@ -352,16 +410,16 @@ def cells_src(tmp_path: Path) -> Path:
 
 
 def test_instances_to_interior_boundary_by_hand() -> None:
-    inst = np.array([[0, 0, 0, 0, 0],
-                     [0, 1, 1, 2, 2],
-                     [0, 1, 1, 2, 2],
-                     [0, 1, 1, 2, 2],
-                     [0, 0, 0, 0, 0]])
-    expected = np.array([[0, 0, 0, 0, 0],
-                         [0, 2, 2, 2, 2],
-                         [0, 2, 2, 2, 1],  # no 4-neighbour beyond the image edge: interior
-                         [0, 2, 2, 2, 2],
-                         [0, 0, 0, 0, 0]])
+    inst = np.array([[0, 0, 0, 0, 0], [0, 1, 1, 2, 2], [0, 1, 1, 2, 2], [0, 1, 1, 2, 2], [0, 0, 0, 0, 0]])
+    expected = np.array(
+        [
+            [0, 0, 0, 0, 0],
+            [0, 2, 2, 2, 2],
+            [0, 2, 2, 2, 1],  # no 4-neighbour beyond the image edge: interior
+            [0, 2, 2, 2, 2],
+            [0, 0, 0, 0, 0],
+        ]
+    )
     np.testing.assert_array_equal(neurips_cells.instances_to_labels(inst), expected)
     big = np.zeros((7, 7), int)
     big[1:6, 1:6] = 4
@@ -386,7 +444,9 @@ def test_interior_boundary_round_trips_to_instances() -> None:
     assert semantic_to_instances(np.zeros((4, 4), np.uint8)).max() == 0
 
 
-def test_cells_convert_formats_and_pass_integrity(cells_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cells_convert_formats_and_pass_integrity(
+    cells_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = neurips_cells.convert(cells_src, tmp_path / "raw", 703)
     ds = json.loads((out / "dataset.json").read_text())
     assert ds["numTraining"] == 4
@@ -451,14 +511,41 @@ def test_id_clash_and_foreign_cases_are_user_errors(isic_src: Path, tmp_path: Pa
 def test_cli_converts_and_reports_user_errors_in_one_line(isic_src: Path, tmp_path: Path) -> None:
     """``umamba-seg convert NAME`` and ``python -m umamba_seg.convert.NAME``, as a user runs them."""
     env = {**os.environ, "PYTHONPATH": ""}
-    ok = subprocess.run([sys.executable, "-m", "umamba_seg", "convert", "isic2018", str(isic_src),
-                         "--workdir", str(tmp_path / "w"), "--id", "12"],
-                        capture_output=True, text=True, env=env, timeout=300)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "umamba_seg",
+            "convert",
+            "isic2018",
+            str(isic_src),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--id",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "Dataset012_ISIC2018" in ok.stdout and f"-d 12 --workdir {tmp_path / 'w'}" in ok.stdout
     assert (tmp_path / "w" / "raw" / "Dataset012_ISIC2018" / "dataset.json").is_file()
-    bad = subprocess.run([sys.executable, "-m", "umamba_seg.convert.isic2018", str(tmp_path / "nowhere"),
-                          "--out", str(tmp_path / "raw")], capture_output=True, text=True, env=env, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "umamba_seg.convert.isic2018",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "raw"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the ISIC folder does not exist")

@@ -38,9 +38,11 @@ def test_every_kind_is_a_valid_nnunet_dataset(kind, raw_dataset_factory):
     assert dj["numTraining"] == preset.num_train and dj["numTest"] == preset.num_test
     train_ids, test_ids = case_ids(spec, preset.num_train, preset.num_test)
     assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == sorted(
-        f"{c}{spec.file_ending}" for c in train_ids)
+        f"{c}{spec.file_ending}" for c in train_ids
+    )
     assert sorted(p.name for p in (dataset / "labelsTs").iterdir()) == sorted(
-        f"{c}{spec.file_ending}" for c in test_ids)
+        f"{c}{spec.file_ending}" for c in test_ids
+    )
     # no temporary files left behind by the atomic writer
     assert not [p for p in dataset.rglob("*") if p.name.startswith(".")]
 

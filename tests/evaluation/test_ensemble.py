@@ -15,10 +15,19 @@ from umamba_seg.errors import UserInputError
 from umamba_seg.evaluation.ensemble import ensemble_folders
 
 SHAPE = (4, 5, 6)  # numpy (z, y, x)
-DATASET = {"labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz",
-           "channel_names": {"0": "CT"}, "numTraining": 2}
-PLANS = {"dataset_name": "Dataset001_Fake", "plans_name": "umambaPlans_cnn", "image_reader_writer": "SimpleITKIO",
-         "label_manager": "LabelManager", "configurations": {}}
+DATASET = {
+    "labels": {"background": 0, "a": 1, "b": 2},
+    "file_ending": ".nii.gz",
+    "channel_names": {"0": "CT"},
+    "numTraining": 2,
+}
+PLANS = {
+    "dataset_name": "Dataset001_Fake",
+    "plans_name": "umambaPlans_cnn",
+    "image_reader_writer": "SimpleITKIO",
+    "label_manager": "LabelManager",
+    "configurations": {},
+}
 
 
 def _properties(tmp_path: Path) -> dict:
@@ -29,8 +38,14 @@ def _properties(tmp_path: Path) -> dict:
     return SimpleITKIO().read_seg(str(tmp_path / "geometry.nii.gz"))[1]
 
 
-def _folder(root: Path, name: str, probabilities: dict[str, np.ndarray], props: dict,
-            dataset: dict = DATASET, plans: dict = PLANS) -> Path:
+def _folder(
+    root: Path,
+    name: str,
+    probabilities: dict[str, np.ndarray],
+    props: dict,
+    dataset: dict = DATASET,
+    plans: dict = PLANS,
+) -> Path:
     folder = root / name
     folder.mkdir()
     for case, p in probabilities.items():
@@ -48,9 +63,9 @@ def _constant(p0: float, p1: float, p2: float) -> np.ndarray:
 @pytest.fixture
 def two_folders(tmp_path):
     props = _properties(tmp_path)
-    a = _constant(0.2, 0.5, 0.3)                  # alone: label 1 everywhere
+    a = _constant(0.2, 0.5, 0.3)  # alone: label 1 everywhere
     b = _constant(0.2, 0.6, 0.2)
-    b[:, :2] = np.array([0.2, 0.1, 0.7])[:, None, None, None]   # first two slices: label 2
+    b[:, :2] = np.array([0.2, 0.1, 0.7])[:, None, None, None]  # first two slices: label 2
     folder_a = _folder(tmp_path, "a", {"case_0": a, "case_1": a}, props)
     folder_b = _folder(tmp_path, "b", {"case_0": b, "case_1": a}, props)
     return tmp_path, folder_a, folder_b, props
@@ -68,13 +83,14 @@ def test_average_then_argmax_with_geometry(two_folders):
     expected[:2] = 2
     np.testing.assert_array_equal(seg, expected)
     assert img.GetSpacing() == pytest.approx((0.5, 2.0, 3.0)) and img.GetOrigin() == pytest.approx((1.0, 2.0, 3.0))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case_1.nii.gz"))),
-                                  np.ones(SHAPE, np.uint8))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case_1.nii.gz"))), np.ones(SHAPE, np.uint8)
+    )
     merged = np.load(out / "case_0.npz")["probabilities"]
     np.testing.assert_allclose(merged[:, 0, 0, 0], [0.2, 0.3, 0.5], rtol=1e-6)
     assert json.loads((out / "dataset.json").read_text()) == DATASET
     assert json.loads((out / "plans.json").read_text()) == PLANS
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # the staging folder is gone
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the staging folder is gone
     # the output holds everything a further ensemble needs
     again = ensemble_folders([out, folder_a], root / "out2", num_processes=1, verbose=False)
     assert len(again) == 2
@@ -83,8 +99,7 @@ def test_average_then_argmax_with_geometry(two_folders):
 def test_different_labels_are_refused(two_folders):
     root, folder_a, _, props = two_folders
     other = dict(DATASET, labels={"background": 0, "a": 1, "c": 2})
-    folder_c = _folder(root, "c", {"case_0": _constant(1, 0, 0), "case_1": _constant(1, 0, 0)}, props,
-                       dataset=other)
+    folder_c = _folder(root, "c", {"case_0": _constant(1, 0, 0), "case_1": _constant(1, 0, 0)}, props, dataset=other)
     with pytest.raises(UserInputError) as e:
         ensemble_folders([folder_a, folder_c], root / "out", num_processes=1, verbose=False)
     assert "'labels' differs" in e.value.what and e.value.where == str(folder_c / "dataset.json")
@@ -92,8 +107,13 @@ def test_different_labels_are_refused(two_folders):
 
 def test_different_dataset_is_refused(two_folders):
     root, folder_a, _, props = two_folders
-    folder_d = _folder(root, "d", {"case_0": _constant(1, 0, 0), "case_1": _constant(1, 0, 0)}, props,
-                       plans=dict(PLANS, dataset_name="Dataset002_Other"))
+    folder_d = _folder(
+        root,
+        "d",
+        {"case_0": _constant(1, 0, 0), "case_1": _constant(1, 0, 0)},
+        props,
+        plans=dict(PLANS, dataset_name="Dataset002_Other"),
+    )
     with pytest.raises(UserInputError, match="dataset_name"):
         ensemble_folders([folder_a, folder_d], root / "out", num_processes=1, verbose=False)
 
@@ -130,5 +150,7 @@ def test_worker_processes_write_the_same_segmentations(two_folders):
     ensemble_folders([folder_a, folder_b], root / "serial", num_processes=1, verbose=False)
     ensemble_folders([folder_a, folder_b], root / "parallel", num_processes=2, verbose=False)
     for case in ("case_0.nii.gz", "case_1.nii.gz"):
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(root / "serial" / case))),
-                                      sitk.GetArrayFromImage(sitk.ReadImage(str(root / "parallel" / case))))
+        np.testing.assert_array_equal(
+            sitk.GetArrayFromImage(sitk.ReadImage(str(root / "serial" / case))),
+            sitk.GetArrayFromImage(sitk.ReadImage(str(root / "parallel" / case))),
+        )

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from PIL import Image
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics, load_summary_json
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+from PIL import Image
 
 from umamba_seg.errors import UserInputError
 from umamba_seg.evaluation.evaluate import evaluate_folders
@@ -36,9 +36,9 @@ def _cases(tmp_path: Path) -> tuple[Path, Path]:
     a_ref[0, 0, 0] = 1
     a_ref[2, 2, 4:6] = 2
     a_pred = np.zeros_like(a_ref)
-    a_pred[1, 0, 0] = 1      # one voxel along numpy axis 0 (sitk z, 3 mm)
+    a_pred[1, 0, 0] = 1  # one voxel along numpy axis 0 (sitk z, 3 mm)
     a_pred[2, 2, 4:6] = 2
-    a_pred[3, 4, 7] = 5      # label only in a prediction: not evaluated
+    a_pred[3, 4, 7] = 5  # label only in a prediction: not evaluated
     b_ref = np.zeros_like(a_ref)
     b_ref[1, 1, 1:4] = 1
     b_pred = b_ref.copy()
@@ -66,11 +66,14 @@ def test_discovered_labels_metrics_and_reports(tmp_path, capsys):
     summary = evaluate_folders(ref, pred, nsd_tolerance=2.9, num_processes=1)
 
     assert set(summary) >= {"metric_per_case", "mean", "foreground_mean"}
-    assert [Path(c["reference_file"]).name for c in summary["metric_per_case"]] == \
-        ["case_a.nii.gz", "case_b.nii.gz", "case_c.nii.gz"]
+    assert [Path(c["reference_file"]).name for c in summary["metric_per_case"]] == [
+        "case_a.nii.gz",
+        "case_b.nii.gz",
+        "case_c.nii.gz",
+    ]
     a, b, c = (case["metrics"] for case in summary["metric_per_case"])
-    assert list(a) == [1, 2]                       # label 5 exists only in a prediction
-    assert a[1]["HD95"] == pytest.approx(3.0)       # spacing follows the numpy axis order
+    assert list(a) == [1, 2]  # label 5 exists only in a prediction
+    assert a[1]["HD95"] == pytest.approx(3.0)  # spacing follows the numpy axis order
     assert a[1]["NSD"] == 0.0 and a[1]["Dice"] == 0.0
     assert a[2]["Dice"] == 1.0 and a[2]["HD95"] == 0.0 and a[2]["NSD"] == 1.0
     assert b[1]["Dice"] == 1.0
@@ -78,13 +81,15 @@ def test_discovered_labels_metrics_and_reports(tmp_path, capsys):
     assert math.isnan(c[1]["Dice"]) and c[2]["Dice"] == 0.0 and math.isnan(c[2]["HD95"]) and c[2]["NSD"] == 0.0
 
     # means leave NaN cases out; the foreground mean averages the class means
-    assert summary["mean"][1]["Dice"] == pytest.approx(0.5)            # cases a, b
-    assert summary["mean"][1]["HD95"] == pytest.approx(1.5)            # (3 + 0) / 2
-    assert summary["mean"][2]["Dice"] == pytest.approx(0.5)            # cases a, c
-    assert summary["mean"][2]["HD95"] == pytest.approx(0.0)            # case a only
+    assert summary["mean"][1]["Dice"] == pytest.approx(0.5)  # cases a, b
+    assert summary["mean"][1]["HD95"] == pytest.approx(1.5)  # (3 + 0) / 2
+    assert summary["mean"][2]["Dice"] == pytest.approx(0.5)  # cases a, c
+    assert summary["mean"][2]["HD95"] == pytest.approx(0.0)  # case a only
     assert summary["foreground_mean"]["HD95"] == pytest.approx(0.75)
-    assert summary["nan_counts"] == {"1": {"Dice": 1, "IoU": 1, "HD95": 1, "NSD": 1},
-                                     "2": {"Dice": 1, "IoU": 1, "HD95": 2, "NSD": 1}}
+    assert summary["nan_counts"] == {
+        "1": {"Dice": 1, "IoU": 1, "HD95": 1, "NSD": 1},
+        "2": {"Dice": 1, "IoU": 1, "HD95": 2, "NSD": 1},
+    }
 
     # summary.json: nnU-Net's schema, readable by nnunetv2, NaN as JSON NaN
     text = (pred / "summary.json").read_text()
@@ -92,8 +97,18 @@ def test_discovered_labels_metrics_and_reports(tmp_path, capsys):
     on_disk = json.loads(text)
     assert on_disk["nsd_tolerance_mm"] == {"1": 2.9, "2": 2.9}
     assert set(on_disk["metric_per_case"][0]["metrics"]) == {"1", "2"}
-    assert set(on_disk["metric_per_case"][0]["metrics"]["1"]) == \
-        {"Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred"}
+    assert set(on_disk["metric_per_case"][0]["metrics"]["1"]) == {
+        "Dice",
+        "IoU",
+        "HD95",
+        "NSD",
+        "TP",
+        "FP",
+        "FN",
+        "TN",
+        "n_ref",
+        "n_pred",
+    }
     assert _nan_equal(load_summary_json(str(pred / "summary.json")), summary)
 
     # summary.csv: one row per case and class, the class means, the foreground mean
@@ -109,7 +124,7 @@ def test_discovered_labels_metrics_and_reports(tmp_path, capsys):
 
     table = capsys.readouterr().out
     assert "1/1/1/1" in table and "1/1/2/1" in table and "2.9 mm" in table
-    assert not list(pred.glob(".*.tmp*"))   # atomic writes left no temporary file
+    assert not list(pred.glob(".*.tmp*"))  # atomic writes left no temporary file
 
 
 def test_overlap_metrics_match_nnunetv2_compute_metrics(tmp_path):
@@ -119,8 +134,11 @@ def test_overlap_metrics_match_nnunetv2_compute_metrics(tmp_path):
         theirs = compute_metrics(case["reference_file"], case["prediction_file"], SimpleITKIO(), [1, 2])
         for label in (1, 2):
             for m in ("Dice", "IoU", "TP", "FP", "FN", "TN", "n_ref", "n_pred"):
-                assert _nan_equal(float(case["metrics"][label][m]), float(theirs["metrics"][label][m])), \
-                    (case["reference_file"], label, m)
+                assert _nan_equal(float(case["metrics"][label][m]), float(theirs["metrics"][label][m])), (
+                    case["reference_file"],
+                    label,
+                    m,
+                )
 
 
 def test_dataset_json_regions_names_ignore_and_tolerance_file(tmp_path, capsys):
@@ -128,20 +146,25 @@ def test_dataset_json_regions_names_ignore_and_tolerance_file(tmp_path, capsys):
     r = np.zeros((3, 6, 6), np.uint8)
     r[1, 1:3, 1:3] = 1
     r[1, 3:5, 1:3] = 2
-    r[2, :, :] = 3                 # ignore label
+    r[2, :, :] = 3  # ignore label
     p = r.copy()
-    p[1, 3:5, 1:3] = 1             # all of label 2 predicted as 1: region (1, 2) still perfect
-    p[2, 0, 0] = 1                 # inside the ignore area: not counted
+    p[1, 3:5, 1:3] = 1  # all of label 2 predicted as 1: region (1, 2) still perfect
+    p[2, 0, 0] = 1  # inside the ignore area: not counted
     _write(ref, "x.nrrd", r)
     _write(pred, "x.nrrd", p)
-    dataset = {"labels": {"background": 0, "whole": [1, 2], "core": 2, "ignore": 3},
-               "regions_class_order": [1, 2], "file_ending": ".nrrd", "channel_names": {"0": "CT"},
-               "numTraining": 1}
+    dataset = {
+        "labels": {"background": 0, "whole": [1, 2], "core": 2, "ignore": 3},
+        "regions_class_order": [1, 2],
+        "file_ending": ".nrrd",
+        "channel_names": {"0": "CT"},
+        "numTraining": 1,
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(dataset))
     (tmp_path / "tol.json").write_text(json.dumps({"whole": 0.5, "2": 1.0}))
     out = tmp_path / "eval"
-    summary = evaluate_folders(ref, pred, out, dataset_json=tmp_path, nsd_tolerance=tmp_path / "tol.json",
-                               num_processes=1)
+    summary = evaluate_folders(
+        ref, pred, out, dataset_json=tmp_path, nsd_tolerance=tmp_path / "tol.json", num_processes=1
+    )
     metrics = summary["metric_per_case"][0]["metrics"]
     assert list(metrics) == [(1, 2), 2]
     assert metrics[(1, 2)]["Dice"] == 1.0 and metrics[(1, 2)]["FP"] == 0
@@ -162,7 +185,7 @@ def test_png_2d_cases(tmp_path):
     r = np.zeros((8, 10), np.uint8)
     r[2:5, 2:5] = 1
     p = np.zeros_like(r)
-    p[2:5, 4:7] = 1                # shifted two pixels along x: 2 mm at 1 mm spacing
+    p[2:5, 4:7] = 1  # shifted two pixels along x: 2 mm at 1 mm spacing
     Image.fromarray(r).save(ref / "img.png")
     Image.fromarray(p).save(pred / "img.png")
     m = evaluate_folders(ref, pred, num_processes=1, verbose=False)["metric_per_case"][0]["metrics"][1]

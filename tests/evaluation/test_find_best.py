@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 
 from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
-
 from umamba_seg.evaluation.find_best import write_postprocessing_json
 from umamba_seg.evaluation.postprocess import load_postprocessing
 
@@ -27,7 +26,8 @@ def test_model_folder_names_parse():
 def test_postprocessing_json_keeps_numpy_labels(tmp_path):
     """nnunetv2 stores the labels it postprocesses as numpy integers (CI once failed on np.int64)."""
     from nnunetv2.postprocessing.remove_connected_components import (
-        remove_all_but_largest_component_from_segmentation as keep_largest)
+        remove_all_but_largest_component_from_segmentation as keep_largest,
+    )
 
     kwargs = [{"labels_or_regions": np.int64(1)}, {"labels_or_regions": [np.int64(2), (np.int64(1), np.int64(2))]}]
     pkl = tmp_path / "postprocessing.pkl"
@@ -50,13 +50,34 @@ def test_find_best_chain(trained_2d_workdir, tmp_path, capsys):
     raw = next((workdir / "raw").iterdir())
     ds = raw.name[7:10]
     for f in ("0", "1"):
-        run_cli("train", "-d", ds, "-c", "2d", "-f", f, "-a", SECOND_ARCH, "--npz", "--workdir", workdir,
-                *TINY_SCHEDULE)
+        run_cli(
+            "train", "-d", ds, "-c", "2d", "-f", f, "-a", SECOND_ARCH, "--npz", "--workdir", workdir, *TINY_SCHEDULE
+        )
     preds = []
     for arch in ("cnn", SECOND_ARCH):
         out = tmp_path / f"pred_{arch}"
-        run_cli("predict", "-i", raw / "imagesTs", "-o", out, "-d", ds, "-c", "2d", "-a", arch, "-f", "0", "1",
-                "--save-probabilities", "--no-tta", "--device", "cpu", "--workdir", workdir)
+        run_cli(
+            "predict",
+            "-i",
+            raw / "imagesTs",
+            "-o",
+            out,
+            "-d",
+            ds,
+            "-c",
+            "2d",
+            "-a",
+            arch,
+            "-f",
+            "0",
+            "1",
+            "--save-probabilities",
+            "--no-tta",
+            "--device",
+            "cpu",
+            "--workdir",
+            workdir,
+        )
         preds.append(out)
     run_cli("ensemble", "-i", *preds, "-o", tmp_path / "ens")
     run_cli("evaluate", "-r", raw / "labelsTs", "-p", tmp_path / "ens", "-d", ds, "--workdir", workdir)
@@ -77,5 +98,6 @@ def test_find_best_chain(trained_2d_workdir, tmp_path, capsys):
     fns, kwargs = load_postprocessing(pp_json)
     assert len(fns) == len(kwargs)
     run_cli("postprocess", "-i", tmp_path / "ens", "-o", tmp_path / "ens_pp", "--pp-file", pp_json)
-    assert sorted(p.name for p in (tmp_path / "ens_pp").glob("*.png")) == \
-        sorted(p.name for p in (tmp_path / "ens").glob("*.png"))
+    assert sorted(p.name for p in (tmp_path / "ens_pp").glob("*.png")) == sorted(
+        p.name for p in (tmp_path / "ens").glob("*.png")
+    )

@@ -22,12 +22,15 @@ def _single_voxels(shape, ref_at, pred_at):
     return ref, pred
 
 
-@pytest.mark.parametrize("pred_at, distance", [
-    ((1, 0, 0), 3.0),                       # one voxel along axis 0: 3 mm
-    ((0, 2, 0), 4.0),                       # two voxels along axis 1: 2 * 2 mm
-    ((0, 0, 3), 1.5),                       # three voxels along axis 2: 3 * 0.5 mm
-    ((1, 1, 1), math.sqrt(9 + 4 + 0.25)),   # diagonal
-])
+@pytest.mark.parametrize(
+    "pred_at, distance",
+    [
+        ((1, 0, 0), 3.0),  # one voxel along axis 0: 3 mm
+        ((0, 2, 0), 4.0),  # two voxels along axis 1: 2 * 2 mm
+        ((0, 0, 3), 1.5),  # three voxels along axis 2: 3 * 0.5 mm
+        ((1, 1, 1), math.sqrt(9 + 4 + 0.25)),  # diagonal
+    ],
+)
 def test_hd95_and_nsd_use_spacing_per_axis(pred_at, distance):
     ref, pred = _single_voxels((4, 5, 8), (0, 0, 0), pred_at)
     m = compute_case_metrics(ref, pred, SPACING, [1], nsd_tolerance=distance - 0.01)[1]
@@ -103,10 +106,10 @@ def test_regions_and_ignore_label():
     pred = np.zeros_like(ref)
     ref[0, 1, 0:2] = 1
     ref[0, 1, 2:4] = 2
-    ref[0, 3, :] = 3          # ignore label
-    pred[0, 1, 0:3] = 1       # one voxel of label 2 predicted as 1
+    ref[0, 3, :] = 3  # ignore label
+    pred[0, 1, 0:3] = 1  # one voxel of label 2 predicted as 1
     pred[0, 1, 3] = 2
-    pred[0, 3, 0:2] = 1       # predictions inside the ignore label do not count
+    pred[0, 3, 0:2] = 1  # predictions inside the ignore label do not count
     out = compute_case_metrics(ref, pred, (999.0, 1.0, 1.0), [1, 2, (1, 2)], ignore_label=3)
     assert (out[1]["TP"], out[1]["FP"], out[1]["FN"]) == (2, 1, 0)
     assert out[1]["Dice"] == pytest.approx(4 / 5)
@@ -144,10 +147,12 @@ def test_surface_metrics_equal_monai_public_functions(shape, spacing):
         hd95, nsd = surface_metrics(ref, pred, spacing, tol)
         y = torch.from_numpy(ref)[None, None].float()
         y_pred = torch.from_numpy(pred)[None, None].float()
-        monai_hd95 = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95,
-                                                spacing=list(spacing))
-        monai_nsd = compute_surface_dice(y_pred, y, class_thresholds=[tol], include_background=True,
-                                         spacing=list(spacing))
+        monai_hd95 = compute_hausdorff_distance(
+            y_pred, y, include_background=True, percentile=95, spacing=list(spacing)
+        )
+        monai_nsd = compute_surface_dice(
+            y_pred, y, class_thresholds=[tol], include_background=True, spacing=list(spacing)
+        )
         assert hd95 == pytest.approx(float(monai_hd95[0, 0]), rel=1e-6), trial
         assert nsd == pytest.approx(float(monai_nsd[0, 0]), rel=1e-6), trial
 
@@ -156,8 +161,8 @@ def test_per_class_tolerances_are_looked_up_only_when_needed():
     ref = np.zeros((4, 4, 4), np.uint8)
     pred = np.zeros_like(ref)
     ref[1, 1, 1] = 1
-    pred[1, 1, 3] = 1       # 1 mm away along axis 2 (0.5 mm spacing)
-    pred[0, 0, 0] = 2       # class 2 only predicted: NSD 0 whatever the tolerance
+    pred[1, 1, 3] = 1  # 1 mm away along axis 2 (0.5 mm spacing)
+    pred[0, 0, 0] = 2  # class 2 only predicted: NSD 0 whatever the tolerance
     out = compute_case_metrics(ref, pred, SPACING, [1, 2], nsd_tolerance={1: 1.0})
     assert out[1]["NSD"] == 1.0 and out[2]["NSD"] == 0.0
     assert compute_case_metrics(ref, pred, SPACING, [1], nsd_tolerance={1: 0.9})[1]["NSD"] == 0.0

@@ -22,6 +22,7 @@ def _canvas(shape=(40, 40)) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- metric, known answers
 
+
 def test_touching_cells_predicted_exactly_score_one():
     ref = _canvas()
     ref[5:15, 5:15] = 7  # ids need not be consecutive
@@ -120,6 +121,7 @@ def test_exclude_border_drops_edge_cells_on_both_sides():
 
 # ----------------------------------------------------------------------------- evaluate --instances
 
+
 def _write_png(arr: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr.astype(np.uint8)).save(path)
@@ -137,27 +139,32 @@ def test_cli_evaluate_instances_writes_summary_and_refuses_other_geometry(tmp_pa
     _write_png(pred, tmp_path / "pred" / "a.png")
     _write_png(ref, tmp_path / "ref" / "b.png")
     _write_png(ref, tmp_path / "pred" / "b.png")
-    assert main(["evaluate", "-r", str(tmp_path / "ref"), "-p", str(tmp_path / "pred"), "--instances",
-                 "-np", "1"]) == 0
+    assert main(["evaluate", "-r", str(tmp_path / "ref"), "-p", str(tmp_path / "pred"), "--instances", "-np", "1"]) == 0
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     per_case = {Path(c["reference_file"]).name: c["metrics"] for c in summary["metric_per_case"]}
     assert per_case["a.png"]["F1"] == pytest.approx(0.8) and per_case["b.png"]["F1"] == 1.0
     assert summary["mean"]["F1"] == pytest.approx(0.9)
-    assert summary["pooled"] == {"TP": 5, "FP": 0, "FN": 1, "precision": 1.0, "recall": pytest.approx(5 / 6),
-                                 "F1": pytest.approx(10 / 11)}
+    assert summary["pooled"] == {
+        "TP": 5,
+        "FP": 0,
+        "FN": 1,
+        "precision": 1.0,
+        "recall": pytest.approx(5 / 6),
+        "F1": pytest.approx(10 / 11),
+    }
     csv_lines = (tmp_path / "pred" / "summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("case,") and "F1" in csv_lines[0].split(",")
     assert [line.split(",")[0] for line in csv_lines[1:]] == ["a", "b", "mean", "pooled"]
     # other geometry: one error line, exit 2
     _write_png(np.zeros((40, 41)), tmp_path / "pred" / "b.png")
     capsys.readouterr()
-    assert main(["evaluate", "-r", str(tmp_path / "ref"), "-p", str(tmp_path / "pred"), "--instances",
-                 "-np", "1"]) == 2
+    assert main(["evaluate", "-r", str(tmp_path / "ref"), "-p", str(tmp_path / "pred"), "--instances", "-np", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert err.startswith("error: prediction shape") and "b.png" in err
 
 
 # ----------------------------------------------------------------------------- instances <-> semantic
+
 
 def _touching_blocks() -> np.ndarray:
     """Five cells: a row of three touching squares, a disc touching the row, a lone cell."""
@@ -245,13 +252,37 @@ def test_cli_instances_to_semantic_png_and_nifti(tmp_path):
     img.SetOrigin((1.0, -2.0, 3.0))
     (tmp_path / "inst3d").mkdir()
     sitk.WriteImage(img, str(tmp_path / "inst3d" / "v.nii.gz"))
-    assert main(["instances-to-semantic", "-i", str(tmp_path / "inst3d"), "-o", str(tmp_path / "sem3d"),
-                 "--boundary-width", "2"]) == 0
+    assert (
+        main(
+            [
+                "instances-to-semantic",
+                "-i",
+                str(tmp_path / "inst3d"),
+                "-o",
+                str(tmp_path / "sem3d"),
+                "--boundary-width",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = sitk.ReadImage(str(tmp_path / "sem3d" / "v.nii.gz"))
     assert out.GetSpacing() == pytest.approx((0.5, 0.7, 2.0)) and out.GetOrigin() == pytest.approx((1.0, -2.0, 3.0))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), instances_to_semantic(vol, 2))
-    assert main(["instances-to-semantic", "-i", str(tmp_path / "inst3d"), "-o", str(tmp_path / "x"),
-                 "--boundary-width", "0"]) == 2
+    assert (
+        main(
+            [
+                "instances-to-semantic",
+                "-i",
+                str(tmp_path / "inst3d"),
+                "-o",
+                str(tmp_path / "x"),
+                "--boundary-width",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert main(["instances-to-semantic", "-i", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")]) == 2
 
 
@@ -287,6 +318,7 @@ def test_predict_refuses_instances_without_interior_boundary_labels():
 
 # ----------------------------------------------------------------------------- the whole workflow
 
+
 @pytest.mark.slow
 def test_instance_workflow_cli(raw_dataset_factory, workdir_factory, tmp_path):
     """Generated microscopy: instance maps -> semantic labels -> 2-iteration CNN ->
@@ -311,8 +343,30 @@ def test_instance_workflow_cli(raw_dataset_factory, workdir_factory, tmp_path):
     (fold0.parent / "fold_1").mkdir()
     shutil.copy(fold0 / "checkpoint_final.pth", fold0.parent / "fold_1" / "checkpoint_final.pth")
     out = tmp_path / "pred"
-    predict = ["predict", "-i", ds / "imagesTs", "-o", out, "-d", ds_id, "-c", "2d", "-f", "0", "1", "--no-tta",
-               "--device", "cpu", "--instances", "--min-size", "3", "--workdir", workdir, "--num-parts", "2"]
+    predict = [
+        "predict",
+        "-i",
+        ds / "imagesTs",
+        "-o",
+        out,
+        "-d",
+        ds_id,
+        "-c",
+        "2d",
+        "-f",
+        "0",
+        "1",
+        "--no-tta",
+        "--device",
+        "cpu",
+        "--instances",
+        "--min-size",
+        "3",
+        "--workdir",
+        workdir,
+        "--num-parts",
+        "2",
+    ]
     run_cli(*predict, "--part-id", "0")
     assert [p.name for p in (out / "instances").iterdir()] == ["nuclei_test_000.tif"]
     run_cli(*predict, "--part-id", "1")
@@ -324,8 +378,9 @@ def test_instance_workflow_cli(raw_dataset_factory, workdir_factory, tmp_path):
         assert inst.dtype == np.uint16 and inst.shape == tifffile.imread(ds / "imagesTs" / f"{case}_0000.tif").shape
         sem = tifffile.imread(out / f"{case}.tif")
         assert not (inst[sem == 0]).any()  # instances only where the semantic map has cells
-    run_cli("evaluate", "-r", ds / "instancesTs", "-p", out / "instances", "--instances", "--exclude-border",
-            "-np", "1")
+    run_cli(
+        "evaluate", "-r", ds / "instancesTs", "-p", out / "instances", "--instances", "--exclude-border", "-np", "1"
+    )
     summary = json.loads((out / "instances" / "summary.json").read_text())
     assert summary["exclude_border"] is True and len(summary["metric_per_case"]) == 2
     assert any("F1" in k for k in summary["mean"]) and 0.0 <= summary["pooled"]["F1"] <= 1.0
@@ -364,6 +419,7 @@ def test_demo_cells_shows_f1_next_to_dice(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- converters write instance maps
 
+
 def test_dsb2018_and_neurips_converters_write_instances_and_labels(tmp_path):
     import tifffile
 
@@ -373,15 +429,21 @@ def test_dsb2018_and_neurips_converters_write_instances_and_labels(tmp_path):
     inst = _touching_blocks()
     src = tmp_path / "dsb"
     rng = np.random.default_rng(0)
-    for stage, case, with_masks in (("stage1_train", "a1", True), ("stage1_train", "b2", True),
-                                    ("stage1_test", "c3", False)):
+    for stage, case, with_masks in (
+        ("stage1_train", "a1", True),
+        ("stage1_train", "b2", True),
+        ("stage1_test", "c3", False),
+    ):
         (src / stage / case / "images").mkdir(parents=True)
         Image.fromarray(rng.integers(0, 255, (48, 48, 4), dtype=np.uint8)).save(
-            src / stage / case / "images" / f"{case}.png")
+            src / stage / case / "images" / f"{case}.png"
+        )
         if with_masks:
             (src / stage / case / "masks").mkdir()
             for k in np.unique(inst[inst > 0]):
-                Image.fromarray(((inst == k) * 255).astype(np.uint8)).save(src / stage / case / "masks" / f"m{k:03d}.png")
+                Image.fromarray(((inst == k) * 255).astype(np.uint8)).save(
+                    src / stage / case / "masks" / f"m{k:03d}.png"
+                )
     out = dsb2018.convert(src, tmp_path / "raw")
     assert json.loads((out / "dataset.json").read_text())["labels"] == {"background": 0, "interior": 1, "boundary": 2}
     assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["c3_0000.png"]

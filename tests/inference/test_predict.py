@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
@@ -14,11 +13,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 import SimpleITK as sitk
 import torch
-from tests.pipeline_fixtures import run_cli
 
+from tests.pipeline_fixtures import run_cli
 from umamba_seg.cli import main as cli
 from umamba_seg.inference.predict import shard
 
@@ -41,10 +39,15 @@ def test_geometry_round_trip_nifti_and_mha(trained_3d_workdir, tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
     variants = {
-        "oblique_0000.nii.gz": dict(spacing=(0.7, 0.9, 3.3), origin=(12.5, -40.0, 7.25), direction=_oblique_direction()),
-        "flipped_0000.mha": dict(spacing=(0.8, 0.8, 3.0), origin=(-3.0, 2.0, 100.0),
-                                 direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1)),
-        "aniso_0000.nii.gz": dict(spacing=(0.5, 1.5, 5.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)),
+        "oblique_0000.nii.gz": dict(
+            spacing=(0.7, 0.9, 3.3), origin=(12.5, -40.0, 7.25), direction=_oblique_direction()
+        ),
+        "flipped_0000.mha": dict(
+            spacing=(0.8, 0.8, 3.0), origin=(-3.0, 2.0, 100.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1)
+        ),
+        "aniso_0000.nii.gz": dict(
+            spacing=(0.5, 1.5, 5.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)
+        ),
     }
     for name, geo in variants.items():
         v = sitk.Image(img)
@@ -53,8 +56,24 @@ def test_geometry_round_trip_nifti_and_mha(trained_3d_workdir, tmp_path):
         v.SetDirection(geo["direction"])
         sitk.WriteImage(v, str(inp / name))
     out = tmp_path / "out"
-    run_cli("predict", "-i", inp, "-o", out, "-d", raw.name, "-c", "3d_fullres", "-f", "0", "--no-tta",
-            "--device", "cpu", "--workdir", trained_3d_workdir)
+    run_cli(
+        "predict",
+        "-i",
+        inp,
+        "-o",
+        out,
+        "-d",
+        raw.name,
+        "-c",
+        "3d_fullres",
+        "-f",
+        "0",
+        "--no-tta",
+        "--device",
+        "cpu",
+        "--workdir",
+        trained_3d_workdir,
+    )
     for name in variants:
         ending = ".mha" if name.endswith(".mha") else ".nii.gz"
         pred = out / name.replace("_0000", "")
@@ -80,16 +99,48 @@ def test_sharded_cli_runs_cover_the_folder(trained_2d_workdir, tmp_path):
     raw = _raw(trained_2d_workdir)
     out = tmp_path / "out"
     for k in ("0", "1"):
-        run_cli("predict", "-i", raw / "imagesTs", "-o", out, "-d", raw.name, "-c", "2d", "-f", "0", "--no-tta",
-                "--num-parts", "2", "--part-id", k, "--device", "cpu", "--workdir", trained_2d_workdir)
+        run_cli(
+            "predict",
+            "-i",
+            raw / "imagesTs",
+            "-o",
+            out,
+            "-d",
+            raw.name,
+            "-c",
+            "2d",
+            "-f",
+            "0",
+            "--no-tta",
+            "--num-parts",
+            "2",
+            "--part-id",
+            k,
+            "--device",
+            "cpu",
+            "--workdir",
+            trained_2d_workdir,
+        )
     expected = sorted(p.name.replace("_0000", "") for p in (raw / "imagesTs").glob("*_0000.png"))
     assert sorted(p.name for p in out.glob("*.png")) == expected
 
 
 def test_fold_average_is_mean_of_fold_probabilities(trained_2d_workdir, tmp_path):
     raw = _raw(trained_2d_workdir)
-    common = ["-i", raw / "imagesTs", "-d", raw.name, "-c", "2d", "--no-tta", "--save-probabilities",
-              "--device", "cpu", "--workdir", trained_2d_workdir]
+    common = [
+        "-i",
+        raw / "imagesTs",
+        "-d",
+        raw.name,
+        "-c",
+        "2d",
+        "--no-tta",
+        "--save-probabilities",
+        "--device",
+        "cpu",
+        "--workdir",
+        trained_2d_workdir,
+    ]
     run_cli("predict", "-o", tmp_path / "f0", "-f", "0", *common)
     run_cli("predict", "-o", tmp_path / "f1", "-f", "1", *common)
     run_cli("predict", "-o", tmp_path / "f01", "-f", "0", "1", *common)
@@ -112,8 +163,25 @@ def test_continue_after_sigkill_matches_uninterrupted_run(trained_3d_workdir, tm
     src = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))
     for i in range(6):  # enough cases that the kill lands mid-run
         shutil.copy(src[i % len(src)], inp / f"case{i:02d}_0000.nii.gz")
-    args = [sys.executable, "-m", "umamba_seg", "predict", "-i", str(inp), "-d", raw.name, "-c", "3d_fullres",
-            "-f", "0", "--device", "cpu", "--save-probabilities", "--workdir", str(trained_3d_workdir)]
+    args = [
+        sys.executable,
+        "-m",
+        "umamba_seg",
+        "predict",
+        "-i",
+        str(inp),
+        "-d",
+        raw.name,
+        "-c",
+        "3d_fullres",
+        "-f",
+        "0",
+        "--device",
+        "cpu",
+        "--save-probabilities",
+        "--workdir",
+        str(trained_3d_workdir),
+    ]
     ref = tmp_path / "ref"
     subprocess.run(args + ["-o", str(ref)], check=True, capture_output=True, timeout=600)
     out = tmp_path / "out"
@@ -144,6 +212,7 @@ def test_continue_after_sigkill_matches_uninterrupted_run(trained_3d_workdir, tm
 
 # ---- bad input to predict (issue 5) ----------------------------------------------------
 
+
 def _predict_err(capsys, *args) -> str:
     capsys.readouterr()
     assert cli(["predict", *map(str, args)]) == 2
@@ -157,8 +226,21 @@ def test_input_folder_without_matching_files(trained_2d_workdir, tmp_path, capsy
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / "notes.txt").write_text("x")
-    err = _predict_err(capsys, "-i", inp, "-o", tmp_path / "o", "-d", raw.name, "-c", "2d", "--device", "cpu",
-                       "--workdir", trained_2d_workdir)
+    err = _predict_err(
+        capsys,
+        "-i",
+        inp,
+        "-o",
+        tmp_path / "o",
+        "-d",
+        raw.name,
+        "-c",
+        "2d",
+        "--device",
+        "cpu",
+        "--workdir",
+        trained_2d_workdir,
+    )
     assert "no image files to predict" in err and str(inp) in err
 
 
@@ -169,15 +251,41 @@ def test_wrong_channel_count(trained_3d_workdir, tmp_path, capsys):
     src = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))[0]
     shutil.copy(src, inp / "x_0000.nii.gz")
     shutil.copy(src, inp / "x_0001.nii.gz")
-    err = _predict_err(capsys, "-i", inp, "-o", tmp_path / "o", "-d", raw.name, "-c", "3d_fullres", "--device", "cpu",
-                       "--workdir", trained_3d_workdir)
+    err = _predict_err(
+        capsys,
+        "-i",
+        inp,
+        "-o",
+        tmp_path / "o",
+        "-d",
+        raw.name,
+        "-c",
+        "3d_fullres",
+        "--device",
+        "cpu",
+        "--workdir",
+        trained_3d_workdir,
+    )
     assert "extra channel(s) 0001" in err and "x_0001.nii.gz" in err
 
 
 def test_missing_model_and_missing_checkpoints(trained_2d_workdir, tmp_path, capsys):
     raw = _raw(trained_2d_workdir)
-    err = _predict_err(capsys, "-i", raw / "imagesTs", "-o", tmp_path / "o", "-d", raw.name, "-c", "2d",
-                       "-a", "umamba_bot", "--workdir", trained_2d_workdir)
+    err = _predict_err(
+        capsys,
+        "-i",
+        raw / "imagesTs",
+        "-o",
+        tmp_path / "o",
+        "-d",
+        raw.name,
+        "-c",
+        "2d",
+        "-a",
+        "umamba_bot",
+        "--workdir",
+        trained_2d_workdir,
+    )
     assert "no trained model" in err and "umambaPlans_umamba_bot__2d" in err
     model = tmp_path / "model"
     src = trained_2d_workdir / "results" / raw.name / "umambaTrainer__umambaPlans_cnn__2d"

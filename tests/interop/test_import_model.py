@@ -8,8 +8,6 @@ xLSTM-UNet the ViL wrapper's unused LayerNorm.
 
 from __future__ import annotations
 
-from tests.helpers import RESOURCES
-
 import copy
 import json
 import re
@@ -23,6 +21,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from tests.helpers import RESOURCES
 from umamba_seg.architectures import build_from_cnn_plan, registry
 from umamba_seg.benchmark.same_plan import same_plan_plans
 from umamba_seg.cli import main as cli
@@ -32,10 +31,12 @@ from umamba_seg.interop.fork_plans import cnn_architecture, our_plans
 from umamba_seg.training.checkpoint_io import require_training_state
 
 FORK_ARCHS = ("umamba_bot", "umamba_enc", "xlstm_bot", "xlstm_enc")
-FORK_TRAINER = {"umamba_bot": ("u-mamba", "nnUNetTrainerUMambaBot"),
-                "umamba_enc": ("u-mamba", "nnUNetTrainerUMambaEnc"),
-                "xlstm_bot": ("xlstm-unet", "nnUNetTrainerUxLSTMBot"),
-                "xlstm_enc": ("xlstm-unet", "nnUNetTrainerUxLSTMEnc")}
+FORK_TRAINER = {
+    "umamba_bot": ("u-mamba", "nnUNetTrainerUMambaBot"),
+    "umamba_enc": ("u-mamba", "nnUNetTrainerUMambaEnc"),
+    "xlstm_bot": ("xlstm-unet", "nnUNetTrainerUxLSTMBot"),
+    "xlstm_enc": ("xlstm-unet", "nnUNetTrainerUxLSTMEnc"),
+}
 FEATURES = (8, 16, 32, 32)  # 4 stages: xLSTM-UNet Enc in 3D has ViL from stage 3 on
 
 
@@ -44,14 +45,24 @@ def fork_configuration(dim: int, patch: list[int], spacing: list[float], n_chann
     n = len(FEATURES)
     resample = "resample_data_or_seg_to_shape"
     return {
-        "data_identifier": f"nnUNetPlans_{dim}d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "patch_size": patch, "median_image_size_in_voxels": [64] * dim, "spacing": spacing,
-        "normalization_schemes": ["ZScoreNormalization"] * n_channels, "use_mask_for_norm": [False] * n_channels,
-        "UNet_class_name": "PlainConvUNet", "UNet_base_num_features": FEATURES[0],
-        "n_conv_per_stage_encoder": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
-        "num_pool_per_axis": [n - 1] * dim, "pool_op_kernel_sizes": [[1] * dim] + [[2] * dim] * (n - 1),
-        "conv_kernel_sizes": [[3] * dim] * n, "unet_max_num_features": FEATURES[-1],
-        "resampling_fn_data": resample, "resampling_fn_seg": resample,
+        "data_identifier": f"nnUNetPlans_{dim}d",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2,
+        "patch_size": patch,
+        "median_image_size_in_voxels": [64] * dim,
+        "spacing": spacing,
+        "normalization_schemes": ["ZScoreNormalization"] * n_channels,
+        "use_mask_for_norm": [False] * n_channels,
+        "UNet_class_name": "PlainConvUNet",
+        "UNet_base_num_features": FEATURES[0],
+        "n_conv_per_stage_encoder": [2] * n,
+        "n_conv_per_stage_decoder": [2] * (n - 1),
+        "num_pool_per_axis": [n - 1] * dim,
+        "pool_op_kernel_sizes": [[1] * dim] + [[2] * dim] * (n - 1),
+        "conv_kernel_sizes": [[3] * dim] * n,
+        "unet_max_num_features": FEATURES[-1],
+        "resampling_fn_data": resample,
+        "resampling_fn_seg": resample,
         "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
         "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
         "resampling_fn_probabilities": resample,
@@ -63,14 +74,29 @@ def fork_configuration(dim: int, patch: list[int], spacing: list[float], n_chann
 def fork_plans_2d(dataset_name: str, n_channels: int, patch: tuple[int, int] = (64, 64)) -> dict:
     """The forks' plans.json for a 2D PNG dataset (64 x 64 images: one window per case),
     4 stages of 8/16/32/32 features."""
-    props = {str(c): {"max": 255.0, "mean": 120.0, "median": 118.0, "min": 0.0, "percentile_00_5": 2.0,
-                      "percentile_99_5": 250.0, "std": 40.0} for c in range(n_channels)}
+    props = {
+        str(c): {
+            "max": 255.0,
+            "mean": 120.0,
+            "median": 118.0,
+            "min": 0.0,
+            "percentile_00_5": 2.0,
+            "percentile_99_5": 250.0,
+            "std": 40.0,
+        }
+        for c in range(n_channels)
+    }
     return {
-        "dataset_name": dataset_name, "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [999.0, 1.0, 1.0], "original_median_shape_after_transp": [1, 64, 64],
-        "image_reader_writer": "NaturalImage2DIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "dataset_name": dataset_name,
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [999.0, 1.0, 1.0],
+        "original_median_shape_after_transp": [1, 64, 64],
+        "image_reader_writer": "NaturalImage2DIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
         "configurations": {"2d": fork_configuration(2, list(patch), [1.0, 1.0], n_channels)},
-        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": props,
     }
 
@@ -95,13 +121,17 @@ def authors_weights(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ---- build_from_cnn_plan -------------------------------------------------------------------------------
 
+
 def _trainer_network(arch: str, conf: dict, in_channels: int, num_classes: int) -> torch.nn.Module:
     """What `train -a arch` builds on the CNN plan: the benchmark's same-plan plans through nnunetv2."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    cnn = {"configurations": {"c": {"patch_size": conf["patch_size"], "architecture": cnn_architecture(conf)}},
-           "plans_name": "umambaPlans_cnn", "dataset_name": "Dataset001_X"}
+    cnn = {
+        "configurations": {"c": {"patch_size": conf["patch_size"], "architecture": cnn_architecture(conf)}},
+        "plans_name": "umambaPlans_cnn",
+        "dataset_name": "Dataset001_X",
+    }
     pm = PlansManager(same_plan_plans(cnn, arch).plans)
     return nnUNetTrainer.build_network_architecture(pm, pm.get_configuration("c"), in_channels, num_classes, True)
 
@@ -191,20 +221,32 @@ def test_weight_names_round_trip_small(arch, dim):
 
 # ---- import-model ---------------------------------------------------------------------------------------
 
+
 def _save_fork_checkpoint(path: Path, weights: dict, trainer: str, plans: dict, ds: dict, numpy1_names: bool) -> None:
     """A checkpoint as the forks' nnunetv2 2.1 trainer writes it (full pickle with numpy values)."""
     first = next(iter(weights.values()))
     ckpt = {
         "network_weights": OrderedDict(weights),
-        "optimizer_state": {"state": {0: {"momentum_buffer": torch.zeros_like(first)}},
-                            "param_groups": [{"lr": 1e-5, "momentum": 0.99, "nesterov": True, "params": [0]}]},
+        "optimizer_state": {
+            "state": {0: {"momentum_buffer": torch.zeros_like(first)}},
+            "param_groups": [{"lr": 1e-5, "momentum": 0.99, "nesterov": True, "params": [0]}],
+        },
         "grad_scaler_state": {"scale": 65536.0, "growth_factor": 2.0},
-        "logging": {"mean_fg_dice": [np.float64(0.61), np.float64(0.7)], "train_losses": [np.float32(-0.4)],
-                    "lrs": [0.01, 0.009]},
+        "logging": {
+            "mean_fg_dice": [np.float64(0.61), np.float64(0.7)],
+            "train_losses": [np.float32(-0.4)],
+            "lrs": [0.01, 0.009],
+        },
         "_best_ema": np.float64(0.7),
         "current_epoch": 1000,
-        "init_args": {"plans": plans, "configuration": next(iter(plans["configurations"])), "fold": 0,
-                      "dataset_json": ds, "unpack_dataset": True, "device": torch.device("cuda")},
+        "init_args": {
+            "plans": plans,
+            "configuration": next(iter(plans["configurations"])),
+            "fold": 0,
+            "dataset_json": ds,
+            "unpack_dataset": True,
+            "device": torch.device("cuda"),
+        },
         "trainer_name": trainer,
         "inference_allowed_mirroring_axes": (0, 1),
     }
@@ -242,8 +284,14 @@ def make_fork_folder(root: Path, arch: str, raw_dataset: Path, folds: tuple[str,
             for p in net.parameters():
                 p.add_(0.05 * torch.randn_like(p))
         ours = {k: v.clone() for k, v in net.state_dict().items()}
-        _save_fork_checkpoint(folder / f"fold_{fold}" / "checkpoint_final.pth", authors_weights(ours), trainer,
-                              plans, ds, numpy1_names=(i % 2 == 1))
+        _save_fork_checkpoint(
+            folder / f"fold_{fold}" / "checkpoint_final.pth",
+            authors_weights(ours),
+            trainer,
+            plans,
+            ds,
+            numpy1_names=(i % 2 == 1),
+        )
         ours_per_fold[fold] = ours
     return folder, source, ours_per_fold
 
@@ -262,10 +310,12 @@ def _predicted_labels(folder: Path, cases: list[str]) -> list[np.ndarray]:
 def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir_factory, capsys):
     workdir = workdir_factory(raw_2d_dataset)
     ds_id = raw_2d_dataset.name[7:10]
-    umamba_folder, src_u, umamba_weights = make_fork_folder(tmp_path / "umamba_results", "umamba_bot",
-                                                            raw_2d_dataset, folds=("0", "1"))
-    xlstm_folder, src_x, xlstm_weights = make_fork_folder(tmp_path / "xlstm_results", "xlstm_bot", raw_2d_dataset,
-                                                          seed=10)
+    umamba_folder, src_u, umamba_weights = make_fork_folder(
+        tmp_path / "umamba_results", "umamba_bot", raw_2d_dataset, folds=("0", "1")
+    )
+    xlstm_folder, src_x, xlstm_weights = make_fork_folder(
+        tmp_path / "xlstm_results", "xlstm_bot", raw_2d_dataset, seed=10
+    )
     best = xlstm_folder / "fold_0" / "checkpoint_best.pth"  # an earlier epoch's weights
     ckpt = torch.load(xlstm_folder / "fold_0" / "checkpoint_final.pth", weights_only=False)
     ckpt["network_weights"] = {k: v + 1 for k, v in ckpt["network_weights"].items()}
@@ -273,30 +323,36 @@ def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir
     torch.save(ckpt, best)
     assert torch.serialization.get_unsafe_globals_in_checkpoint(umamba_folder / "fold_1" / "checkpoint_final.pth")
 
-    code, out, err = _run(capsys, "import-model", "--from", src_u, "-i", umamba_folder, "-d", ds_id,
-                          "--workdir", workdir)
+    code, out, err = _run(
+        capsys, "import-model", "--from", src_u, "-i", umamba_folder, "-d", ds_id, "--workdir", workdir
+    )
     assert code == 0, err
     assert "umamba_bot" in out and "Dropped" not in out
-    code, out, err = _run(capsys, "import-model", "--from", src_x, "-i", xlstm_folder, "-d", ds_id,
-                          "--workdir", workdir)
+    code, out, err = _run(
+        capsys, "import-model", "--from", src_x, "-i", xlstm_folder, "-d", ds_id, "--workdir", workdir
+    )
     assert code == 0, err
     assert "Dropped 2 unused weight(s)" in out and "xlstm.norm.weight" in out
 
     results = workdir / "results" / raw_2d_dataset.name
-    best_ours = torch.load(results / "umambaTrainer__umambaPlans_xlstm_bot__2d" / "fold_0" / best.name,
-                           weights_only=True)
+    best_ours = torch.load(
+        results / "umambaTrainer__umambaPlans_xlstm_bot__2d" / "fold_0" / best.name, weights_only=True
+    )
     assert best_ours["current_epoch"] == 700
     assert all(torch.equal(best_ours["network_weights"][k], v + 1) for k, v in xlstm_weights["0"].items())
     assert sorted(p.name for p in (results / "umambaTrainer__umambaPlans_umamba_bot__2d" / "fold_0").iterdir()) == [
-        "checkpoint_final.pth"]
+        "checkpoint_final.pth"
+    ]
     for arch, weights in (("umamba_bot", umamba_weights), ("xlstm_bot", xlstm_weights)):
         model = results / f"umambaTrainer__umambaPlans_{arch}__2d"
         assert sorted(p.name for p in model.iterdir()) == sorted(
-            ["plans.json", "dataset.json", "import_info.json"] + [f"fold_{f}" for f in weights])
+            ["plans.json", "dataset.json", "import_info.json"] + [f"fold_{f}" for f in weights]
+        )
         plans = json.loads((model / "plans.json").read_text())
         assert plans["plans_name"] == f"umambaPlans_{arch}" and plans["dataset_name"] == raw_2d_dataset.name
         assert plans["configurations"]["2d"]["architecture"] == registry.get(arch).architecture_block(
-            cnn_architecture(fork_configuration(2, [64, 64], [1.0, 1.0], 3)), [64, 64])
+            cnn_architecture(fork_configuration(2, [64, 64], [1.0, 1.0], 3)), [64, 64]
+        )
         for fold, ours in weights.items():
             ckpt = torch.load(model / f"fold_{fold}" / "checkpoint_final.pth", weights_only=True)  # no numpy left
             assert list(ckpt["network_weights"]) == list(ours)
@@ -310,19 +366,57 @@ def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir
     preds = {}
     for arch in ("umamba_bot", "xlstm_bot"):
         out_dir = tmp_path / f"pred_{arch}"
-        code, _, err = _run(capsys, "predict", "-i", raw_2d_dataset / "imagesTs", "-o", out_dir, "-d", ds_id,
-                            "-c", "2d", "-a", arch, "--device", "cpu", "--no-tta", "--save-probabilities",
-                            "--workdir", workdir)
+        code, _, err = _run(
+            capsys,
+            "predict",
+            "-i",
+            raw_2d_dataset / "imagesTs",
+            "-o",
+            out_dir,
+            "-d",
+            ds_id,
+            "-c",
+            "2d",
+            "-a",
+            arch,
+            "--device",
+            "cpu",
+            "--no-tta",
+            "--save-probabilities",
+            "--workdir",
+            workdir,
+        )
         assert code == 0, err
         preds[arch] = _predicted_labels(out_dir, cases)
         for seg in preds[arch]:
             assert seg.shape == (64, 64) and set(np.unique(seg)) <= {0, 1}
-    code, _, err = _run(capsys, "ensemble", "-i", tmp_path / "pred_umamba_bot", tmp_path / "pred_xlstm_bot",
-                        "-o", tmp_path / "ens", "-np", "1")
+    code, _, err = _run(
+        capsys,
+        "ensemble",
+        "-i",
+        tmp_path / "pred_umamba_bot",
+        tmp_path / "pred_xlstm_bot",
+        "-o",
+        tmp_path / "ens",
+        "-np",
+        "1",
+    )
     assert code == 0, err
     assert all(seg.shape == (64, 64) for seg in _predicted_labels(tmp_path / "ens", cases))
-    code, _, err = _run(capsys, "evaluate", "-r", raw_2d_dataset / "labelsTs", "-p", tmp_path / "ens",
-                        "-d", ds_id, "-np", "1", "--workdir", workdir)
+    code, _, err = _run(
+        capsys,
+        "evaluate",
+        "-r",
+        raw_2d_dataset / "labelsTs",
+        "-p",
+        tmp_path / "ens",
+        "-d",
+        ds_id,
+        "-np",
+        "1",
+        "--workdir",
+        workdir,
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
     assert set(summary["metric_per_case"][0]["metrics"]) >= {"1"}
@@ -334,11 +428,11 @@ def test_import_then_predict_ensemble_evaluate(tmp_path, raw_2d_dataset, workdir
     assert all(torch.equal(predictor.list_of_parameters[0][k], v) for k, v in xlstm_weights["0"].items())
 
     # an existing destination needs --overwrite
-    code, _, err = _run(capsys, "import-model", "--from", src_x, "-i", xlstm_folder, "-d", ds_id,
-                        "--workdir", workdir)
+    code, _, err = _run(capsys, "import-model", "--from", src_x, "-i", xlstm_folder, "-d", ds_id, "--workdir", workdir)
     assert code == 2 and "already exists" in err and "--overwrite" in err
-    code, _, err = _run(capsys, "import-model", "--from", src_x, "-i", xlstm_folder, "-d", ds_id,
-                        "--workdir", workdir, "--overwrite")
+    code, _, err = _run(
+        capsys, "import-model", "--from", src_x, "-i", xlstm_folder, "-d", ds_id, "--workdir", workdir, "--overwrite"
+    )
     assert code == 0, err
     assert not list(results.glob(".*"))
 
@@ -374,8 +468,9 @@ def _assert_refused(capsys, folder: Path, workdir: Path, *needles: str, source: 
 
 def test_import_refuses_broken_folders(tmp_path, good_fork_folder, capsys):
     workdir = tmp_path / "wd"
-    first_key = next(iter(load_fork_checkpoint(good_fork_folder / "fold_0" / "checkpoint_final.pth")
-                          ["network_weights"]))
+    first_key = next(
+        iter(load_fork_checkpoint(good_fork_folder / "fold_0" / "checkpoint_final.pth")["network_weights"])
+    )
 
     bad = _broken_copy(good_fork_folder, tmp_path, "nnUNetTrainerSwinUNETR__nnUNetPlans__2d")
     _assert_refused(capsys, bad, workdir, "unknown trainer 'nnUNetTrainerSwinUNETR'", str(bad))
@@ -454,9 +549,11 @@ def test_our_plans_resolve_inheritance_and_refuse_cascade():
 
     with pytest.raises(UserInputError, match="cascade"):
         our_plans(plans, "2d_cascade", "umamba_bot", "Dataset903_X", "plans.json")
-    for key, value, message in (("patch_size", 64, "'patch_size' is not a list"),
-                                ("conv_kernel_sizes", [[3, 3]] * 3, "'pool_op_kernel_sizes' has 4 entries"),
-                                ("UNet_base_num_features", "32", "'UNet_base_num_features' is not a positive")):
+    for key, value, message in (
+        ("patch_size", 64, "'patch_size' is not a list"),
+        ("conv_kernel_sizes", [[3, 3]] * 3, "'pool_op_kernel_sizes' has 4 entries"),
+        ("UNet_base_num_features", "32", "'UNet_base_num_features' is not a positive"),
+    ):
         broken = copy.deepcopy(plans)
         broken["configurations"]["2d"][key] = value
         with pytest.raises(UserInputError, match=message):

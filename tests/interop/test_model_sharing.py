@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.pipeline_fixtures import TINY_SCHEDULE
 
+from tests.pipeline_fixtures import TINY_SCHEDULE
 from umamba_seg.cli import main as cli
 from umamba_seg.interop import model_archive
 from umamba_seg.training.run import train_fold
@@ -39,8 +39,24 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def exported(trained_2d_workdir: Path, tmp_path_factory) -> Path:
     archive = tmp_path_factory.mktemp("share") / "model.zip"
-    assert cli(["export-model", "-d", "903", "-c", "2d", "-f", "0", "-o", str(archive),
-                "--workdir", str(trained_2d_workdir)]) == 0
+    assert (
+        cli(
+            [
+                "export-model",
+                "-d",
+                "903",
+                "-c",
+                "2d",
+                "-f",
+                "0",
+                "-o",
+                str(archive),
+                "--workdir",
+                str(trained_2d_workdir),
+            ]
+        )
+        == 0
+    )
     return archive
 
 
@@ -67,11 +83,32 @@ def test_export_install_predict_identical(exported, trained_2d_workdir, tmp_path
     images = trained_2d_workdir / "raw" / DS / "imagesTs"
     outs = []
     for workdir, name in ((trained_2d_workdir, "orig"), (fresh, "installed")):
-        code, _, err = _run(capsys, "predict", "-i", images, "-o", tmp_path / name, "-d", "903", "-c", "2d", "-f", "0",
-                            "--device", "cpu", "--workdir", workdir)
+        code, _, err = _run(
+            capsys,
+            "predict",
+            "-i",
+            images,
+            "-o",
+            tmp_path / name,
+            "-d",
+            "903",
+            "-c",
+            "2d",
+            "-f",
+            "0",
+            "--device",
+            "cpu",
+            "--workdir",
+            workdir,
+        )
         assert code == 0, err
-        outs.append({p.relative_to(tmp_path / name): p.read_bytes() for p in _files_under(tmp_path / name)
-                     if p.suffix == ".png"})
+        outs.append(
+            {
+                p.relative_to(tmp_path / name): p.read_bytes()
+                for p in _files_under(tmp_path / name)
+                if p.suffix == ".png"
+            }
+        )
     assert outs[0] and outs[0] == outs[1]
 
     code, _, err = _run(capsys, "install-model", exported, "--workdir", fresh)  # already there
@@ -157,15 +194,24 @@ def _no_manifest_entry(files, manifest, extra):
     del manifest["files"][PREFIX + "dataset_fingerprint.json"]
 
 
-HOSTILE = {"traversal": _traversal, "absolute": _absolute, "link": _link, "wrong_hash": _wrong_hash,
-           "other_class": _other_class, "unlisted": _unlisted, "pickle_side_file": _not_a_model_file,
-           "size_bomb": _size_bomb, "missing_from_manifest": _no_manifest_entry}
+HOSTILE = {
+    "traversal": _traversal,
+    "absolute": _absolute,
+    "link": _link,
+    "wrong_hash": _wrong_hash,
+    "other_class": _other_class,
+    "unlisted": _unlisted,
+    "pickle_side_file": _not_a_model_file,
+    "size_bomb": _size_bomb,
+    "missing_from_manifest": _no_manifest_entry,
+}
 
 
 @pytest.mark.parametrize("kind", [*HOSTILE, "pickle_checkpoint", "total_size"])
 def test_hostile_archive_refused_and_nothing_written(kind, exported, tmp_path, capsys, monkeypatch):
     marker = tmp_path / "unpickled"
     if kind == "pickle_checkpoint":
+
         def edit(files, manifest, extra):
             _Payload.marker = str(marker)
             import io
@@ -174,6 +220,7 @@ def test_hostile_archive_refused_and_nothing_written(kind, exported, tmp_path, c
             torch.save({"network_weights": {}, "payload": _Payload()}, buf)
             files[CKPT] = buf.getvalue()
             _relist(manifest, CKPT, files[CKPT])
+
         archive = _rewrite(exported, tmp_path / "bad.zip", edit)
     elif kind == "total_size":
         monkeypatch.setattr(model_archive, "MAX_UNPACKED_BYTES", 10_000)
@@ -205,12 +252,24 @@ def test_finetune_loads_all_but_heads_and_first_conv(trained_2d_workdir, tmp_pat
     shutil.copytree(trained_2d_workdir, workdir, ignore=shutil.ignore_patterns("fold_1"))
     model_dir = workdir / "results" / DS / MODEL
     source = tmp_path / "other_task.pth"
-    differing = _classes_channels_checkpoint(model_dir, source, {"background": 0, "a": 1, "b": 2, "c": 3},
-                                             {"0": "gray"})
+    differing = _classes_channels_checkpoint(
+        model_dir, source, {"background": 0, "a": 1, "b": 2, "c": 3}, {"0": "gray"}
+    )
     assert any("seg_layers" in k for k in differing) and any("stages.0.0.convs.0" in k for k in differing)
     capsys.readouterr()  # the training itself through train_fold: the CLI's final validation is not needed here
-    train_fold(Workspace.from_workdir(workdir).activate(), DS, "2d", 0, epochs=1, iters_per_epoch=2, val_iters=1,
-               device="cpu", seed=0, validate=False, pretrained_weights=source)
+    train_fold(
+        Workspace.from_workdir(workdir).activate(),
+        DS,
+        "2d",
+        0,
+        epochs=1,
+        iters_per_epoch=2,
+        val_iters=1,
+        device="cpu",
+        seed=0,
+        validate=False,
+        pretrained_weights=source,
+    )
     out = capsys.readouterr().out
     skipped = {line.split()[1].rstrip(":") for line in out.splitlines() if line.strip().startswith("skipped ")}
     assert skipped == differing, (skipped, differing)
@@ -218,8 +277,22 @@ def test_finetune_loads_all_but_heads_and_first_conv(trained_2d_workdir, tmp_pat
     log = "".join(p.read_text() for p in (model_dir / "fold_0").glob("training_log_*.txt"))
     assert "pretrained weights from" in log and "seg_layers" in log
 
-    code, _, err = _run(capsys, "train", "-d", "903", "-c", "2d", "-f", "0", "--workdir", workdir, "--continue",
-                        "--pretrained-weights", source, *TINY_SCHEDULE)
+    code, _, err = _run(
+        capsys,
+        "train",
+        "-d",
+        "903",
+        "-c",
+        "2d",
+        "-f",
+        "0",
+        "--workdir",
+        workdir,
+        "--continue",
+        "--pretrained-weights",
+        source,
+        *TINY_SCHEDULE,
+    )
     assert code == 2 and "--continue" in err
 
 
@@ -228,8 +301,21 @@ def test_finetune_nothing_matching_exits_2(trained_2d_workdir, tmp_path, capsys)
     shutil.copytree(trained_2d_workdir, workdir, ignore=shutil.ignore_patterns("fold_*"))
     source = tmp_path / "unrelated.pth"
     torch.save({"model": {"head.weight": torch.zeros(3, 3)}}, source)
-    code, _, err = _run(capsys, "train", "-d", "903", "-c", "2d", "-f", "0", "--workdir", workdir,
-                        "--pretrained-weights", source, *TINY_SCHEDULE)
+    code, _, err = _run(
+        capsys,
+        "train",
+        "-d",
+        "903",
+        "-c",
+        "2d",
+        "-f",
+        "0",
+        "--workdir",
+        workdir,
+        "--pretrained-weights",
+        source,
+        *TINY_SCHEDULE,
+    )
     assert code == 2 and "no tensor of the checkpoint matches" in err, err
     assert not (workdir / "results" / DS / MODEL / "fold_0" / "checkpoint_final.pth").exists()
 
@@ -238,24 +324,42 @@ def _vmamba_imagenet_state_dict(dim: int = 96, depths=(2, 2, 9, 2), d_state: int
     """Random tensors under the key names and shapes of VMamba v0 ImageNet checkpoints
     (``vmamba_tiny_e292.pth``: dims 96 .. 768, depths 2, 2, 9, 2, a 1000-class head)."""
     g = torch.Generator().manual_seed(0)
-    sd = {"patch_embed.proj.weight": (dim, 3, 4, 4), "patch_embed.proj.bias": (dim,),
-          "patch_embed.norm.weight": (dim,), "patch_embed.norm.bias": (dim,)}
+    sd = {
+        "patch_embed.proj.weight": (dim, 3, 4, 4),
+        "patch_embed.proj.bias": (dim,),
+        "patch_embed.norm.weight": (dim,),
+        "patch_embed.norm.bias": (dim,),
+    }
     for i, depth in enumerate(depths):
         c = dim * 2**i
         e, r = 2 * c, -(-c // 16)
         for b in range(depth):
             p = f"layers.{i}.blocks.{b}."
-            sd.update({p + "ln_1.weight": (c,), p + "ln_1.bias": (c,),
-                       p + "self_attention.in_proj.weight": (2 * e, c),
-                       p + "self_attention.conv2d.weight": (e, 1, 3, 3), p + "self_attention.conv2d.bias": (e,),
-                       p + "self_attention.x_proj_weight": (4, r + 2 * d_state, e),
-                       p + "self_attention.dt_projs_weight": (4, e, r), p + "self_attention.dt_projs_bias": (4, e),
-                       p + "self_attention.A_logs": (4 * e, d_state), p + "self_attention.Ds": (4 * e,),
-                       p + "self_attention.out_norm.weight": (e,), p + "self_attention.out_norm.bias": (e,),
-                       p + "self_attention.out_proj.weight": (c, e)})
+            sd.update(
+                {
+                    p + "ln_1.weight": (c,),
+                    p + "ln_1.bias": (c,),
+                    p + "self_attention.in_proj.weight": (2 * e, c),
+                    p + "self_attention.conv2d.weight": (e, 1, 3, 3),
+                    p + "self_attention.conv2d.bias": (e,),
+                    p + "self_attention.x_proj_weight": (4, r + 2 * d_state, e),
+                    p + "self_attention.dt_projs_weight": (4, e, r),
+                    p + "self_attention.dt_projs_bias": (4, e),
+                    p + "self_attention.A_logs": (4 * e, d_state),
+                    p + "self_attention.Ds": (4 * e,),
+                    p + "self_attention.out_norm.weight": (e,),
+                    p + "self_attention.out_norm.bias": (e,),
+                    p + "self_attention.out_proj.weight": (c, e),
+                }
+            )
         if i < len(depths) - 1:
-            sd.update({f"layers.{i}.downsample.reduction.weight": (2 * c, 4 * c),
-                       f"layers.{i}.downsample.norm.weight": (4 * c,), f"layers.{i}.downsample.norm.bias": (4 * c,)})
+            sd.update(
+                {
+                    f"layers.{i}.downsample.reduction.weight": (2 * c, 4 * c),
+                    f"layers.{i}.downsample.norm.weight": (4 * c,),
+                    f"layers.{i}.downsample.norm.bias": (4 * c,),
+                }
+            )
     top = dim * 2 ** (len(depths) - 1)
     sd.update({"norm.weight": (top,), "norm.bias": (top,), "head.weight": (1000, top), "head.bias": (1000,)})
     return {k: torch.randn(s, generator=g) for k, s in sd.items()}
@@ -274,13 +378,15 @@ def test_vmamba_imagenet_checkpoint_loads_into_vmunet(tmp_path):
     sd = net.state_dict()
     assert torch.equal(sd["encoder.embed.proj.weight"], theirs["patch_embed.proj.weight"])
     assert torch.equal(sd["encoder.stages.2.1.ssm.A_logs"], theirs["layers.2.blocks.1.self_attention.A_logs"])
-    assert torch.equal(sd["encoder.stages.0.0.ssm.conv.weight"],
-                       theirs["layers.0.blocks.0.self_attention.conv2d.weight"])
+    assert torch.equal(
+        sd["encoder.stages.0.0.ssm.conv.weight"], theirs["layers.0.blocks.0.self_attention.conv2d.weight"]
+    )
     assert torch.equal(sd["encoder.merges.1.reduction.weight"], theirs["layers.1.downsample.reduction.weight"])
     # the decoder stage at encoder stage i's resolution gets that stage's blocks (as the authors' load_from)
     assert torch.equal(sd["decoder.stages.3.0.norm.weight"], theirs["layers.0.blocks.0.ln_1.weight"])
-    assert torch.equal(sd["decoder.stages.0.1.ssm.out_proj.weight"],
-                       theirs["layers.3.blocks.1.self_attention.out_proj.weight"])
+    assert torch.equal(
+        sd["decoder.stages.0.1.ssm.out_proj.weight"], theirs["layers.3.blocks.1.self_attention.out_proj.weight"]
+    )
     assert all(k.startswith("encoder.") or k.startswith("decoder.stages.") for k in report.loaded)
     assert all(k.startswith(("encoder.", "decoder.stages.")) for k in sd if k not in report.skipped)
     not_in_vmamba = ("decoder.expands.", "decoder.final_", "decoder.seg_heads.")  # the decoder's own layers

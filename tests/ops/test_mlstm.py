@@ -3,8 +3,6 @@ gradients), stays finite for extreme gates and low precision, and keeps memory l
 
 from __future__ import annotations
 
-from tests.helpers import mlstm_inputs
-
 import math
 import os
 
@@ -12,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers import mlstm_inputs
 from umamba_seg.ops.mlstm import (
     mlstm,
     mlstm_parallel_reference,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from tests.helpers import assert_close as _assert_close
-from tests.helpers import scan_inputs
-
 import itertools
 from types import SimpleNamespace
 
@@ -13,6 +10,8 @@ import torch
 
 import umamba_seg.ops.backend as backends
 import umamba_seg.ops.selective_scan as ss
+from tests.helpers import assert_close as _assert_close
+from tests.helpers import scan_inputs
 from umamba_seg.errors import UserInputError
 from umamba_seg.ops.selective_scan import reference, selective_scan, selective_scan_ref, torch_chunked
 from umamba_seg.ops.selective_scan.common import CHECKPOINT_LEN

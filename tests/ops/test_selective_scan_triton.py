@@ -25,8 +25,7 @@ MODULE = TESTS / "triton_interp" / "test_selective_scan_triton.py"
 def test_triton_kernels_match_reference_in_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::RuntimeWarning",
-         str(MODULE)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::RuntimeWarning", str(MODULE)],
         cwd=TESTS.parents[1],  # the repository root
         env=env,
         capture_output=True,

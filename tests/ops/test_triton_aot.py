@@ -19,8 +19,8 @@ import triton.language as tl  # noqa: E402
 
 from umamba_seg.ops.triton_aot import (  # noqa: E402
     KernelResources,
-    blocks_per_sm,
     as_aot_config,
+    blocks_per_sm,
     compile_configs,
     compile_for_gpu,
     format_table,

@@ -31,8 +31,7 @@ class _Convs(nn.Module):
 
 def _saved(fn) -> list[tuple[tuple[int, ...], torch.dtype]]:
     shapes = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append((tuple(t.shape), t.dtype)) or t,
-                                                  lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append((tuple(t.shape), t.dtype)) or t, lambda t: t):
         fn()
     return sorted(shapes, key=str)
 
@@ -57,8 +56,9 @@ def test_saves_what_autocast_conv_saves(net_and_input):
     real = _saved(run)
     assert any(dt == torch.bfloat16 and len(s) == 5 for s, dt in real)  # the bf16 conv inputs are there
     assert _saved(run_fast) == real
-    assert (measure_saved_bytes(net, x.detach(), torch.bfloat16, fast_cpu_conv=True)
-            == measure_saved_bytes(net, x.detach(), torch.bfloat16, fast_cpu_conv=False))
+    assert measure_saved_bytes(net, x.detach(), torch.bfloat16, fast_cpu_conv=True) == measure_saved_bytes(
+        net, x.detach(), torch.bfloat16, fast_cpu_conv=False
+    )
 
 
 def test_values_and_gradients_match_autocast(net_and_input):
@@ -67,7 +67,7 @@ def test_values_and_gradients_match_autocast(net_and_input):
     for fast in (False, True):
         net.zero_grad()
         x.grad = None
-        with torch.autocast("cpu", dtype=torch.bfloat16), (Fp32ConvUnderCpuAutocast() if fast else nullcontext()):
+        with torch.autocast("cpu", dtype=torch.bfloat16), Fp32ConvUnderCpuAutocast() if fast else nullcontext():
             out = net(x)
         assert out.dtype == torch.bfloat16
         out.float().square().mean().backward()
@@ -88,4 +88,3 @@ def test_passes_through_outside_cpu_bf16_autocast(net_and_input):
             assert torch.equal(net(x), plain)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
                 assert torch.equal(net(x), plain)
-

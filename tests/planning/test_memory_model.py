@@ -176,8 +176,9 @@ def _live_graph_bytes() -> int:
     import gc
 
     gc.collect()
-    return sum(t.numel() * t.element_size() for t in gc.get_objects()
-               if isinstance(t, torch.Tensor) and t.grad_fn is not None)
+    return sum(
+        t.numel() * t.element_size() for t in gc.get_objects() if isinstance(t, torch.Tensor) and t.grad_fn is not None
+    )
 
 
 def test_measurement_frees_the_forward_it_counted():
@@ -230,6 +231,8 @@ def test_activation_bytes_scale_with_patch_voxels():
     est_small = estimate_memory(small_block, small_patch, 2, 1, 3)
     big_patch, big_block = _block("cnn", (1.0, 1.0, 1.0), [64, 64, 64])
     est_big = estimate_memory(big_block, big_patch, 2, 1, 3)
-    per_voxel = [(e.activation_bytes - e.param_cast_bytes) / math.prod(p)
-                 for e, p in ((est_small, small_patch), (est_big, big_patch))]
+    per_voxel = [
+        (e.activation_bytes - e.param_cast_bytes) / math.prod(p)
+        for e, p in ((est_small, small_patch), (est_big, big_patch))
+    ]
     assert 0.7 < per_voxel[1] / per_voxel[0] < 1.3

@@ -8,7 +8,6 @@ import shutil
 import pytest
 
 from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
-
 from umamba_seg.architectures import registry
 from umamba_seg.cli import main as cli
 from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
@@ -26,13 +25,28 @@ PLANS_RECORD_KEYS = {"plans_name", "umamba_arch", SOURCE_KEY, "umamba_same_plan_
 
 def _cnn_plans(spacing, patch, batch=7) -> dict:
     patch, block, _ = cnn_architecture(spacing, patch, TopologyKnobs())
-    conf = {"data_identifier": "umambaPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": batch,
-            "patch_size": patch, "median_image_size_in_voxels": [float(p) for p in patch], "spacing": spacing,
-            "normalization_schemes": ["ZScoreNormalization"] * 3, "use_mask_for_norm": [False] * 3,
-            "architecture": block, "batch_dice": True}
-    return {"dataset_name": "Dataset904_PlanSource", "plans_name": "umambaPlans_cnn", "configurations": {"2d": conf},
-            "transpose_forward": [0, 1], "transpose_backward": [0, 1], "label_manager": "LabelManager",
-            "image_reader_writer": "NaturalImage2DIO", "foreground_intensity_properties_per_channel": {}}
+    conf = {
+        "data_identifier": "umambaPlans_2d",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": batch,
+        "patch_size": patch,
+        "median_image_size_in_voxels": [float(p) for p in patch],
+        "spacing": spacing,
+        "normalization_schemes": ["ZScoreNormalization"] * 3,
+        "use_mask_for_norm": [False] * 3,
+        "architecture": block,
+        "batch_dice": True,
+    }
+    return {
+        "dataset_name": "Dataset904_PlanSource",
+        "plans_name": "umambaPlans_cnn",
+        "configurations": {"2d": conf},
+        "transpose_forward": [0, 1],
+        "transpose_backward": [0, 1],
+        "label_manager": "LabelManager",
+        "image_reader_writer": "NaturalImage2DIO",
+        "foreground_intensity_properties_per_channel": {},
+    }
 
 
 def _without(d: dict, keys: set) -> dict:
@@ -68,7 +82,9 @@ def test_cnn_source_keeps_the_cnn_plan_and_swaps_only_the_network(arch):
     assert out.plans_name == f"umambaCNNPlans_{arch}" and out.plans[SOURCE_KEY] == "cnn" and out.notes["2d"] == ""
     assert _without(conf, NETWORK_KEYS) == _without(cnn_conf, NETWORK_KEYS)  # patch, batch, spacing, data ...
     assert conf["patch_size"] == [64, 80] and conf["batch_size"] == 9
-    assert _without(out.plans, PLANS_RECORD_KEYS | {"configurations"}) == _without(cnn, {"plans_name", "configurations"})
+    assert _without(out.plans, PLANS_RECORD_KEYS | {"configurations"}) == _without(
+        cnn, {"plans_name", "configurations"}
+    )
     assert conf["architecture"] == registry.get(arch).architecture_block(cnn_conf["architecture"], [64, 80])
     assert conf["architecture"]["network_class_name"] != cnn_conf["architecture"]["network_class_name"]
     for key in ("strides", "kernel_sizes", "n_stages", "features_per_stage"):  # the CNN's topology
@@ -81,9 +97,16 @@ def test_cnn_source_states_vmunet_patch_adjustment_in_plans_and_explain(tmp_path
     pre = ws.preprocessed_dataset("Dataset904_PlanSource")
     pre.mkdir(parents=True)
     (pre / "umambaPlans_cnn.json").write_text(json.dumps(_cnn_plans([1.0, 1.0], [32, 72])))
-    (pre / "dataset.json").write_text(json.dumps({"channel_names": {"0": "R", "1": "G", "2": "B"},
-                                                  "labels": {"background": 0, "a": 1}, "numTraining": 4,
-                                                  "file_ending": ".png"}))
+    (pre / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "R", "1": "G", "2": "B"},
+                "labels": {"background": 0, "a": 1},
+                "numTraining": 4,
+                "file_ending": ".png",
+            }
+        )
+    )
     path = write_arch_plans(pre, "vmunet", plan_source="cnn")
     assert path == plans_file(pre, "vmunet", "cnn") == pre / "umambaCNNPlans_vmunet.json"
     assert not plans_file(pre, "vmunet").exists()  # the SSM planner's file is not written
@@ -93,13 +116,18 @@ def test_cnn_source_states_vmunet_patch_adjustment_in_plans_and_explain(tmp_path
     assert conf["batch_size"] == 7
     assert write_arch_plans(pre, "cnn", plan_source="cnn") == pre / "umambaPlans_cnn.json"
     # train plans on demand: the cnn source's plans are derived from the stored CNN plans, the SSM planner not run
-    assert ensure_plans(ws, "Dataset904_PlanSource", "segmamba", plan_source="cnn") == pre / "umambaCNNPlans_segmamba.json"
+    assert (
+        ensure_plans(ws, "Dataset904_PlanSource", "segmamba", plan_source="cnn") == pre / "umambaCNNPlans_segmamba.json"
+    )
     assert not plans_file(pre, "segmamba").exists()
     text = explain_plans(ws, "Dataset904_PlanSource", ["cnn", "vmunet"], ["2d"], 8.0, "cnn")
     assert "--plan-source cnn" in text
     assert "note: vmunet 2d: patch 32x72 -> 32x64, the nearest vmunet accepts" in text
-    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:2] in (["cnn", "2d"],
-                                                                                              ["vmunet", "2d"])}
+    rows = {
+        line.split()[0]: line.split()
+        for line in text.splitlines()
+        if line.split()[:2] in (["cnn", "2d"], ["vmunet", "2d"])
+    }
     assert rows["cnn"][3] == "32x72" and rows["vmunet"][3] == "32x64" and rows["vmunet"][6] == "7"
 
 
@@ -110,11 +138,21 @@ def test_model_folder_names_parse_for_any_trainer_and_either_plans_source(tmp_pa
     assert name == "umambaTrainer_xLSTMUNetBotAuthors__umambaCNNPlans_xlstm_bot__2d"
     m = parse_model_folder(tmp_path / name)
     assert (m.trainer, m.plans, m.arch, m.plan_source, m.configuration) == (
-        "umambaTrainer_xLSTMUNetBotAuthors", "umambaCNNPlans_xlstm_bot", "xlstm_bot", "cnn", "2d")
+        "umambaTrainer_xLSTMUNetBotAuthors",
+        "umambaCNNPlans_xlstm_bot",
+        "xlstm_bot",
+        "cnn",
+        "2d",
+    )
     m = parse_model_folder(tmp_path / "umambaTrainer__umambaPlans_umamba_bot_nossm__3d_fullres")
     assert (m.arch, m.plan_source, m.configuration) == ("umamba_bot_nossm", "ssm", "3d_fullres")
-    for other in ("umambaTrainer__umambaBenchPlans_vmunet__2d", ".umambaTrainer__umambaPlans_cnn__2d",
-                  "nnUNetTrainer__nnUNetPlans__2d", "umambaTrainer__umambaPlans_cnn", "ensembles"):
+    for other in (
+        "umambaTrainer__umambaBenchPlans_vmunet__2d",
+        ".umambaTrainer__umambaPlans_cnn__2d",
+        "nnUNetTrainer__nnUNetPlans__2d",
+        "umambaTrainer__umambaPlans_cnn",
+        "ensembles",
+    ):
         assert parse_model_folder(tmp_path / other) is None, other
 
 
@@ -156,8 +194,9 @@ def _only_validation_skipped(monkeypatch):
 
 
 @pytest.mark.slow
-def test_cli_cnn_plan_source_plans_trains_predicts_and_finds_the_model(trained_2d_workdir, tmp_path, capsys,
-                                                                        monkeypatch):
+def test_cli_cnn_plan_source_plans_trains_predicts_and_finds_the_model(
+    trained_2d_workdir, tmp_path, capsys, monkeypatch
+):
     from umamba_seg.evaluation.find_best import _predict_cmd, discover_models
 
     work = tmp_path / "w"
@@ -170,8 +209,21 @@ def test_cli_cnn_plan_source_plans_trains_predicts_and_finds_the_model(trained_2
     ws.results_dataset(name).mkdir(parents=True)
     (ws.results_dataset(name) / cnn_folder).symlink_to(trained_2d_workdir / "results" / name / cnn_folder)
 
-    run_cli("plan-and-preprocess", "-d", name, "-a", "umamba_bot", "xlstm_bot", "-c", "2d", "--plan-source", "cnn",
-            "--explain", "--workdir", work)
+    run_cli(
+        "plan-and-preprocess",
+        "-d",
+        name,
+        "-a",
+        "umamba_bot",
+        "xlstm_bot",
+        "-c",
+        "2d",
+        "--plan-source",
+        "cnn",
+        "--explain",
+        "--workdir",
+        work,
+    )
     out = capsys.readouterr().out
     assert "umambaCNNPlans_umamba_bot, umambaCNNPlans_xlstm_bot, umambaPlans_cnn" in out
     cnn = json.loads((pre / "umambaPlans_cnn.json").read_text())["configurations"]["2d"]
@@ -186,26 +238,90 @@ def test_cli_cnn_plan_source_plans_trains_predicts_and_finds_the_model(trained_2
     assert table["umamba_bot"][-2].startswith("UMambaBot") and table["xlstm_bot"][-2].startswith("XLSTMUNetBot")
 
     _only_validation_skipped(monkeypatch)
-    run_cli("train", "-d", name, "-c", "2d", "-f", "0", "-a", "umamba_bot", "--plan-source", "cnn", "--workdir", work,
-            *TINY_SCHEDULE)
+    run_cli(
+        "train",
+        "-d",
+        name,
+        "-c",
+        "2d",
+        "-f",
+        "0",
+        "-a",
+        "umamba_bot",
+        "--plan-source",
+        "cnn",
+        "--workdir",
+        work,
+        *TINY_SCHEDULE,
+    )
     model = ws.results_dataset(name) / "umambaTrainer__umambaCNNPlans_umamba_bot__2d"
     assert (model / "fold_0" / "checkpoint_final.pth").is_file()
     assert json.loads((model / "plans.json").read_text())["plans_name"] == "umambaCNNPlans_umamba_bot"
 
     raw = work / "raw" / name
-    run_cli("predict", "-i", raw / "imagesTs", "-o", tmp_path / "pred", "-d", name, "-c", "2d", "-a", "umamba_bot",
-            "--plan-source", "cnn", "-f", "0", "--no-tta", "--device", "cpu", "--workdir", work)
+    run_cli(
+        "predict",
+        "-i",
+        raw / "imagesTs",
+        "-o",
+        tmp_path / "pred",
+        "-d",
+        name,
+        "-c",
+        "2d",
+        "-a",
+        "umamba_bot",
+        "--plan-source",
+        "cnn",
+        "-f",
+        "0",
+        "--no-tta",
+        "--device",
+        "cpu",
+        "--workdir",
+        work,
+    )
     assert len(list((tmp_path / "pred").glob("*.png"))) == len(list((raw / "imagesTs").glob("*_0000.png")))
     capsys.readouterr()
-    code = cli(["predict", "-i", str(raw / "imagesTs"), "-o", str(tmp_path / "p2"), "-d", name, "-c", "2d",
-                "-a", "umamba_bot", "--device", "cpu", "--workdir", str(work)])
+    code = cli(
+        [
+            "predict",
+            "-i",
+            str(raw / "imagesTs"),
+            "-o",
+            str(tmp_path / "p2"),
+            "-d",
+            name,
+            "-c",
+            "2d",
+            "-a",
+            "umamba_bot",
+            "--device",
+            "cpu",
+            "--workdir",
+            str(work),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1  # ssm plans: not trained; one line naming what is
     assert "no trained model umambaTrainer__umambaPlans_umamba_bot__2d" in err
     assert f"trained models of {name}: umambaTrainer__umambaCNNPlans_umamba_bot__2d, {cnn_folder}" in err
 
-    run_cli("export-model", "-d", name, "-c", "2d", "-a", "umamba_bot", "--plan-source", "cnn", "-o",
-            tmp_path / "m.zip", "--workdir", work)
+    run_cli(
+        "export-model",
+        "-d",
+        name,
+        "-c",
+        "2d",
+        "-a",
+        "umamba_bot",
+        "--plan-source",
+        "cnn",
+        "-o",
+        tmp_path / "m.zip",
+        "--workdir",
+        work,
+    )
     run_cli("install-model", tmp_path / "m.zip", "--workdir", tmp_path / "elsewhere")
     assert "-a umamba_bot -i IN -o OUT --plan-source cnn" in capsys.readouterr().out
     assert (tmp_path / "elsewhere" / "results" / name / model.name / "fold_0" / "checkpoint_final.pth").is_file()

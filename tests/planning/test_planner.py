@@ -76,7 +76,7 @@ def test_more_memory_never_gives_a_smaller_patch_or_fewer_voxels_per_step():
     plans = [search_configuration(arch, spacing, median, 1e12, 1, 3, gb) for gb in (1.6, 2, 3, 4, 6, 8, 12, 24)]
     for small, big in zip(plans, plans[1:]):
         assert all(b >= s for s, b in zip(small.patch_size, big.patch_size)), (small.patch_size, big.patch_size)
-        assert (math.prod(big.patch_size) * big.batch_size >= math.prod(small.patch_size) * small.batch_size)
+        assert math.prod(big.patch_size) * big.batch_size >= math.prod(small.patch_size) * small.batch_size
     assert math.prod(plans[-1].patch_size) > math.prod(plans[0].patch_size)
     for p, gb in zip(plans, (1.6, 2, 3, 4, 6, 8, 12, 24)):
         if p.fits:  # the chosen step fits its budget
@@ -128,8 +128,21 @@ def planned_3d(tmp_path_factory, raw_3d_dataset):
         if registry.get(a).family not in families:
             families.add(registry.get(a).family)
             archs.append(a)
-    code = cli(["plan-and-preprocess", "-d", raw_3d_dataset.name[7:10], "-a", "cnn", *archs, "-c", "2d",
-                "--explain", "--workdir", str(workdir)])
+    code = cli(
+        [
+            "plan-and-preprocess",
+            "-d",
+            raw_3d_dataset.name[7:10],
+            "-a",
+            "cnn",
+            *archs,
+            "-c",
+            "2d",
+            "--explain",
+            "--workdir",
+            str(workdir),
+        ]
+    )
     assert code == 0
     return workdir, raw_3d_dataset.name, archs
 
@@ -183,8 +196,10 @@ def test_stock_nnunet_trainer_accepts_the_plans(planned_3d, monkeypatch):
     plans["continue_training"] = False  # nnunetv2 2.8.1's run_training adds this key; the trainer pops it
     trainer = nnUNetTrainer(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
     trainer.initialize()
-    assert type(trainer.network).__name__ == plans["configurations"]["2d"]["architecture"][
-        "network_class_name"].rsplit(".", 1)[-1]
+    assert (
+        type(trainer.network).__name__
+        == plans["configurations"]["2d"]["architecture"]["network_class_name"].rsplit(".", 1)[-1]
+    )
     patch = plans["configurations"]["2d"]["patch_size"]
     with torch.no_grad():
         out = trainer.network(torch.zeros(1, 1, *patch))

@@ -17,8 +17,22 @@ from umamba_seg.atomic import atomic_path, write_json_atomic
 
 
 def _cmd(workdir: Path, ds: str) -> list[str]:
-    return [sys.executable, "-m", "umamba_seg", "plan-and-preprocess", "-d", ds, "-a", "cnn", "-c", "3d_fullres",
-            "-np", "1", "--workdir", str(workdir)]
+    return [
+        sys.executable,
+        "-m",
+        "umamba_seg",
+        "plan-and-preprocess",
+        "-d",
+        ds,
+        "-a",
+        "cnn",
+        "-c",
+        "3d_fullres",
+        "-np",
+        "1",
+        "--workdir",
+        str(workdir),
+    ]
 
 
 def _load(folder: Path, case: str):
@@ -50,8 +64,11 @@ def test_sigkill_mid_preprocessing_then_rerun(raw_3d_dataset, tmp_path):
     # every case visible under its final name is complete (arrays + properties)
     for pkl in data_dir.glob("*.pkl"):
         _load(data_dir, pkl.stem)
-    assert len(list(data_dir.glob("*.pkl"))) < len(list((ref / "preprocessed" / ds / "umambaPlans_3d_fullres").glob("*.pkl"))) \
+    assert (
+        len(list(data_dir.glob("*.pkl")))
+        < len(list((ref / "preprocessed" / ds / "umambaPlans_3d_fullres").glob("*.pkl")))
         or proc.returncode != -signal.SIGKILL
+    )
 
     r = subprocess.run(_cmd(run, ds[7:10]), check=True, capture_output=True, text=True, env=env, timeout=600)
     assert "already done" in r.stdout

@@ -32,15 +32,22 @@ def test_nnunets_own_plan_lies_on_the_candidate_path(raw_2d_dataset, workdir_fac
     # the planner reads a fingerprint; of it, planning one configuration uses only this value
     (workdir / "preprocessed" / raw_2d_dataset.name).mkdir(parents=True)
     (workdir / "preprocessed" / raw_2d_dataset.name / "dataset_fingerprint.json").write_text(
-        json.dumps({"median_relative_size_after_cropping": 1.0}))
+        json.dumps({"median_relative_size_after_cropping": 1.0})
+    )
     planner = ExperimentPlanner(raw_2d_dataset.name, gpu_memory_target_in_gb=8)
     knobs = TopologyKnobs()
     unet = planner.UNet_class
-    assert knobs == TopologyKnobs(planner.UNet_base_num_features, planner.UNet_max_features_2d,
-                                  planner.UNet_max_features_3d, planner.UNet_featuremap_min_edge_length,
-                                  tuple(planner.UNet_blocks_per_stage_encoder),
-                                  tuple(planner.UNet_blocks_per_stage_decoder), f"{unet.__module__}.{unet.__name__}",
-                                  planner.UNet_min_batch_size, planner.max_dataset_covered)
+    assert knobs == TopologyKnobs(
+        planner.UNet_base_num_features,
+        planner.UNet_max_features_2d,
+        planner.UNet_max_features_3d,
+        planner.UNet_featuremap_min_edge_length,
+        tuple(planner.UNet_blocks_per_stage_encoder),
+        tuple(planner.UNet_blocks_per_stage_decoder),
+        f"{unet.__module__}.{unet.__name__}",
+        planner.UNet_min_batch_size,
+        planner.max_dataset_covered,
+    )
     # shapes large enough that nnunetv2 shrinks its patch; anisotropic 3D and 2D
     for spacing, median in (((3.0, 0.8, 0.8), (60, 320, 320)), ((1.0, 1.0), (1800, 1600))):
         plan = planner.get_plans_for_configuration(spacing, median, "x", float(np.prod(median)) * 50, {})

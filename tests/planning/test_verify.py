@@ -36,11 +36,20 @@ def good_dataset(tmp_path_factory) -> Path:
         lab[2:6, 4:10, 4:10] = 1
         lab[2:6, 10:14, 10:14] = 2
         for c in range(2):
-            _write((lab * 50 + rng.normal(0, 5, lab.shape)).astype(np.float32), root / "imagesTr" / f"c{i}_{c:04d}.nii.gz")
+            _write(
+                (lab * 50 + rng.normal(0, 5, lab.shape)).astype(np.float32), root / "imagesTr" / f"c{i}_{c:04d}.nii.gz"
+            )
         _write(lab, root / "labelsTr" / f"c{i}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0, "a": 1, "b": 2},
-        "numTraining": 3, "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "T1", "1": "T2"},
+                "labels": {"background": 0, "a": 1, "b": 2},
+                "numTraining": 3,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     return root
 
 
@@ -53,8 +62,19 @@ def dataset(good_dataset, tmp_path) -> Path:
 
 def _verify(ds: Path, capsys) -> tuple[int, str]:
     capsys.readouterr()
-    code = cli(["plan-and-preprocess", "-d", "321", "-a", "cnn", "--verify", "--no-preprocess",
-                "--workdir", str(ds.parent.parent)])
+    code = cli(
+        [
+            "plan-and-preprocess",
+            "-d",
+            "321",
+            "-a",
+            "cnn",
+            "--verify",
+            "--no-preprocess",
+            "--workdir",
+            str(ds.parent.parent),
+        ]
+    )
     return code, capsys.readouterr().err
 
 
@@ -92,8 +112,9 @@ def test_shape_mismatch(dataset, capsys):
     _assert_error(dataset, capsys, "image shape", f)
 
 
-@pytest.mark.parametrize("what,kwargs", [("spacing", {"spacing": (1.0, 1.0, 3.0)}),
-                                         ("origin", {"origin": (5.0, 0.0, 0.0)})])
+@pytest.mark.parametrize(
+    "what,kwargs", [("spacing", {"spacing": (1.0, 1.0, 3.0)}), ("origin", {"origin": (5.0, 0.0, 0.0)})]
+)
 def test_geometry_mismatch(dataset, capsys, what, kwargs):
     f = dataset / "imagesTr" / "c2_0001.nii.gz"
     _write(np.zeros((8, 16, 16), np.float32), f, **kwargs)
@@ -201,9 +222,24 @@ def test_dataset_id_missing_and_ambiguous(dataset, capsys):
 
 def test_subprocess_has_no_traceback(dataset):
     (dataset / "imagesTr" / "c1_0001.nii.gz").unlink()
-    r = subprocess.run([sys.executable, "-m", "umamba_seg", "plan-and-preprocess", "-d", "321", "-a", "cnn",
-                        "--verify", "--workdir", str(dataset.parent.parent)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "umamba_seg",
+            "plan-and-preprocess",
+            "-d",
+            "321",
+            "-a",
+            "cnn",
+            "--verify",
+            "--workdir",
+            str(dataset.parent.parent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]

@@ -53,12 +53,20 @@ class FixedBatchTrainer(umambaTrainerDDP):  # noqa: N801
 
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
-        transforms = self.get_validation_transforms(self._get_deep_supervision_scales(),
-                                                    foreground_labels=self.label_manager.foreground_labels)
+        transforms = self.get_validation_transforms(
+            self._get_deep_supervision_scales(), foreground_labels=self.label_manager.foreground_labels
+        )
         dataset_tr, _ = self.get_tr_and_val_datasets()
         patch = self.configuration_manager.patch_size
-        loader = nnUNetDataLoader(dataset_tr, self.configuration_manager.batch_size, patch, patch, self.label_manager,
-                                  oversample_foreground_percent=0.33, transforms=transforms)
+        loader = nnUNetDataLoader(
+            dataset_tr,
+            self.configuration_manager.batch_size,
+            patch,
+            patch,
+            self.label_manager,
+            oversample_foreground_percent=0.33,
+            transforms=transforms,
+        )
         state = np.random.get_state()
         np.random.seed(BATCH_SEED)
         batch = loader.generate_train_batch()
@@ -91,7 +99,8 @@ class FixedBatchTrainer(umambaTrainerDDP):  # noqa: N801
         if self._steps == 1 and self.record_dir is not None:
             rows = self._my_rows()
             (self.record_dir / f"first_loss_rank{rank}.json").write_text(
-                json.dumps({"loss": float(out["loss"]), "rows": rows.stop - rows.start}))
+                json.dumps({"loss": float(out["loss"]), "rows": rows.stop - rows.start})
+            )
             self._save_weights("step1")
         return out
 
@@ -130,13 +139,23 @@ def main(argv: list[str] | None = None) -> int:
         from umamba_seg.training.ddp import train_fold_ddp
 
         (arch,) = args.arch
-        train_fold_ddp(ws, name, args.configuration, 0, arch, trainer_class=FixedBatchTrainer, validate=False,
-                       **schedule)
+        train_fold_ddp(
+            ws, name, args.configuration, 0, arch, trainer_class=FixedBatchTrainer, validate=False, **schedule
+        )
     return 0
 
 
-def train_single(ws, dataset_name: str, configuration: str, arch: str, epochs: int, iters_per_epoch: int,
-                 val_iters: int, device: str, seed: int) -> None:
+def train_single(
+    ws,
+    dataset_name: str,
+    configuration: str,
+    arch: str,
+    epochs: int,
+    iters_per_epoch: int,
+    val_iters: int,
+    device: str,
+    seed: int,
+) -> None:
     """The same fixed-batch training in one plain process (no process group)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
@@ -147,8 +166,13 @@ def train_single(ws, dataset_name: str, configuration: str, arch: str, epochs: i
     plans = load_json(str(ensure_plans(ws, dataset_name, arch)))
     plans["continue_training"] = False
     seed_everything(seed)
-    trainer = FixedBatchTrainer(plans=plans, configuration=configuration, fold=0,
-                                dataset_json=load_json(str(pre / "dataset.json")), device=torch.device(device))
+    trainer = FixedBatchTrainer(
+        plans=plans,
+        configuration=configuration,
+        fold=0,
+        dataset_json=load_json(str(pre / "dataset.json")),
+        device=torch.device(device),
+    )
     trainer.configure_schedule(epochs, iters_per_epoch, val_iters)
     trainer.run_training()
 

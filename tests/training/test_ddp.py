@@ -25,7 +25,7 @@ import torch
 from tests.pipeline_fixtures import trained_2d_workdir  # noqa: F401 - session fixture (planned, preprocessed 2d)
 from umamba_seg.cli import main as cli
 from umamba_seg.errors import UserInputError
-from umamba_seg.training.ddp import ddp_device, lost_peer, torchrun_rank_info, RankInfo
+from umamba_seg.training.ddp import RankInfo, ddp_device, lost_peer, torchrun_rank_info
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 DATASET = "903"
@@ -65,8 +65,21 @@ def ddp_workdir(trained_2d_workdir, tmp_path_factory) -> Path:  # noqa: F811
 def single_records(ddp_workdir: Path) -> Path:
     """First loss and weights of the single-process fixed-batch run of every arch in ARCHS."""
     rec = ddp_workdir.parent / "single"
-    _run([sys.executable, str(WORKER), "--single", "--workdir", str(ddp_workdir), "-d", DATASET, "-a", *ARCHS,
-          "--record", str(rec)])
+    _run(
+        [
+            sys.executable,
+            str(WORKER),
+            "--single",
+            "--workdir",
+            str(ddp_workdir),
+            "-d",
+            DATASET,
+            "-a",
+            *ARCHS,
+            "--record",
+            str(rec),
+        ]
+    )
     return rec
 
 
@@ -94,8 +107,9 @@ def test_two_gloo_ranks_stay_in_sync_and_match_one_process(arch, ddp_workdir, si
     mean_first = sum(f["loss"] * f["rows"] for f in firsts) / ref["rows"]
     assert abs(mean_first - ref["loss"]) < 1e-4, (firsts, ref)
 
-    init0, init1, init_single = (_weights(p) for p in (rec / "initial_rank0.pt", rec / "initial_rank1.pt",
-                                                       single / "initial_rank0.pt"))
+    init0, init1, init_single = (
+        _weights(p) for p in (rec / "initial_rank0.pt", rec / "initial_rank1.pt", single / "initial_rank0.pt")
+    )
     assert all(torch.equal(init0[k], init1[k]) and torch.equal(init0[k], init_single[k]) for k in init0)
     final0, final1 = _weights(rec / "final_rank0.pt"), _weights(rec / "final_rank1.pt")
     assert final0.keys() == final1.keys() == init0.keys()
@@ -120,12 +134,38 @@ def test_killed_rank_ends_job_with_clear_error(ddp_workdir):
     port = _free_port()
     procs = []
     for rank in (0, 1):
-        env = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), UMAMBA_DDP_TIMEOUT_S="120")
-        procs.append(subprocess.Popen(
-            [sys.executable, str(WORKER), "--workdir", str(ddp_workdir), "-d", DATASET, "-a", "cnn",
-             "--record", str(ddp_workdir.parent / "killed"), "--kill-rank", "1", "--kill-at", "2"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = _env(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            UMAMBA_DDP_TIMEOUT_S="120",
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(WORKER),
+                    "--workdir",
+                    str(ddp_workdir),
+                    "-d",
+                    DATASET,
+                    "-a",
+                    "cnn",
+                    "--record",
+                    str(ddp_workdir.parent / "killed"),
+                    "--kill-rank",
+                    "1",
+                    "--kill-at",
+                    "2",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     t0 = time.monotonic()
     try:
         outs = [p.communicate(timeout=RUN_TIMEOUT_S) for p in procs]
@@ -151,9 +191,33 @@ def test_torchrun_cli_continues_a_single_process_run(ddp_workdir, trained_2d_wor
     logs_before = set(fold.glob("training_log_*.txt"))
     assert torch.load(fold / "checkpoint_final.pth", weights_only=True)["current_epoch"] == 1
 
-    res = _run(_torchrun("-m", "umamba_seg", "train", "-d", DATASET, "-c", "2d", "-f", "0", "--workdir", ddp_workdir,
-                         "--epochs", "2", "--iters-per-epoch", "2", "--val-iters", "1", "--device", "cpu",
-                         "--seed", "0", "--ddp", "--continue"))
+    res = _run(
+        _torchrun(
+            "-m",
+            "umamba_seg",
+            "train",
+            "-d",
+            DATASET,
+            "-c",
+            "2d",
+            "-f",
+            "0",
+            "--workdir",
+            ddp_workdir,
+            "--epochs",
+            "2",
+            "--iters-per-epoch",
+            "2",
+            "--val-iters",
+            "1",
+            "--device",
+            "cpu",
+            "--seed",
+            "0",
+            "--ddp",
+            "--continue",
+        )
+    )
     assert res.stdout.count("--continue: resuming from checkpoint_final.pth at epoch 1") == 1  # rank 0 only
     ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=True)
     assert ckpt["current_epoch"] == 2 and ckpt["trainer_name"] == "umambaTrainer"
@@ -206,8 +270,9 @@ def test_ssm_network_gives_every_parameter_a_gradient(arch, ddp_workdir):
     if arch not in registry.available():
         pytest.skip(f"{arch} is not registered")
     pre = ddp_workdir / "preprocessed" / "Dataset903_SynthEndoscopy"
-    plans = derive_arch_plans(json.loads((pre / "umambaPlans_cnn.json").read_text()), arch,
-                              json.loads((pre / "dataset.json").read_text()))
+    plans = derive_arch_plans(
+        json.loads((pre / "umambaPlans_cnn.json").read_text()), arch, json.loads((pre / "dataset.json").read_text())
+    )
     pm = PlansManager(plans)
     cm = pm.get_configuration("2d")
     torch.manual_seed(0)
@@ -217,6 +282,9 @@ def test_ssm_network_gives_every_parameter_a_gradient(arch, ddp_workdir):
     sum(o.float().square().mean() for o in outputs).backward()
     unused = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused, unused
-    sequence_layer_grads = [p.grad.abs().sum() for n, p in net.named_parameters()
-                            if any(w in n.lower() for w in ("token_layers", "mixer", "ssm", "mamba", "mlstm"))]
+    sequence_layer_grads = [
+        p.grad.abs().sum()
+        for n, p in net.named_parameters()
+        if any(w in n.lower() for w in ("token_layers", "mixer", "ssm", "mamba", "mlstm"))
+    ]
     assert sequence_layer_grads and max(sequence_layer_grads) > 0  # the SSM/mLSTM layers do learn

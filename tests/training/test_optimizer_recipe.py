@@ -37,10 +37,17 @@ def test_plans_with_the_retired_optimizer_key_ask_to_plan_again(tmp_path):
 
 def test_planner_budget_counts_the_authors_optimizer_state():
     assert registry.get("vmunet").authors_optimizer == registry.get("vmunet_nossm").authors_optimizer == "adamw"
-    assert {registry.get(a).authors_optimizer for a in registry.available() if registry.get(a).family != "vmunet"} \
-        == {"sgd"}
-    kw = dict(spacing=(1.0, 1.0), median_shape=(256, 256), n_voxels_dataset=256 * 256 * 100, input_channels=3,
-              num_classes=2, gpu_memory_gb=8.0)
+    assert {registry.get(a).authors_optimizer for a in registry.available() if registry.get(a).family != "vmunet"} == {
+        "sgd"
+    }
+    kw = dict(
+        spacing=(1.0, 1.0),
+        median_shape=(256, 256),
+        n_voxels_dataset=256 * 256 * 100,
+        input_channels=3,
+        num_classes=2,
+        gpu_memory_gb=8.0,
+    )
     adamw = search_configuration("vmunet", **kw)
     sgd = search_configuration("vmunet", optimizer="sgd", **kw)
     assert adamw.budget.optimizer == "adamw" and sgd.budget.optimizer == "sgd"

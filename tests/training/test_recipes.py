@@ -71,8 +71,13 @@ def _trainer(pre: Path, arch: str, recipe: str, dataset_json: dict | None = None
     plans = copy.deepcopy(_plans(pre, arch))
     plans["continue_training"] = False
     cls = cls or trainer_class(recipes.trainer_name(arch, recipe))
-    t = cls(plans=plans, configuration=CONFIG, fold=0, dataset_json=dataset_json or
-            json.loads((pre / "dataset.json").read_text()), device=torch.device("cpu"))
+    t = cls(
+        plans=plans,
+        configuration=CONFIG,
+        fold=0,
+        dataset_json=dataset_json or json.loads((pre / "dataset.json").read_text()),
+        device=torch.device("cpu"),
+    )
     t.initialize()
     return t
 
@@ -117,8 +122,9 @@ def test_recipe_trainer(workspace, arch, recipe):
     t = _trainer(workspace, arch, recipe)
     assert type(t).__name__ == r.trainer
     assert Path(t.output_folder).parent.name == f"{r.trainer}__{plans_identifier(arch)}__{CONFIG}"
-    assert r.plan_source == ("cnn" if (recipe, registry.get(arch).family) in {("authors", "umamba"),
-                                                                              ("authors", "xlstm")} else "ssm")
+    assert r.plan_source == (
+        "cnn" if (recipe, registry.get(arch).family) in {("authors", "umamba"), ("authors", "xlstm")} else "ssm"
+    )
     # optimizer, lr, weight decay
     group = t.optimizer.param_groups[0]
     assert group["lr"] == pytest.approx(r.lr)
@@ -233,12 +239,24 @@ def test_train_fold_picks_the_recipe_class_its_plans_and_the_cli_schedule(worksp
     assert run.training_plan_source(None, "umamba_bot", "authors") == "cnn"  # as U-Mamba was published
     assert run.training_plan_source("ssm", "umamba_bot", "authors") == "ssm"  # --plan-source wins
     assert run.training_plan_source(None, "vmunet", "authors") == run.training_plan_source() == "ssm"
-    out = run.train_fold(ws, DS, CONFIG, 0, "umamba_bot", epochs=1, iters_per_epoch=2, val_iters=1, device="cpu",
-                         recipe="authors", validate=False)
+    out = run.train_fold(
+        ws,
+        DS,
+        CONFIG,
+        0,
+        "umamba_bot",
+        epochs=1,
+        iters_per_epoch=2,
+        val_iters=1,
+        device="cpu",
+        recipe="authors",
+        validate=False,
+    )
     plans = plans_identifier("umamba_bot", "cnn")
     assert out.parent.name == f"umambaTrainer_UMambaAuthors__{plans}__{CONFIG}"
-    assert out == run.output_folder(ws, DS, "umamba_bot", CONFIG, 0, trainer_name="umambaTrainer_UMambaAuthors",
-                                    plan_source="cnn")
+    assert out == run.output_folder(
+        ws, DS, "umamba_bot", CONFIG, 0, trainer_name="umambaTrainer_UMambaAuthors", plan_source="cnn"
+    )
     (t,) = seen
     assert type(t).__name__ == "umambaTrainer_UMambaAuthors" and t.plans_manager.plans_name == plans
     assert (t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch) == (1, 2, 1)  # CLI on top
@@ -253,16 +271,17 @@ def test_stock_nnunet_finds_the_same_trainer(workspace, monkeypatch, arch, recip
 
     ours = _trainer(workspace, arch, recipe)
     monkeypatch.setenv("nnUNet_extTrainer", str(FOLDER))
-    stock = get_trainer_from_args(DS, CONFIG, 0, recipes.trainer_name(arch, recipe), plans_identifier(arch),
-                                  device=torch.device("cpu"))
+    stock = get_trainer_from_args(
+        DS, CONFIG, 0, recipes.trainer_name(arch, recipe), plans_identifier(arch), device=torch.device("cpu")
+    )
     stock.initialize()
     assert type(stock) is type(ours)  # the very class, not a copy
     assert type(stock.optimizer) is type(ours.optimizer)
-    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in stock.optimizer.param_groups] == \
-        [(g["lr"], g["weight_decay"], len(g["params"])) for g in ours.optimizer.param_groups]
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in stock.optimizer.param_groups] == [
+        (g["lr"], g["weight_decay"], len(g["params"])) for g in ours.optimizer.param_groups
+    ]
     assert _decaying(stock) == _decaying(ours)
     assert type(stock.loss) is type(ours.loss) and type(stock.lr_scheduler) is type(ours.lr_scheduler)
     assert stock.enable_deep_supervision is ours.enable_deep_supervision
-    assert (stock.batch_size, stock.num_epochs, stock.initial_lr) == (ours.batch_size, ours.num_epochs,
-                                                                      ours.initial_lr)
+    assert (stock.batch_size, stock.num_epochs, stock.initial_lr) == (ours.batch_size, ours.num_epochs, ours.initial_lr)
     assert stock.output_folder == ours.output_folder

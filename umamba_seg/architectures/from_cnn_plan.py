@@ -10,7 +10,7 @@ does. Useful to compare networks on one plan, or to load weights trained elsewhe
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -19,8 +19,15 @@ from umamba_seg.architectures.plans_allowlist import check_architecture
 from umamba_seg.errors import UserInputError
 
 
-def build_from_cnn_plan(arch: str, cnn_architecture: dict, patch_size: Sequence[int], input_channels: int,
-                        num_classes: int, deep_supervision: bool = True, preset: str = "default") -> nn.Module:
+def build_from_cnn_plan(
+    arch: str,
+    cnn_architecture: dict,
+    patch_size: Sequence[int],
+    input_channels: int,
+    num_classes: int,
+    deep_supervision: bool = True,
+    preset: str = "default",
+) -> nn.Module:
     """The ``arch`` network for a CNN plan.
 
     ``cnn_architecture``: the ``architecture`` block of an nnU-Net v2 plans configuration
@@ -36,18 +43,30 @@ def build_from_cnn_plan(arch: str, cnn_architecture: dict, patch_size: Sequence[
 
     spec = registry.get(arch).at_size(preset)
     if not isinstance(cnn_architecture, dict) or not isinstance(cnn_architecture.get("arch_kwargs"), dict):
-        raise UserInputError("the CNN architecture block has no 'arch_kwargs'", "cnn_architecture",
-                             "pass plans['configurations'][CONFIG]['architecture'] of nnU-Net v2 plans")
+        raise UserInputError(
+            "the CNN architecture block has no 'arch_kwargs'",
+            "cnn_architecture",
+            "pass plans['configurations'][CONFIG]['architecture'] of nnU-Net v2 plans",
+        )
     patch = [int(p) for p in patch_size]
     if len(patch) not in (2, 3):
         raise UserInputError(f"patch size {patch} is neither 2D nor 3D", "patch_size", "pass the configuration's patch")
     if spec.adjust_patch is not None:
         accepted = [int(p) for p in spec.adjust_patch(patch)]
         if accepted != patch:
-            raise UserInputError(f"{arch} does not accept the patch {patch}", "patch_size",
-                                 f"use the nearest patch it accepts, {accepted}")
+            raise UserInputError(
+                f"{arch} does not accept the patch {patch}",
+                "patch_size",
+                f"use the nearest patch it accepts, {accepted}",
+            )
     block = spec.architecture_block(cnn_architecture, patch)
     check_architecture(block, "cnn_architecture")  # nothing the block names is imported unless allow-listed
-    return get_network_from_plans(block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"],
-                                  int(input_channels), int(num_classes), allow_init=True,
-                                  deep_supervision=deep_supervision)
+    return get_network_from_plans(
+        block["network_class_name"],
+        block["arch_kwargs"],
+        block["_kw_requires_import"],
+        int(input_channels),
+        int(num_classes),
+        allow_init=True,
+        deep_supervision=deep_supervision,
+    )

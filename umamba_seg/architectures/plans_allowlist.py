@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -38,23 +39,61 @@ NNUNET_NETWORKS: tuple[str, ...] = (
     "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
 )
 BUILDING_BLOCKS: tuple[type[nn.Module], ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.GroupNorm, nn.LayerNorm,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.LeakyReLU, nn.ReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Identity,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.LeakyReLU,
+    nn.ReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Identity,
 )
 # arch_kwargs keys that nnunetv2's networks and ours turn into classes
 OP_KEYS: tuple[str, ...] = ("conv_op", "norm_op", "dropout_op", "nonlin")
 
-READER_WRITERS: tuple[str, ...] = ("SimpleITKIO", "SimpleITKIOWithReorient", "NibabelIO", "NibabelIOWithReorient",
-                                   "NaturalImage2DIO", "Tiff3DIO")
+READER_WRITERS: tuple[str, ...] = (
+    "SimpleITKIO",
+    "SimpleITKIOWithReorient",
+    "NibabelIO",
+    "NibabelIOWithReorient",
+    "NaturalImage2DIO",
+    "Tiff3DIO",
+)
 LABEL_MANAGERS: tuple[str, ...] = ("LabelManager",)
 PREPROCESSORS: tuple[str, ...] = ("DefaultPreprocessor",)
-NORMALIZATIONS: tuple[str, ...] = ("ZScoreNormalization", "CTNormalization", "NoNormalization",
-                                   "RescaleTo01Normalization", "RGBTo01Normalization")
-RESAMPLING_FNS: tuple[str, ...] = ("resample_data_or_seg_to_shape", "resample_torch_fornnunet",
-                                   "resample_torch_simple", "no_resampling_hack")
+NORMALIZATIONS: tuple[str, ...] = (
+    "ZScoreNormalization",
+    "CTNormalization",
+    "NoNormalization",
+    "RescaleTo01Normalization",
+    "RGBTo01Normalization",
+)
+RESAMPLING_FNS: tuple[str, ...] = (
+    "resample_data_or_seg_to_shape",
+    "resample_torch_fornnunet",
+    "resample_torch_simple",
+    "no_resampling_hack",
+)
 RESAMPLING_KEYS: tuple[str, ...] = ("resampling_fn_data", "resampling_fn_seg", "resampling_fn_probabilities")
 
 # a key earlier versions wrote into architecture blocks (a training setting stock nnU-Net ignored;
@@ -98,8 +137,13 @@ def _dotted_strings(value: Any, key: str) -> Iterable[tuple[str, str]]:
             yield from _dotted_strings(v, f"{key}[{i}]")
 
 
-def check_network(network_class_name: Any, arch_kwargs: Any, requires_import: Any,
-                  where: str | os.PathLike | None, prefix: str = "architecture") -> None:
+def check_network(
+    network_class_name: Any,
+    arch_kwargs: Any,
+    requires_import: Any,
+    where: str | os.PathLike | None,
+    prefix: str = "architecture",
+) -> None:
     """The pieces of one ``architecture`` block, as ``get_network_from_plans`` receives them."""
     if network_class_name not in network_class_names():
         _refuse(f"{prefix}.network_class_name", network_class_name, where)
@@ -110,8 +154,9 @@ def check_network(network_class_name: Any, arch_kwargs: Any, requires_import: An
     blocks = building_block_paths()
     for key in requires_import:
         if key not in arch_kwargs:
-            raise UserInputError(f"plans key '{prefix}._kw_requires_import' names '{key}', which is not in "
-                                 "arch_kwargs", where, _FIX)
+            raise UserInputError(
+                f"plans key '{prefix}._kw_requires_import' names '{key}', which is not in arch_kwargs", where, _FIX
+            )
     for key in set(requires_import) | {k for k in OP_KEYS if k in arch_kwargs}:
         value = arch_kwargs[key]
         if value is not None and value not in blocks:
@@ -127,11 +172,15 @@ def check_architecture(block: Any, where: str | os.PathLike | None, prefix: str 
         raise UserInputError(f"plans key '{prefix}' is not an object", where, _FIX)
     for key in RETIRED_ARCHITECTURE_KEYS:
         if key in block:
-            raise UserInputError(f"plans key '{prefix}.{key}' is from an older umamba-seg (the optimizer is now "
-                                 "chosen by `train --recipe`)", where,
-                                 "plan again: umamba-seg plan-and-preprocess -d <dataset> -a <arch>")
-    check_network(block.get("network_class_name"), block.get("arch_kwargs"), block.get("_kw_requires_import", []),
-                  where, prefix)
+            raise UserInputError(
+                f"plans key '{prefix}.{key}' is from an older umamba-seg (the optimizer is now "
+                "chosen by `train --recipe`)",
+                where,
+                "plan again: umamba-seg plan-and-preprocess -d <dataset> -a <arch>",
+            )
+    check_network(
+        block.get("network_class_name"), block.get("arch_kwargs"), block.get("_kw_requires_import", []), where, prefix
+    )
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...], where) -> None:
@@ -147,8 +196,12 @@ def check_configuration(configuration: Any, name: str, where: str | os.PathLike 
     if "architecture" in configuration:
         check_architecture(configuration["architecture"], where, f"{prefix}.architecture")
     if "data_identifier" in configuration:
-        check_name(configuration["data_identifier"], f"plans key '{prefix}.data_identifier'", where,
-                   "data_identifier names a folder of the preprocessed dataset: use a plain name")
+        check_name(
+            configuration["data_identifier"],
+            f"plans key '{prefix}.data_identifier'",
+            where,
+            "data_identifier names a folder of the preprocessed dataset: use a plain name",
+        )
     if "preprocessor_name" in configuration:
         _check_choice(f"{prefix}.preprocessor_name", configuration["preprocessor_name"], PREPROCESSORS, where)
     schemes = configuration.get("normalization_schemes", [])
@@ -185,5 +238,9 @@ def check_dataset_json_names(dataset_json: Any, where: str | os.PathLike | None)
         raise UserInputError("dataset.json is not an object", where, "use an nnU-Net dataset.json")
     rw = dataset_json.get("overwrite_image_reader_writer")
     if rw is not None and rw != "None" and rw not in READER_WRITERS:
-        raise UserInputError(f"dataset.json key 'overwrite_image_reader_writer' = {rw!r} is not an allowed name "
-                             f"(allowed: {', '.join(READER_WRITERS)})", where, "use one of nnU-Net's readers")
+        raise UserInputError(
+            f"dataset.json key 'overwrite_image_reader_writer' = {rw!r} is not an allowed name "
+            f"(allowed: {', '.join(READER_WRITERS)})",
+            where,
+            "use one of nnU-Net's readers",
+        )

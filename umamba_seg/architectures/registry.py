@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Sequence
 
 from umamba_seg.architectures import presets
 from umamba_seg.errors import UserInputError
@@ -60,8 +60,9 @@ class ArchSpec:
     def ablation(self, description: str) -> ArchSpec:
         """``<name>_nossm``: this network built with ``use_ssm=False`` (its builder takes that keyword)."""
         build = partial(self.build_kwargs, use_ssm=False)
-        return dataclasses.replace(self, name=f"{self.name}_nossm", build_kwargs=build, description=description,
-                                   has_ssm=False)
+        return dataclasses.replace(
+            self, name=f"{self.name}_nossm", build_kwargs=build, description=description, has_ssm=False
+        )
 
     def at_size(self, size: str) -> ArchSpec:
         """This architecture with its family's preset at ``size`` (``default``: itself).
@@ -73,13 +74,15 @@ class ArchSpec:
             return self
         known = presets.sizes(self.family) if self.family in presets.PRESETS else presets.all_sizes()
         if size not in known:
-            raise UserInputError(f"unknown preset size '{size}' for {self.name}", "--preset",
-                                 f"choose one of: {', '.join(known)}")
+            raise UserInputError(
+                f"unknown preset size '{size}' for {self.name}", "--preset", f"choose one of: {', '.join(known)}"
+            )
         if self.family not in presets.PRESETS:
             return self
         adjust = None if self.adjust_patch is None else partial(self.adjust_patch, size=size)
-        return dataclasses.replace(self, build_kwargs=partial(self.build_kwargs, size=size), adjust_patch=adjust,
-                                   preset_size=size)
+        return dataclasses.replace(
+            self, build_kwargs=partial(self.build_kwargs, size=size), adjust_patch=adjust, preset_size=size
+        )
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

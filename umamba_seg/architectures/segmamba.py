@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import pydoc
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ from umamba_seg.nn.channel_mlp import ChannelMLP
 from umamba_seg.nn.gsc import GSC
 from umamba_seg.nn.token_layer import TokenLayer
 from umamba_seg.nn.tri_oriented import TriOrientedMamba
-
 
 _DEFAULT = SegMambaPreset()  # the constructors' keyword defaults
 

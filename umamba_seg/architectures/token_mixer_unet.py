@@ -37,8 +37,8 @@ from __future__ import annotations
 import math
 import pydoc
 import re
+from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Iterable, Sequence
 
 import torch
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim

@@ -31,7 +31,7 @@ on the network itself, :mod:`umamba_seg.planning.memory_model`).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from dynamic_network_architectures.building_blocks.residual import BasicBlockD

@@ -26,7 +26,7 @@ the full one the axis length allows, which the planner applies before building k
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -52,7 +52,9 @@ def _max_log2_factor(length: int, max_log2: int, min_bottleneck: int) -> int:
 
 
 def vmunet_strides(
-    patch_size: Sequence[int], n_stages: int = _DEFAULT_STAGES, embed_factor: int = _DEFAULT.embed_factor,
+    patch_size: Sequence[int],
+    n_stages: int = _DEFAULT_STAGES,
+    embed_factor: int = _DEFAULT.embed_factor,
     min_bottleneck: int = _DEFAULT.min_bottleneck,
 ) -> list[list[int]]:
     """Per-stage strides ``[[1]*n, embed, merge_1, ...]`` (``n_stages + 1`` entries) for a patch."""
@@ -71,7 +73,9 @@ def vmunet_strides(
 
 
 def accepted_patch(
-    patch_size: Sequence[int], n_stages: int = _DEFAULT_STAGES, embed_factor: int = _DEFAULT.embed_factor,
+    patch_size: Sequence[int],
+    n_stages: int = _DEFAULT_STAGES,
+    embed_factor: int = _DEFAULT.embed_factor,
     min_bottleneck: int = _DEFAULT.min_bottleneck,
 ) -> list[int]:
     """Nearest patch whose every axis is a multiple of the full downsampling its length allows
@@ -114,8 +118,17 @@ class _Encoder(nn.Module):
 
 
 class _Decoder(nn.Module):
-    def __init__(self, num_classes: int, dims, depths_decoder, strides, spatial_dims: int, dpr, ssm_kwargs,
-                 deep_supervision: bool):
+    def __init__(
+        self,
+        num_classes: int,
+        dims,
+        depths_decoder,
+        strides,
+        spatial_dims: int,
+        dpr,
+        ssm_kwargs,
+        deep_supervision: bool,
+    ):
         super().__init__()
         self.deep_supervision = deep_supervision
         n = len(dims)
@@ -178,22 +191,28 @@ class VMUNet(nn.Module):
             raise ValueError(f"conv_op must be nn.Conv1d/2d/3d, got {conv_op}")
         n = len(dims)
         if len(depths) != n or len(depths_decoder) != n:
-            raise ValueError(f"dims, depths and depths_decoder need one entry per stage, got {dims}, {depths}, {depths_decoder}")
+            raise ValueError(
+                f"dims, depths and depths_decoder need one entry per stage, got {dims}, {depths}, {depths_decoder}"
+            )
         if strides is None:
             strides = [[1] * spatial_dims, [_DEFAULT.embed_factor] * spatial_dims] + [[2] * spatial_dims] * (n - 1)
         strides = [[int(s) for s in st] for st in strides]
         if len(strides) != n + 1 or any(len(st) != spatial_dims for st in strides) or any(s != 1 for s in strides[0]):
-            raise ValueError(f"strides must be [[1]*{spatial_dims}, embed, merge_1..merge_{n - 1}] ({n + 1} entries), got {strides}")
+            raise ValueError(
+                f"strides must be [[1]*{spatial_dims}, embed, merge_1..merge_{n - 1}] ({n + 1} entries), got {strides}"
+            )
         self.strides = strides
         self.spatial_dims = spatial_dims
         self.num_classes = num_classes
-        ssm_kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, use_ssm=use_ssm,
-                          scan_backend=scan_backend)
+        ssm_kwargs = dict(
+            d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, use_ssm=use_ssm, scan_backend=scan_backend
+        )
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         dpr_dec = torch.linspace(0, drop_path_rate, sum(depths_decoder)).tolist()[::-1]
         self.encoder = _Encoder(input_channels, list(dims), depths, strides, spatial_dims, dpr, ssm_kwargs)
-        self.decoder = _Decoder(num_classes, list(dims), depths_decoder, strides, spatial_dims, dpr_dec, ssm_kwargs,
-                                deep_supervision)
+        self.decoder = _Decoder(
+            num_classes, list(dims), depths_decoder, strides, spatial_dims, dpr_dec, ssm_kwargs, deep_supervision
+        )
         self.apply(_init_weights)
 
     def total_stride(self) -> list[int]:
@@ -244,8 +263,9 @@ def _preset_geometry(preset: VMUNetPreset) -> dict:
     return {"n_stages": len(preset.dims), "embed_factor": preset.embed_factor, "min_bottleneck": preset.min_bottleneck}
 
 
-def build_vmunet_kwargs(cnn_kwargs: dict, patch_size: Sequence[int], use_ssm: bool = True,
-                        size: str = "default") -> dict:
+def build_vmunet_kwargs(
+    cnn_kwargs: dict, patch_size: Sequence[int], use_ssm: bool = True, size: str = "default"
+) -> dict:
     """``arch_kwargs`` for :class:`VMUNet` from the CNN plan's kwargs and the patch size, at preset ``size``."""
     preset = load_preset("vmunet", size)
     conv_op = cnn_kwargs.get("conv_op") or f"torch.nn.modules.conv.Conv{len(patch_size)}d"

@@ -32,14 +32,15 @@ _INSIDE = (("ln_1.", "norm."), ("self_attention.conv2d.", "ssm.conv."), ("self_a
 
 def is_vmamba_imagenet(weights: dict) -> bool:
     """Whether a state dict carries VMamba's backbone names (and none of ours)."""
-    return "patch_embed.proj.weight" in weights and any(k.startswith("layers.0.blocks.0.self_attention.")
-                                                         for k in weights)
+    return "patch_embed.proj.weight" in weights and any(
+        k.startswith("layers.0.blocks.0.self_attention.") for k in weights
+    )
 
 
 def _inside_block(rest: str) -> str:
     for theirs, ours in _INSIDE:
         if rest.startswith(theirs):
-            return ours + rest[len(theirs):]
+            return ours + rest[len(theirs) :]
     return rest
 
 
@@ -48,13 +49,16 @@ def vmamba_imagenet_to_ours(network: torch.nn.Module, weights: dict[str, torch.T
     from umamba_seg.architectures.vmunet import VMUNet
 
     if not isinstance(network, VMUNet):
-        raise UserInputError(f"a VMamba ImageNet checkpoint fits only VM-UNet, not {type(network).__name__}",
-                             "--pretrained-weights", "train with -a vmunet, or pass a checkpoint of this architecture")
+        raise UserInputError(
+            f"a VMamba ImageNet checkpoint fits only VM-UNet, not {type(network).__name__}",
+            "--pretrained-weights",
+            "train with -a vmunet, or pass a checkpoint of this architecture",
+        )
     n = len(network.encoder.stages)
     out: dict[str, torch.Tensor] = {}
     for key, value in weights.items():
         if key.startswith("patch_embed."):
-            out["encoder.embed." + key[len("patch_embed."):]] = value
+            out["encoder.embed." + key[len("patch_embed.") :]] = value
         elif m := _MERGE.match(key):
             out[f"encoder.merges.{m.group(1)}.{m.group(2)}.{m.group(3)}"] = value
         elif m := _BLOCK.match(key):

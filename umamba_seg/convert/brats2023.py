@@ -92,9 +92,11 @@ def find_cases(src: Path) -> list[Case]:
                 for seq in naming.sequences:
                     p = _find_file(folder, case_id, naming.sep, seq)
                     if p is None:
-                        raise UserInputError(f"case {case_id} lacks its {seq} sequence "
-                                             f"({case_id}{naming.sep}{seq}.nii.gz)", folder,
-                                             "re-extract the download or remove that case folder")
+                        raise UserInputError(
+                            f"case {case_id} lacks its {seq} sequence ({case_id}{naming.sep}{seq}.nii.gz)",
+                            folder,
+                            "re-extract the download or remove that case folder",
+                        )
                     images.append(p)
                 label = _find_file(folder, case_id, naming.sep, naming.seg)
                 cases[case_id] = Case(case_id, tuple(images), label, naming)
@@ -106,9 +108,11 @@ def remap_labels(seg: np.ndarray, naming: Naming, where: Path) -> np.ndarray:
     values = np.unique(seg).tolist()  # floats stay floats: a 0.5 must not pass as 0
     unexpected = sorted(v for v in values if v not in naming.label_values)
     if unexpected:
-        raise UserInputError(f"label file has values {unexpected}, BraTS {naming.release} uses "
-                             f"{sorted(naming.label_values)}", where,
-                             "check that this is a BraTS label file and not a prediction or another dataset")
+        raise UserInputError(
+            f"label file has values {unexpected}, BraTS {naming.release} uses {sorted(naming.label_values)}",
+            where,
+            "check that this is a BraTS label file and not a prediction or another dataset",
+        )
     out = seg.astype(np.uint8)
     if 4 in naming.label_values:
         out[seg == 4] = 3
@@ -129,11 +133,15 @@ def _convert_label(case: Case, dst: Path) -> None:
     ref = sitk.ImageFileReader()
     ref.SetFileName(str(case.images[0]))
     ref.ReadImageInformation()
-    if tuple(seg_img.GetSize()) != tuple(ref.GetSize()) or not np.allclose(seg_img.GetSpacing(), ref.GetSpacing(),
-                                                                          atol=1e-4):
-        raise UserInputError(f"label grid {seg_img.GetSize()} spacing {seg_img.GetSpacing()} differs from the "
-                             f"images' {ref.GetSize()} spacing {ref.GetSpacing()}", case.label,
-                             "use the label file that belongs to this case")
+    if tuple(seg_img.GetSize()) != tuple(ref.GetSize()) or not np.allclose(
+        seg_img.GetSpacing(), ref.GetSpacing(), atol=1e-4
+    ):
+        raise UserInputError(
+            f"label grid {seg_img.GetSize()} spacing {seg_img.GetSpacing()} differs from the "
+            f"images' {ref.GetSize()} spacing {ref.GetSpacing()}",
+            case.label,
+            "use the label file that belongs to this case",
+        )
     seg = remap_labels(sitk.GetArrayFromImage(seg_img), case.naming, case.label)
     out = sitk.GetImageFromArray(seg)
     out.CopyInformation(seg_img)
@@ -149,12 +157,21 @@ def _convert_image(src: Path, dst: Path) -> None:
         common.write_sitk(sitk.ReadImage(str(src)), dst)
 
 
-def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
-            regions: bool = True, overwrite: bool = False) -> Path:
+def convert(
+    src: str | os.PathLike,
+    out_raw: str | os.PathLike,
+    dataset_id: int = DEFAULT_ID,
+    regions: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """Convert the BraTS folder ``src`` into ``out_raw/DatasetXXX_BraTS2023``; return that folder."""
     src, cases = common.find_source_cases(
-        src, "BraTS", find_cases, "BraTS case folders (files like <case>-t1n.nii.gz or <case>_t1.nii.gz)",
-        "pass the folder that holds the extracted case folders")
+        src,
+        "BraTS",
+        find_cases,
+        "BraTS case folders (files like <case>-t1n.nii.gz or <case>_t1.nii.gz)",
+        "pass the folder that holds the extracted case folders",
+    )
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".nii.gz")
     train = [c for c in cases if c.label is not None]
     for case in common.progress(cases, "BraTS"):
@@ -171,17 +188,23 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
     releases = sorted({c.naming.release for c in cases})
     extra = dict(regions_class_order=REGIONS_CLASS_ORDER) if regions else {}
     return common.finish_dataset(
-        ds, [c.case_id for c in train], CHANNEL_NAMES, REGION_LABELS if regions else PLAIN_LABELS,
+        ds,
+        [c.case_id for c in train],
+        CHANNEL_NAMES,
+        REGION_LABELS if regions else PLAIN_LABELS,
         reference="BraTS 2023 challenge on https://www.synapse.org (see datasets.md)",
         license="BraTS data use agreement (see the challenge page)",
         description=f"BraTS {'/'.join(releases)} converted by umamba-seg convert brats2023; labels 1 NETC, "
-                    f"2 SNFH, 3 ET (BraTS 2023 meaning; 2021-style 4 mapped to 3)", **extra)
+        f"2 SNFH, 3 ET (BraTS 2023 meaning; 2021-style 4 mapped to 3)",
+        **extra,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "brats2023")
-    parser.add_argument("--no-regions", action="store_true",
-                        help="plain labels NETC/SNFH/ET instead of BraTS regions WT/TC/ET")
+    parser.add_argument(
+        "--no-regions", action="store_true", help="plain labels NETC/SNFH/ET instead of BraTS regions WT/TC/ET"
+    )
 
     def run(args: argparse.Namespace, out_raw: Path) -> Path:
         return convert(args.src, out_raw, args.id, regions=not args.no_regions, overwrite=args.overwrite)

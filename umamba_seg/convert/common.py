@@ -16,9 +16,9 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -70,8 +70,9 @@ class RawDataset:
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """``Dataset%03d_Name`` as nnU-Net names dataset folders."""
     if not isinstance(dataset_id, (int, np.integer)) or not 1 <= int(dataset_id) <= 999:
-        raise UserInputError(f"dataset id {dataset_id!r} is not an integer from 1 to 999", "--id",
-                             "pick a free id such as 703")
+        raise UserInputError(
+            f"dataset id {dataset_id!r} is not an integer from 1 to 999", "--id", "pick a free id such as 703"
+        )
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
@@ -79,8 +80,9 @@ def require_dir(src: str | os.PathLike, what: str) -> Path:
     """``src`` as a Path; a clear error if it is not a folder."""
     path = Path(src).expanduser()
     if not path.is_dir():
-        raise UserInputError(f"the {what} folder does not exist", path,
-                             "pass the folder that you extracted from the download")
+        raise UserInputError(
+            f"the {what} folder does not exist", path, "pass the folder that you extracted from the download"
+        )
     return path
 
 
@@ -90,16 +92,26 @@ def prepare_dataset(out_raw: str | os.PathLike, dataset_id: int, name: str, file
     out_raw = Path(out_raw).expanduser()
     if out_raw.is_dir():
         prefix = f"Dataset{int(dataset_id):03d}_"
-        clash = sorted(p.name for p in out_raw.iterdir()
-                       if p.is_dir() and p.name.startswith(prefix) and p.name != folder_name)
+        clash = sorted(
+            p.name for p in out_raw.iterdir() if p.is_dir() and p.name.startswith(prefix) and p.name != folder_name
+        )
         if clash:
-            raise UserInputError(f"dataset id {dataset_id} is already used by {clash[0]}", out_raw / clash[0],
-                                 "pass another --id or remove that folder")
+            raise UserInputError(
+                f"dataset id {dataset_id} is already used by {clash[0]}",
+                out_raw / clash[0],
+                "pass another --id or remove that folder",
+            )
     ds = RawDataset(out_raw / folder_name, file_ending)
     for sub in (ds.images_tr, ds.labels_tr):
         sub.mkdir(parents=True, exist_ok=True)
-    for sub in (ds.images_tr, ds.labels_tr, ds.images_ts, ds.labels_ts, ds.root / "instancesTr",
-                ds.root / "instancesTs"):
+    for sub in (
+        ds.images_tr,
+        ds.labels_tr,
+        ds.images_ts,
+        ds.labels_ts,
+        ds.root / "instancesTr",
+        ds.root / "instancesTs",
+    ):
         remove_temporary_leftovers(sub)
     return ds
 
@@ -147,8 +159,11 @@ def write_instance_png(instances: np.ndarray, dst: Path) -> None:
 
     inst = np.asarray(instances)
     if inst.size and (inst.min() < 0 or inst.max() > np.iinfo(np.uint16).max):
-        raise UserInputError(f"instance ids {inst.min()}..{inst.max()} do not fit a 16-bit PNG", dst,
-                             "renumber the cells 1..n (at most 65535 per image)")
+        raise UserInputError(
+            f"instance ids {inst.min()}..{inst.max()} do not fit a 16-bit PNG",
+            dst,
+            "renumber the cells 1..n (at most 65535 per image)",
+        )
     with atomic_path(dst) as tmp:
         Image.fromarray(inst.astype(np.uint16)).save(tmp, format="PNG")
 
@@ -159,14 +174,14 @@ def write_dataset_json(ds: RawDataset, channel_names: dict, labels: dict, num_tr
 
     final = ds.root / "dataset.json"
     with tempfile.TemporaryDirectory(dir=ds.root, prefix=".dataset_json.") as tmp:
-        generate_dataset_json(tmp, dict(channel_names), dict(labels), num_training, ds.file_ending,
-                              dataset_name=ds.root.name, **extra)
+        generate_dataset_json(
+            tmp, dict(channel_names), dict(labels), num_training, ds.file_ending, dataset_name=ds.root.name, **extra
+        )
         os.replace(Path(tmp) / "dataset.json", final)
     return final
 
 
-def finish_dataset(ds: RawDataset, training_cases: Sequence[str], channel_names: dict, labels: dict,
-                   **extra) -> Path:
+def finish_dataset(ds: RawDataset, training_cases: Sequence[str], channel_names: dict, labels: dict, **extra) -> Path:
     """Check that labelsTr holds exactly ``training_cases``, write ``dataset.json`` (``extra``: its
     optional keys; ``converted_by`` umamba-seg) and return the dataset folder."""
     check_no_foreign_cases(ds, training_cases)
@@ -180,12 +195,16 @@ def check_no_foreign_cases(ds: RawDataset, cases: Sequence[str]) -> None:
     present = {p.name[:-n] for p in ds.labels_tr.iterdir() if p.name.endswith(ds.file_ending)}
     extra = sorted(present - set(cases))
     if extra:
-        raise UserInputError(f"{ds.labels_tr} holds {len(extra)} case(s) that are not in the source, e.g. {extra[0]}",
-                             ds.root, "remove the dataset folder or pass another --id, then convert again")
+        raise UserInputError(
+            f"{ds.labels_tr} holds {len(extra)} case(s) that are not in the source, e.g. {extra[0]}",
+            ds.root,
+            "remove the dataset folder or pass another --id, then convert again",
+        )
 
 
-def find_source_cases(src: str | os.PathLike, source: str, find_cases: Callable[[Path], list], what: str,
-                      fix: str) -> tuple[Path, list]:
+def find_source_cases(
+    src: str | os.PathLike, source: str, find_cases: Callable[[Path], list], what: str, fix: str
+) -> tuple[Path, list]:
     """``(src, cases)``: the ``source`` download folder and the cases ``find_cases`` finds there
     (an error naming ``what`` was looked for, and ``fix``, when there are none)."""
     folder = require_dir(src, source)
@@ -216,8 +235,11 @@ def verify_raw_dataset(folder: str | os.PathLike, num_processes: int = 1) -> Non
         verify_dataset_integrity(str(folder), num_processes)
     except (AssertionError, RuntimeError, FileNotFoundError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"nnU-Net's integrity check failed: {first}", folder,
-                             "read the messages above, fix the source and convert again") from e
+        raise UserInputError(
+            f"nnU-Net's integrity check failed: {first}",
+            folder,
+            "read the messages above, fix the source and convert again",
+        ) from e
 
 
 # ---- command line ---------------------------------------------------------------------
@@ -232,10 +254,15 @@ def build_parser(description: str, default_id: int, name: str) -> argparse.Argum
     p = argparse.ArgumentParser(prog=f"umamba-seg convert {name}", description=description)
     p.add_argument("src", metavar="SRC_DIR", help="the extracted download (see datasets.md)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--out", metavar="RAW_DIR", default=None,
-                       help="nnU-Net raw folder (default: $nnUNet_raw, else ./umamba_workdir/raw)")
-    where.add_argument("--workdir", metavar="W", default=None,
-                       help="write to W/raw, the raw folder of umamba-seg's --workdir W")
+    where.add_argument(
+        "--out",
+        metavar="RAW_DIR",
+        default=None,
+        help="nnU-Net raw folder (default: $nnUNet_raw, else ./umamba_workdir/raw)",
+    )
+    where.add_argument(
+        "--workdir", metavar="W", default=None, help="write to W/raw, the raw folder of umamba-seg's --workdir W"
+    )
     p.add_argument("--id", type=int, default=default_id, help=f"dataset id (default {default_id})")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
     p.add_argument("--verify", action="store_true", help="run nnU-Net's integrity check afterwards")
@@ -244,12 +271,16 @@ def build_parser(description: str, default_id: int, name: str) -> argparse.Argum
     return p
 
 
-def run_cli(parser: argparse.ArgumentParser, convert_from_args: Callable[[argparse.Namespace, Path], Path],
-            argv: Sequence[str] | None = None) -> int:
+def run_cli(
+    parser: argparse.ArgumentParser,
+    convert_from_args: Callable[[argparse.Namespace, Path], Path],
+    argv: Sequence[str] | None = None,
+) -> int:
     """Parse, convert, optionally verify; user errors become one ``error: ...`` line and exit 2."""
     args = parser.parse_args(argv)
-    out_raw = (Path(args.out) if args.out else Workspace.from_workdir(args.workdir).raw if args.workdir
-               else default_raw_dir())
+    out_raw = (
+        Path(args.out) if args.out else Workspace.from_workdir(args.workdir).raw if args.workdir else default_raw_dir()
+    )
     with command_logging(args.quiet, args.verbose):
         try:
             folder = convert_from_args(args, out_raw)

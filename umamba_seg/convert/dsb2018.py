@@ -51,8 +51,11 @@ def find_cases(src: Path) -> list[Case]:
         if image.parent.name != "images" or image.stem != case_dir.name:
             continue
         if image.stem in cases:
-            raise UserInputError(f"image {image.stem} appears twice ({cases[image.stem].image} and {image})", image,
-                                 "convert the stages separately")
+            raise UserInputError(
+                f"image {image.stem} appears twice ({cases[image.stem].image} and {image})",
+                image,
+                "convert the stages separately",
+            )
         masks = tuple(sorted((case_dir / "masks").glob("*.png"))) if (case_dir / "masks").is_dir() else ()
         test = any(_TEST_WORDS.search(part) for part in case_dir.relative_to(src).parts[:-1]) or not masks
         cases[image.stem] = Case(image.stem, image, masks, test)
@@ -75,8 +78,11 @@ def to_rgb(image: np.ndarray, where: Path) -> np.ndarray:
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=-1)
     if a.ndim != 3 or a.shape[-1] not in (3, 4) or a.dtype != np.uint8:
-        raise UserInputError(f"image has shape {image.shape} and type {image.dtype}, expected 8-bit grey or colour",
-                             where, "re-export it as an 8-bit PNG")
+        raise UserInputError(
+            f"image has shape {image.shape} and type {image.dtype}, expected 8-bit grey or colour",
+            where,
+            "re-export it as an 8-bit PNG",
+        )
     return np.ascontiguousarray(a[..., :3])
 
 
@@ -87,8 +93,9 @@ def masks_to_instances(masks: tuple[Path, ...], shape: tuple[int, int]) -> np.nd
         mask = _read_png(mask_file)
         mask = mask[..., 0] if mask.ndim == 3 else mask
         if mask.shape != shape:
-            raise UserInputError(f"mask is {mask.shape} but its image is {shape}", mask_file,
-                                 "use the masks that belong to this image")
+            raise UserInputError(
+                f"mask is {mask.shape} but its image is {shape}", mask_file, "use the masks that belong to this image"
+            )
         inst[mask > 0] = k
     return inst
 
@@ -96,11 +103,16 @@ def masks_to_instances(masks: tuple[Path, ...], shape: tuple[int, int]) -> np.nd
 def convert(src, out_raw, dataset_id: int = DEFAULT_ID, overwrite: bool = False) -> Path:
     """Convert the DSB 2018 folder ``src`` into ``out_raw/DatasetXXX_DSB2018Nuclei``; return that folder."""
     src, cases = common.find_source_cases(
-        src, "DSB 2018", find_cases, "nucleus images (<image_id>/images/<image_id>.png)",
-        "pass the folder that holds stage1_train/")
+        src,
+        "DSB 2018",
+        find_cases,
+        "nucleus images (<image_id>/images/<image_id>.png)",
+        "pass the folder that holds stage1_train/",
+    )
     train = [c for c in cases if not c.test]
-    common.require_cases(train, src, "images with masks (<image_id>/masks/*.png)",
-                         "extract stage1_train.zip below SRC_DIR")
+    common.require_cases(
+        train, src, "images with masks (<image_id>/masks/*.png)", "extract stage1_train.zip below SRC_DIR"
+    )
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
     for case in common.progress(cases, "nuclei"):
         outputs = [ds.image(case.case_id, 0, case.test)]
@@ -115,11 +127,15 @@ def convert(src, out_raw, dataset_id: int = DEFAULT_ID, overwrite: bool = False)
             common.write_png(instances_to_semantic(inst), ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
     return common.finish_dataset(
-        ds, [c.case_id for c in train], CHANNEL_NAMES, dict(SEMANTIC_LABELS),
+        ds,
+        [c.case_id for c in train],
+        CHANNEL_NAMES,
+        dict(SEMANTIC_LABELS),
         reference="https://www.kaggle.com/c/data-science-bowl-2018",
         license="see the competition's data page",
         description="Data Science Bowl 2018 nuclei converted by umamba-seg convert dsb2018; per-nucleus "
-                    "masks -> instance maps (instancesTr/Ts) and interior/boundary labels")
+        "masks -> instance maps (instancesTr/Ts) and interior/boundary labels",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,11 +37,27 @@ from umamba_seg.errors import UserInputError
 NAME = "Endovis17"
 DEFAULT_ID = 704
 CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
-LABELS = {"background": 0, "Bipolar Forceps": 1, "Prograsp Forceps": 2, "Large Needle Driver": 3,
-          "Vessel Sealer": 4, "Grasping Retractor": 5, "Monopolar Curved Scissors": 6, "Other instrument": 7}
+LABELS = {
+    "background": 0,
+    "Bipolar Forceps": 1,
+    "Prograsp Forceps": 2,
+    "Large Needle Driver": 3,
+    "Vessel Sealer": 4,
+    "Grasping Retractor": 5,
+    "Monopolar Curved Scissors": 6,
+    "Other instrument": 7,
+}
 # keyword in the lower-cased mask folder name -> instrument type (first match wins)
-_TYPE_KEYWORDS = (("bipolar", 1), ("prograsp", 2), ("needle", 3), ("vessel", 4), ("retractor", 5),
-                  ("scissors", 6), ("monopolar", 6), ("other", 7))
+_TYPE_KEYWORDS = (
+    ("bipolar", 1),
+    ("prograsp", 2),
+    ("needle", 3),
+    ("vessel", 4),
+    ("retractor", 5),
+    ("scissors", 6),
+    ("monopolar", 6),
+    ("other", 7),
+)
 _TEST_WORDS = re.compile(r"(^|[^a-z])test([^a-z]|$)", re.IGNORECASE)
 FULL_FRAME_HW = (1080, 1920)
 CROP_Y, CROP_X, CROP_H, CROP_W = 28, 320, 1024, 1280
@@ -61,9 +77,11 @@ def instrument_type(folder_name: str) -> int:
     for keyword, label in _TYPE_KEYWORDS:
         if keyword in name:
             return label
-    raise UserInputError(f"unknown instrument folder '{folder_name}'", folder_name,
-                         f"expected a name containing one of {[k for k, _ in _TYPE_KEYWORDS]}; "
-                         "rename it or remove it")
+    raise UserInputError(
+        f"unknown instrument folder '{folder_name}'",
+        folder_name,
+        f"expected a name containing one of {[k for k, _ in _TYPE_KEYWORDS]}; rename it or remove it",
+    )
 
 
 def _sequence_number(folder: Path) -> str:
@@ -84,14 +102,18 @@ def find_cases(src: Path) -> list[Case]:
         for frame in sorted(frames_dir.glob("*.png")):
             case_id = prefix + frame.stem
             if case_id in cases:
-                raise UserInputError(f"two sequences are both named {seq_dir.name}", seq_dir,
-                                     "convert the training zips of each sequence only once")
+                raise UserInputError(
+                    f"two sequences are both named {seq_dir.name}",
+                    seq_dir,
+                    "convert the training zips of each sequence only once",
+                )
             masks = []
             for label, d in types:
                 mask = d / frame.name
                 if not mask.is_file():
-                    raise UserInputError(f"ground truth folder {d.name} lacks {frame.name}", d,
-                                         "re-extract the sequence's ground truth")
+                    raise UserInputError(
+                        f"ground truth folder {d.name} lacks {frame.name}", d, "re-extract the sequence's ground truth"
+                    )
                 masks.append((label, mask))
             cases[case_id] = Case(case_id, frame, tuple(masks), test or not types)
     return [cases[k] for k in sorted(cases)]
@@ -100,7 +122,7 @@ def find_cases(src: Path) -> list[Case]:
 def crop_frame(arr: np.ndarray, crop: bool = True) -> np.ndarray:
     """The 1280 x 1024 camera image out of a 1920 x 1080 video frame (other sizes unchanged)."""
     if crop and tuple(arr.shape[:2]) == FULL_FRAME_HW:
-        return arr[CROP_Y: CROP_Y + CROP_H, CROP_X: CROP_X + CROP_W]
+        return arr[CROP_Y : CROP_Y + CROP_H, CROP_X : CROP_X + CROP_W]
     return arr
 
 
@@ -123,21 +145,37 @@ def type_map(masks: tuple[tuple[int, Path], ...], frame_hw: tuple[int, int], cro
             m = m[..., 0]
         m = crop_frame(m, crop)
         if m.shape != frame_hw:
-            raise UserInputError(f"mask is {m.shape[1]}x{m.shape[0]}, its frame {frame_hw[1]}x{frame_hw[0]}", path,
-                                 "use the ground truth of this sequence")
+            raise UserInputError(
+                f"mask is {m.shape[1]}x{m.shape[0]}, its frame {frame_hw[1]}x{frame_hw[0]}",
+                path,
+                "use the ground truth of this sequence",
+            )
         out[m > 0] = label
     return out
 
 
-def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
-            crop: bool = True, overwrite: bool = False) -> Path:
+def convert(
+    src: str | os.PathLike,
+    out_raw: str | os.PathLike,
+    dataset_id: int = DEFAULT_ID,
+    crop: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """Convert the EndoVis 2017 folder ``src`` into ``out_raw/DatasetXXX_Endovis17``; return that folder."""
     src, cases = common.find_source_cases(
-        src, "EndoVis 2017", find_cases, "EndoVis frames (instrument_dataset_<N>/left_frames/*.png)",
-        "pass the folder where the EndoVis 2017 zips were extracted")
+        src,
+        "EndoVis 2017",
+        find_cases,
+        "EndoVis frames (instrument_dataset_<N>/left_frames/*.png)",
+        "pass the folder where the EndoVis 2017 zips were extracted",
+    )
     train = [c for c in cases if not c.test]
-    common.require_cases(train, src, "training frames with ground_truth/<Instrument>_labels folders",
-                         "extract the training zips (instrument_1_4_training, instrument_5_8_training)")
+    common.require_cases(
+        train,
+        src,
+        "training frames with ground_truth/<Instrument>_labels folders",
+        "extract the training zips (instrument_1_4_training, instrument_5_8_training)",
+    )
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
     for case in common.progress(cases, "EndoVis17"):
         outputs = [ds.image(case.case_id, 0, case.test)] + ([] if case.test else [ds.label(case.case_id)])
@@ -148,11 +186,15 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
             common.write_png(type_map(case.masks, rgb.shape[:2], crop), ds.label(case.case_id))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
     return common.finish_dataset(
-        ds, [c.case_id for c in train], CHANNEL_NAMES, LABELS,
+        ds,
+        [c.case_id for c in train],
+        CHANNEL_NAMES,
+        LABELS,
         reference="https://endovissub2017-roboticinstrumentsegmentation.grand-challenge.org/",
         license="see the challenge page",
         description="EndoVis 2017 robotic instrument segmentation converted by "
-                    "umamba-seg convert endovis2017; left frames, instrument types as labels")
+        "umamba-seg convert endovis2017; left frames, instrument types as labels",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,10 +65,13 @@ def find_cases(src: Path) -> list[Case]:
         stem, ending = p.name[: -len(p.suffix)], p.suffix.lower()
         if ending == ".png" and (stem.endswith("_segmentation") or p.parent.name.lower() == "masks"):
             masks[(stem.removesuffix("_segmentation"), _is_test(p, src))] = p
-        elif ending in _IMAGE_ENDINGS and "_" not in stem[len("ISIC_"):]:
+        elif ending in _IMAGE_ENDINGS and "_" not in stem[len("ISIC_") :]:
             if stem in images:
-                raise UserInputError(f"image {stem} appears twice ({images[stem]} and {p})", p,
-                                     "extract each ISIC zip once, or convert 2017 and 2018 separately")
+                raise UserInputError(
+                    f"image {stem} appears twice ({images[stem]} and {p})",
+                    p,
+                    "extract each ISIC zip once, or convert 2017 and 2018 separately",
+                )
             images[stem] = p
     cases = []
     for stem, image in sorted(images.items()):
@@ -98,17 +101,20 @@ def read_rgb(path: Path, max_side: int | None = None) -> np.ndarray:
         raise UserInputError(f"cannot read image ({e})", path, "re-download this file") from e
 
 
-def read_mask(path: Path, size_hw: tuple[int, int], original_hw: tuple[int, int],
-              max_side: int | None = None) -> np.ndarray:
+def read_mask(
+    path: Path, size_hw: tuple[int, int], original_hw: tuple[int, int], max_side: int | None = None
+) -> np.ndarray:
     """The 0/255 mask as 0/1 uint8, checked against the photograph's size."""
     from PIL import Image
 
     with Image.open(path) as im:
         mask = im.convert("L")
         if (mask.size[1], mask.size[0]) != original_hw:
-            raise UserInputError(f"mask is {mask.size[0]}x{mask.size[1]} but its image is "
-                                 f"{original_hw[1]}x{original_hw[0]}", path,
-                                 "use the ground truth of the same ISIC release as the images")
+            raise UserInputError(
+                f"mask is {mask.size[0]}x{mask.size[1]} but its image is {original_hw[1]}x{original_hw[0]}",
+                path,
+                "use the ground truth of the same ISIC release as the images",
+            )
         mask = _resize(mask, max_side, Image.Resampling.NEAREST)
         arr = np.asarray(mask)
     assert arr.shape == size_hw
@@ -122,14 +128,24 @@ def _original_hw(path: Path) -> tuple[int, int]:
         return im.size[1], im.size[0]
 
 
-def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
-            max_side: int | None = None, overwrite: bool = False) -> Path:
+def convert(
+    src: str | os.PathLike,
+    out_raw: str | os.PathLike,
+    dataset_id: int = DEFAULT_ID,
+    max_side: int | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Convert the ISIC folder ``src`` into ``out_raw/DatasetXXX_ISIC2018``; return that folder."""
-    src, cases = common.find_source_cases(src, "ISIC", find_cases, "ISIC photographs (ISIC_*.jpg)",
-                                          "pass the folder where the ISIC zips were extracted")
+    src, cases = common.find_source_cases(
+        src, "ISIC", find_cases, "ISIC photographs (ISIC_*.jpg)", "pass the folder where the ISIC zips were extracted"
+    )
     train = [c for c in cases if not c.test]
-    common.require_cases(train, src, "training masks (ISIC_*_segmentation.png outside validation/test folders)",
-                         "extract the Training_GroundTruth zip next to the Training_Input one")
+    common.require_cases(
+        train,
+        src,
+        "training masks (ISIC_*_segmentation.png outside validation/test folders)",
+        "extract the Training_GroundTruth zip next to the Training_Input one",
+    )
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
     for case in common.progress(cases, "ISIC"):
         outputs = [ds.image(case.case_id, 0, case.test)]
@@ -143,17 +159,25 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
             common.write_png(mask, ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
     return common.finish_dataset(
-        ds, [c.case_id for c in train], CHANNEL_NAMES, LABELS,
+        ds,
+        [c.case_id for c in train],
+        CHANNEL_NAMES,
+        LABELS,
         reference="https://challenge.isic-archive.com/data/",
         license="CC-BY-NC 4.0 (see the ISIC archive)",
         description="ISIC skin lesion boundary segmentation converted by umamba-seg convert isic2018; "
-                    "JPEG photographs stored as RGB PNG, masks 0/255 -> 0/1")
+        "JPEG photographs stored as RGB PNG, masks 0/255 -> 0/1",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "isic2018")
-    parser.add_argument("--max-side", type=int, default=None,
-                        help="shrink photographs so that the longer side is at most this many pixels")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="shrink photographs so that the longer side is at most this many pixels",
+    )
 
     def run(args: argparse.Namespace, out_raw: Path) -> Path:
         if args.max_side is not None and args.max_side < 8:

@@ -78,10 +78,19 @@ def find_cases(src: Path) -> list[Case]:
                 continue
             case_id = image.name[: -len(image.suffix)]
             if case_id in cases:
-                raise UserInputError(f"case {case_id} appears twice ({cases[case_id].image} and {image})", image,
-                                     "convert the splits separately or rename one of them")
-            label = next((labels_dir / f"{case_id}_label{e}" for e in _LABEL_ENDINGS
-                          if (labels_dir / f"{case_id}_label{e}").is_file()), None)
+                raise UserInputError(
+                    f"case {case_id} appears twice ({cases[case_id].image} and {image})",
+                    image,
+                    "convert the splits separately or rename one of them",
+                )
+            label = next(
+                (
+                    labels_dir / f"{case_id}_label{e}"
+                    for e in _LABEL_ENDINGS
+                    if (labels_dir / f"{case_id}_label{e}").is_file()
+                ),
+                None,
+            )
             cases[case_id] = Case(case_id, image, label, test or label is None)
     return [cases[k] for k in sorted(cases)]
 
@@ -97,8 +106,9 @@ def _read_array(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im)
     except Exception as e:  # unreadable or truncated file: tell the user which one
-        raise UserInputError(f"cannot read {path.suffix} file ({type(e).__name__}: {e})", path,
-                             "re-download this file") from e
+        raise UserInputError(
+            f"cannot read {path.suffix} file ({type(e).__name__}: {e})", path, "re-download this file"
+        ) from e
 
 
 def _scale_to_uint8(channel: np.ndarray) -> np.ndarray:
@@ -120,8 +130,11 @@ def to_rgb_uint8(arr: np.ndarray, where: Path) -> np.ndarray:
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3 or a.shape[-1] > 4:
-        raise UserInputError(f"image has shape {arr.shape}, expected a 2D grey or colour image", where,
-                             "remove or re-export this image as 2D")
+        raise UserInputError(
+            f"image has shape {arr.shape}, expected a 2D grey or colour image",
+            where,
+            "remove or re-export this image as 2D",
+        )
     a = a[..., :3]
     if a.dtype != np.uint8:
         a = np.stack([_scale_to_uint8(a[..., c]) for c in range(a.shape[-1])], axis=-1)
@@ -143,17 +156,30 @@ def instances_to_labels(instances: np.ndarray, scheme: str = "interior-boundary"
     return instances_to_semantic(inst)
 
 
-def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int = DEFAULT_ID,
-            scheme: str = "interior-boundary", overwrite: bool = False) -> Path:
+def convert(
+    src: str | os.PathLike,
+    out_raw: str | os.PathLike,
+    dataset_id: int = DEFAULT_ID,
+    scheme: str = "interior-boundary",
+    overwrite: bool = False,
+) -> Path:
     """Convert the challenge folder ``src`` into ``out_raw/DatasetXXX_NeurIPSCell``; return that folder."""
     if scheme not in SCHEMES:
         raise UserInputError(f"unknown label scheme {scheme!r}", "--scheme", f"use one of {sorted(SCHEMES)}")
     src, cases = common.find_source_cases(
-        src, "NeurIPS cell segmentation", find_cases, "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
-        "pass the folder that holds Training-labeled/ (with images/ and labels/)")
+        src,
+        "NeurIPS cell segmentation",
+        find_cases,
+        "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
+        "pass the folder that holds Training-labeled/ (with images/ and labels/)",
+    )
     train = [c for c in cases if not c.test]
-    common.require_cases(train, src, "labelled training images (<split>/labels/<case>_label.tiff)",
-                         "extract the labelled training data (Training-labeled/) below SRC_DIR")
+    common.require_cases(
+        train,
+        src,
+        "labelled training images (<split>/labels/<case>_label.tiff)",
+        "extract the labelled training data (Training-labeled/) below SRC_DIR",
+    )
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
     for case in common.progress(cases, "cells"):
         outputs = [ds.image(case.case_id, 0, case.test)]
@@ -165,24 +191,35 @@ def convert(src: str | os.PathLike, out_raw: str | os.PathLike, dataset_id: int 
         if case.label is not None:
             inst = np.squeeze(_read_array(case.label))
             if inst.shape != rgb.shape[:2]:
-                raise UserInputError(f"instance mask is {inst.shape} but its image is {rgb.shape[:2]}", case.label,
-                                     "use the label file that belongs to this image")
+                raise UserInputError(
+                    f"instance mask is {inst.shape} but its image is {rgb.shape[:2]}",
+                    case.label,
+                    "use the label file that belongs to this image",
+                )
             inst = relabel_sequential(inst.astype(np.int64))[0]  # ids 1..n: fit a 16-bit PNG
             common.write_instance_png(inst, ds.instances(case.case_id, case.test))
             common.write_png(instances_to_labels(inst, scheme), ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
     return common.finish_dataset(
-        ds, [c.case_id for c in train], CHANNEL_NAMES, SCHEMES[scheme],
+        ds,
+        [c.case_id for c in train],
+        CHANNEL_NAMES,
+        SCHEMES[scheme],
         reference="https://neurips22-cellseg.grand-challenge.org/",
         license="see the challenge data page",
         description=f"NeurIPS 2022 cell segmentation converted by umamba-seg convert neurips_cells; "
-                    f"instance masks -> {scheme} labels; instance task: umamba-seg predict --instances")
+        f"instance masks -> {scheme} labels; instance task: umamba-seg predict --instances",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "neurips_cells")
-    parser.add_argument("--scheme", choices=sorted(SCHEMES), default="interior-boundary",
-                        help="semantic labels made from the instance masks (default interior-boundary)")
+    parser.add_argument(
+        "--scheme",
+        choices=sorted(SCHEMES),
+        default="interior-boundary",
+        help="semantic labels made from the instance masks (default interior-boundary)",
+    )
 
     def run(args: argparse.Namespace, out_raw: Path) -> Path:
         return convert(args.src, out_raw, args.id, scheme=args.scheme, overwrite=args.overwrite)

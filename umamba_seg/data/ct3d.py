@@ -29,8 +29,9 @@ def render_ct_case(rng: np.random.Generator, preset: SizePreset) -> Case:
     hu = np.full(shape, -1000.0, dtype=np.float32)
 
     # body outline, subcutaneous fat, muscle wall
-    body_r = ellipsoid_radius((y, x), (0.05 + rng.uniform(-0.03, 0.03), 0.0),
-                              (rng.uniform(0.78, 0.88), rng.uniform(0.88, 0.96)))
+    body_r = ellipsoid_radius(
+        (y, x), (0.05 + rng.uniform(-0.03, 0.03), 0.0), (rng.uniform(0.78, 0.88), rng.uniform(0.88, 0.96))
+    )
     body_r = body_r * (1.0 + 0.03 * smooth_field(rng, shape, (2, 3, 3))) + 0.0 * z
     body = body_r < 1.0
     fat_depth = rng.uniform(0.82, 0.9)

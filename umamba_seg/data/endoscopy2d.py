@@ -27,7 +27,7 @@ def _tissue(rng: np.random.Generator, shape: tuple[int, ...], y: np.ndarray, x: 
     lumen = blob(rng, (y, x), (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5)), (0.35, 0.45), irregularity=0.3)
     base *= (1.0 - 0.45 * blur(lumen.astype(np.float32), 0.06 * shape[0]))[..., None]
     vessel_field = smooth_field(rng, shape, max(4, shape[0] // 10))
-    vessels = np.exp(-(vessel_field / 0.12) ** 2) * rng.uniform(0.4, 0.7)
+    vessels = np.exp(-((vessel_field / 0.12) ** 2)) * rng.uniform(0.4, 0.7)
     base[..., 0] *= 1.0 - 0.25 * vessels
     base[..., 1] *= 1.0 - 0.55 * vessels
     base[..., 2] *= 1.0 - 0.45 * vessels
@@ -44,8 +44,9 @@ def _instrument(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> tuple
     entry = np.array([np.sin(angle), np.cos(angle)]) * 1.45  # start outside the frame
     inward = -entry / np.linalg.norm(entry)
     turn = rng.uniform(-0.5, 0.5)
-    d = np.array([inward[0] * np.cos(turn) - inward[1] * np.sin(turn),
-                  inward[0] * np.sin(turn) + inward[1] * np.cos(turn)])
+    d = np.array(
+        [inward[0] * np.cos(turn) - inward[1] * np.sin(turn), inward[0] * np.sin(turn) + inward[1] * np.cos(turn)]
+    )
     normal = np.array([-d[1], d[0]])
     t = (y - entry[0]) * d[0] + (x - entry[1]) * d[1]  # along the shaft
     s = (y - entry[0]) * normal[0] + (x - entry[1]) * normal[1]  # across the shaft
@@ -63,7 +64,7 @@ def _instrument(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> tuple
     profile = np.cos(np.clip(s / (width / 2), -1, 1) * np.pi / 2.4)  # cylinder shading
     shaft_grey = rng.uniform(0.55, 0.75) if metallic else rng.uniform(0.1, 0.18)
     grey = np.where(shaft, shaft_grey * (0.55 + 0.45 * profile), rng.uniform(0.6, 0.8) * (0.6 + 0.4 * profile))
-    streak = np.exp(-((s - 0.25 * width) / (0.06 * width)) ** 2) * (metallic * 0.35 + 0.15)
+    streak = np.exp(-(((s - 0.25 * width) / (0.06 * width)) ** 2)) * (metallic * 0.35 + 0.15)
     grey = np.clip(grey + streak, 0, 1)
     shadow = np.exp(-np.maximum(np.abs(s) - width / 2, 0) / 0.08) * ((t > 0) & (t < length + jaw_len))
     return mask, grey, shadow
@@ -82,7 +83,7 @@ def render_endoscopy_case(rng: np.random.Generator, preset: SizePreset) -> Case:
         image[mask] = colour[mask]
         label[mask] = INSTRUMENT
     image = blur(image, (0.6, 0.6, 0))
-    r2 = y ** 2 + x ** 2
+    r2 = y**2 + x**2
     vignette = np.clip(1.12 - 0.3 * r2, 0, 1) * (r2 < rng.uniform(1.5, 1.9))
     image *= vignette[..., None]
     label[vignette == 0] = 0

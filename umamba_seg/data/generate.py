@@ -45,17 +45,23 @@ def case_ids(kind: DatasetKind, num_train: int, num_test: int) -> tuple[list[str
     return train, test
 
 
-def _check_arguments(kind: DatasetKind, dataset_id: int, size: str, num_train: int, num_test: int,
-                     seed: int = 0) -> None:
+def _check_arguments(
+    kind: DatasetKind, dataset_id: int, size: str, num_train: int, num_test: int, seed: int = 0
+) -> None:
     if size not in kind.sizes:
-        raise UserInputError(f"unknown size '{size}' for {kind.kind}", "--size",
-                             f"choose one of: {', '.join(kind.sizes)}")
+        raise UserInputError(
+            f"unknown size '{size}' for {kind.kind}", "--size", f"choose one of: {', '.join(kind.sizes)}"
+        )
     if not 1 <= dataset_id <= 999:
-        raise UserInputError(f"dataset id {dataset_id} is outside 1..999", "--dataset-id",
-                             "nnU-Net ids have at most three digits")
+        raise UserInputError(
+            f"dataset id {dataset_id} is outside 1..999", "--dataset-id", "nnU-Net ids have at most three digits"
+        )
     if num_train < 1:
-        raise UserInputError(f"--num-train must be at least 1 (got {num_train})", "--num-train",
-                             "use 5 or more for nnU-Net's 5-fold cross-validation")
+        raise UserInputError(
+            f"--num-train must be at least 1 (got {num_train})",
+            "--num-train",
+            "use 5 or more for nnU-Net's 5-fold cross-validation",
+        )
     if seed < 0:
         raise UserInputError(f"--seed must not be negative (got {seed})", "--seed", "use 0 or a positive integer")
     if num_test < 0:
@@ -67,8 +73,11 @@ def _prepare_folder(raw_dir: Path, folder_name: str, dataset_id: int, generator:
     raw_dir.mkdir(parents=True, exist_ok=True)
     for other in raw_dir.glob(f"Dataset{dataset_id:03d}_*"):
         if other.name != folder_name:
-            raise UserInputError(f"dataset id {dataset_id} is already used by {other.name}", other,
-                                 "pass another --dataset-id or remove that folder")
+            raise UserInputError(
+                f"dataset id {dataset_id} is already used by {other.name}",
+                other,
+                "pass another --dataset-id or remove that folder",
+            )
     dataset_dir = raw_dir / folder_name
     if not dataset_dir.exists():
         return False
@@ -84,8 +93,11 @@ def _prepare_folder(raw_dir: Path, folder_name: str, dataset_id: int, generator:
         if record == generator:
             return True
         if record is None:
-            raise UserInputError(f"{folder_name} exists and was not made by umamba-seg", dataset_dir,
-                                 "pass another --dataset-id or move that folder away")
+            raise UserInputError(
+                f"{folder_name} exists and was not made by umamba-seg",
+                dataset_dir,
+                "pass another --dataset-id or move that folder away",
+            )
     # ours with other settings, or interrupted before dataset.json: start clean
     for sub in SUBFOLDERS + INSTANCE_SUBFOLDERS:
         shutil.rmtree(dataset_dir / sub, ignore_errors=True)
@@ -120,8 +132,14 @@ def make_dataset(
     raw_dir = Path(raw_dir)
     folder_name = f"Dataset{dataset_id:03d}_{spec.name}"
     dataset_dir = raw_dir / folder_name
-    generator = {"kind": spec.kind, "seed": int(seed), "size": size, "num_train": num_train,
-                 "num_test": num_test, "version": GENERATOR_VERSION}
+    generator = {
+        "kind": spec.kind,
+        "seed": int(seed),
+        "size": size,
+        "num_train": num_train,
+        "num_test": num_test,
+        "version": GENERATOR_VERSION,
+    }
     if _prepare_folder(raw_dir, folder_name, dataset_id, generator):
         return dataset_dir
     for sub in SUBFOLDERS:
@@ -129,8 +147,9 @@ def make_dataset(
 
     train_ids, test_ids = case_ids(spec, num_train, num_test)
     jobs = [("Tr", i, cid) for i, cid in enumerate(train_ids)] + [("Ts", i, cid) for i, cid in enumerate(test_ids)]
-    for split, index, case_id in tqdm(jobs, desc=f"make-dataset {spec.kind}", unit="case",
-                                     disable=not progress or not show_progress()):
+    for split, index, case_id in tqdm(
+        jobs, desc=f"make-dataset {spec.kind}", unit="case", disable=not progress or not show_progress()
+    ):
         rng = np.random.default_rng([int(seed), _SPLIT_CODES[split], index])
         write_case(spec, dataset_dir, split, case_id, spec.render(rng, preset))
     write_dataset_json(spec, dataset_dir, num_train, num_test, generator)

@@ -8,8 +8,8 @@ labels, channels and sizes without rendering anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

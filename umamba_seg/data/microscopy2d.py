@@ -27,7 +27,7 @@ def _place_nuclei(rng: np.random.Generator, shape: tuple[int, ...]) -> list[tupl
     h, w = shape
     scale = np.sqrt(min(h, w) / 64.0)
     mean_r = 5.5 * scale
-    target = int(rng.uniform(0.3, 0.45) * h * w / (np.pi * mean_r ** 2))
+    target = int(rng.uniform(0.3, 0.45) * h * w / (np.pi * mean_r**2))
     nuclei: list[tuple[np.ndarray, float, float]] = []
     for _ in range(target * 20):
         if len(nuclei) >= target:
@@ -47,14 +47,13 @@ def _place_nuclei(rng: np.random.Generator, shape: tuple[int, ...]) -> list[tupl
 def render_microscopy_case(rng: np.random.Generator, preset: SizePreset) -> Case:
     """One fluorescence image (H, W) uint16, its interior/boundary label map and its instance map."""
     shape = preset.shape
-    yy, xx = np.meshgrid(np.arange(shape[0], dtype=np.float32), np.arange(shape[1], dtype=np.float32),
-                         indexing="ij")
+    yy, xx = np.meshgrid(np.arange(shape[0], dtype=np.float32), np.arange(shape[1], dtype=np.float32), indexing="ij")
     depth = np.full(shape, np.inf, dtype=np.float32)  # normalised radius of the owning nucleus
     owner = np.zeros(shape, dtype=np.int32)
     brightness = [0.0]
     for k, (c, r, elong) in enumerate(_place_nuclei(rng, shape), start=1):
         rot = random_rotation(rng, 2)
-        rho = ellipsoid_radius((yy, xx), c, (r * elong ** 0.5, r / elong ** 0.5), rot)
+        rho = ellipsoid_radius((yy, xx), c, (r * elong**0.5, r / elong**0.5), rot)
         bump = 0.08 * np.sin(rng.integers(2, 5) * np.arctan2(yy - c[0], xx - c[1]) + rng.uniform(0, 6.3))
         rho = rho * (1.0 + bump)
         take = (rho < 1.0) & (rho < depth)

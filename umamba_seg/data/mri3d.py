@@ -52,8 +52,9 @@ def render_mri_case(rng: np.random.Generator, preset: SizePreset) -> Case:
     # ventricles: a pair of small ellipsoids either side of the midline
     ventricles = np.zeros(shape, dtype=bool)
     for side in (-1.0, 1.0):
-        ventricles |= blob(rng, (z, y, x), (0.05, -0.05, side * 0.1), (0.3, 0.28, 0.07), irregularity=0.1,
-                           cells=3, max_angle=0.15)
+        ventricles |= blob(
+            rng, (z, y, x), (0.05, -0.05, side * 0.1), (0.3, 0.28, 0.07), irregularity=0.1, cells=3, max_angle=0.15
+        )
     tissue[ventricles & brain] = idx["csf"]
 
     # tumour in one hemisphere: core with enhancing rim + necrosis, oedema around it

@@ -8,7 +8,7 @@ from the ``numpy.random.Generator`` passed in, which keeps datasets deterministi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

@@ -15,8 +15,8 @@ never leaves a half-written case behind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -68,8 +68,9 @@ def write_array(array: np.ndarray, path: Path, case: Case, file_ending: str) -> 
         raise ValueError(f"no writer for file ending {file_ending}")
 
 
-def write_case(kind: DatasetKind, dataset_dir: Path, split: str, case_id: str, case: Case,
-               write_label: bool = True) -> None:
+def write_case(
+    kind: DatasetKind, dataset_dir: Path, split: str, case_id: str, case: Case, write_label: bool = True
+) -> None:
     """Write one case's image file(s) and label; ``split`` is ``"Tr"`` or ``"Ts"``."""
     ending = kind.file_ending
     for channel, image in enumerate(case.images):

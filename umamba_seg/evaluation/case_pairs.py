@@ -43,6 +43,7 @@ class CaseJob:
 
 # ----------------------------------------------------------------------------- folders and files
 
+
 def _supported_endings() -> list[str]:
     endings = {e.lower() for io_class in LIST_OF_IO_CLASSES for e in io_class.supported_file_endings}
     return sorted(endings, key=len, reverse=True)
@@ -54,8 +55,11 @@ def _ending_of(name: str, endings: Sequence[str]) -> str | None:
 
 
 def _list_cases(folder: Path, file_ending: str) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(file_ending.lower()))
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(file_ending.lower())
+    )
 
 
 def infer_file_ending(ref_dir: Path) -> str:
@@ -68,12 +72,18 @@ def infer_file_ending(ref_dir: Path) -> str:
             if ending is not None:
                 found.setdefault(ending, p.name)
     if not found:
-        raise UserInputError("no segmentation files in the reference folder", ref_dir,
-                             f"put label files ending in one of {', '.join(sorted(endings))} there")
+        raise UserInputError(
+            "no segmentation files in the reference folder",
+            ref_dir,
+            f"put label files ending in one of {', '.join(sorted(endings))} there",
+        )
     if len(found) > 1:
         examples = ", ".join(f"{name} ({ending})" for ending, name in sorted(found.items()))
-        raise UserInputError(f"the reference folder mixes file endings: {examples}", ref_dir,
-                             "keep one file format per folder, or pass the dataset (-d) to fix the ending")
+        raise UserInputError(
+            f"the reference folder mixes file endings: {examples}",
+            ref_dir,
+            "keep one file format per folder, or pass the dataset (-d) to fix the ending",
+        )
     return next(iter(found))
 
 
@@ -108,16 +118,24 @@ def pair_files(ref_dir: Path, pred_dir: Path, file_ending: str) -> list[tuple[Pa
     """Every reference file ending in ``file_ending`` with its same-named prediction (error if one is missing)."""
     names = _list_cases(ref_dir, file_ending)
     if not names:
-        raise UserInputError(f"no reference files ending in {file_ending}", ref_dir,
-                             "check the reference folder and the dataset's file_ending")
+        raise UserInputError(
+            f"no reference files ending in {file_ending}",
+            ref_dir,
+            "check the reference folder and the dataset's file_ending",
+        )
     missing = [n for n in names if not (pred_dir / n).is_file()]
     if len(missing) == len(names) and not _list_cases(pred_dir, file_ending):
-        raise UserInputError(f"no predictions ending in {file_ending}", pred_dir,
-                             "predict the cases first, or point -p at the prediction folder")
+        raise UserInputError(
+            f"no predictions ending in {file_ending}",
+            pred_dir,
+            "predict the cases first, or point -p at the prediction folder",
+        )
     if missing:
-        raise UserInputError(f"prediction missing for reference case {missing[0]} "
-                             f"({len(missing)} of {len(names)} cases missing)", pred_dir / missing[0],
-                             "predict every reference case, or remove the extra references")
+        raise UserInputError(
+            f"prediction missing for reference case {missing[0]} ({len(missing)} of {len(names)} cases missing)",
+            pred_dir / missing[0],
+            "predict every reference case, or remove the extra references",
+        )
     return [(ref_dir / n, pred_dir / n) for n in names]
 
 
@@ -127,33 +145,55 @@ def reader_writer(file_ending: str, example: Path, dataset: dict | None) -> Base
         if dataset is not None:
             io_class = determine_reader_writer_from_dataset_json(dataset, str(example), verbose=False)
         else:
-            io_class = determine_reader_writer_from_file_ending(file_ending, str(example),
-                                                                allow_nonmatching_filename=True, verbose=False)
+            io_class = determine_reader_writer_from_file_ending(
+                file_ending, str(example), allow_nonmatching_filename=True, verbose=False
+            )
     except RuntimeError:
-        raise UserInputError(f"no nnU-Net reader can open {file_ending} files", example,
-                             "convert the segmentations to .nii.gz, .nrrd, .mha, .png or .tif") from None
+        raise UserInputError(
+            f"no nnU-Net reader can open {file_ending} files",
+            example,
+            "convert the segmentations to .nii.gz, .nrrd, .mha, .png or .tif",
+        ) from None
     return io_class()
 
 
 # ----------------------------------------------------------------------------- scoring and reports
 
-def geometry_error(job: CaseJob, ref: np.ndarray, pred: np.ndarray, ref_spacing: Sequence[float],
-                   pred_spacing: Sequence[float]) -> dict | None:
+
+def geometry_error(
+    job: CaseJob, ref: np.ndarray, pred: np.ndarray, ref_spacing: Sequence[float], pred_spacing: Sequence[float]
+) -> dict | None:
     """An ``error`` entry when the prediction's size or spacing differs from the reference's, else None."""
     if ref.shape != pred.shape:
-        return {"error": (f"prediction shape {tuple(pred.shape)} differs from reference shape {tuple(ref.shape)}",
-                          job.prediction_file, "predict in the reference's geometry (same size)")}
+        return {
+            "error": (
+                f"prediction shape {tuple(pred.shape)} differs from reference shape {tuple(ref.shape)}",
+                job.prediction_file,
+                "predict in the reference's geometry (same size)",
+            )
+        }
     if not np.allclose(ref_spacing, pred_spacing, rtol=1e-3, atol=1e-6):
-        return {"error": (f"prediction spacing {tuple(pred_spacing)} differs from reference spacing "
-                          f"{tuple(ref_spacing)}", job.prediction_file,
-                          "predict in the reference's geometry (same spacing)")}
+        return {
+            "error": (
+                f"prediction spacing {tuple(pred_spacing)} differs from reference spacing {tuple(ref_spacing)}",
+                job.prediction_file,
+                "predict in the reference's geometry (same spacing)",
+            )
+        }
     return None
 
 
-def run_jobs(evaluate_case: Callable[[CaseJob], dict], jobs: Sequence[CaseJob], num_processes: int, verbose: bool,
-             desc: str, initializer: Callable[[], None] | None = None) -> list[dict]:
+def run_jobs(
+    evaluate_case: Callable[[CaseJob], dict],
+    jobs: Sequence[CaseJob],
+    num_processes: int,
+    verbose: bool,
+    desc: str,
+    initializer: Callable[[], None] | None = None,
+) -> list[dict]:
     """``evaluate_case`` (a module-level function) over ``jobs``, in ``num_processes`` spawned workers
     when more than one; the first ``error`` entry is raised as a UserInputError."""
+
     def checked(results: Iterable[dict]) -> list[dict]:
         out = []
         for r in tqdm(results, total=len(jobs), desc=desc, unit="case", disable=not verbose or not show_progress()):
@@ -175,5 +215,8 @@ def writing_reports(out_dir: Path) -> Iterator[None]:
         out_dir.mkdir(parents=True, exist_ok=True)
         yield
     except OSError as e:
-        raise UserInputError(f"cannot write the reports ({e.strerror or e})", e.filename or out_dir,
-                             "pass an output folder you can write to with -o") from None
+        raise UserInputError(
+            f"cannot write the reports ({e.strerror or e})",
+            e.filename or out_dir,
+            "pass an output folder you can write to with -o",
+        ) from None

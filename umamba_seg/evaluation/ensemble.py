@@ -29,8 +29,8 @@ import shutil
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import save_pickle
@@ -57,15 +57,19 @@ def _load_json(path: Path) -> dict:
     except FileNotFoundError:
         raise UserInputError(f"{path.name} missing from a prediction folder", path, _SAVE_HINT) from None
     except json.JSONDecodeError as e:
-        raise UserInputError(f"{path.name} is not valid JSON ({e.msg}, line {e.lineno})", path,
-                             "re-run the prediction") from None
+        raise UserInputError(
+            f"{path.name} is not valid JSON ({e.msg}, line {e.lineno})", path, "re-run the prediction"
+        ) from None
 
 
 def _check_same(key: str, values: Sequence, files: Sequence[Path], what: str) -> None:
     for value, file in zip(values[1:], files[1:]):
         if value != values[0]:
-            raise UserInputError(f"{what} '{key}' differs from the first folder's ({value!r} vs {values[0]!r})",
-                                 file, "ensemble only predictions of the same dataset and label set")
+            raise UserInputError(
+                f"{what} '{key}' differs from the first folder's ({value!r} vs {values[0]!r})",
+                file,
+                "ensemble only predictions of the same dataset and label set",
+            )
 
 
 def _cases_per_folder(folders: Sequence[Path]) -> list[str]:
@@ -78,9 +82,11 @@ def _cases_per_folder(folders: Sequence[Path]) -> list[str]:
     for folder, names in zip(folders, per_folder):
         lacking = sorted(every - names)
         if lacking:
-            raise UserInputError(f"probabilities missing for case {lacking[0][:-4]} "
-                                 f"({len(lacking)} of {len(every)} cases missing)", folder / lacking[0],
-                                 "predict the same cases with --save-probabilities in every folder")
+            raise UserInputError(
+                f"probabilities missing for case {lacking[0][:-4]} ({len(lacking)} of {len(every)} cases missing)",
+                folder / lacking[0],
+                "predict the same cases with --save-probabilities in every folder",
+            )
     for name in sorted(every):
         pkl = folders[0] / (name[:-4] + ".pkl")
         if not pkl.is_file():
@@ -92,8 +98,11 @@ def check_ensemble_inputs(in_dirs: Sequence[Path]) -> tuple[dict, dict, list[str
     """Validate the folders; return the first folder's dataset.json, plans.json and the case files."""
     folders = [Path(d) for d in in_dirs]
     if len(folders) < 2:
-        raise UserInputError(f"ensembling needs at least two prediction folders, got {len(folders)}",
-                             None, "pass two or more folders with -i")
+        raise UserInputError(
+            f"ensembling needs at least two prediction folders, got {len(folders)}",
+            None,
+            "pass two or more folders with -i",
+        )
     if len({f.resolve() for f in folders}) != len(folders):
         raise UserInputError("the same prediction folder is given twice", None, "pass each folder once")
     for folder in folders:
@@ -125,8 +134,9 @@ def load_properties(pkl: Path, trust: bool = False) -> dict:
     return properties
 
 
-def merge_case(files: Sequence[str], properties: dict, output_truncated: str, file_ending: str, rw, lm,
-               save_probabilities: bool) -> None:
+def merge_case(
+    files: Sequence[str], properties: dict, output_truncated: str, file_ending: str, rw, lm, save_probabilities: bool
+) -> None:
     """nnunetv2's ``merge_files`` with the first folder's properties already loaded."""
     probabilities = average_probabilities(list(files))
     segmentation = lm.convert_probabilities_to_segmentation(probabilities)
@@ -151,14 +161,24 @@ def _merge_case(args: tuple) -> dict:
     try:
         merge_case(files, properties, tmp_truncated, file_ending, rw, lm, save_probabilities)
     except (ValueError, AssertionError, KeyError) as e:  # shapes, channel counts or properties that do not fit
-        return {"error": (f"the probabilities of this case do not fit together ({e})", files[-1],
-                          "ensemble predictions of the same cases, labels and geometry")}
+        return {
+            "error": (
+                f"the probabilities of this case do not fit together ({e})",
+                files[-1],
+                "ensemble predictions of the same cases, labels and geometry",
+            )
+        }
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a truncated or corrupt .npz, or a write
         bad = next((f for f in files if not _npz_readable(f)), None)
         if bad is None:
             raise
-        return {"error": (f"cannot read the probabilities ({type(e).__name__}: {e})", bad,
-                          "re-run that folder's prediction with --save-probabilities")}
+        return {
+            "error": (
+                f"cannot read the probabilities ({type(e).__name__}: {e})",
+                bad,
+                "re-run that folder's prediction with --save-probabilities",
+            )
+        }
     endings = [file_ending] + ([".npz", ".pkl"] if save_probabilities else [])
     for ending in endings:
         os.replace(tmp_truncated + ending, final_truncated + ending)
@@ -174,8 +194,14 @@ def _collect(results: Iterable[dict], progress: dict) -> list[str]:
     return written
 
 
-def ensemble_folders(in_dirs: list[Path], out_dir: Path, num_processes: int = 2,
-                     save_probabilities: bool = False, verbose: bool = True, trust: bool = False) -> list[Path]:
+def ensemble_folders(
+    in_dirs: list[Path],
+    out_dir: Path,
+    num_processes: int = 2,
+    save_probabilities: bool = False,
+    verbose: bool = True,
+    trust: bool = False,
+) -> list[Path]:
     """Average the probabilities of ``in_dirs`` case by case into segmentations in ``out_dir``.
 
     Also writes the first folder's ``dataset.json`` and ``plans.json`` to ``out_dir`` (so
@@ -193,17 +219,30 @@ def ensemble_folders(in_dirs: list[Path], out_dir: Path, num_processes: int = 2,
         rw = plans_manager.image_reader_writer_class()
         lm = plans_manager.get_label_manager(dataset)
     except (AssertionError, RuntimeError, KeyError) as e:
-        raise UserInputError(f"cannot use these plans and labels ({type(e).__name__}: {e})",
-                             folders[0] / "plans.json", "re-run the prediction with valid plans") from None
+        raise UserInputError(
+            f"cannot use these plans and labels ({type(e).__name__}: {e})",
+            folders[0] / "plans.json",
+            "re-run the prediction with valid plans",
+        ) from None
 
     properties = {case: load_properties(folders[0] / (case[:-4] + ".pkl"), trust) for case in cases}
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".ensemble.", dir=out_dir))
     try:
-        jobs = [([str(f / case) for f in folders], properties[case], str(tmp_dir / case[:-4]), str(out_dir / case[:-4]),
-                 dataset["file_ending"], rw, lm, save_probabilities) for case in cases]
-        progress = dict(total=len(jobs), desc="ensemble", unit="case",
-                        disable=not verbose or not show_progress())
+        jobs = [
+            (
+                [str(f / case) for f in folders],
+                properties[case],
+                str(tmp_dir / case[:-4]),
+                str(out_dir / case[:-4]),
+                dataset["file_ending"],
+                rw,
+                lm,
+                save_probabilities,
+            )
+            for case in cases
+        ]
+        progress = dict(total=len(jobs), desc="ensemble", unit="case", disable=not verbose or not show_progress())
         if num_processes <= 1 or len(jobs) == 1:
             written = _collect(map(_merge_case, jobs), progress)
         else:

@@ -21,9 +21,10 @@ import logging
 import math
 import numbers
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from nnunetv2.evaluation.evaluate_predictions import (
@@ -75,6 +76,7 @@ class _Classes:
 
 # ----------------------------------------------------------------------------- classes
 
+
 def _load_dataset_json(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -85,8 +87,9 @@ def _load_dataset_json(path: Path) -> dict:
     except FileNotFoundError:
         raise UserInputError("dataset.json not found", path, "pass the dataset's dataset.json") from None
     except json.JSONDecodeError as e:
-        raise UserInputError(f"dataset.json is not valid JSON ({e.msg}, line {e.lineno})", path,
-                             "fix the file") from None
+        raise UserInputError(
+            f"dataset.json is not valid JSON ({e.msg}, line {e.lineno})", path, "fix the file"
+        ) from None
     for key in ("labels", "file_ending"):
         if key not in dataset:
             raise UserInputError(f"dataset.json has no '{key}' entry", path, "add it as nnU-Net v2 expects")
@@ -97,8 +100,9 @@ def _classes_from_dataset(dataset: dict, path: Path) -> _Classes:
     try:
         lm = LabelManager(dataset["labels"], dataset.get("regions_class_order"))
     except (AssertionError, RuntimeError, ValueError, TypeError) as e:
-        raise UserInputError(f"invalid labels in dataset.json ({e})", path,
-                             "fix 'labels' (and 'regions_class_order' for regions)") from None
+        raise UserInputError(
+            f"invalid labels in dataset.json ({e})", path, "fix 'labels' (and 'regions_class_order' for regions)"
+        ) from None
     keys = tuple(lm.foreground_regions if lm.has_regions else lm.foreground_labels)
     keys = tuple(tuple(int(i) for i in k) if isinstance(k, (tuple, list)) else int(k) for k in keys)
     names: dict[LabelOrRegion, str] = {}
@@ -118,21 +122,25 @@ def _parse_tolerance_key(key: str, names: Mapping[LabelOrRegion, str], source: P
     try:
         return key_to_label_or_region(key)
     except ValueError:
-        raise UserInputError(f"NSD tolerance key '{key}' is neither a label, a region nor a class name", source,
-                             "use keys such as \"1\", \"(1, 2)\", a class name from dataset.json, or \"default\"") \
-            from None
+        raise UserInputError(
+            f"NSD tolerance key '{key}' is neither a label, a region nor a class name",
+            source,
+            'use keys such as "1", "(1, 2)", a class name from dataset.json, or "default"',
+        ) from None
 
 
 def _check_tolerance_value(value: Any, what: str, source: Path | None) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
     if not ok:
-        raise UserInputError(f"NSD tolerance {what} must be a finite number >= 0 (mm), got {value!r}",
-                             source, "fix the tolerance")
+        raise UserInputError(
+            f"NSD tolerance {what} must be a finite number >= 0 (mm), got {value!r}", source, "fix the tolerance"
+        )
     return float(value)
 
 
-def resolve_nsd_tolerance(nsd_tolerance: float | Mapping | str | os.PathLike,
-                          names: Mapping[LabelOrRegion, str] | None = None) -> Tolerance:
+def resolve_nsd_tolerance(
+    nsd_tolerance: float | Mapping | str | os.PathLike, names: Mapping[LabelOrRegion, str] | None = None
+) -> Tolerance:
     """A tolerance in mm, or ``{label_or_region: mm}`` (may hold ``"default"``).
 
     A path is read as JSON: ``{"1": 2.0, "(1, 2)": 1.5, "liver": 3.0, "default": 1.0}``;
@@ -152,17 +160,30 @@ def resolve_nsd_tolerance(nsd_tolerance: float | Mapping | str | os.PathLike,
         except FileNotFoundError:
             raise UserInputError("NSD tolerance file not found", source, "pass an existing JSON file") from None
         except json.JSONDecodeError as e:
-            raise UserInputError(f"NSD tolerance file is not valid JSON ({e.msg}, line {e.lineno})", source,
-                                 "fix the file") from None
+            raise UserInputError(
+                f"NSD tolerance file is not valid JSON ({e.msg}, line {e.lineno})", source, "fix the file"
+            ) from None
         if not isinstance(raw, dict) or not raw:
-            raise UserInputError("NSD tolerance file must hold a non-empty JSON object", source,
-                                 "write {\"<label>\": <mm>, ...}")
-        return {(k if k == DEFAULT_TOLERANCE_KEY else _parse_tolerance_key(k, names, source)):
-                _check_tolerance_value(v, f"for '{k}'", source) for k, v in raw.items()}
+            raise UserInputError(
+                "NSD tolerance file must hold a non-empty JSON object", source, 'write {"<label>": <mm>, ...}'
+            )
+        return {
+            (k if k == DEFAULT_TOLERANCE_KEY else _parse_tolerance_key(k, names, source)): _check_tolerance_value(
+                v, f"for '{k}'", source
+            )
+            for k, v in raw.items()
+        }
     if isinstance(nsd_tolerance, Mapping):
-        return {(k if k == DEFAULT_TOLERANCE_KEY else
-                 _parse_tolerance_key(k, names, Path("nsd_tolerance")) if isinstance(k, str) else k):
-                _check_tolerance_value(v, f"for {k!r}", None) for k, v in nsd_tolerance.items()}
+        return {
+            (
+                k
+                if k == DEFAULT_TOLERANCE_KEY
+                else _parse_tolerance_key(k, names, Path("nsd_tolerance"))
+                if isinstance(k, str)
+                else k
+            ): _check_tolerance_value(v, f"for {k!r}", None)
+            for k, v in nsd_tolerance.items()
+        }
     return _check_tolerance_value(nsd_tolerance, "", None)
 
 
@@ -179,6 +200,7 @@ class _WithDefault(dict):
 
 
 # ----------------------------------------------------------------------------- per case
+
 
 def _as_label_map(seg: np.ndarray) -> np.ndarray | None:
     """nnunetv2's readers return float32; give back the smallest integer type, or None
@@ -214,12 +236,22 @@ def _evaluate_case(job: _CaseJob) -> dict:
         try:
             seg, props = rw.read_seg(file)
         except Exception as e:  # noqa: BLE001 - any reader failure is the file's fault
-            return {"error": (f"cannot read the {role} segmentation ({type(e).__name__}: {e})", file,
-                              "check that the file is a valid label image")}
+            return {
+                "error": (
+                    f"cannot read the {role} segmentation ({type(e).__name__}: {e})",
+                    file,
+                    "check that the file is a valid label image",
+                )
+            }
         labels = _as_label_map(seg[0])
         if labels is None:
-            return {"error": (f"the {role} holds values that are not whole numbers (not a label map)", file,
-                              "pass segmentations, not images or probabilities")}
+            return {
+                "error": (
+                    f"the {role} holds values that are not whole numbers (not a label map)",
+                    file,
+                    "pass segmentations, not images or probabilities",
+                )
+            }
         segs.append((labels, [float(s) for s in props["spacing"]]))
     (ref, ref_spacing), (pred, pred_spacing) = segs
     mismatch = case_pairs.geometry_error(job, ref, pred, ref_spacing, pred_spacing)
@@ -231,22 +263,32 @@ def _evaluate_case(job: _CaseJob) -> dict:
     else:
         labels_or_regions = job.labels_or_regions
     try:
-        metrics = compute_case_metrics(ref, pred, ref_spacing, labels_or_regions, job.nsd_tolerance,
-                                       job.ignore_label)
+        metrics = compute_case_metrics(ref, pred, ref_spacing, labels_or_regions, job.nsd_tolerance, job.ignore_label)
     except KeyError as e:
-        return {"error": (f"no NSD tolerance for class {e.args[0]}", job.reference_file,
-                          "add it (or a \"default\") to the tolerance file")}
-    return {"reference_file": job.reference_file, "prediction_file": job.prediction_file,
-            "metrics": metrics, "labels_in_reference": labels_in_reference,
-            "num_voxels": int(ref.size)}
+        return {
+            "error": (
+                f"no NSD tolerance for class {e.args[0]}",
+                job.reference_file,
+                'add it (or a "default") to the tolerance file',
+            )
+        }
+    return {
+        "reference_file": job.reference_file,
+        "prediction_file": job.prediction_file,
+        "metrics": metrics,
+        "labels_in_reference": labels_in_reference,
+        "num_voxels": int(ref.size),
+    }
 
 
 def _init_worker() -> None:
     import torch
+
     torch.set_num_threads(1)
 
 
 # ----------------------------------------------------------------------------- summary
+
 
 def _nanmean(values: Iterable[float]) -> float:
     kept = [float(v) for v in values if not is_nan(v)]
@@ -256,15 +298,14 @@ def _nanmean(values: Iterable[float]) -> float:
 def summarize(cases: list[dict], labels_or_regions: Sequence[LabelOrRegion]) -> dict:
     """nnU-Net's summary dict (``metric_per_case``, ``mean``, ``foreground_mean``) plus
     ``nan_counts`` (``{key: {metric: cases}}``, string keys); NaNs are left out of means."""
-    means = {k: {m: _nanmean(c["metrics"][k][m] for c in cases) for m in METRIC_NAMES}
-             for k in labels_or_regions}
+    means = {k: {m: _nanmean(c["metrics"][k][m] for c in cases) for m in METRIC_NAMES} for k in labels_or_regions}
     foreground = [k for k in labels_or_regions if k != 0]
     foreground_mean = {m: _nanmean(means[k][m] for k in foreground) for m in METRIC_NAMES}
-    nan_counts = {label_or_region_to_key(k): {m: sum(is_nan(c["metrics"][k][m]) for c in cases)
-                                              for m in NAN_COUNTED_METRICS}
-                  for k in labels_or_regions}
-    return {"metric_per_case": cases, "mean": means, "foreground_mean": foreground_mean,
-            "nan_counts": nan_counts}
+    nan_counts = {
+        label_or_region_to_key(k): {m: sum(is_nan(c["metrics"][k][m]) for c in cases) for m in NAN_COUNTED_METRICS}
+        for k in labels_or_regions
+    }
+    return {"metric_per_case": cases, "mean": means, "foreground_mean": foreground_mean, "nan_counts": nan_counts}
 
 
 def _finalize_cases(raw: list[dict], classes: tuple[LabelOrRegion, ...] | None) -> tuple[list[dict], tuple]:
@@ -274,8 +315,9 @@ def _finalize_cases(raw: list[dict], classes: tuple[LabelOrRegion, ...] | None) 
     cases = []
     for r in raw:
         metrics = {k: r["metrics"].get(k) or empty_class_metrics(r["num_voxels"]) for k in classes}
-        cases.append({"reference_file": r["reference_file"], "prediction_file": r["prediction_file"],
-                      "metrics": metrics})
+        cases.append(
+            {"reference_file": r["reference_file"], "prediction_file": r["prediction_file"], "metrics": metrics}
+        )
     return cases, classes
 
 
@@ -284,9 +326,15 @@ def _write_summary_json(summary: dict, path: Path) -> None:
         save_summary_json(summary, str(tmp))
 
 
-def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None, dataset_json: Path | None = None,
-                     nsd_tolerance: float | dict[int, float] | Path = 1.0, num_processes: int = 2,
-                     verbose: bool = True) -> dict:
+def evaluate_folders(
+    ref_dir: Path,
+    pred_dir: Path,
+    out_dir: Path | None = None,
+    dataset_json: Path | None = None,
+    nsd_tolerance: float | dict[int, float] | Path = 1.0,
+    num_processes: int = 2,
+    verbose: bool = True,
+) -> dict:
     """Evaluate every reference case against the same-named prediction; write the reports.
 
     Writes ``summary.json``, ``summary.csv`` and ``summary_boxplot.png`` to ``out_dir``
@@ -313,21 +361,28 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
         if classes.labels_or_regions is not None:
             lacking = [k for k in classes.labels_or_regions if k not in tolerance]
             if lacking:
-                raise UserInputError(f"no NSD tolerance for class(es) {', '.join(map(str, lacking))}",
-                                     nsd_tolerance if isinstance(nsd_tolerance, (str, os.PathLike)) else None,
-                                     "give every class a tolerance, or a \"default\"")
+                raise UserInputError(
+                    f"no NSD tolerance for class(es) {', '.join(map(str, lacking))}",
+                    nsd_tolerance if isinstance(nsd_tolerance, (str, os.PathLike)) else None,
+                    'give every class a tolerance, or a "default"',
+                )
     rw = case_pairs.reader_writer(file_ending, pairs[0][0], dataset)
-    jobs = [_CaseJob(str(r), str(p), rw, classes.labels_or_regions, classes.ignore_label, tolerance)
-            for r, p in pairs]
+    jobs = [_CaseJob(str(r), str(p), rw, classes.labels_or_regions, classes.ignore_label, tolerance) for r, p in pairs]
     raw = case_pairs.run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate", initializer=_init_worker)
     cases, keys = _finalize_cases(raw, classes.labels_or_regions)
     if not keys:
-        raise UserInputError("the references contain no foreground label", ref_dir,
-                             "check the reference folder, or pass the dataset (-d) to name the labels")
+        raise UserInputError(
+            "the references contain no foreground label",
+            ref_dir,
+            "check the reference folder, or pass the dataset (-d) to name the labels",
+        )
     summary = summarize(cases, keys)
     names = {k: classes.names.get(k, "") for k in keys}
-    tolerances = {k: (tolerance[k] if isinstance(tolerance, dict) else tolerance) for k in keys
-                  if not isinstance(tolerance, dict) or k in tolerance}
+    tolerances = {
+        k: (tolerance[k] if isinstance(tolerance, dict) else tolerance)
+        for k in keys
+        if not isinstance(tolerance, dict) or k in tolerance
+    }
     summary["nsd_tolerance_mm"] = {label_or_region_to_key(k): v for k, v in tolerances.items()}
 
     with case_pairs.writing_reports(out_dir):

@@ -69,8 +69,13 @@ def summarize_instances(cases: list[dict], iou_threshold: float, exclude_border:
         mean[k] = float(np.mean(kept)) if kept else float("nan")
     pooled = {k: int(sum(c["metrics"][k] for c in cases)) for k in COUNT_KEYS}
     pooled.update(counts_to_scores(pooled["TP"], pooled["FP"], pooled["FN"]))
-    return {"iou_threshold": iou_threshold, "exclude_border": exclude_border, "metric_per_case": cases,
-            "mean": mean, "pooled": pooled}
+    return {
+        "iou_threshold": iou_threshold,
+        "exclude_border": exclude_border,
+        "metric_per_case": cases,
+        "mean": mean,
+        "pooled": pooled,
+    }
 
 
 def _fmt(v: float) -> str:
@@ -97,17 +102,25 @@ def write_instance_csv(summary: dict, path: Path, file_ending: str) -> None:
 def format_instance_table(summary: dict) -> str:
     m, p = summary["mean"], summary["pooled"]
     t = summary["iou_threshold"]
-    lines = [f"instances (IoU >= {t:g}{', border cells excluded' if summary['exclude_border'] else ''}), "
-             f"{len(summary['metric_per_case'])} case(s)",
-             f"  mean per case: F1 {_fmt(m['F1'])}  precision {_fmt(m['precision'])}  recall {_fmt(m['recall'])}  "
-             f"matched IoU {_fmt(m['mean_matched_IoU'])}  AP(0.5:0.95) {_fmt(m['AP'])}",
-             f"  pooled: TP {p['TP']}  FP {p['FP']}  FN {p['FN']}  F1 {_fmt(p['F1'])}"]
+    lines = [
+        f"instances (IoU >= {t:g}{', border cells excluded' if summary['exclude_border'] else ''}), "
+        f"{len(summary['metric_per_case'])} case(s)",
+        f"  mean per case: F1 {_fmt(m['F1'])}  precision {_fmt(m['precision'])}  recall {_fmt(m['recall'])}  "
+        f"matched IoU {_fmt(m['mean_matched_IoU'])}  AP(0.5:0.95) {_fmt(m['AP'])}",
+        f"  pooled: TP {p['TP']}  FP {p['FP']}  FN {p['FN']}  F1 {_fmt(p['F1'])}",
+    ]
     return "\n".join(lines)
 
 
-def evaluate_instance_folders(ref_dir: Path, pred_dir: Path, out_dir: Path | None = None,
-                              iou_threshold: float = 0.5, exclude_border: bool = False,
-                              num_processes: int = 2, verbose: bool = True) -> dict:
+def evaluate_instance_folders(
+    ref_dir: Path,
+    pred_dir: Path,
+    out_dir: Path | None = None,
+    iou_threshold: float = 0.5,
+    exclude_border: bool = False,
+    num_processes: int = 2,
+    verbose: bool = True,
+) -> dict:
     """Score every reference instance map against the same-named prediction; write the reports
     (``summary.json``, ``summary.csv``) to ``out_dir`` (default ``pred_dir``); return the summary."""
     if not (isinstance(iou_threshold, (int, float)) and 0 < iou_threshold <= 1):

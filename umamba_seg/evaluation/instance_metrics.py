@@ -29,8 +29,18 @@ from scipy.optimize import linear_sum_assignment
 
 AP_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 COUNT_KEYS: tuple[str, ...] = ("TP", "FP", "FN")
-CASE_KEYS: tuple[str, ...] = ("n_reference", "n_prediction", "TP", "FP", "FN", "precision", "recall", "F1",
-                              "mean_matched_IoU", "AP") + tuple(f"AP@{t:.2f}" for t in AP_THRESHOLDS)
+CASE_KEYS: tuple[str, ...] = (
+    "n_reference",
+    "n_prediction",
+    "TP",
+    "FP",
+    "FN",
+    "precision",
+    "recall",
+    "F1",
+    "mean_matched_IoU",
+    "AP",
+) + tuple(f"AP@{t:.2f}" for t in AP_THRESHOLDS)
 DEFAULT_BORDER_WIDTH = 2
 
 
@@ -101,8 +111,13 @@ def counts_to_scores(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "F1": _ratio(2 * tp, 2 * tp + fp + fn)}
 
 
-def instance_metrics(reference: np.ndarray, prediction: np.ndarray, iou_threshold: float = 0.5,
-                     exclude_border: bool = False, border_width: int = DEFAULT_BORDER_WIDTH) -> dict[str, float]:
+def instance_metrics(
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    iou_threshold: float = 0.5,
+    exclude_border: bool = False,
+    border_width: int = DEFAULT_BORDER_WIDTH,
+) -> dict[str, float]:
     """TP/FP/FN, precision, recall, F1 at ``iou_threshold``, mean matched IoU and AP of one case."""
     reference, prediction = np.asarray(reference), np.asarray(prediction)
     if reference.shape != prediction.shape:

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.metrics.utils import get_edge_surface_distance
 from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn, region_or_label_to_mask
 
-LabelOrRegion = Union[int, tuple[int, ...]]
-Tolerance = Union[float, Mapping[LabelOrRegion, float]]
+LabelOrRegion = int | tuple[int, ...]
+Tolerance = float | Mapping[LabelOrRegion, float]
 
 METRIC_NAMES: tuple[str, ...] = ("Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred")
 """Metric keys written per class, in this order."""
@@ -75,8 +75,9 @@ def _crop_to_union(mask_a: np.ndarray, mask_b: np.ndarray) -> tuple[np.ndarray, 
     return mask_a[box], mask_b[box]
 
 
-def surface_metrics(mask_ref: np.ndarray, mask_pred: np.ndarray, spacing: Sequence[float],
-                    tolerance_mm: float) -> tuple[float, float]:
+def surface_metrics(
+    mask_ref: np.ndarray, mask_pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float
+) -> tuple[float, float]:
     """HD95 (mm) and NSD at ``tolerance_mm`` for two boolean masks of the same shape.
 
     HD95 is NaN when either mask is empty. NSD is NaN when both are empty and 0 when
@@ -105,7 +106,8 @@ def surface_metrics(mask_ref: np.ndarray, mask_pred: np.ndarray, spacing: Sequen
         # both masks are non-empty here, so MONAI's empty-mask warnings cannot apply
         warnings.simplefilter("ignore")
         _, (pred_to_ref, ref_to_pred), _ = get_edge_surface_distance(
-            y_pred, y, distance_metric="euclidean", spacing=spacing_kept, symmetric=True)
+            y_pred, y, distance_metric="euclidean", spacing=spacing_kept, symmetric=True
+        )
     return hd95_from_distances(pred_to_ref, ref_to_pred), nsd_from_distances(pred_to_ref, ref_to_pred, tolerance_mm)
 
 
@@ -120,8 +122,9 @@ def nsd_from_distances(pred_to_ref: torch.Tensor, ref_to_pred: torch.Tensor, tol
     return correct / (len(pred_to_ref) + len(ref_to_pred))
 
 
-def overlap_metrics(mask_ref: np.ndarray, mask_pred: np.ndarray,
-                    ignore_mask: np.ndarray | None = None) -> dict[str, float]:
+def overlap_metrics(
+    mask_ref: np.ndarray, mask_pred: np.ndarray, ignore_mask: np.ndarray | None = None
+) -> dict[str, float]:
     """Dice, IoU and the confusion counts, exactly as nnU-Net computes them."""
     tp, fp, fn, tn = (int(v) for v in compute_tp_fp_fn_tn(mask_ref, mask_pred, ignore_mask))
     if tp + fp + fn == 0:
@@ -129,14 +132,17 @@ def overlap_metrics(mask_ref: np.ndarray, mask_pred: np.ndarray,
     else:
         dice = 2 * tp / (2 * tp + fp + fn)
         iou = tp / (tp + fp + fn)
-    return {"Dice": dice, "IoU": iou, "TP": tp, "FP": fp, "FN": fn, "TN": tn,
-            "n_ref": tp + fn, "n_pred": tp + fp}
+    return {"Dice": dice, "IoU": iou, "TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_ref": tp + fn, "n_pred": tp + fp}
 
 
-def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                         labels_or_regions: Sequence[LabelOrRegion],
-                         nsd_tolerance: Tolerance = 1.0,
-                         ignore_label: int | None = None) -> dict[LabelOrRegion, dict[str, float]]:
+def compute_case_metrics(
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    spacing: Sequence[float],
+    labels_or_regions: Sequence[LabelOrRegion],
+    nsd_tolerance: Tolerance = 1.0,
+    ignore_label: int | None = None,
+) -> dict[LabelOrRegion, dict[str, float]]:
     """All metrics of one case for every label (int) or region (tuple of labels).
 
     ``reference`` and ``prediction`` are integer label maps of the same spatial shape
@@ -169,8 +175,18 @@ def empty_class_metrics(num_voxels: int) -> dict[str, float]:
 
     ``num_voxels`` is the number of counted voxels (all of them: true negatives).
     """
-    return {"Dice": NAN, "IoU": NAN, "HD95": NAN, "NSD": NAN, "TP": 0, "FP": 0, "FN": 0,
-            "TN": int(num_voxels), "n_ref": 0, "n_pred": 0}
+    return {
+        "Dice": NAN,
+        "IoU": NAN,
+        "HD95": NAN,
+        "NSD": NAN,
+        "TP": 0,
+        "FP": 0,
+        "FN": 0,
+        "TN": int(num_voxels),
+        "n_ref": 0,
+        "n_pred": 0,
+    }
 
 
 def is_nan(value: float) -> bool:

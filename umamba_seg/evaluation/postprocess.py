@@ -47,22 +47,27 @@ def load_postprocessing(pp_file: Path) -> tuple[list, list[dict]]:
         spec = json.loads(Path(pp_file).read_text())
         names, kwargs = spec["functions"], spec["kwargs"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise UserInputError(f"postprocessing file is not valid postprocessing JSON ({type(e).__name__})", pp_file,
-                             _FIX) from None
+        raise UserInputError(
+            f"postprocessing file is not valid postprocessing JSON ({type(e).__name__})", pp_file, _FIX
+        ) from None
     if not isinstance(names, list) or not isinstance(kwargs, list) or len(names) != len(kwargs):
         raise UserInputError("postprocessing file needs lists 'functions' and 'kwargs' of equal length", pp_file, _FIX)
     allowed = {f"{ALLOWED_MODULE}.{fn}": fn for fn in ALLOWED_FUNCTIONS}
     fns = []
     for n in names:
         if not isinstance(n, str) or n not in allowed:
-            raise UserInputError(f"postprocessing function {n!r} is not an allowed function "
-                                 f"(allowed: {', '.join(allowed)})", pp_file, _FIX)
+            raise UserInputError(
+                f"postprocessing function {n!r} is not an allowed function (allowed: {', '.join(allowed)})",
+                pp_file,
+                _FIX,
+            )
         fns.append(getattr(module, allowed[n]))
     checked = []
     for kw in kwargs:
         if not isinstance(kw, dict) or any(k not in ALLOWED_KWARGS or not _is_label_value(v) for k, v in kw.items()):
-            raise UserInputError(f"postprocessing arguments {kw!r} are not label values of "
-                                 f"{', '.join(ALLOWED_KWARGS)}", pp_file, _FIX)
+            raise UserInputError(
+                f"postprocessing arguments {kw!r} are not label values of {', '.join(ALLOWED_KWARGS)}", pp_file, _FIX
+            )
         checked.append({k: _regions_as_tuples(v) for k, v in kw.items()})
     return fns, checked
 
@@ -75,8 +80,11 @@ def postprocess_folder(input_dir: Path, output_dir: Path, pp_file: Path, num_pro
     for f in ("plans.json", "dataset.json"):
         path = Path(input_dir) / f
         if not path.is_file():
-            raise UserInputError(f"prediction folder has no {f}", path,
-                                 "postprocess a folder written by `umamba-seg predict` or `ensemble`")
+            raise UserInputError(
+                f"prediction folder has no {f}",
+                path,
+                "postprocess a folder written by `umamba-seg predict` or `ensemble`",
+            )
         try:
             contents[f] = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -84,6 +92,12 @@ def postprocess_folder(input_dir: Path, output_dir: Path, pp_file: Path, num_pro
     check_plans(contents["plans.json"], Path(input_dir) / "plans.json")
     check_dataset_json_names(contents["dataset.json"], Path(input_dir) / "dataset.json")
     check_file_ending(contents["dataset.json"].get("file_ending"), Path(input_dir) / "dataset.json")
-    apply_postprocessing_to_folder(str(input_dir), str(output_dir), fns, kwargs,
-                                   plans_file_or_dict=contents["plans.json"],
-                                   dataset_json_file_or_dict=contents["dataset.json"], num_processes=num_processes)
+    apply_postprocessing_to_folder(
+        str(input_dir),
+        str(output_dir),
+        fns,
+        kwargs,
+        plans_file_or_dict=contents["plans.json"],
+        dataset_json_file_or_dict=contents["dataset.json"],
+        num_processes=num_processes,
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -52,8 +52,9 @@ def _values(summary: dict, label_or_region: LabelOrRegion, metric: str) -> list[
     return [float(v) for v in values if not is_nan(v)]
 
 
-def write_summary_csv(summary: dict, path: Path, names: Mapping[LabelOrRegion, str] | None = None,
-                      file_ending: str | None = None) -> None:
+def write_summary_csv(
+    summary: dict, path: Path, names: Mapping[LabelOrRegion, str] | None = None, file_ending: str | None = None
+) -> None:
     """One row per case and class, then one ``mean`` row per class and a ``foreground_mean`` row.
 
     NaN is written as ``nan`` (pandas and spreadsheets read it as missing).
@@ -64,8 +65,16 @@ def write_summary_csv(summary: dict, path: Path, names: Mapping[LabelOrRegion, s
     for case in summary["metric_per_case"]:
         case_name = _case_name(case["reference_file"], file_ending)
         for k, metrics in case["metrics"].items():
-            rows.append([case_name, _key(k), names.get(k, ""), *(_fmt(metrics[m]) for m in METRIC_NAMES),
-                         case["reference_file"], case["prediction_file"]])
+            rows.append(
+                [
+                    case_name,
+                    _key(k),
+                    names.get(k, ""),
+                    *(_fmt(metrics[m]) for m in METRIC_NAMES),
+                    case["reference_file"],
+                    case["prediction_file"],
+                ]
+            )
     for k, metrics in summary["mean"].items():
         rows.append(["mean", _key(k), names.get(k, ""), *(_fmt(metrics[m]) for m in METRIC_NAMES), "", ""])
     fg = summary["foreground_mean"]
@@ -85,9 +94,13 @@ def _nsd_title(tolerances: Mapping[LabelOrRegion, float] | None) -> str:
 
 
 @default_style
-def plot_boxplots(summary: dict, path: Path, names: Mapping[LabelOrRegion, str] | None = None,
-                  tolerances: Mapping[LabelOrRegion, float] | None = None,
-                  metrics: Sequence[str] = SURFACE_AND_OVERLAP) -> None:
+def plot_boxplots(
+    summary: dict,
+    path: Path,
+    names: Mapping[LabelOrRegion, str] | None = None,
+    tolerances: Mapping[LabelOrRegion, float] | None = None,
+    metrics: Sequence[str] = SURFACE_AND_OVERLAP,
+) -> None:
     """One panel per metric, one box per class over the cases (NaNs left out, n shown)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -108,8 +121,12 @@ def plot_boxplots(summary: dict, path: Path, names: Mapping[LabelOrRegion, str] 
         if drawable:
             ax.boxplot([d for _, d in drawable], positions=[p for p, _ in drawable], widths=0.6)
         ax.set_xticks(positions)
-        ax.set_xticklabels([f"{lab}\nn={len(d)}" for lab, d in zip(labels, data)], fontsize=8,
-                           rotation=45 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_xticklabels(
+            [f"{lab}\nn={len(d)}" for lab, d in zip(labels, data)],
+            fontsize=8,
+            rotation=45 if rotate else 0,
+            ha="right" if rotate else "center",
+        )
         ax.set_xlim(0.4, len(keys) + 0.6)
         ax.set_title(_nsd_title(tolerances) if metric == "NSD" else metric + _UNITS.get(metric, ""))
         if metric in ("Dice", "IoU", "NSD"):
@@ -126,8 +143,11 @@ def _mean_sd(values: list[float], digits: int) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def format_table(summary: dict, names: Mapping[LabelOrRegion, str] | None = None,
-                 tolerances: Mapping[LabelOrRegion, float] | None = None) -> str:
+def format_table(
+    summary: dict,
+    names: Mapping[LabelOrRegion, str] | None = None,
+    tolerances: Mapping[LabelOrRegion, float] | None = None,
+) -> str:
     """Mean ± SD per class over non-NaN cases, NSD tolerance, and NaN case counts."""
     tolerances = tolerances or {}
     n_cases = len(summary["metric_per_case"])
@@ -136,14 +156,21 @@ def format_table(summary: dict, names: Mapping[LabelOrRegion, str] | None = None
     for k in summary["mean"]:
         counts = summary["nan_counts"][_key(k)]
         tol = tolerances.get(k)
-        rows.append([class_title(k, names),
-                     _mean_sd(_values(summary, k, "Dice"), 3), _mean_sd(_values(summary, k, "IoU"), 3),
-                     _mean_sd(_values(summary, k, "HD95"), 2), _mean_sd(_values(summary, k, "NSD"), 3),
-                     "" if tol is None else f"{tol:g} mm",
-                     "/".join(str(counts[m]) for m in SURFACE_AND_OVERLAP)])
+        rows.append(
+            [
+                class_title(k, names),
+                _mean_sd(_values(summary, k, "Dice"), 3),
+                _mean_sd(_values(summary, k, "IoU"), 3),
+                _mean_sd(_values(summary, k, "HD95"), 2),
+                _mean_sd(_values(summary, k, "NSD"), 3),
+                "" if tol is None else f"{tol:g} mm",
+                "/".join(str(counts[m]) for m in SURFACE_AND_OVERLAP),
+            ]
+        )
     fg = summary["foreground_mean"]
-    rows.append(["foreground mean", f"{fg['Dice']:.3f}", f"{fg['IoU']:.3f}", f"{fg['HD95']:.2f}",
-                 f"{fg['NSD']:.3f}", "", ""])
+    rows.append(
+        ["foreground mean", f"{fg['Dice']:.3f}", f"{fg['IoU']:.3f}", f"{fg['HD95']:.2f}", f"{fg['NSD']:.3f}", "", ""]
+    )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"Evaluation of {n_cases} case(s): mean ± SD over cases, NaN cases left out and counted"]
     for j, r in enumerate([header, *rows]):

@@ -7,9 +7,9 @@ datasets may omit the ``_0000`` suffix (a plain ``<case><ending>``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from umamba_seg.case_files import CHANNEL_NAME, allowed_file_counts
 from umamba_seg.errors import UserInputError
@@ -25,7 +25,7 @@ class Case:
 def _match_ending(name: str, endings: Sequence[str]) -> str | None:
     for e in sorted(endings, key=len, reverse=True):
         if name.lower().endswith(e.lower()):
-            return name[len(name) - len(e):]
+            return name[len(name) - len(e) :]
     return None
 
 
@@ -44,7 +44,8 @@ def group_cases(folder: Path, endings: Sequence[str], num_channels: int) -> dict
         others = sorted({"".join(p.suffixes) for p in folder.iterdir() if p.is_file()} - {""})
         raise UserInputError(
             "no image files to predict" + (f" (found only {', '.join(others)})" if others else " (folder is empty)"),
-            folder, f"put images named <case>_0000<ending> there, ending one of {', '.join(endings)}",
+            folder,
+            f"put images named <case>_0000<ending> there, ending one of {', '.join(endings)}",
         )
     chans: dict[str, dict[int, Path]] = {}
     case_ending: dict[str, str] = {}
@@ -55,14 +56,18 @@ def group_cases(folder: Path, endings: Sequence[str], num_channels: int) -> dict
             case = m.group("case")
             chans.setdefault(case, {})[int(m.group("ch"))] = p
             if case_ending.setdefault(case, e) != e:
-                raise UserInputError(f"case '{case}' mixes file endings {case_ending[case]} and {e}", p,
-                                     "give all channels of a case the same format")
+                raise UserInputError(
+                    f"case '{case}' mixes file endings {case_ending[case]} and {e}",
+                    p,
+                    "give all channels of a case the same format",
+                )
         else:
             plain.append((p, e))
     if plain:
         if num_channels != 1:
             raise UserInputError(
-                f"file without a channel suffix but the model expects {num_channels} channels", plain[0][0],
+                f"file without a channel suffix but the model expects {num_channels} channels",
+                plain[0][0],
                 f"name channel files <case>_0000{plain[0][1]} ... <case>_{num_channels - 1:04d}{plain[0][1]}",
             )
         for p, e in plain:
@@ -84,7 +89,8 @@ def group_cases(folder: Path, endings: Sequence[str], num_channels: int) -> dict
                 extra = [c for c in ch if c >= max(files_per_case)]
                 raise UserInputError(
                     f"case '{case}' has extra channel(s) {', '.join(f'{c:04d}' for c in extra)}",
-                    ch[extra[0]], f"the model expects {num_channels} channel(s): remove or rename the file",
+                    ch[extra[0]],
+                    f"the model expects {num_channels} channel(s): remove or rename the file",
                 )
         if missing:
             raise UserInputError(

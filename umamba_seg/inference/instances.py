@@ -53,8 +53,9 @@ def remove_small(instances: np.ndarray, min_size: int) -> np.ndarray:
     return relabel_sequential(inst)[0]
 
 
-def semantic_to_instances(semantic: np.ndarray, interior_probability: np.ndarray | None = None,
-                          min_size: int = 0) -> np.ndarray:
+def semantic_to_instances(
+    semantic: np.ndarray, interior_probability: np.ndarray | None = None, min_size: int = 0
+) -> np.ndarray:
     """Instance map (int32, 0 background) from an interior/boundary map (and its interior probability)."""
     from scipy import ndimage
     from skimage.segmentation import watershed
@@ -85,9 +86,11 @@ def check_instance_labels(dataset_json: dict, where) -> None:
     labels = dataset_json.get("labels", {})
     values = {v for v in labels.values() if isinstance(v, int)}
     if any(not isinstance(v, int) for v in labels.values()) or not {0, INTERIOR, BOUNDARY} <= values:
-        raise UserInputError("--instances needs a model trained on labels background 0, interior 1, boundary 2",
-                             where, "train on labels made by `umamba-seg instances-to-semantic` "
-                                    "(or predict without --instances)")
+        raise UserInputError(
+            "--instances needs a model trained on labels background 0, interior 1, boundary 2",
+            where,
+            "train on labels made by `umamba-seg instances-to-semantic` (or predict without --instances)",
+        )
 
 
 def instance_file(output_dir: Path, case: str, file_ending: str) -> Path:
@@ -95,9 +98,17 @@ def instance_file(output_dir: Path, case: str, file_ending: str) -> Path:
     return Path(output_dir) / INSTANCES_FOLDER / f"{case}{file_ending}"
 
 
-def export_with_instances(logits, properties: dict, predictor, case_dataset_json: dict, output_truncated: str,
-                          save_probabilities: bool, instances_out: Path, min_size: int = 0,
-                          num_threads_torch: int = 1) -> None:
+def export_with_instances(
+    logits,
+    properties: dict,
+    predictor,
+    case_dataset_json: dict,
+    output_truncated: str,
+    save_probabilities: bool,
+    instances_out: Path,
+    min_size: int = 0,
+    num_threads_torch: int = 1,
+) -> None:
     """nnunetv2's export (semantic map, optional ``.npz``/``.pkl`` under ``output_truncated``)
     plus the instance map at ``instances_out``, from one resampling of ``logits`` to the input's
     geometry; the instance map is written (atomically) first."""
@@ -109,7 +120,8 @@ def export_with_instances(logits, properties: dict, predictor, case_dataset_json
     pm, cm = predictor.plans_manager, predictor.configuration_manager
     label_manager = pm.get_label_manager(case_dataset_json)
     segmentation, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, pm, cm, label_manager, properties, return_probabilities=True, num_threads_torch=num_threads_torch)
+        logits, pm, cm, label_manager, properties, return_probabilities=True, num_threads_torch=num_threads_torch
+    )
     rw = pm.image_reader_writer_class()
     instances = semantic_to_instances(segmentation, probabilities[INTERIOR], min_size)
     write_instance_map(rw, instances, instances_out, properties)

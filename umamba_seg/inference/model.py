@@ -10,8 +10,8 @@ nnunetv2 resolves any name in them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -63,9 +63,16 @@ def available_folds(model_dir: Path, checkpoint_name: str) -> list[str]:
     return sorted(p.parent.name.removeprefix("fold_") for p in Path(model_dir).glob(f"fold_*/{checkpoint_name}"))
 
 
-def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name: str = "checkpoint_final.pth",
-                   device: torch.device = torch.device("cpu"), step_size: float = 0.5, tta: bool = True,
-                   trust: bool = False, verbose: bool = False):
+def load_predictor(
+    model_dir: Path,
+    folds: Sequence[str] | None,
+    checkpoint_name: str = "checkpoint_final.pth",
+    device: torch.device = torch.device("cpu"),
+    step_size: float = 0.5,
+    tta: bool = True,
+    trust: bool = False,
+    verbose: bool = False,
+):
     """An initialised ``nnUNetPredictor`` for ``model_dir`` (a ``<Trainer>__<plans>__<config>`` folder)."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -74,13 +81,19 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
     model_dir = Path(model_dir)
     for f in ("plans.json", "dataset.json"):
         if not (model_dir / f).is_file():
-            raise UserInputError(f"model folder has no {f}", model_dir / f,
-                                 "point -d/-c/-a at a trained model (run `umamba-seg train` first)")
+            raise UserInputError(
+                f"model folder has no {f}",
+                model_dir / f,
+                "point -d/-c/-a at a trained model (run `umamba-seg train` first)",
+            )
     if folds is None:
         folds = available_folds(model_dir, checkpoint_name)
         if not folds:
-            raise UserInputError(f"model folder has no {checkpoint_name} in any fold_*", model_dir,
-                                 "finish training (or pass --checkpoint checkpoint_latest.pth)")
+            raise UserInputError(
+                f"model folder has no {checkpoint_name} in any fold_*",
+                model_dir,
+                "finish training (or pass --checkpoint checkpoint_latest.pth)",
+            )
     plans = _load_json(model_dir / "plans.json")
     dataset_json = _load_json(model_dir / "dataset.json")
     check_plans(plans, model_dir / "plans.json")
@@ -91,13 +104,19 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
     for f in folds:
         path = model_dir / f"fold_{f}" / checkpoint_name
         if not path.is_file():
-            raise UserInputError(f"fold {f} has no {checkpoint_name}", path,
-                                 f"train fold {f} first or choose folds among {available_folds(model_dir, checkpoint_name) or 'none'}")
+            raise UserInputError(
+                f"fold {f} has no {checkpoint_name}",
+                path,
+                f"train fold {f} first or choose folds among {available_folds(model_dir, checkpoint_name) or 'none'}",
+            )
         ckpt = load_checkpoint_safe(path, map_location="cpu", trust=trust)
         ds = ckpt.get("dataset_name") or ckpt.get("init_args", {}).get("plans", {}).get("dataset_name")
         if ds is not None and ds != pm.dataset_name:
-            raise UserInputError(f"checkpoint belongs to {ds}, not {pm.dataset_name}", path,
-                                 "copy the right checkpoint or predict with that dataset's model")
+            raise UserInputError(
+                f"checkpoint belongs to {ds}, not {pm.dataset_name}",
+                path,
+                "copy the right checkpoint or predict with that dataset's model",
+            )
         trainer_name = ckpt.get("trainer_name", "nnUNetTrainer")
         configuration = ckpt["init_args"]["configuration"]
         mirror_axes = ckpt.get("inference_allowed_mirroring_axes")
@@ -109,22 +128,42 @@ def load_predictor(model_dir: Path, folds: Sequence[str] | None, checkpoint_name
     try:
         network.load_state_dict(params[0])
     except RuntimeError as e:
-        raise UserInputError(f"checkpoint does not fit the network in plans.json ({str(e).splitlines()[0]})",
-                             model_dir / f"fold_{folds[0]}" / checkpoint_name,
-                             "use the plans the model was trained with") from e
-    return predictor_for_network(network, pm, cm, params, dataset_json, trainer_name, mirror_axes, device,
-                                 step_size, tta, verbose)
+        raise UserInputError(
+            f"checkpoint does not fit the network in plans.json ({str(e).splitlines()[0]})",
+            model_dir / f"fold_{folds[0]}" / checkpoint_name,
+            "use the plans the model was trained with",
+        ) from e
+    return predictor_for_network(
+        network, pm, cm, params, dataset_json, trainer_name, mirror_axes, device, step_size, tta, verbose
+    )
 
 
-def predictor_for_network(network: torch.nn.Module, plans_manager, configuration_manager, parameters: list[dict],
-                          dataset_json: dict, trainer_name: str, mirror_axes, device: torch.device,
-                          step_size: float = 0.5, tta: bool = True, verbose: bool = False):
+def predictor_for_network(
+    network: torch.nn.Module,
+    plans_manager,
+    configuration_manager,
+    parameters: list[dict],
+    dataset_json: dict,
+    trainer_name: str,
+    mirror_axes,
+    device: torch.device,
+    step_size: float = 0.5,
+    tta: bool = True,
+    verbose: bool = False,
+):
     """nnunetv2's sliding-window predictor around an already built ``network`` (fold averaging
     over ``parameters``); what :func:`load_predictor` returns, also used by ``benchmark`` for
     untrained networks."""
-    predictor = _fold_averaging_predictor_class()(tile_step_size=step_size, use_gaussian=True, use_mirroring=tta,
-                                                  perform_everything_on_device=device.type == "cuda", device=device,
-                                                  verbose=verbose, allow_tqdm=False)
-    predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
-                                    trainer_name, mirror_axes)
+    predictor = _fold_averaging_predictor_class()(
+        tile_step_size=step_size,
+        use_gaussian=True,
+        use_mirroring=tta,
+        perform_everything_on_device=device.type == "cuda",
+        device=device,
+        verbose=verbose,
+        allow_tqdm=False,
+    )
+    predictor.manual_initialization(
+        network, plans_manager, configuration_manager, parameters, dataset_json, trainer_name, mirror_axes
+    )
     return predictor

@@ -20,8 +20,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from tqdm import tqdm
@@ -51,8 +51,9 @@ def case_outputs(out_dir: Path, case: str, file_ending: str, save_probabilities:
 def shard(cases: Sequence[str], num_parts: int, part_id: int) -> list[str]:
     """Cases of part ``part_id`` out of ``num_parts`` (every case in exactly one part)."""
     if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise UserInputError(f"--part-id {part_id} is not in 0..{num_parts - 1}", "--num-parts/--part-id",
-                             "use 0 <= part-id < num-parts")
+        raise UserInputError(
+            f"--part-id {part_id} is not in 0..{num_parts - 1}", "--num-parts/--part-id", "use 0 <= part-id < num-parts"
+        )
     return list(cases)[part_id::num_parts]
 
 
@@ -76,8 +77,9 @@ def prepare_output_folder(output_dir: Path, input_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserInputError(f"cannot create the output folder ({e.strerror})", output_dir,
-                             "pass a folder you can write to with -o") from None
+        raise UserInputError(
+            f"cannot create the output folder ({e.strerror})", output_dir, "pass a folder you can write to with -o"
+        ) from None
     if not os.access(output_dir, os.W_OK | os.X_OK):
         raise UserInputError("the output folder is not writable", output_dir, "pass a folder you can write to with -o")
 
@@ -101,15 +103,31 @@ def check_provenance(output_dir: Path, run: dict, part_id: int, continue_: bool)
             was = ", ".join(f"{k}={old.get(k)!r}" if isinstance(old, dict) else k for k in differ)
             raise UserInputError(
                 f"the output folder holds predictions of another run ({was}; this run: "
-                + ", ".join(f"{k}={run[k]!r}" for k in differ) + ")", f,
-                "predict into a new -o, or --continue with the same model, folds and settings")
+                + ", ".join(f"{k}={run[k]!r}" for k in differ)
+                + ")",
+                f,
+                "predict into a new -o, or --continue with the same model, folds and settings",
+            )
 
 
-def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Sequence[str] | None = None,
-                   step_size: float = 0.5, tta: bool = True, save_probabilities: bool = False,
-                   continue_: bool = False, num_parts: int = 1, part_id: int = 0, device: torch.device | None = None,
-                   checkpoint_name: str = "checkpoint_final.pth", trust: bool = False, warmup: bool = False,
-                   instances: bool = False, min_size: int = 0) -> dict:
+def predict_folder(
+    model_dir: Path,
+    input_dir: Path,
+    output_dir: Path,
+    folds: Sequence[str] | None = None,
+    step_size: float = 0.5,
+    tta: bool = True,
+    save_probabilities: bool = False,
+    continue_: bool = False,
+    num_parts: int = 1,
+    part_id: int = 0,
+    device: torch.device | None = None,
+    checkpoint_name: str = "checkpoint_final.pth",
+    trust: bool = False,
+    warmup: bool = False,
+    instances: bool = False,
+    min_size: int = 0,
+) -> dict:
     """Predict every case in ``input_dir``; returns counts, the total seconds and, per predicted
     case, the seconds of its sliding-window prediction (``sliding_window_seconds``). With
     ``instances`` (a background/interior/boundary model) each case's cell instances also go to
@@ -133,22 +151,32 @@ def predict_folder(model_dir: Path, input_dir: Path, output_dir: Path, folds: Se
             check_image_file(f)
     output_dir = Path(output_dir)
     prepare_output_folder(output_dir, Path(input_dir))
-    run = {"model_dir": str(Path(model_dir).resolve()),
-           "folds": [str(f) for f in (folds or available_folds(Path(model_dir), checkpoint_name))],
-           "checkpoint": checkpoint_name, "step_size": step_size, "tta": tta, "save_probabilities": save_probabilities,
-           "instances": instances, "min_size": min_size}
+    run = {
+        "model_dir": str(Path(model_dir).resolve()),
+        "folds": [str(f) for f in (folds or available_folds(Path(model_dir), checkpoint_name))],
+        "checkpoint": checkpoint_name,
+        "step_size": step_size,
+        "tta": tta,
+        "save_probabilities": save_probabilities,
+        "instances": instances,
+        "min_size": min_size,
+    }
     with exclusive_lock(output_dir, LOCK.format(part=part_id), "the output folder"):
         check_provenance(output_dir, run, part_id, continue_)
         try:
             return _predict_cases(predictor, cases, mine, output_dir, run, part_id, continue_, warmup)
         except OSError as e:
             where = e.filename or output_dir
-            raise UserInputError(f"cannot write the prediction ({e.strerror or e})", where,
-                                 "check the output folder's free space and permissions") from None
+            raise UserInputError(
+                f"cannot write the prediction ({e.strerror or e})",
+                where,
+                "check the output folder's free space and permissions",
+            ) from None
 
 
-def _predict_cases(predictor, cases: dict, mine: list[str], output_dir: Path, run: dict, part_id: int,
-                   continue_: bool, warmup: bool) -> dict:
+def _predict_cases(
+    predictor, cases: dict, mine: list[str], output_dir: Path, run: dict, part_id: int, continue_: bool, warmup: bool
+) -> dict:
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
 
     ds = predictor.dataset_json
@@ -157,24 +185,37 @@ def _predict_cases(predictor, cases: dict, mine: list[str], output_dir: Path, ru
     write_json_atomic(ds, output_dir / "dataset.json")
     write_json_atomic(predictor.plans_manager.plans, output_dir / "plans.json")
     write_json_atomic(run, output_dir / PROVENANCE.format(part=part_id))
-    todo = [c for c in mine if not (continue_ and all(p.is_file() for p in case_outputs(
-        output_dir, c, cases[c].ending, save_probabilities)) and (
-        not run.get("instances") or instance_file(output_dir, c, cases[c].ending).is_file()))]
+    todo = [
+        c
+        for c in mine
+        if not (
+            continue_
+            and all(p.is_file() for p in case_outputs(output_dir, c, cases[c].ending, save_probabilities))
+            and (not run.get("instances") or instance_file(output_dir, c, cases[c].ending).is_file())
+        )
+    ]
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     scratch_root = output_dir / SCRATCH / f"part{part_id}"
 
     def preprocess(case: str):
         files = [str(p) for p in cases[case].files]
         try:
-            data, _, props = preprocessor.run_case(files, None, predictor.plans_manager,
-                                                   predictor.configuration_manager, ds)
+            data, _, props = preprocessor.run_case(
+                files, None, predictor.plans_manager, predictor.configuration_manager, ds
+            )
         except Exception as e:  # noqa: BLE001 - a reader failing on one of the case's files
             msg = " ".join(str(e).split())[-150:] or type(e).__name__
-            raise UserInputError(f"cannot read case '{case}' ({type(e).__name__}: {msg})", files[0],
-                                 "re-export the case's files in the model's format") from None
+            raise UserInputError(
+                f"cannot read case '{case}' ({type(e).__name__}: {msg})",
+                files[0],
+                "re-export the case's files in the model's format",
+            ) from None
         if data.shape[0] != n_channels:
-            raise UserInputError(f"case '{case}' has {data.shape[0]} channel(s) but the model expects {n_channels}",
-                                 files[0], "give each case the channels listed in the model's dataset.json")
+            raise UserInputError(
+                f"case '{case}' has {data.shape[0]} channel(s) but the model expects {n_channels}",
+                files[0],
+                "give each case the channels listed in the model's dataset.json",
+            )
         return torch.from_numpy(data), props
 
     t0 = time.perf_counter()
@@ -192,18 +233,38 @@ def _predict_cases(predictor, cases: dict, mine: list[str], output_dir: Path, ru
             shutil.rmtree(scratch)
         _make_scratch(scratch)
         if run.get("instances"):  # the instance map lands first, the segmentation (done marker) last
-            export_with_instances(logits, props, predictor, case_ds, str(scratch / case), save_probabilities,
-                                  instance_file(output_dir, case, cases[case].ending), run["min_size"],
-                                  num_threads_torch=max(1, min(4, os.cpu_count() or 1)))
+            export_with_instances(
+                logits,
+                props,
+                predictor,
+                case_ds,
+                str(scratch / case),
+                save_probabilities,
+                instance_file(output_dir, case, cases[case].ending),
+                run["min_size"],
+                num_threads_torch=max(1, min(4, os.cpu_count() or 1)),
+            )
         else:
-            export_prediction_from_logits(logits, props, predictor.configuration_manager, predictor.plans_manager,
-                                          case_ds, str(scratch / case), save_probabilities,
-                                          num_threads_torch=max(1, min(4, os.cpu_count() or 1)))
+            export_prediction_from_logits(
+                logits,
+                props,
+                predictor.configuration_manager,
+                predictor.plans_manager,
+                case_ds,
+                str(scratch / case),
+                save_probabilities,
+                num_threads_torch=max(1, min(4, os.cpu_count() or 1)),
+            )
         for final in case_outputs(output_dir, case, cases[case].ending, save_probabilities):
             os.replace(scratch / final.name, final)
         shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(scratch_root, ignore_errors=True)
     with contextlib.suppress(OSError):  # other parts may still use it (then it is not empty) or removed it
         (output_dir / SCRATCH).rmdir()
-    return {"predicted": len(todo), "skipped": len(mine) - len(todo), "cases_in_part": len(mine),
-            "seconds": time.perf_counter() - t0, "sliding_window_seconds": window_seconds}
+    return {
+        "predicted": len(todo),
+        "skipped": len(mine) - len(todo),
+        "cases_in_part": len(mine),
+        "seconds": time.perf_counter() - t0,
+        "sliding_window_seconds": window_seconds,
+    }

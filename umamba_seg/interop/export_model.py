@@ -14,10 +14,10 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -26,7 +26,12 @@ from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, c
 from umamba_seg.atomic import atomic_path
 from umamba_seg.errors import UserInputError
 from umamba_seg.interop.model_archive import (
-    CHECKPOINT_FILES, FORMAT, FORMAT_VERSION, MANIFEST, allowed_model_file, sha256_file,
+    CHECKPOINT_FILES,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    allowed_model_file,
+    sha256_file,
 )
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe
 from umamba_seg.training.model_folders import parse_model_folder, resolve_trained_model
@@ -56,14 +61,20 @@ def _folds(model_dir: Path, folds: Sequence[str] | None, checkpoint_names: list[
     found = sorted(p.parent.name.removeprefix("fold_") for p in model_dir.glob(f"fold_*/{first}"))
     if folds is None:
         if not found:
-            raise UserInputError(f"no fold of the model has {first}", model_dir,
-                                 "finish training a fold first (or pick --checkpoint best)")
+            raise UserInputError(
+                f"no fold of the model has {first}",
+                model_dir,
+                "finish training a fold first (or pick --checkpoint best)",
+            )
         folds = found
     for f in folds:
         for name in checkpoint_names:
             if not (model_dir / f"fold_{f}" / name).is_file():
-                raise UserInputError(f"fold {f} has no {name}", model_dir / f"fold_{f}" / name,
-                                     f"train fold {f} first or choose folds among {found or 'none'}")
+                raise UserInputError(
+                    f"fold {f} has no {name}",
+                    model_dir / f"fold_{f}" / name,
+                    f"train fold {f} first or choose folds among {found or 'none'}",
+                )
     return [str(f) for f in folds]
 
 
@@ -96,18 +107,28 @@ def _check_model(model_dir: Path, folds: list[str], checkpoint_names: list[str])
             try:
                 ckpt = load_checkpoint_safe(path, trust=False)
             except UserInputError as e:
-                raise UserInputError(f"{e.what}; the receiver could not load it either", path,
-                                     "export checkpoints written by `umamba-seg train` or `import-model`") from e
+                raise UserInputError(
+                    f"{e.what}; the receiver could not load it either",
+                    path,
+                    "export checkpoints written by `umamba-seg train` or `import-model`",
+                ) from e
             if not meta:
-                meta = {"trainer_name": ckpt.get("trainer_name"),
-                        "epochs_trained": ckpt.get("current_epoch")}
+                meta = {"trainer_name": ckpt.get("trainer_name"), "epochs_trained": ckpt.get("current_epoch")}
             del ckpt
     return meta
 
 
-def export_model(ws: Workspace, dataset: str | int, arch: str, configuration: str, output: str | os.PathLike,
-                 folds: Sequence[str] | None = None, checkpoints: Sequence[str] = ("final",),
-                 recipe: str = DEFAULT_RECIPE, plan_source: str | None = None) -> ExportResult:
+def export_model(
+    ws: Workspace,
+    dataset: str | int,
+    arch: str,
+    configuration: str,
+    output: str | os.PathLike,
+    folds: Sequence[str] | None = None,
+    checkpoints: Sequence[str] = ("final",),
+    recipe: str = DEFAULT_RECIPE,
+    plan_source: str | None = None,
+) -> ExportResult:
     """Write the model ``<results>/<dataset>/<Trainer>__<plans>__<configuration>`` that ``train -a
     arch --recipe recipe [--plan-source plan_source]`` wrote to ``output``."""
     t0 = time.perf_counter()
@@ -122,17 +143,28 @@ def export_model(ws: Workspace, dataset: str | int, arch: str, configuration: st
     meta = _check_model(model_dir, chosen, checkpoint_names)
     files = _model_files(model_dir, chosen, checkpoint_names)
     prefix = f"{name}/{model_dir.name}"
-    listed = {f"{prefix}/{f}": {"size": (model_dir / f).stat().st_size, "sha256": sha256_file(model_dir / f)}
-              for f in files}
+    listed = {
+        f"{prefix}/{f}": {"size": (model_dir / f).stat().st_size, "sha256": sha256_file(model_dir / f)} for f in files
+    }
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "dataset_name": name, "model_folder": model_dir.name, "arch": arch, "plans_name": folder.plans,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dataset_name": name,
+        "model_folder": model_dir.name,
+        "arch": arch,
+        "plans_name": folder.plans,
         "plan_source": folder.plan_source,
-        "configuration": configuration, "trainer_name": meta.get("trainer_name"),
+        "configuration": configuration,
+        "trainer_name": meta.get("trainer_name"),
         "recipe": getattr(by_trainer(folder.trainer), "name", None),
-        "folds": chosen, "checkpoints": checkpoint_names, "epochs_trained": meta.get("epochs_trained"),
-        "versions": {"umamba-seg": umamba_seg.__version__, "nnunetv2": package_version("nnunetv2"),
-                     "torch": torch.__version__},
+        "folds": chosen,
+        "checkpoints": checkpoint_names,
+        "epochs_trained": meta.get("epochs_trained"),
+        "versions": {
+            "umamba-seg": umamba_seg.__version__,
+            "nnunetv2": package_version("nnunetv2"),
+            "torch": torch.__version__,
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": listed,
     }
@@ -141,6 +173,9 @@ def export_model(ws: Workspace, dataset: str | int, arch: str, configuration: st
         with zipfile.ZipFile(tmp, "w") as zf:
             zf.writestr(MANIFEST, json.dumps(manifest, indent=2), compress_type=zipfile.ZIP_DEFLATED)
             for f in files:  # checkpoints barely compress: stored, the JSON files deflated
-                zf.write(model_dir / f, f"{prefix}/{f}",
-                         compress_type=zipfile.ZIP_STORED if f.endswith(".pth") else zipfile.ZIP_DEFLATED)
+                zf.write(
+                    model_dir / f,
+                    f"{prefix}/{f}",
+                    compress_type=zipfile.ZIP_STORED if f.endswith(".pth") else zipfile.ZIP_DEFLATED,
+                )
     return ExportResult(output, model_dir, chosen, len(files), output.stat().st_size, time.perf_counter() - t0)

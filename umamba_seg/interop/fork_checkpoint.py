@@ -20,15 +20,14 @@ copy): :func:`authors_unused_keys` is the one rule, those tensors are dropped an
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from umamba_seg.architectures.token_mixer_unet import authors_unused_keys
 from umamba_seg.errors import UserInputError
-
 
 # torch.serialization.safe_globals with (object, "pickled.name") entries
 MIN_TORCH = (2, 6)
@@ -44,8 +43,10 @@ def _numpy_globals() -> list:
     dtype_classes = sorted({type(np.dtype(c)) for c in "?bhilqBHILQefdgFDG"}, key=lambda c: c.__name__)
     allowed: list = [np.dtype, np.ndarray, *dtype_classes, multiarray.scalar, multiarray._reconstruct]
     if multiarray.__name__ != "numpy.core.multiarray":  # numpy 2 reading numpy 1's names
-        allowed += [(multiarray.scalar, "numpy.core.multiarray.scalar"),
-                    (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
+        allowed += [
+            (multiarray.scalar, "numpy.core.multiarray.scalar"),
+            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+        ]
     return allowed
 
 
@@ -68,8 +69,12 @@ def load_fork_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserInputError("checkpoint not found", path, "pass the model folder the fork wrote")
     if TorchVersion(torch.__version__) < MIN_TORCH:
-        raise UserInputError(f"reading the forks' checkpoints safely needs torch >= {'.'.join(map(str, MIN_TORCH))} "
-                             f"(this is {torch.__version__})", path, "upgrade torch (pip install -U torch)")
+        raise UserInputError(
+            f"reading the forks' checkpoints safely needs torch >= {'.'.join(map(str, MIN_TORCH))} "
+            f"(this is {torch.__version__})",
+            path,
+            "upgrade torch (pip install -U torch)",
+        )
     allowed = _numpy_globals()
     allowed_names = {_global_name(e) for e in allowed}
     try:
@@ -81,23 +86,34 @@ def load_fork_checkpoint(path: str | Path) -> dict:
         first_error = None
     refused = [n for n in names if n not in allowed_names]
     if refused:
-        raise UserInputError(f"checkpoint names '{refused[0]}', which is neither a tensor nor a numpy value "
-                             "(loading it could run code)", path, "import only checkpoints written by the forks' "
-                             "trainers")
+        raise UserInputError(
+            f"checkpoint names '{refused[0]}', which is neither a tensor nor a numpy value (loading it could run code)",
+            path,
+            "import only checkpoints written by the forks' trainers",
+        )
     try:
         with torch.serialization.safe_globals(allowed):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure of a stranger's file is a user error
         reason = str(first_error or e).strip().splitlines()[0][:200]
-        raise UserInputError(f"checkpoint is unreadable or not safely loadable ({type(e).__name__}: {reason})", path,
-                             "import only complete checkpoints written by the forks' trainers") from e
+        raise UserInputError(
+            f"checkpoint is unreadable or not safely loadable ({type(e).__name__}: {reason})",
+            path,
+            "import only complete checkpoints written by the forks' trainers",
+        ) from e
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network_weights"), Mapping):
-        raise UserInputError("checkpoint has no 'network_weights' state dict", path,
-                             "pass a checkpoint_final.pth written by the forks' nnunetv2 trainers")
+        raise UserInputError(
+            "checkpoint has no 'network_weights' state dict",
+            path,
+            "pass a checkpoint_final.pth written by the forks' nnunetv2 trainers",
+        )
     bad = [k for k, v in ckpt["network_weights"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise UserInputError(f"network_weights entry '{bad[0]}' is not a named tensor", path,
-                             "pass a checkpoint_final.pth written by the forks' nnunetv2 trainers")
+        raise UserInputError(
+            f"network_weights entry '{bad[0]}' is not a named tensor",
+            path,
+            "pass a checkpoint_final.pth written by the forks' nnunetv2 trainers",
+        )
     return ckpt
 
 
@@ -110,9 +126,13 @@ def shared_keys(network: torch.nn.Module) -> list[list[str]]:
     return [keys for keys in groups.values() if len(keys) > 1]
 
 
-def authors_to_ours(arch: str, authors_weights: Mapping[str, torch.Tensor],
-                    expected: Mapping[str, torch.Size | tuple], where: str | Path,
-                    shared: Sequence[Sequence[str]] = ()) -> tuple[OrderedDict, list[str]]:
+def authors_to_ours(
+    arch: str,
+    authors_weights: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Size | tuple],
+    where: str | Path,
+    shared: Sequence[Sequence[str]] = (),
+) -> tuple[OrderedDict, list[str]]:
     """The authors' state dict as ours, checked against ``expected`` (our network's name ->
     shape); returns it and the authors' unused keys that were dropped.
 
@@ -128,21 +148,31 @@ def authors_to_ours(arch: str, authors_weights: Mapping[str, torch.Tensor],
             dropped.append(key)
             continue
         if key not in expected:
-            raise UserInputError(f"weight '{key}' has no counterpart in our {arch} network", where,
-                                 f"import only models of the authors' {arch} trainer, trained on this plans.json")
+            raise UserInputError(
+                f"weight '{key}' has no counterpart in our {arch} network",
+                where,
+                f"import only models of the authors' {arch} trainer, trained on this plans.json",
+            )
         if tuple(value.shape) != tuple(expected[key]):
-            raise UserInputError(f"weight '{key}' has shape {list(value.shape)}, our {arch} network needs "
-                                 f"{list(expected[key])}", where,
-                                 "the checkpoint does not belong to this plans.json (or was edited)")
+            raise UserInputError(
+                f"weight '{key}' has shape {list(value.shape)}, our {arch} network needs {list(expected[key])}",
+                where,
+                "the checkpoint does not belong to this plans.json (or was edited)",
+            )
         ours[key] = value
     missing = [k for k in expected if k not in ours]
     if missing:
-        raise UserInputError(f"weight '{missing[0]}' is missing ({len(missing)} missing in all)", where,
-                             "the checkpoint is incomplete or belongs to another network; use the one the trainer "
-                             "wrote")
+        raise UserInputError(
+            f"weight '{missing[0]}' is missing ({len(missing)} missing in all)",
+            where,
+            "the checkpoint is incomplete or belongs to another network; use the one the trainer wrote",
+        )
     for keys in shared:
         differs = [k for k in keys[1:] if ours[k].device.type != "meta" and not torch.equal(ours[k], ours[keys[0]])]
         if differs:
-            raise UserInputError(f"weights '{keys[0]}' and '{differs[0]}' are one tensor of the network but differ",
-                                 where, "the checkpoint was edited; use the one the trainer wrote")
+            raise UserInputError(
+                f"weights '{keys[0]}' and '{differs[0]}' are one tensor of the network but differ",
+                where,
+                "the checkpoint was edited; use the one the trainer wrote",
+            )
     return OrderedDict((k, ours[k]) for k in expected), dropped

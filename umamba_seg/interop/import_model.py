@@ -67,8 +67,11 @@ def parse_model_folder(folder: Path) -> tuple[str, str, str]:
     """``(trainer, plans, configuration)`` from ``<Trainer>__<Plans>__<configuration>``."""
     m = _FOLDER_RE.match(folder.name)
     if not m:
-        raise UserInputError(f"'{folder.name}' is not a <Trainer>__<Plans>__<configuration> folder", folder,
-                             "pass the trained model's folder, e.g. nnUNetTrainerUMambaBot__nnUNetPlans__3d_fullres")
+        raise UserInputError(
+            f"'{folder.name}' is not a <Trainer>__<Plans>__<configuration> folder",
+            folder,
+            "pass the trained model's folder, e.g. nnUNetTrainerUMambaBot__nnUNetPlans__3d_fullres",
+        )
     return m.group("trainer"), m.group("plans"), m.group("config")
 
 
@@ -103,13 +106,20 @@ def target_dataset_name(ws: Workspace, dataset: str | int, fork_dataset_name: st
     if _DATASET_RE.match(text):
         return check_name(text, "dataset name", "-d", "pass -d ID or a plain DatasetXXX_Name")
     if not text.isdigit():
-        raise UserInputError(f"dataset '{text}' is neither an id nor a DatasetXXX_Name", "-d",
-                             "pass the numeric id (e.g. -d 4) or the folder name (e.g. -d Dataset004_Liver)")
+        raise UserInputError(
+            f"dataset '{text}' is neither an id nor a DatasetXXX_Name",
+            "-d",
+            "pass the numeric id (e.g. -d 4) or the folder name (e.g. -d Dataset004_Liver)",
+        )
     try:
         return ws.dataset_name(text)
     except UserInputError:
-        if any(p.name.startswith(f"Dataset{int(text):03d}_") for base in (ws.raw, ws.preprocessed, ws.results)
-               if base.is_dir() for p in base.iterdir()):
+        if any(
+            p.name.startswith(f"Dataset{int(text):03d}_")
+            for base in (ws.raw, ws.preprocessed, ws.results)
+            if base.is_dir()
+            for p in base.iterdir()
+        ):
             raise  # ambiguous id: the workspace's own message
     m = _DATASET_RE.match(str(fork_dataset_name))
     suffix = m.group("name") if m else re.sub(r"[^A-Za-z0-9_-]+", "_", str(fork_dataset_name)) or "Imported"
@@ -127,16 +137,22 @@ def _check_local_dataset(ws: Workspace, name: str, ds: dict, ds_file: Path) -> N
         if local_file.is_file():
             local = _load_json(local_file)
             if local.get("labels") != ds.get("labels") or _n_channels(local) != _n_channels(ds):
-                raise UserInputError(f"the model's labels/channels differ from those of {name}", local_file,
-                                     f"import into another id (-d), or compare with {ds_file}")
+                raise UserInputError(
+                    f"the model's labels/channels differ from those of {name}",
+                    local_file,
+                    f"import into another id (-d), or compare with {ds_file}",
+                )
             return
 
 
 def _fold_checkpoints(folder: Path) -> dict[str, Path]:
     folds = {p.parent.name.removeprefix("fold_"): p for p in sorted(folder.glob(f"fold_*/{CHECKPOINT}"))}
     if not folds:
-        raise UserInputError(f"model folder has no fold_*/{CHECKPOINT}", folder,
-                             "pass a folder whose training finished (the fork writes checkpoint_final.pth at the end)")
+        raise UserInputError(
+            f"model folder has no fold_*/{CHECKPOINT}",
+            folder,
+            "pass a folder whose training finished (the fork writes checkpoint_final.pth at the end)",
+        )
     return folds
 
 
@@ -190,17 +206,33 @@ def _scratch_folder(destination: Path, overwrite: bool):
         raise
 
 
-def _our_checkpoint(path: Path, trainer: str, configuration: str, arch: str, network: torch.nn.Module,
-                    expected: dict, shared: list, init_args: dict, dataset_name: str, origin: dict) -> dict:
+def _our_checkpoint(
+    path: Path,
+    trainer: str,
+    configuration: str,
+    arch: str,
+    network: torch.nn.Module,
+    expected: dict,
+    shared: list,
+    init_args: dict,
+    dataset_name: str,
+    origin: dict,
+) -> dict:
     """One fork checkpoint as ours (what ``train`` writes, minus the optimizer state)."""
     ckpt = load_fork_checkpoint(path)
     if ckpt.get("trainer_name", trainer) != trainer:
-        raise UserInputError(f"checkpoint was written by trainer '{ckpt['trainer_name']}', the folder name "
-                             f"says '{trainer}'", path, "keep each checkpoint in its own model folder")
+        raise UserInputError(
+            f"checkpoint was written by trainer '{ckpt['trainer_name']}', the folder name says '{trainer}'",
+            path,
+            "keep each checkpoint in its own model folder",
+        )
     ckpt_conf = (ckpt.get("init_args") or {}).get("configuration", configuration)
     if ckpt_conf != configuration:
-        raise UserInputError(f"checkpoint is of configuration '{ckpt_conf}', the folder name says "
-                             f"'{configuration}'", path, "keep each checkpoint in its own model folder")
+        raise UserInputError(
+            f"checkpoint is of configuration '{ckpt_conf}', the folder name says '{configuration}'",
+            path,
+            "keep each checkpoint in its own model folder",
+        )
     weights, dropped = authors_to_ours(arch, ckpt["network_weights"], expected, path, shared)
     network.load_state_dict(weights, strict=True)  # what predict does; shapes were checked above
     epoch = ckpt.get("current_epoch")
@@ -216,8 +248,9 @@ def _our_checkpoint(path: Path, trainer: str, configuration: str, arch: str, net
     }
 
 
-def import_model(ws: Workspace, source: str, model_folder: str | os.PathLike, dataset: str | int,
-                 overwrite: bool = False) -> ImportResult:
+def import_model(
+    ws: Workspace, source: str, model_folder: str | os.PathLike, dataset: str | int, overwrite: bool = False
+) -> ImportResult:
     """Import ``model_folder`` (written by the ``source`` fork) as dataset ``dataset``."""
     t0 = time.perf_counter()
     folder = Path(model_folder).expanduser().resolve()
@@ -236,19 +269,34 @@ def import_model(ws: Workspace, source: str, model_folder: str | os.PathLike, da
         raise UserInputError("the destination already exists", destination, "pass --overwrite to replace it")
     _check_local_dataset(ws, name, ds, ds_file)
     folds = _fold_checkpoints(folder)
-    origin = {"source": source, "model_folder": str(folder), "trainer_name": trainer, "plans_name": fork_plans_name,
-              "dataset_name": fork_plans.get("dataset_name")}
+    origin = {
+        "source": source,
+        "model_folder": str(folder),
+        "trainer_name": trainer,
+        "plans_name": fork_plans_name,
+        "dataset_name": fork_plans.get("dataset_name"),
+    }
     plans = our_plans(fork_plans, configuration, arch, name, plans_file, origin)
     try:
         network = _build_network(plans, configuration, ds)
     except Exception as e:  # noqa: BLE001 - plans that pass the checks but do not build a network
-        raise UserInputError(f"our {arch} network cannot be built from the translated plans ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})", plans_file,
-                             "check the plans' kernel sizes, strides and patch size") from e
+        raise UserInputError(
+            f"our {arch} network cannot be built from the translated plans ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})",
+            plans_file,
+            "check the plans' kernel sizes, strides and patch size",
+        ) from e
     expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
     shared = shared_keys(network)
-    result = ImportResult(destination, arch, name, configuration, trainer, list(folds),
-                          n_parameters=sum(p.numel() for p in network.parameters()))
+    result = ImportResult(
+        destination,
+        arch,
+        name,
+        configuration,
+        trainer,
+        list(folds),
+        n_parameters=sum(p.numel() for p in network.parameters()),
+    )
     info_folds: dict[str, dict] = {}
     with _scratch_folder(destination, overwrite) as scratch:
         for fold, final in folds.items():
@@ -256,19 +304,45 @@ def import_model(ws: Workspace, source: str, model_folder: str | os.PathLike, da
             for path in (final, final.with_name(BEST_CHECKPOINT)):
                 if not path.is_file():  # checkpoint_best.pth is optional
                     continue
-                ckpt = _our_checkpoint(path, trainer, configuration, arch, network, expected, shared,
-                                       {"plans": plans, "configuration": configuration,
-                                        "fold": int(fold) if fold.isdigit() else fold, "dataset_json": ds,
-                                        "device": "cpu"}, name, origin)
+                ckpt = _our_checkpoint(
+                    path,
+                    trainer,
+                    configuration,
+                    arch,
+                    network,
+                    expected,
+                    shared,
+                    {
+                        "plans": plans,
+                        "configuration": configuration,
+                        "fold": int(fold) if fold.isdigit() else fold,
+                        "dataset_json": ds,
+                        "device": "cpu",
+                    },
+                    name,
+                    origin,
+                )
                 dropped = ckpt["imported_from"]["dropped_weights"]
                 result.dropped = sorted(set(result.dropped) | set(dropped))
                 save_checkpoint_safe(ckpt, scratch / f"fold_{fold}" / path.name)
-                info_folds[fold][path.name] = {"checkpoint": str(path), "epochs_trained": ckpt["current_epoch"],
-                                               "dropped_weights": dropped}
+                info_folds[fold][path.name] = {
+                    "checkpoint": str(path),
+                    "epochs_trained": ckpt["current_epoch"],
+                    "dropped_weights": dropped,
+                }
                 del ckpt
         write_json_atomic(plans, scratch / "plans.json")
         write_json_atomic(ds, scratch / "dataset.json")
-        write_json_atomic({**origin, "arch": arch, "plans_name": plans_identifier(arch), "configuration": configuration,
-                           "n_parameters": result.n_parameters, "folds": info_folds}, scratch / IMPORT_INFO)
+        write_json_atomic(
+            {
+                **origin,
+                "arch": arch,
+                "plans_name": plans_identifier(arch),
+                "configuration": configuration,
+                "n_parameters": result.n_parameters,
+                "folds": info_folds,
+            },
+            scratch / IMPORT_INFO,
+        )
     result.seconds = time.perf_counter() - t0
     return result

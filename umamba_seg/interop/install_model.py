@@ -57,21 +57,38 @@ def _read_manifest(zf: zipfile.ZipFile, archive: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != ma.FORMAT:
         raise UserInputError(f"{ma.MANIFEST} is not an umamba-seg model manifest", archive, _FIX)
     if manifest.get("format_version") != ma.FORMAT_VERSION:
-        raise UserInputError(f"model archive format {manifest.get('format_version')!r} is not supported "
-                             f"(this umamba-seg reads {ma.FORMAT_VERSION})", archive, "upgrade umamba-seg")
+        raise UserInputError(
+            f"model archive format {manifest.get('format_version')!r} is not supported "
+            f"(this umamba-seg reads {ma.FORMAT_VERSION})",
+            archive,
+            "upgrade umamba-seg",
+        )
     for key in ("dataset_name", "model_folder", "configuration", "arch"):
         check_name(manifest.get(key), f"manifest key '{key}'", archive, _FIX)
     if not ma.DATASET_RE.match(manifest["dataset_name"]):
-        raise UserInputError(f"manifest dataset_name {manifest['dataset_name']!r} is not a DatasetXXX_Name",
-                             archive, _FIX)
-    if not ma.MODEL_FOLDER_RE.match(manifest["model_folder"]) or \
-            not manifest["model_folder"].endswith(f"__{manifest['configuration']}"):
-        raise UserInputError(f"manifest model_folder {manifest['model_folder']!r} is not a "
-                             f"<Trainer>__<Plans>__<configuration> name", archive, _FIX)
+        raise UserInputError(
+            f"manifest dataset_name {manifest['dataset_name']!r} is not a DatasetXXX_Name", archive, _FIX
+        )
+    if not ma.MODEL_FOLDER_RE.match(manifest["model_folder"]) or not manifest["model_folder"].endswith(
+        f"__{manifest['configuration']}"
+    ):
+        raise UserInputError(
+            f"manifest model_folder {manifest['model_folder']!r} is not a <Trainer>__<Plans>__<configuration> name",
+            archive,
+            _FIX,
+        )
     files = manifest.get("files")
-    if not isinstance(files, dict) or not files or not all(
-            isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("size"), int)
-            and v["size"] >= 0 for v in files.values()):
+    if (
+        not isinstance(files, dict)
+        or not files
+        or not all(
+            isinstance(v, dict)
+            and isinstance(v.get("sha256"), str)
+            and isinstance(v.get("size"), int)
+            and v["size"] >= 0
+            for v in files.values()
+        )
+    ):
         raise UserInputError(f"{ma.MANIFEST} has no valid 'files' list (size and sha256 per file)", archive, _FIX)
     return manifest
 
@@ -92,22 +109,29 @@ def _check_members(zf: zipfile.ZipFile, manifest: dict, archive: Path) -> list[z
         entries[info.filename] = info
     total = 0
     for name, meta in listed.items():
-        if not name.startswith(prefix) or not ma.allowed_model_file(name[len(prefix):]):
+        if not name.startswith(prefix) or not ma.allowed_model_file(name[len(prefix) :]):
             raise UserInputError(f"manifest file {name!r} is not a model file this version installs", archive, _FIX)
         if name not in entries:
             raise UserInputError(f"manifest file {name!r} is missing from the archive", archive, _FIX)
         info = entries[name]
         if info.file_size != meta["size"]:
-            raise UserInputError(f"archive entry {name!r} has {info.file_size} bytes, the manifest says "
-                                 f"{meta['size']}", archive, _FIX)
-        if info.file_size > ma.RATIO_CHECK_MIN_BYTES and \
-                info.file_size > ma.MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-            raise UserInputError(f"archive entry {name!r} inflates {info.file_size / max(info.compress_size, 1):.0f} "
-                                 f"times (limit {ma.MAX_COMPRESSION_RATIO}): a zip bomb?", archive, _FIX)
+            raise UserInputError(
+                f"archive entry {name!r} has {info.file_size} bytes, the manifest says {meta['size']}", archive, _FIX
+            )
+        if info.file_size > ma.RATIO_CHECK_MIN_BYTES and info.file_size > ma.MAX_COMPRESSION_RATIO * max(
+            info.compress_size, 1
+        ):
+            raise UserInputError(
+                f"archive entry {name!r} inflates {info.file_size / max(info.compress_size, 1):.0f} "
+                f"times (limit {ma.MAX_COMPRESSION_RATIO}): a zip bomb?",
+                archive,
+                _FIX,
+            )
         total += info.file_size
         if total > ma.MAX_UNPACKED_BYTES:
-            raise UserInputError(f"archive unpacks to more than {ma.MAX_UNPACKED_BYTES} bytes "
-                                 f"(MAX_UNPACKED_BYTES)", archive, _FIX)
+            raise UserInputError(
+                f"archive unpacks to more than {ma.MAX_UNPACKED_BYTES} bytes (MAX_UNPACKED_BYTES)", archive, _FIX
+            )
     for required in ("plans.json", "dataset.json"):
         if prefix + required not in entries:
             raise UserInputError(f"archive has no {required} for the model", archive, _FIX)
@@ -127,13 +151,17 @@ def _unpack(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, sha256: st
         while chunk := src.read(1024 * 1024):
             written += len(chunk)
             if written > info.file_size:
-                raise UserInputError(f"archive entry {info.filename!r} holds more than its declared size",
-                                     archive, _FIX)
+                raise UserInputError(
+                    f"archive entry {info.filename!r} holds more than its declared size", archive, _FIX
+                )
             h.update(chunk)
             dst.write(chunk)
     if h.hexdigest() != sha256:
-        raise UserInputError(f"archive entry {info.filename!r} does not match its sha256 in {ma.MANIFEST} "
-                             "(changed or damaged)", archive, _FIX)
+        raise UserInputError(
+            f"archive entry {info.filename!r} does not match its sha256 in {ma.MANIFEST} (changed or damaged)",
+            archive,
+            _FIX,
+        )
 
 
 def _check_unpacked(folder: Path, manifest: dict, archive: Path) -> None:
@@ -150,8 +178,9 @@ def _check_unpacked(folder: Path, manifest: dict, archive: Path) -> None:
     plans_manager = PlansManager(plans)
     plans_dataset = plans_manager.dataset_name if "dataset_name" in plans else None
     if plans_dataset != manifest["dataset_name"]:
-        raise UserInputError(f"plans.json is of {plans_dataset!r}, the manifest says "
-                             f"{manifest['dataset_name']!r}", where, _FIX)
+        raise UserInputError(
+            f"plans.json is of {plans_dataset!r}, the manifest says {manifest['dataset_name']!r}", where, _FIX
+        )
     configuration = manifest["configuration"]
     if configuration not in plans_manager.available_configurations:
         raise UserInputError(f"plans.json has no configuration '{configuration}'", where, _FIX)
@@ -160,28 +189,36 @@ def _check_unpacked(folder: Path, manifest: dict, archive: Path) -> None:
     except UserInputError:
         raise
     except Exception as e:  # noqa: BLE001 - plans that pass the allow-list but build no network
-        raise UserInputError(f"the network cannot be built from plans.json ({type(e).__name__}: {e})", where,
-                             _FIX) from e
+        raise UserInputError(
+            f"the network cannot be built from plans.json ({type(e).__name__}: {e})", where, _FIX
+        ) from e
     for ckpt_path in sorted(folder.glob("fold_*/*.pth")):
         rel = ckpt_path.relative_to(folder)
         try:
             ckpt = load_checkpoint_safe(ckpt_path, trust=False)
         except UserInputError as e:
             raise UserInputError(e.what, f"{where}/{rel}", _FIX) from None
-        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network_weights"), dict) or \
-                not isinstance(ckpt.get("init_args"), dict):
+        if (
+            not isinstance(ckpt, dict)
+            or not isinstance(ckpt.get("network_weights"), dict)
+            or not isinstance(ckpt.get("init_args"), dict)
+        ):
             raise UserInputError("checkpoint lacks network_weights/init_args", f"{where}/{rel}", _FIX)
         ckpt_plans = ckpt["init_args"].get("plans")  # nnunetv2's checkpoints name the dataset only there
-        ckpt_dataset = ckpt.get("dataset_name") or (ckpt_plans.get("dataset_name") if isinstance(ckpt_plans, dict)
-                                                     else None)
-        if ckpt_dataset not in (None, manifest["dataset_name"]) or \
-                ckpt["init_args"].get("configuration") != configuration:
+        ckpt_dataset = ckpt.get("dataset_name") or (
+            ckpt_plans.get("dataset_name") if isinstance(ckpt_plans, dict) else None
+        )
+        if (
+            ckpt_dataset not in (None, manifest["dataset_name"])
+            or ckpt["init_args"].get("configuration") != configuration
+        ):
             raise UserInputError("checkpoint belongs to another dataset or configuration", f"{where}/{rel}", _FIX)
         try:
             network.load_state_dict(ckpt["network_weights"], strict=True)
         except RuntimeError as e:
-            raise UserInputError(f"checkpoint does not fit the network of plans.json ({str(e).splitlines()[0]})",
-                                 f"{where}/{rel}", _FIX) from None
+            raise UserInputError(
+                f"checkpoint does not fit the network of plans.json ({str(e).splitlines()[0]})", f"{where}/{rel}", _FIX
+            ) from None
         del ckpt
 
 
@@ -192,8 +229,11 @@ def _check_dataset_id(ws: Workspace, name: str, archive: Path) -> None:
         if base.is_dir():
             for p in base.iterdir():
                 if p.name.startswith(prefix) and p.name != name:
-                    raise UserInputError(f"this workdir already has {p.name} with the id of the model's {name}",
-                                         p, f"rename one of them, or install with another --workdir ({archive})")
+                    raise UserInputError(
+                        f"this workdir already has {p.name} with the id of the model's {name}",
+                        p,
+                        f"rename one of them, or install with another --workdir ({archive})",
+                    )
 
 
 def install_model(ws: Workspace, archive: str | Path, overwrite: bool = False) -> InstallResult:
@@ -216,8 +256,13 @@ def install_model(ws: Workspace, archive: str | Path, overwrite: bool = False) -
         total = 0
         with _scratch_folder(destination, overwrite) as scratch:
             for info in members:
-                _unpack(zf, info, scratch / info.filename[len(prefix):], manifest["files"][info.filename]["sha256"],
-                        archive)
+                _unpack(
+                    zf,
+                    info,
+                    scratch / info.filename[len(prefix) :],
+                    manifest["files"][info.filename]["sha256"],
+                    archive,
+                )
                 total += info.file_size
             ds = json.loads((scratch / "dataset.json").read_text())
             _check_local_dataset(ws, name, ds, archive)

@@ -44,7 +44,8 @@ MODEL_FOLDER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*__[A-Za-z0-9_.-]+__[A-Za-z
 _MODEL_FILES = re.compile(
     r"^(plans\.json|dataset\.json|dataset_fingerprint\.json"
     r"|fold_(\d+|all)/(checkpoint_final\.pth|checkpoint_best\.pth|validation/summary\.json)"
-    r"|crossval_results_folds_[0-9_all]+/(summary\.json|postprocessing\.json))$")
+    r"|crossval_results_folds_[0-9_all]+/(summary\.json|postprocessing\.json))$"
+)
 _CHUNK = 1024 * 1024
 
 
@@ -70,8 +71,14 @@ def check_member(info: zipfile.ZipInfo, archive: Path) -> None:
     name = info.filename
     parts = name.rstrip("/").split("/")
     fix = "install only archives written by `umamba-seg export-model`"
-    if (not name or name.startswith("/") or "\\" in name or "\x00" in name or re.match(r"^[A-Za-z]:", name)
-            or any(p in ("", ".", "..") for p in parts)):
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\x00" in name
+        or re.match(r"^[A-Za-z]:", name)
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise UserInputError(f"archive entry {name!r} is an absolute path or leaves its folder", archive, fix)
     mode = info.external_attr >> 16
     kind = stat.S_IFMT(mode)

@@ -11,7 +11,7 @@ The sub-grid order in :class:`PatchMerging` is the authors' (first axis offset f
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -46,9 +46,7 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
-def dt_bias_init(
-    d_inner: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4
-) -> torch.Tensor:
+def dt_bias_init(d_inner: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4) -> torch.Tensor:
     """A dt bias whose softplus is log-uniform in ``[dt_min, dt_max]`` (floored at ``dt_init_floor``)."""
     log_dt = torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
     return inverse_softplus(torch.exp(log_dt).clamp(min=dt_init_floor))

@@ -23,7 +23,7 @@ Mixers take ``(x, spatial_shape)``; any ``nn.Module`` with that forward plugs in
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

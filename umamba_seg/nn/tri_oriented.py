@@ -18,7 +18,7 @@ is the first spatial size of the map at run time (the authors hard-code it for 1
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -6,7 +6,7 @@ checkerboard artefacts; U-Mamba's decoder uses it to go up one stage.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -31,7 +31,7 @@ Why a separate module from the op: :mod:`umamba_seg.ops.mlstm` is a pure functio
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -29,9 +29,9 @@ reshape to ``(B, K * C, L)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
 
 import torch
 
@@ -94,7 +94,7 @@ class ScanOrder:
             inv[a] = i
         return tuple(inv)
 
-    def reversed(self) -> "ScanOrder":
+    def reversed(self) -> ScanOrder:
         """The same walk in the opposite direction."""
         name = self.name[: -len("_rev")] if self.reverse else self.name + "_rev"
         return ScanOrder(name, self.shape, self.view_shape, self.axes, not self.reverse)

@@ -17,8 +17,9 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 SUPPORTED_ARCHS = (80, 90)
 
@@ -189,9 +190,7 @@ def compile_configs(
     for entry in configs:
         cfg = as_aot_config(entry)
         for arch in archs:
-            rows.append(
-                compile_for_gpu(cfg.fn, cfg.signature, cfg.constexprs, arch, cfg.num_warps, cfg.num_stages)
-            )
+            rows.append(compile_for_gpu(cfg.fn, cfg.signature, cfg.constexprs, arch, cfg.num_warps, cfg.num_stages))
     return rows
 
 

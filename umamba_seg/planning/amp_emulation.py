@@ -20,7 +20,7 @@ context manager that turns the emulation on or off (networks use
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -32,8 +32,18 @@ _LOWER_COMMON = {
     "__rmatmul__", "linear", "linalg_vecdot", "einsum", "scaled_dot_product_attention",
 }  # fmt: skip
 LOWER_PRECISION_OPS = {
-    "cuda": _LOWER_COMMON | {"addmv", "addr", "mv", "chain_matmul", "linalg_multi_dot", "lstm_cell", "gru_cell",
-                             "rnn_tanh_cell", "rnn_relu_cell"},
+    "cuda": _LOWER_COMMON
+    | {
+        "addmv",
+        "addr",
+        "mv",
+        "chain_matmul",
+        "linalg_multi_dot",
+        "lstm_cell",
+        "gru_cell",
+        "rnn_tanh_cell",
+        "rnn_relu_cell",
+    },
     "cpu": set(_LOWER_COMMON),
 }
 FP32_OPS = {

@@ -23,16 +23,22 @@ def plans_file(preprocessed_dataset: Path, arch: str, plan_source: str = DEFAULT
     return preprocessed_dataset / f"{plans_identifier(arch, plan_source)}.json"
 
 
-def derive_arch_plans(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory_gb: float = 8.0,
-                      preset: str = "default") -> dict:
+def derive_arch_plans(
+    cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory_gb: float = 8.0, preset: str = "default"
+) -> dict:
     """The plans dict for ``arch`` from the CNN's plans dict and the dataset's ``dataset.json``."""
     from umamba_seg.planning.ssm_planner import plan_arch_from_cnn
 
     return plan_arch_from_cnn(cnn_plans, arch, dataset_json, gpu_memory_gb, preset=preset)
 
 
-def write_arch_plans(preprocessed_dataset: Path, arch: str, gpu_memory_gb: float = 8.0,
-                     plan_source: str = DEFAULT_PLAN_SOURCE, preset: str = "default") -> Path:
+def write_arch_plans(
+    preprocessed_dataset: Path,
+    arch: str,
+    gpu_memory_gb: float = 8.0,
+    plan_source: str = DEFAULT_PLAN_SOURCE,
+    preset: str = "default",
+) -> Path:
     """Write ``arch``'s plans of ``plan_source`` (``umambaPlans_<arch>.json`` /
     ``umambaCNNPlans_<arch>.json``) from the stored CNN plans, its family's preset at size
     ``preset``; returns its path."""
@@ -51,8 +57,11 @@ def write_arch_plans(preprocessed_dataset: Path, arch: str, gpu_memory_gb: float
         return out
     dataset_json = preprocessed_dataset / "dataset.json"
     if not dataset_json.is_file():
-        raise UserInputError("dataset.json missing from the preprocessed dataset", dataset_json,
-                             "rerun `umamba-seg plan-and-preprocess -d <ID>`")
+        raise UserInputError(
+            "dataset.json missing from the preprocessed dataset",
+            dataset_json,
+            "rerun `umamba-seg plan-and-preprocess -d <ID>`",
+        )
     plans = derive_arch_plans(load_json(str(cnn_file)), arch, load_json(str(dataset_json)), gpu_memory_gb, preset)
     write_json_atomic(plans, out)
     return out

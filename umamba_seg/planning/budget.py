@@ -73,6 +73,8 @@ class MemoryBudget:
 
     def describe(self) -> str:
         """One line: the fixed parts and what is left, in GB."""
-        return (f"{self.gpu_memory_gb:g} GB = params {self.param_bytes / GB:.2f} + grads {self.grad_bytes / GB:.2f}"
-                f" + {self.optimizer} state {self.optimizer_bytes / GB:.2f} + workspace {self.workspace_bytes / GB:.2f}"
-                f" + activations {self.activation_bytes / GB:.2f}")
+        return (
+            f"{self.gpu_memory_gb:g} GB = params {self.param_bytes / GB:.2f} + grads {self.grad_bytes / GB:.2f}"
+            f" + {self.optimizer} state {self.optimizer_bytes / GB:.2f} + workspace {self.workspace_bytes / GB:.2f}"
+            f" + activations {self.activation_bytes / GB:.2f}"
+        )

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -24,8 +24,9 @@ from umamba_seg.planning.budget import GB
 from umamba_seg.planning.memory_model import build_network, estimate_memory, measure_saved_bytes
 
 
-def calibrate_configuration(plans: dict, configuration: str, dataset_json: dict, device: str = "cpu",
-                            batch_size: int | None = None) -> dict:
+def calibrate_configuration(
+    plans: dict, configuration: str, dataset_json: dict, device: str = "cpu", batch_size: int | None = None
+) -> dict:
     """One row: estimated (same device policy and CUDA fp16) and measured bytes saved for backward."""
     conf = plans["configurations"][configuration]
     arch = conf["architecture"]
@@ -40,19 +41,26 @@ def calibrate_configuration(plans: dict, configuration: str, dataset_json: dict,
     trace_s = time.perf_counter() - t
     est_gpu = estimate_memory(arch, patch, batch, n_in, n_out, "cuda", "float16")
     torch.manual_seed(0)
-    net = build_network(arch["network_class_name"], arch["arch_kwargs"], arch.get("_kw_requires_import", ()),
-                        n_in, n_out).to(device)
+    net = build_network(
+        arch["network_class_name"], arch["arch_kwargs"], arch.get("_kw_requires_import", ()), n_in, n_out
+    ).to(device)
     x = torch.randn(batch, n_in, *patch, device=device)
     t = time.perf_counter()
     measured = measure_saved_bytes(net, x, amp)
     measure_s = time.perf_counter() - t
     row = {
-        "arch": plans.get("umamba_arch", plans["plans_name"]), "configuration": configuration, "patch": patch,
-        "batch": batch, "params_m": measured.n_parameters / 1e6,
-        "estimated_gb": est_same.saved_bytes / GB, "measured_gb": measured.saved_bytes / GB,
+        "arch": plans.get("umamba_arch", plans["plans_name"]),
+        "configuration": configuration,
+        "patch": patch,
+        "batch": batch,
+        "params_m": measured.n_parameters / 1e6,
+        "estimated_gb": est_same.saved_bytes / GB,
+        "measured_gb": measured.saved_bytes / GB,
         "ratio": est_same.saved_bytes / max(measured.saved_bytes, 1),
         "mixer_share": est_same.mixer_bytes / max(est_same.saved_bytes, 1),
-        "gpu_fp16_estimate_gb": est_gpu.activation_bytes / GB, "trace_s": trace_s, "measure_s": measure_s,
+        "gpu_fp16_estimate_gb": est_gpu.activation_bytes / GB,
+        "trace_s": trace_s,
+        "measure_s": measure_s,
         "device": device,
     }
     if device == "cuda":
@@ -85,8 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = sorted(args.preprocessed_dataset.glob("umambaPlans_*.json"))
     if args.arch:
         files = [args.preprocessed_dataset / f"umambaPlans_{a}.json" for a in args.arch]
-    print("arch               config      patch        batch  params  estimated GB  measured GB  ratio  mixer "
-          " GPU fp16 est GB")
+    print(
+        "arch               config      patch        batch  params  estimated GB  measured GB  ratio  mixer "
+        " GPU fp16 est GB"
+    )
     for f in files:
         plans = json.loads(f.read_text())
         plans.setdefault("umamba_arch", f.stem.removeprefix("umambaPlans_"))
@@ -94,9 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if c not in plans["configurations"] or "architecture" not in plans["configurations"][c]:
                 continue
             r = calibrate_configuration(plans, c, dataset_json, args.device, args.batch_size)
-            print(f"{r['arch']:18s} {c:11s} {'x'.join(map(str, r['patch'])):12s} {r['batch']:5d}  "
-                  f"{r['params_m']:5.1f}M  {r['estimated_gb']:12.3f}  {r['measured_gb']:11.3f}  {r['ratio']:.3f}  "
-                  f"{r['mixer_share']:5.0%}  {r['gpu_fp16_estimate_gb']:.3f}", flush=True)
+            print(
+                f"{r['arch']:18s} {c:11s} {'x'.join(map(str, r['patch'])):12s} {r['batch']:5d}  "
+                f"{r['params_m']:5.1f}M  {r['estimated_gb']:12.3f}  {r['measured_gb']:11.3f}  {r['ratio']:.3f}  "
+                f"{r['mixer_share']:5.0%}  {r['gpu_fp16_estimate_gb']:.3f}",
+                flush=True,
+            )
     return 0
 
 

@@ -28,6 +28,7 @@ class UMambaCNNPlanner(ExperimentPlanner):
     def save_plans(self, plans: dict) -> None:
         """Like nnunetv2 (custom configurations already in the file are kept), but atomic."""
         import os
+
         from nnunetv2.paths import nnUNet_preprocessed
 
         recursive_fix_for_json_export(plans)

@@ -66,8 +66,9 @@ class CNNSourcePlans:
         return self.plans["plans_name"]
 
 
-def cnn_source_plans(cnn_plans: dict, arch: str, plans_name: str | None = None,
-                     preset: str = "default") -> CNNSourcePlans:
+def cnn_source_plans(
+    cnn_plans: dict, arch: str, plans_name: str | None = None, preset: str = "default"
+) -> CNNSourcePlans:
     """``arch`` (its family's preset at size ``preset``) on the CNN's plans dict; named
     ``plans_name`` (default ``umambaCNNPlans_<arch>``; the CNN keeps ``umambaPlans_cnn`` and its
     own blocks). Configurations without an ``architecture`` block (a cascade inheriting
@@ -97,13 +98,15 @@ def load_cnn_plans(preprocessed_dataset: Path) -> dict:
     """The stored CNN plans of a dataset; one line saying how to make them if missing."""
     cnn_file = cnn_plans_path(preprocessed_dataset)
     if not cnn_file.is_file():
-        raise UserInputError("no CNN plans to derive from", cnn_file,
-                             "run `umamba-seg plan-and-preprocess -d <ID>` first")
+        raise UserInputError(
+            "no CNN plans to derive from", cnn_file, "run `umamba-seg plan-and-preprocess -d <ID>` first"
+        )
     return load_json(str(cnn_file))
 
 
-def write_cnn_source_plans(preprocessed_dataset: Path, arch: str, plans_name: str | None = None,
-                           preset: str = "default") -> CNNSourcePlans:
+def write_cnn_source_plans(
+    preprocessed_dataset: Path, arch: str, plans_name: str | None = None, preset: str = "default"
+) -> CNNSourcePlans:
     """Derive ``arch``'s plans from the stored CNN plans and write them (atomically) as
     ``<plans_name>.json`` next to them. The CNN's own plans are never rewritten."""
     plans = cnn_source_plans(load_cnn_plans(preprocessed_dataset), arch, plans_name, preset)

@@ -34,8 +34,17 @@ class _Fp32Conv(torch.autograd.Function):
         ctx.conf = (stride, padding, dilation, groups, None if bias is None else list(bias.shape))
         ctx.save_for_backward(x, weight)
         with torch.autocast("cpu", enabled=False):
-            out = torch.ops.aten.convolution(x.float(), weight.float(), None if bias is None else bias.float(),
-                                             stride, padding, dilation, False, [0] * len(stride), groups)
+            out = torch.ops.aten.convolution(
+                x.float(),
+                weight.float(),
+                None if bias is None else bias.float(),
+                stride,
+                padding,
+                dilation,
+                False,
+                [0] * len(stride),
+                groups,
+            )
         return out.to(x.dtype)
 
     @staticmethod
@@ -45,10 +54,27 @@ class _Fp32Conv(torch.autograd.Function):
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias_shape is not None and ctx.needs_input_grad[2]]
         with torch.autocast("cpu", enabled=False):
             gx, gw, gb = torch.ops.aten.convolution_backward(
-                grad.float(), x.float(), weight.float(), bias_shape, stride, padding, dilation, False,
-                [0] * len(stride), groups, mask)
-        return (None if gx is None else gx.to(x.dtype), None if gw is None else gw.to(weight.dtype),
-                None if gb is None else gb.to(x.dtype), None, None, None, None)
+                grad.float(),
+                x.float(),
+                weight.float(),
+                bias_shape,
+                stride,
+                padding,
+                dilation,
+                False,
+                [0] * len(stride),
+                groups,
+                mask,
+            )
+        return (
+            None if gx is None else gx.to(x.dtype),
+            None if gw is None else gw.to(weight.dtype),
+            None if gb is None else gb.to(x.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 class Fp32ConvUnderCpuAutocast(TorchFunctionMode):
@@ -81,6 +107,12 @@ class Fp32ConvUnderCpuAutocast(TorchFunctionMode):
         x = call["input"]
         if not isinstance(x, torch.Tensor) or x.device.type != "cpu" or isinstance(call.get("padding", 0), str):
             return func(*args, **kwargs)
-        return _Fp32Conv.apply(self._low(x), self._low(call["weight"]), self._low(call.get("bias")),
-                               _tuple(call.get("stride", 1), n), _tuple(call.get("padding", 0), n),
-                               _tuple(call.get("dilation", 1), n), int(call.get("groups", 1)))
+        return _Fp32Conv.apply(
+            self._low(x),
+            self._low(call["weight"]),
+            self._low(call.get("bias")),
+            _tuple(call.get("stride", 1), n),
+            _tuple(call.get("padding", 0), n),
+            _tuple(call.get("dilation", 1), n),
+            int(call.get("groups", 1)),
+        )

@@ -12,7 +12,7 @@ nearest one a network accepts (``--plan-source cnn``) is stated under the table.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
@@ -22,8 +22,20 @@ from umamba_seg.planning.cnn_source import PATCH_NOTE_KEY
 from umamba_seg.planning.naming import DEFAULT_PLAN_SOURCE
 from umamba_seg.workspace import Workspace
 
-HEADER = ("arch", "config", "spacing (mm)", "patch", "downsampling", "stages", "batch", "conv GB", "mixer GB",
-          "fixed GB", "total GB", "network")
+HEADER = (
+    "arch",
+    "config",
+    "spacing (mm)",
+    "patch",
+    "downsampling",
+    "stages",
+    "batch",
+    "conv GB",
+    "mixer GB",
+    "fixed GB",
+    "total GB",
+    "network",
+)
 
 
 def memory_record(conf: dict, dataset_json: dict, gpu_memory_gb: float) -> dict:
@@ -33,13 +45,21 @@ def memory_record(conf: dict, dataset_json: dict, gpu_memory_gb: float) -> dict:
     from umamba_seg.planning.memory_model import estimate_memory
 
     channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
-    est = estimate_memory(conf["architecture"], conf["patch_size"], int(conf["batch_size"]), len(channels),
-                          len(dataset_json["labels"]))
+    est = estimate_memory(
+        conf["architecture"], conf["patch_size"], int(conf["batch_size"]), len(channels), len(dataset_json["labels"])
+    )
     budget = MemoryBudget(gpu_memory_gb, est.n_parameters)
-    return {"conv_gb": est.conv_bytes / GB, "token_mixer_gb": est.mixer_bytes / GB,
-            "outputs_gb": est.output_bytes / GB, "param_casts_gb": est.param_cast_bytes / GB,
-            "fixed_gb": budget.fixed_bytes / GB, "n_parameters": est.n_parameters,
-            "total_gb": (budget.fixed_bytes + est.activation_bytes) / GB, "fits": None, "notes": []}
+    return {
+        "conv_gb": est.conv_bytes / GB,
+        "token_mixer_gb": est.mixer_bytes / GB,
+        "outputs_gb": est.output_bytes / GB,
+        "param_casts_gb": est.param_cast_bytes / GB,
+        "fixed_gb": budget.fixed_bytes / GB,
+        "n_parameters": est.n_parameters,
+        "total_gb": (budget.fixed_bytes + est.activation_bytes) / GB,
+        "fits": None,
+        "notes": [],
+    }
 
 
 def _row(arch: str, name: str, conf: dict, mem: dict) -> tuple[str, ...]:
@@ -48,14 +68,30 @@ def _row(arch: str, name: str, conf: dict, mem: dict) -> tuple[str, ...]:
     down = [math.prod(int(s[a]) for s in strides) for a in range(len(conf["patch_size"]))] if strides else []
     fixed = mem["fixed_gb"] + mem.get("outputs_gb", 0.0) + mem.get("param_casts_gb", 0.0)
     total = f"{mem['total_gb']:.2f}" + ("" if mem.get("fits", True) in (True, None) else " (!)")
-    return (arch, name, "x".join(f"{s:.3g}" for s in conf["spacing"]), "x".join(str(p) for p in conf["patch_size"]),
-            "x".join(str(d) for d in down), str(len(strides)), str(conf["batch_size"]), f"{mem['conv_gb']:.2f}",
-            f"{mem['token_mixer_gb']:.2f}", f"{fixed:.2f}", total,
-            f"{conf['architecture']['network_class_name'].rsplit('.', 1)[-1]} ({mem['n_parameters'] / 1e6:.1f}M)")
+    return (
+        arch,
+        name,
+        "x".join(f"{s:.3g}" for s in conf["spacing"]),
+        "x".join(str(p) for p in conf["patch_size"]),
+        "x".join(str(d) for d in down),
+        str(len(strides)),
+        str(conf["batch_size"]),
+        f"{mem['conv_gb']:.2f}",
+        f"{mem['token_mixer_gb']:.2f}",
+        f"{fixed:.2f}",
+        total,
+        f"{conf['architecture']['network_class_name'].rsplit('.', 1)[-1]} ({mem['n_parameters'] / 1e6:.1f}M)",
+    )
 
 
-def explain_plans(ws: Workspace, dataset_name: str, archs: Sequence[str], configurations: Sequence[str],
-                  gpu_memory_gb: float, plan_source: str = DEFAULT_PLAN_SOURCE) -> str:
+def explain_plans(
+    ws: Workspace,
+    dataset_name: str,
+    archs: Sequence[str],
+    configurations: Sequence[str],
+    gpu_memory_gb: float,
+    plan_source: str = DEFAULT_PLAN_SOURCE,
+) -> str:
     """A table of every planned (arch, configuration) of ``plan_source`` with its memory
     estimate, and the budget rule."""
     pre = ws.preprocessed_dataset(dataset_name)
@@ -73,8 +109,11 @@ def explain_plans(ws: Workspace, dataset_name: str, archs: Sequence[str], config
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = [
         f"Plans for {dataset_name} (GPU memory target {gpu_memory_gb:g} GB), "
-        + ("every network on the CNN's patch, batch and topology (--plan-source cnn)" if plan_source == "cnn" else
-           "each network's own patch, batch and topology from the SSM-aware planner (--plan-source ssm)"),
+        + (
+            "every network on the CNN's patch, batch and topology (--plan-source cnn)"
+            if plan_source == "cnn"
+            else "each network's own patch, batch and topology from the SSM-aware planner (--plan-source ssm)"
+        ),
         "Memory of one training step under fp16 AMP, traced per network: conv = activations saved for backward "
         "outside token mixers, mixer = inside them (projections, conv1d, dt/B/C, scan checkpoints, "
         "cross-scan copies, mLSTM states);",

@@ -38,9 +38,9 @@ import contextlib
 import importlib
 import json
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from collections.abc import Iterator, Sequence
 
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -65,8 +65,17 @@ __all__ = [
 
 # factory functions whose tensors stay on the CPU whatever their size (schedules like drop-path rates)
 _ALWAYS_CPU = {torch.linspace, torch.logspace, torch.tensor, torch.as_tensor}
-_SIZED = {torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full, torch.randint, torch.arange,
-          torch.empty_strided}
+_SIZED = {
+    torch.empty,
+    torch.zeros,
+    torch.ones,
+    torch.rand,
+    torch.randn,
+    torch.full,
+    torch.randint,
+    torch.arange,
+    torch.empty_strided,
+}
 SMALL_NUMEL = 1024  # factory tensors up to this size are built for real on the CPU
 
 
@@ -103,8 +112,11 @@ class MemoryEstimate:
         def slope(value: int, per: float | None) -> float:
             return value / self.batch if per is None else per
 
-        return (slope(self.conv_bytes, self.conv_per_sample), slope(self.mixer_bytes, self.mixer_per_sample),
-                slope(self.output_bytes, self.output_per_sample))
+        return (
+            slope(self.conv_bytes, self.conv_per_sample),
+            slope(self.mixer_bytes, self.mixer_per_sample),
+            slope(self.output_bytes, self.output_per_sample),
+        )
 
     @property
     def per_sample_bytes(self) -> float:
@@ -116,21 +128,31 @@ class MemoryEstimate:
         """Activation bytes at a batch of zero (the intercept of the linear model)."""
         return self.activation_bytes - self.batch * self.per_sample_bytes
 
-    def at_batch(self, batch: int) -> "MemoryEstimate":
+    def at_batch(self, batch: int) -> MemoryEstimate:
         """The same network and patch at another batch size."""
         c, m, o = self._slopes()
         d = batch - self.batch
-        return replace(self, conv_bytes=round(self.conv_bytes + d * c), mixer_bytes=round(self.mixer_bytes + d * m),
-                       output_bytes=round(self.output_bytes + d * o), batch=batch, conv_per_sample=c,
-                       mixer_per_sample=m, output_per_sample=o)
+        return replace(
+            self,
+            conv_bytes=round(self.conv_bytes + d * c),
+            mixer_bytes=round(self.mixer_bytes + d * m),
+            output_bytes=round(self.output_bytes + d * o),
+            batch=batch,
+            conv_per_sample=c,
+            mixer_per_sample=m,
+            output_per_sample=o,
+        )
 
     @classmethod
-    def linear(cls, a: "MemoryEstimate", b: "MemoryEstimate") -> "MemoryEstimate":
+    def linear(cls, a: MemoryEstimate, b: MemoryEstimate) -> MemoryEstimate:
         """``a`` with per-sample slopes fitted through traces ``a`` and ``b`` at two batch sizes."""
         n = b.batch - a.batch
-        return replace(a, conv_per_sample=(b.conv_bytes - a.conv_bytes) / n,
-                       mixer_per_sample=(b.mixer_bytes - a.mixer_bytes) / n,
-                       output_per_sample=(b.output_bytes - a.output_bytes) / n)
+        return replace(
+            a,
+            conv_per_sample=(b.conv_bytes - a.conv_bytes) / n,
+            mixer_per_sample=(b.mixer_bytes - a.mixer_bytes) / n,
+            output_per_sample=(b.output_bytes - a.output_bytes) / n,
+        )
 
 
 def is_token_mixer(module: nn.Module) -> bool:
@@ -183,7 +205,7 @@ class ActivationCounter:
         self._depth -= 1
 
     @contextlib.contextmanager
-    def active(self) -> Iterator["ActivationCounter"]:
+    def active(self) -> Iterator[ActivationCounter]:
         mixers = [m for m in self.model.modules() if is_token_mixer(m)]
         hooks = [m.register_forward_pre_hook(self._enter) for m in mixers]
         hooks += [m.register_forward_hook(self._leave, always_call=True) for m in mixers]
@@ -205,8 +227,14 @@ class ActivationCounter:
         casts = sum(b for k, (b, _) in self.seen.items() if k in param_cast_keys)
         conv = sum(b for k, (b, mixer) in self.seen.items() if not mixer and k not in param_cast_keys)
         mixer = sum(b for k, (b, m) in self.seen.items() if m and k not in param_cast_keys)
-        return MemoryEstimate(conv_bytes=conv - out_bytes, mixer_bytes=mixer, output_bytes=out_bytes,
-                              param_cast_bytes=casts, n_parameters=n_parameters, batch=batch)
+        return MemoryEstimate(
+            conv_bytes=conv - out_bytes,
+            mixer_bytes=mixer,
+            output_bytes=out_bytes,
+            param_cast_bytes=casts,
+            n_parameters=n_parameters,
+            batch=batch,
+        )
 
 
 # --------------------------------------------------------------------------- building
@@ -223,8 +251,14 @@ class _LazyFactories(TorchFunctionMode):
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
         name = getattr(func, "__name__", "")
-        if (name.endswith("_") and not name.startswith("__") and name not in _KEEP_INPLACE and args
-                and isinstance(args[0], torch.Tensor) and args[0].is_meta):
+        if (
+            name.endswith("_")
+            and not name.startswith("__")
+            and name not in _KEEP_INPLACE
+            and args
+            and isinstance(args[0], torch.Tensor)
+            and args[0].is_meta
+        ):
             return args[0]
         if kwargs.get("device") is None and (func in _SIZED or func in _ALWAYS_CPU):
             small = func in _ALWAYS_CPU or _requested_numel(func, args, kwargs) <= SMALL_NUMEL
@@ -249,22 +283,38 @@ def _requested_numel(func, args, kwargs) -> int:
         return SMALL_NUMEL + 1
 
 
-def build_network(network_class_name: str, arch_kwargs: dict, requires_import: Sequence[str],
-                  input_channels: int, num_classes: int, deep_supervision: bool = True,
-                  lazy: bool = False) -> nn.Module:
+def build_network(
+    network_class_name: str,
+    arch_kwargs: dict,
+    requires_import: Sequence[str],
+    input_channels: int,
+    num_classes: int,
+    deep_supervision: bool = True,
+    lazy: bool = False,
+) -> nn.Module:
     """The network of a plans ``architecture`` block, built by nnunetv2's ``get_network_from_plans``
     as the trainer builds it; ``lazy`` puts it on the meta device (and skips the weight init,
     which has no data to fill there). The names are checked against the plans allow-list
     before anything is imported."""
-    block = {"network_class_name": network_class_name, "arch_kwargs": arch_kwargs,
-             "_kw_requires_import": list(requires_import)}
+    block = {
+        "network_class_name": network_class_name,
+        "arch_kwargs": arch_kwargs,
+        "_kw_requires_import": list(requires_import),
+    }
     check_architecture(block, "plans architecture block")
     # imported before the lazy context: tensors a module makes at import time must stay real
     importlib.import_module(network_class_name.rsplit(".", 1)[0])
     ctx = _LazyFactories() if lazy else contextlib.nullcontext()
     with ctx:
-        model = get_network_from_plans(network_class_name, arch_kwargs, list(requires_import), input_channels,
-                                       num_classes, allow_init=not lazy, deep_supervision=deep_supervision)
+        model = get_network_from_plans(
+            network_class_name,
+            arch_kwargs,
+            list(requires_import),
+            input_channels,
+            num_classes,
+            allow_init=not lazy,
+            deep_supervision=deep_supervision,
+        )
     return model.to("meta") if lazy else model
 
 
@@ -274,8 +324,12 @@ def _set_deep_supervision(model: nn.Module, enabled: bool) -> None:
         decoder.deep_supervision = enabled
 
 
-def trace_saved_bytes(model: nn.Module, input_shape: Sequence[int], device_type: str = "cuda",
-                      amp_dtype: torch.dtype | None = torch.float16) -> MemoryEstimate:
+def trace_saved_bytes(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device_type: str = "cuda",
+    amp_dtype: torch.dtype | None = torch.float16,
+) -> MemoryEstimate:
     """Trace one training-mode forward of a meta-device ``model`` on an input of ``input_shape``
     = (batch, channels, *patch) under ``device_type``'s AMP policy (none if ``amp_dtype`` is None)."""
     model.train()
@@ -284,12 +338,12 @@ def trace_saved_bytes(model: nn.Module, input_shape: Sequence[int], device_type:
     counter = ActivationCounter(model)
     with standin_ops(), emulated_autocast(device_type, amp_dtype) as amp, FastMetaNorms(), counter.active():
         out = model(x)
-    return counter.estimate(out, amp.weight_copy_keys, sum(p.numel() for p in model.parameters()),
-                            int(input_shape[0]))
+    return counter.estimate(out, amp.weight_copy_keys, sum(p.numel() for p in model.parameters()), int(input_shape[0]))
 
 
-def measure_saved_bytes(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = torch.bfloat16,
-                        fast_cpu_conv: bool = True) -> MemoryEstimate:
+def measure_saved_bytes(
+    model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = torch.bfloat16, fast_cpu_conv: bool = True
+) -> MemoryEstimate:
     """Run a real training-mode forward of ``model`` on ``x`` (autocast at ``amp_dtype`` on
     x's device) and count what it saves for backward the same way as :func:`trace_saved_bytes`
     (parameter casts are not told apart here: they are in ``conv_bytes``).
@@ -311,18 +365,40 @@ def measure_saved_bytes(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtyp
 
 
 @lru_cache(maxsize=4096)
-def _estimate_cached(network_class_name: str, kwargs_json: str, requires_import: tuple[str, ...],
-                     input_channels: int, num_classes: int, patch: tuple[int, ...], batch: int,
-                     device_type: str, amp_dtype: str) -> MemoryEstimate:
-    model = build_network(network_class_name, json.loads(kwargs_json), requires_import, input_channels,
-                          num_classes, deep_supervision=True, lazy=True)
+def _estimate_cached(
+    network_class_name: str,
+    kwargs_json: str,
+    requires_import: tuple[str, ...],
+    input_channels: int,
+    num_classes: int,
+    patch: tuple[int, ...],
+    batch: int,
+    device_type: str,
+    amp_dtype: str,
+) -> MemoryEstimate:
+    model = build_network(
+        network_class_name,
+        json.loads(kwargs_json),
+        requires_import,
+        input_channels,
+        num_classes,
+        deep_supervision=True,
+        lazy=True,
+    )
     dtype = None if amp_dtype == "none" else getattr(torch, amp_dtype)
     return trace_saved_bytes(model, (batch, input_channels, *patch), device_type, dtype)
 
 
-def estimate_memory(architecture: dict, patch_size: Sequence[int], batch_size: int, input_channels: int,
-                    num_classes: int, device_type: str = "cuda", amp_dtype: str = "float16",
-                    traced_batch: int | None = None) -> MemoryEstimate:
+def estimate_memory(
+    architecture: dict,
+    patch_size: Sequence[int],
+    batch_size: int,
+    input_channels: int,
+    num_classes: int,
+    device_type: str = "cuda",
+    amp_dtype: str = "float16",
+    traced_batch: int | None = None,
+) -> MemoryEstimate:
     """Activation bytes of a plans ``architecture`` block at ``patch_size`` x ``batch_size`` under
     ``device_type``'s AMP (``amp_dtype``: "float16", "bfloat16" or "none"); cached.
 
@@ -330,13 +406,20 @@ def estimate_memory(architecture: dict, patch_size: Sequence[int], batch_size: i
     one is avoided because ``(1, d, L)`` views are often already contiguous, so copies a real
     batch makes would be missed) and extrapolated; ``traced_batch`` traces that batch alone."""
     kwargs_json = json.dumps(architecture["arch_kwargs"], sort_keys=True, default=_jsonable)
-    key = (architecture["network_class_name"], kwargs_json, tuple(architecture.get("_kw_requires_import", ())),
-           int(input_channels), int(num_classes), tuple(int(p) for p in patch_size))
+    key = (
+        architecture["network_class_name"],
+        kwargs_json,
+        tuple(architecture.get("_kw_requires_import", ())),
+        int(input_channels),
+        int(num_classes),
+        tuple(int(p) for p in patch_size),
+    )
     if traced_batch is not None:
         est = _estimate_cached(*key, int(traced_batch), device_type, amp_dtype)
     else:
-        est = MemoryEstimate.linear(_estimate_cached(*key, 2, device_type, amp_dtype),
-                                    _estimate_cached(*key, 3, device_type, amp_dtype))
+        est = MemoryEstimate.linear(
+            _estimate_cached(*key, 2, device_type, amp_dtype), _estimate_cached(*key, 3, device_type, amp_dtype)
+        )
     return est if est.batch == batch_size else est.at_batch(int(batch_size))
 
 

@@ -68,8 +68,7 @@ class _InplaceActivationStandin(torch.autograd.Function):
         raise RuntimeError("the activation stand-in is for memory tracing only")
 
 
-_INPLACE_ACTIVATIONS = {"relu", "leaky_relu", "elu", "selu", "celu", "hardtanh", "relu6", "silu", "hardswish",
-                        "mish"}
+_INPLACE_ACTIVATIONS = {"relu", "leaky_relu", "elu", "selu", "celu", "hardtanh", "relu6", "silu", "hardswish", "mish"}
 
 
 def _inplace_activation(func, args, kwargs) -> bool:

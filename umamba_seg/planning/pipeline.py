@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from umamba_seg.errors import UserInputError
 from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
@@ -85,22 +85,29 @@ def check_fingerprint(fingerprint: Path, raw_dataset: Path) -> None:
     from umamba_seg.verify import MAX_ABS_INTENSITY, verify_raw_dataset
 
     props = json.loads(fingerprint.read_text()).get("foreground_intensity_properties_per_channel", {})
-    bad = [(ch, k, v) for ch, stats in props.items() for k, v in stats.items()
-           if isinstance(v, (int, float)) and not (math.isfinite(v) and abs(v) <= MAX_ABS_INTENSITY)]
+    bad = [
+        (ch, k, v)
+        for ch, stats in props.items()
+        for k, v in stats.items()
+        if isinstance(v, (int, float)) and not (math.isfinite(v) and abs(v) <= MAX_ABS_INTENSITY)
+    ]
     if not bad:
         return
     fingerprint.unlink()
     verify_raw_dataset(raw_dataset, run_nnunet_check=False)  # raises, naming the image, if it can
     ch, key, value = bad[0]
-    raise UserInputError(f"the dataset's intensities of channel {ch} have {key} = {value} (not finite or beyond "
-                         f"+-{MAX_ABS_INTENSITY:.0e})", raw_dataset / "imagesTr",
-                         "rescale or fix the images (run plan-and-preprocess --verify to find them)")
+    raise UserInputError(
+        f"the dataset's intensities of channel {ch} have {key} = {value} (not finite or beyond "
+        f"+-{MAX_ABS_INTENSITY:.0e})",
+        raw_dataset / "imagesTr",
+        "rescale or fix the images (run plan-and-preprocess --verify to find them)",
+    )
 
 
 def plan_cnn(ws: Workspace, dataset_name: str, gpu_memory_gb: float) -> Path:
-    from umamba_seg.planning.cnn_planner import UMambaCNNPlanner
-
     import os
+
+    from umamba_seg.planning.cnn_planner import UMambaCNNPlanner
 
     # nnunetv2's VRAM estimate sets torch threads from nnUNet_n_proc_DA, which may be 0 on CPU
     saved = os.environ.get("nnUNet_n_proc_DA")
@@ -115,8 +122,14 @@ def plan_cnn(ws: Workspace, dataset_name: str, gpu_memory_gb: float) -> Path:
     return plans_file(ws.preprocessed_dataset(dataset_name), CNN_ARCH)
 
 
-def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: float = 8.0,
-                 num_processes: int = 2, plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
+def ensure_plans(
+    ws: Workspace,
+    dataset_name: str,
+    arch: str,
+    gpu_memory_gb: float = 8.0,
+    num_processes: int = 2,
+    plan_source: str = DEFAULT_PLAN_SOURCE,
+) -> Path:
     """Plans for ``arch`` from ``plan_source``; plan it from the stored fingerprint if missing (and say so)."""
     pre = ws.preprocessed_dataset(dataset_name)
     out = plans_file(pre, arch, plan_source)
@@ -125,7 +138,8 @@ def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: flo
     if not plans_file(pre, CNN_ARCH).is_file():
         if not (ws.raw_dataset(dataset_name) / "dataset.json").is_file():
             raise UserInputError(
-                f"no plans for '{arch}' and no raw dataset to plan from", ws.raw_dataset(dataset_name),
+                f"no plans for '{arch}' and no raw dataset to plan from",
+                ws.raw_dataset(dataset_name),
                 f"run `umamba-seg plan-and-preprocess -d {dataset_name}` first",
             )
         log.info("No plans for '%s' yet: planning %s from its fingerprint first.", arch, dataset_name)
@@ -141,11 +155,19 @@ def ensure_plans(ws: Workspace, dataset_name: str, arch: str, gpu_memory_gb: flo
     return out
 
 
-def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
-                        configurations: Sequence[str] | None = None, gpu_memory_gb: float = 8.0,
-                        num_processes: int = 2, verify: bool = False, clean: bool = False,
-                        preprocess: bool = True, plan_source: str = DEFAULT_PLAN_SOURCE,
-                        preset: str = "default") -> dict:
+def plan_and_preprocess(
+    ws: Workspace,
+    dataset_name: str,
+    archs: Sequence[str],
+    configurations: Sequence[str] | None = None,
+    gpu_memory_gb: float = 8.0,
+    num_processes: int = 2,
+    verify: bool = False,
+    clean: bool = False,
+    preprocess: bool = True,
+    plan_source: str = DEFAULT_PLAN_SOURCE,
+    preset: str = "default",
+) -> dict:
     """Run the whole planning step, ``archs`` planned from ``plan_source`` with their families'
     presets at size ``preset``; returns timings and what was written."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -153,8 +175,9 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
     raw = ws.raw_dataset(dataset_name)
     pre = ws.preprocessed_dataset(dataset_name)
     if not (raw / "dataset.json").is_file():
-        raise UserInputError("dataset.json not found", raw / "dataset.json",
-                             "create it (nnU-Net format) or check --workdir / nnUNet_raw")
+        raise UserInputError(
+            "dataset.json not found", raw / "dataset.json", "create it (nnU-Net format) or check --workdir / nnUNet_raw"
+        )
     from umamba_seg.verify import load_dataset_json
 
     load_dataset_json(raw)  # its names and paths are checked before nnunetv2 reads any file it names
@@ -185,7 +208,8 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
     missing = [c for c in configurations if c not in plans["configurations"]]
     if missing:
         raise UserInputError(
-            f"configuration(s) {', '.join(missing)} not planned for this dataset", cnn_plans,
+            f"configuration(s) {', '.join(missing)} not planned for this dataset",
+            cnn_plans,
             f"choose from {', '.join(available)} (2D data has only 2d; 3d_lowres only exists for large images)",
         )
     done = {}
@@ -200,5 +224,9 @@ def plan_and_preprocess(ws: Workspace, dataset_name: str, archs: Sequence[str],
             done[c] = {"preprocessed": n_new, "skipped": n_skip}
             timings[f"preprocess_{c}"] = time.perf_counter() - t
         copy_gt_segmentations(raw, pre)
-    return {"plans": {k: str(v) for k, v in written.items()}, "configurations": list(configurations),
-            "preprocessed": done, "timings": timings}
+    return {
+        "plans": {k: str(v) for k, v in written.items()},
+        "configurations": list(configurations),
+        "preprocessed": done,
+        "timings": timings,
+    }

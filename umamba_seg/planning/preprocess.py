@@ -55,36 +55,51 @@ class ResumablePreprocessor(DefaultPreprocessor):
 
         for f in [*image_files, *([seg_file] if seg_file is not None else [])]:
             check_image_file(f)
-        data, seg, properties = super().run_case(image_files, seg_file, plans_manager, configuration_manager,
-                                                 dataset_json)
+        data, seg, properties = super().run_case(
+            image_files, seg_file, plans_manager, configuration_manager, dataset_json
+        )
         if not np.all(np.isfinite(data)):
-            raise UserInputError("preprocessing turned this case into NaN/Inf (non-finite or out-of-range "
-                                 "intensities)", image_files[0],
-                                 "find the bad image with `umamba-seg plan-and-preprocess --verify` and fix it")
+            raise UserInputError(
+                "preprocessing turned this case into NaN/Inf (non-finite or out-of-range intensities)",
+                image_files[0],
+                "find the bad image with `umamba-seg plan-and-preprocess --verify` and fix it",
+            )
         if seg is not None:
             ds = load_json(dataset_json) if isinstance(dataset_json, str) else dataset_json
             allowed = _label_values(ds)
             extra = sorted(int(v) for v in np.unique(seg) if int(v) not in allowed and int(v) != -1)
             if extra:
-                raise UserInputError(f"label value(s) {extra} not in dataset.json labels {sorted(allowed)}", seg_file,
-                                     "add them to 'labels' in dataset.json or fix the label map")
+                raise UserInputError(
+                    f"label value(s) {extra} not in dataset.json labels {sorted(allowed)}",
+                    seg_file,
+                    "add them to 'labels' in dataset.json or fix the label map",
+                )
         return data, seg, properties
 
-    def run_case_save_atomic(self, out_dir: str, case: str, image_files, seg_file, plans_manager,
-                             configuration_manager, dataset_json) -> str:
+    def run_case_save_atomic(
+        self, out_dir: str, case: str, image_files, seg_file, plans_manager, configuration_manager, dataset_json
+    ) -> str:
         scratch = Path(out_dir) / SCRATCH / case
         if scratch.exists():
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True)
-        self.run_case_save(str(scratch / case), image_files, seg_file, plans_manager, configuration_manager,
-                           dataset_json)
+        self.run_case_save(
+            str(scratch / case), image_files, seg_file, plans_manager, configuration_manager, dataset_json
+        )
         for suffix in CASE_SUFFIXES:
             os.replace(scratch / f"{case}{suffix}", Path(out_dir) / f"{case}{suffix}")
         shutil.rmtree(scratch, ignore_errors=True)
         return case
 
-    def run_resumable(self, dataset_name: str, configuration_name: str, plans_file: Path, raw_dataset: Path,
-                      preprocessed_dataset: Path, num_processes: int) -> tuple[int, int]:
+    def run_resumable(
+        self,
+        dataset_name: str,
+        configuration_name: str,
+        plans_file: Path,
+        raw_dataset: Path,
+        preprocessed_dataset: Path,
+        num_processes: int,
+    ) -> tuple[int, int]:
         """Preprocess every missing case; returns (done now, skipped as already finished)."""
         plans = load_json(str(plans_file))
         check_plans(plans, plans_file)  # data_identifier and the looked-up names, before they are used
@@ -99,16 +114,30 @@ class ResumablePreprocessor(DefaultPreprocessor):
         dataset = get_filenames_of_train_images_and_targets(str(raw_dataset), dataset_json)
         todo = [k for k in dataset if not case_done(out_dir, k)]
         skipped = len(dataset) - len(todo)
-        args = [(str(out_dir), k, dataset[k]["images"], dataset[k]["label"], plans_manager, configuration_manager,
-                 dataset_json) for k in todo]
+        args = [
+            (
+                str(out_dir),
+                k,
+                dataset[k]["images"],
+                dataset[k]["label"],
+                plans_manager,
+                configuration_manager,
+                dataset_json,
+            )
+            for k in todo
+        ]
         desc = f"Preprocessing {configuration_name}"
         if num_processes <= 1 or len(todo) < 10:  # spawning workers costs more than a few small cases
             for a in tqdm(args, desc=desc, disable=not todo or not show_progress()):
                 self.run_case_save_atomic(*a)
         else:
             with multiprocessing.get_context("spawn").Pool(min(num_processes, len(todo))) as pool:
-                for _ in tqdm(pool.imap_unordered(_star_run, [(self, a) for a in args]), total=len(args), desc=desc,
-                              disable=not show_progress()):
+                for _ in tqdm(
+                    pool.imap_unordered(_star_run, [(self, a) for a in args]),
+                    total=len(args),
+                    desc=desc,
+                    disable=not show_progress(),
+                ):
                     pass
         shutil.rmtree(out_dir / SCRATCH, ignore_errors=True)
         return len(todo), skipped

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from dynamic_network_architectures.building_blocks.helper import convert_dim_to_conv_op, get_matching_instancenorm
@@ -106,11 +106,13 @@ def initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) -> li
     return [int(min(p, m)) for p, m in zip(patch, median_shape)]
 
 
-def cnn_architecture(spacing: Sequence[float], patch: Sequence[int], knobs: TopologyKnobs
-                     ) -> tuple[list[int], dict, list[int]]:
+def cnn_architecture(
+    spacing: Sequence[float], patch: Sequence[int], knobs: TopologyKnobs
+) -> tuple[list[int], dict, list[int]]:
     """nnU-Net's topology for ``patch``: (padded patch, CNN ``architecture`` block, divisibility)."""
     _, pools, kernels, patch, divisible = get_pool_and_conv_props(
-        list(spacing), list(patch), knobs.featuremap_min_edge_length, 999999)
+        list(spacing), list(patch), knobs.featuremap_min_edge_length, 999999
+    )
     n = len(pools)
     dim = len(spacing)
     max_features = knobs.max_features_2d if dim == 2 else knobs.max_features_3d
@@ -139,8 +141,9 @@ def cnn_architecture(spacing: Sequence[float], patch: Sequence[int], knobs: Topo
     return [int(p) for p in patch], block, [int(d) for d in divisible]
 
 
-def candidate_path(spacing: Sequence[float], median_shape: Sequence[float], knobs: TopologyKnobs
-                   ) -> list[tuple[list[int], dict]]:
+def candidate_path(
+    spacing: Sequence[float], median_shape: Sequence[float], knobs: TopologyKnobs
+) -> list[tuple[list[int], dict]]:
     """nnU-Net's sequence of (patch, CNN block), largest first, down to the smallest patch."""
     patch, block, divisible = cnn_architecture(spacing, initial_patch(spacing, median_shape), knobs)
     path = [(patch, block)]
@@ -178,11 +181,20 @@ def _arch_candidate(spec: registry.ArchSpec, patch: Sequence[int], cnn_block: di
     return list(patch), spec.architecture_block(cnn_block, patch)
 
 
-def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequence[float],
-                         n_voxels_dataset: float, input_channels: int, num_classes: int, gpu_memory_gb: float,
-                         knobs: TopologyKnobs = TopologyKnobs(), optimizer: str | None = None,
-                         device_type: str = "cuda", amp_dtype: str = "float16",
-                         preset: str = "default") -> ConfigurationPlan:
+def search_configuration(
+    arch: str,
+    spacing: Sequence[float],
+    median_shape: Sequence[float],
+    n_voxels_dataset: float,
+    input_channels: int,
+    num_classes: int,
+    gpu_memory_gb: float,
+    knobs: TopologyKnobs = TopologyKnobs(),
+    optimizer: str | None = None,
+    device_type: str = "cuda",
+    amp_dtype: str = "float16",
+    preset: str = "default",
+) -> ConfigurationPlan:
     """The patch, topology and batch of ``arch`` for one configuration (see the module docstring).
     ``optimizer`` (whose state the budget counts): default, the one ``arch`` trains with;
     ``preset``: the size of the architecture family's preset."""
@@ -194,8 +206,9 @@ def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequ
     def candidate(i: int) -> tuple[list[int], dict, MemoryEstimate]:
         if i not in cache:
             patch, block = _arch_candidate(search_spec, *path[i])
-            est = estimate_memory(block, patch, knobs.min_batch_size, input_channels, num_classes, device_type,
-                                  amp_dtype)
+            est = estimate_memory(
+                block, patch, knobs.min_batch_size, input_channels, num_classes, device_type, amp_dtype
+            )
             cache[i] = (patch, block, est)
         return cache[i]
 
@@ -232,8 +245,7 @@ def search_configuration(arch: str, spacing: Sequence[float], median_shape: Sequ
     if spec is not search_spec:
         notes.append(f"patch and batch of {search_spec.name} (ablation)")
         patch, block = _arch_candidate(spec, patch, path[lo][1])
-        est = estimate_memory(block, patch, knobs.min_batch_size, input_channels, num_classes, device_type,
-                              amp_dtype)
+        est = estimate_memory(block, patch, knobs.min_batch_size, input_channels, num_classes, device_type, amp_dtype)
         budget = MemoryBudget(gpu_memory_gb, est.n_parameters, optimizer)
     return ConfigurationPlan(patch, batch, block, est.at_batch(batch), budget, fit, len(cache), notes)
 
@@ -247,9 +259,15 @@ def _n_voxels_dataset(plans: dict, name: str, num_training: int) -> float:
     return float(np.prod(median, dtype=np.float64) * num_training)
 
 
-def plan_arch_from_cnn(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memory_gb: float = 8.0,
-                       knobs: TopologyKnobs = TopologyKnobs(), optimizer: str | None = None,
-                       preset: str = "default") -> dict:
+def plan_arch_from_cnn(
+    cnn_plans: dict,
+    arch: str,
+    dataset_json: dict,
+    gpu_memory_gb: float = 8.0,
+    knobs: TopologyKnobs = TopologyKnobs(),
+    optimizer: str | None = None,
+    preset: str = "default",
+) -> dict:
     """Plans for ``arch``: the CNN's plans with each configuration's patch, batch and
     architecture searched for ``arch`` at preset size ``preset`` (spacing, preprocessing and
     data identifier kept)."""
@@ -265,9 +283,18 @@ def plan_arch_from_cnn(cnn_plans: dict, arch: str, dataset_json: dict, gpu_memor
     for name, conf in plans["configurations"].items():
         if "architecture" not in conf:  # e.g. 3d_cascade_fullres inherits it
             continue
-        res = search_configuration(arch, conf["spacing"], conf["median_image_size_in_voxels"],
-                                   _n_voxels_dataset(plans, name, num_training), input_channels, num_classes,
-                                   gpu_memory_gb, knobs, optimizer, preset=preset)
+        res = search_configuration(
+            arch,
+            conf["spacing"],
+            conf["median_image_size_in_voxels"],
+            _n_voxels_dataset(plans, name, num_training),
+            input_channels,
+            num_classes,
+            gpu_memory_gb,
+            knobs,
+            optimizer,
+            preset=preset,
+        )
         conf["patch_size"] = res.patch_size
         conf["batch_size"] = res.batch_size
         conf["architecture"] = res.architecture

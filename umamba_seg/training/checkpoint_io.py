@@ -50,19 +50,28 @@ def load_checkpoint_safe(filename: str | os.PathLike, map_location: Any = "cpu",
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised as a user error with the reason
-        if isinstance(e, (EOFError, RuntimeError)) and "pickle" not in str(e).lower() and "weights" not in str(e).lower():
-            raise UserInputError(f"checkpoint is unreadable or truncated ({type(e).__name__}: {e})", path,
-                                 "delete it and re-run training with --continue, or restore it") from e
+        if (
+            isinstance(e, (EOFError, RuntimeError))
+            and "pickle" not in str(e).lower()
+            and "weights" not in str(e).lower()
+        ):
+            raise UserInputError(
+                f"checkpoint is unreadable or truncated ({type(e).__name__}: {e})",
+                path,
+                "delete it and re-run training with --continue, or restore it",
+            ) from e
         if not trust:
             raise UserInputError(
-                "checkpoint needs arbitrary code to unpickle (not loadable with weights_only=True)", path,
+                "checkpoint needs arbitrary code to unpickle (not loadable with weights_only=True)",
+                path,
                 "only if you trust its author, pass --trust-checkpoint",
             ) from e
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001
-        raise UserInputError(f"checkpoint is unreadable ({type(e).__name__}: {e})", path,
-                             "delete it and re-run training") from e
+        raise UserInputError(
+            f"checkpoint is unreadable ({type(e).__name__}: {e})", path, "delete it and re-run training"
+        ) from e
 
 
 TRAINING_STATE_KEYS = ("optimizer_state", "logging", "current_epoch")
@@ -72,6 +81,8 @@ def require_training_state(checkpoint: dict, where: str | os.PathLike | None = N
     """Refuse to resume from a weights-only checkpoint (``import-model`` / ``install-model`` write those)."""
     missing = [k for k in TRAINING_STATE_KEYS if k not in checkpoint]
     if missing:
-        raise UserInputError(f"checkpoint holds no training state ({', '.join(missing)} missing), so training "
-                             "cannot resume from it", where,
-                             "start a new training from its weights with --pretrained-weights instead of --continue")
+        raise UserInputError(
+            f"checkpoint holds no training state ({', '.join(missing)} missing), so training cannot resume from it",
+            where,
+            "start a new training from its weights with --pretrained-weights instead of --continue",
+        )

@@ -69,8 +69,9 @@ def torchrun_rank_info() -> RankInfo:
     """Read ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` (set by torchrun); a clear error without them."""
     missing = [k for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise UserInputError(f"--ddp needs the torchrun environment ({', '.join(missing)} not set)", "--ddp",
-                             TORCHRUN_HINT)
+        raise UserInputError(
+            f"--ddp needs the torchrun environment ({', '.join(missing)} not set)", "--ddp", TORCHRUN_HINT
+        )
     return RankInfo(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
 
 
@@ -80,24 +81,34 @@ def ddp_timeout() -> timedelta:
     try:
         seconds = float(raw)
     except ValueError:
-        raise UserInputError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds", TIMEOUT_ENV,
-                             "set it to e.g. 1800 or unset it") from None
+        raise UserInputError(
+            f"{TIMEOUT_ENV}={raw!r} is not a number of seconds", TIMEOUT_ENV, "set it to e.g. 1800 or unset it"
+        ) from None
     return timedelta(seconds=seconds)
 
 
 def ddp_device(name: str, info: RankInfo) -> torch.device:
     """``cuda:LOCAL_RANK`` when a GPU is asked for (or ``auto`` finds one), else CPU."""
     if name == "mps":
-        raise UserInputError("--ddp does not support MPS (PyTorch has no MPS process-group backend)", "--device",
-                             "use --device cpu or cuda, or train without --ddp")
+        raise UserInputError(
+            "--ddp does not support MPS (PyTorch has no MPS process-group backend)",
+            "--device",
+            "use --device cpu or cuda, or train without --ddp",
+        )
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         n_gpu = torch.cuda.device_count()
         if n_gpu == 0:
-            raise UserInputError("--device cuda requested but no CUDA GPU is visible", "--device",
-                                 "use --device cpu (gloo), or check CUDA_VISIBLE_DEVICES and the driver")
+            raise UserInputError(
+                "--device cuda requested but no CUDA GPU is visible",
+                "--device",
+                "use --device cpu (gloo), or check CUDA_VISIBLE_DEVICES and the driver",
+            )
         if info.local_rank >= n_gpu:
-            raise UserInputError(f"local rank {info.local_rank} has no GPU (only {n_gpu} visible on this node)",
-                                 "--nproc-per-node", f"start at most {n_gpu} processes per node")
+            raise UserInputError(
+                f"local rank {info.local_rank} has no GPU (only {n_gpu} visible on this node)",
+                "--nproc-per-node",
+                f"start at most {n_gpu} processes per node",
+            )
         return torch.device("cuda", info.local_rank)
     if name not in ("auto", "cpu"):
         raise UserInputError(f"unknown device '{name}'", "--device", "choose one of auto, cpu, cuda")
@@ -117,8 +128,16 @@ def init_distributed(device: torch.device) -> None:
         dist.init_process_group("gloo", timeout=ddp_timeout())
 
 
-_PEER_LOSS_MARKERS = ("gloo", "nccl", "connection reset", "connection closed", "broken pipe", "timed out",
-                      "timeout", "socket")
+_PEER_LOSS_MARKERS = (
+    "gloo",
+    "nccl",
+    "connection reset",
+    "connection closed",
+    "broken pipe",
+    "timed out",
+    "timeout",
+    "socket",
+)
 
 
 def lost_peer(error: BaseException) -> bool:
@@ -139,8 +158,14 @@ class umambaTrainerDDP(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming 
     Without an initialised process group it behaves exactly like :class:`umambaTrainer`.
     """
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.is_ddp:
             # nnunetv2 forced cuda:<global rank>; the right device is the node-local one (or CPU)
@@ -166,8 +191,8 @@ class umambaTrainerDDP(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming 
         if self.device.type == "cuda":
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         self.network = DistributedDataParallel(
-            net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            broadcast_buffers=False)
+            net, device_ids=[self.device.index] if self.device.type == "cuda" else None, broadcast_buffers=False
+        )
         self.loss = self._build_loss()  # Dice over the global batch, every deep-supervision output used
 
     def do_split(self):
@@ -185,8 +210,8 @@ class umambaTrainerDDP(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming 
         """nnunetv2's start, with every file write on rank 0 only (atomic) and a barrier after."""
         if not self.is_ddp:
             return super().on_train_start()
-        from nnunetv2.utilities.helpers import empty_cache
         from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+        from nnunetv2.utilities.helpers import empty_cache
 
         if not self.was_initialized:
             self.initialize()
@@ -195,9 +220,12 @@ class umambaTrainerDDP(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming 
         self.print_plans()
         empty_cache(self.device)
         if self.is_main:
-            self.dataset_class.unpack_dataset(self.preprocessed_dataset_folder, overwrite_existing=False,
-                                              num_processes=max(1, round(get_allowed_n_proc_DA() // 2)),
-                                              verify=True)
+            self.dataset_class.unpack_dataset(
+                self.preprocessed_dataset_folder,
+                overwrite_existing=False,
+                num_processes=max(1, round(get_allowed_n_proc_DA() // 2)),
+                verify=True,
+            )
             base = Path(self.output_folder_base)
             Path(self.output_folder).mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.plans_manager.plans, base / "plans.json")
@@ -245,8 +273,9 @@ def _broadcast_from_main(value, group=None):
     return box[0]
 
 
-def _prepare_on_main(ws: Workspace, dataset_name: str, configuration: str, arch: str, num_processes: int,
-                     plan_source: str = "ssm") -> Path:
+def _prepare_on_main(
+    ws: Workspace, dataset_name: str, configuration: str, arch: str, num_processes: int, plan_source: str = "ssm"
+) -> Path:
     """Rank 0 plans/preprocesses what is missing; everyone waits (long timeout) and gets rank 0's verdict."""
     from umamba_seg.planning.arch_plans import plans_file
     from umamba_seg.planning.pipeline import ensure_plans
@@ -266,9 +295,12 @@ def _prepare_on_main(ws: Workspace, dataset_name: str, configuration: str, arch:
         raise problem
     path = plans_file(ws.preprocessed_dataset(dataset_name), arch, plan_source)
     if not path.is_file():
-        raise UserInputError(f"rank {_rank()} cannot see the plans that rank 0 wrote", path,
-                             "put the workdir on a filesystem all nodes share, or run `umamba-seg "
-                             "plan-and-preprocess` on every node before torchrun")
+        raise UserInputError(
+            f"rank {_rank()} cannot see the plans that rank 0 wrote",
+            path,
+            "put the workdir on a filesystem all nodes share, or run `umamba-seg "
+            "plan-and-preprocess` on every node before torchrun",
+        )
     return path
 
 
@@ -300,12 +332,26 @@ def _resume(trainer: umambaTrainerDDP, folder: Path, trust: bool) -> None:
         log.info("--continue: resuming from %s at epoch %d.", Path(name).name, trainer.current_epoch)
 
 
-def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str = CNN_ARCH,
-                   epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None,
-                   device: str = "auto", continue_training: bool = False, npz: bool = False,
-                   seed: int | None = None, trust_checkpoint: bool = False, num_processes: int = 2,
-                   trainer_class: type[umambaTrainerDDP] | None = None, validate: bool = True,
-                   plan_source: str | None = None, recipe: str = "nnunet") -> Path:
+def train_fold_ddp(
+    ws: Workspace,
+    dataset_name: str,
+    configuration: str,
+    fold: int | str,
+    arch: str = CNN_ARCH,
+    epochs: int | None = None,
+    iters_per_epoch: int | None = None,
+    val_iters: int | None = None,
+    device: str = "auto",
+    continue_training: bool = False,
+    npz: bool = False,
+    seed: int | None = None,
+    trust_checkpoint: bool = False,
+    num_processes: int = 2,
+    trainer_class: type[umambaTrainerDDP] | None = None,
+    validate: bool = True,
+    plan_source: str | None = None,
+    recipe: str = "nnunet",
+) -> Path:
     """Train one fold on every rank of a torchrun job; returns the fold's output folder.
 
     Same arguments as :func:`umamba_seg.training.run.train_fold`. ``validate=False`` skips
@@ -328,25 +374,33 @@ def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: i
 
         if trainer_class is None:
             trainer_class = recipe_ddp_class(trainer_name(arch, recipe))
-        plans_path = _prepare_on_main(ws, dataset_name, configuration, arch, num_processes,
-                                      training_plan_source(plan_source, arch, recipe))
+        plans_path = _prepare_on_main(
+            ws, dataset_name, configuration, arch, num_processes, training_plan_source(plan_source, arch, recipe)
+        )
         plans = load_json(str(plans_path))
         plans_manager = PlansManager(plans)
         if configuration not in plans_manager.available_configurations:
-            raise UserInputError(f"configuration '{configuration}' is not in the plans", plans_path,
-                                 f"choose one of {', '.join(plans_manager.available_configurations)}")
+            raise UserInputError(
+                f"configuration '{configuration}' is not in the plans",
+                plans_path,
+                f"choose one of {', '.join(plans_manager.available_configurations)}",
+            )
         global_batch = plans_manager.get_configuration(configuration).batch_size
         if global_batch < info.world_size:
-            raise UserInputError(f"the plans' batch size {global_batch} is smaller than the {info.world_size} "
-                                 "processes it is split over", plans_path,
-                                 "start fewer processes, or raise batch_size in the plans")
+            raise UserInputError(
+                f"the plans' batch size {global_batch} is smaller than the {info.world_size} "
+                "processes it is split over",
+                plans_path,
+                "start fewer processes, or raise batch_size in the plans",
+            )
         if seed is not None:
             _seed_rank(seed, info.rank)
         plans["continue_training"] = continue_training
         dataset_json = load_json(str(ws.preprocessed_dataset(dataset_name) / "dataset.json"))
         trainer_class.trust_checkpoints = trust_checkpoint
-        trainer = trainer_class(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
-                                device=dev)
+        trainer = trainer_class(
+            plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=dev
+        )
         out = Path(trainer.output_folder)
         trainer.configure_schedule(epochs, iters_per_epoch, val_iters)
         if continue_training:
@@ -366,9 +420,11 @@ def train_fold_ddp(ws: Workspace, dataset_name: str, configuration: str, fold: i
         if not lost_peer(e):
             raise
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"rank {info.rank} lost contact with the other training processes ({first})",
-                             "torchrun", "see which rank failed first in torchrun's report, fix it, then rerun "
-                             "the same command with --continue") from e
+        raise UserInputError(
+            f"rank {info.rank} lost contact with the other training processes ({first})",
+            "torchrun",
+            "see which rank failed first in torchrun's report, fix it, then rerun the same command with --continue",
+        ) from e
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -27,8 +27,11 @@ LOSSES: tuple[str, ...] = ("dice_ce", "ce", "bce_dice")
 
 def _softmax_labels_only(label_manager: LabelManager, loss: str, where: str | None) -> None:
     if label_manager.has_regions:
-        raise UserInputError(f"the '{loss}' loss of this recipe needs one label per voxel, and this dataset "
-                             "trains on regions", where, "train it with --recipe nnunet")
+        raise UserInputError(
+            f"the '{loss}' loss of this recipe needs one label per voxel, and this dataset trains on regions",
+            where,
+            "train it with --recipe nnunet",
+        )
 
 
 def cross_entropy_loss(label_manager: LabelManager, where: str | None = None) -> nn.Module:
@@ -48,5 +51,11 @@ def ce_dice_loss(label_manager: LabelManager, is_ddp: bool = False, where: str |
     _softmax_labels_only(label_manager, "bce_dice", where)
     binary = is_binary(label_manager)
     dice = {"batch_dice": not binary, "do_bg": not binary, "smooth": 1.0 if binary else 1e-5, "ddp": is_ddp}
-    return DC_and_CE_loss(dice, {}, weight_ce=1, weight_dice=1, ignore_label=label_manager.ignore_label,
-                          dice_class=MemoryEfficientSoftDiceLoss)
+    return DC_and_CE_loss(
+        dice,
+        {},
+        weight_ce=1,
+        weight_dice=1,
+        ignore_label=label_manager.ignore_label,
+        dice_class=MemoryEfficientSoftDiceLoss,
+    )

@@ -67,8 +67,15 @@ def list_model_folders(ws: Workspace, dataset_name: str) -> list[ModelFolder]:
     return [m for m in found if m is not None]
 
 
-def resolve_model_folder(ws: Workspace, dataset_name: str, arch: str, configuration: str, trainer: str,
-                         plan_source: str = DEFAULT_PLAN_SOURCE, train_hint: str = "") -> Path:
+def resolve_model_folder(
+    ws: Workspace,
+    dataset_name: str,
+    arch: str,
+    configuration: str,
+    trainer: str,
+    plan_source: str = DEFAULT_PLAN_SOURCE,
+    train_hint: str = "",
+) -> Path:
     """The model folder of (``trainer``, ``arch``'s plans of ``plan_source``, configuration); if it
     does not exist, one line naming the model folders the dataset does have. ``train_hint``: the
     train option that picks ``trainer`` (e.g. ``--recipe authors``), for the line's fix."""
@@ -76,18 +83,30 @@ def resolve_model_folder(ws: Workspace, dataset_name: str, arch: str, configurat
     if folder.is_dir():
         return folder
     existing = [m.name for m in list_model_folders(ws, dataset_name)]
-    have = f"trained models of {dataset_name}: {', '.join(existing)}" if existing else \
-        f"{dataset_name} has no trained model yet"
+    have = (
+        f"trained models of {dataset_name}: {', '.join(existing)}"
+        if existing
+        else f"{dataset_name} has no trained model yet"
+    )
     options = [train_hint] if train_hint else []
     if plan_source != DEFAULT_PLAN_SOURCE:
         options.append(f"--plan-source {plan_source}")
     train = " ".join([f"umamba-seg train -d {dataset_name} -c {configuration} -f 0 -a {arch}", *options])
-    raise UserInputError(f"no trained model {folder.name} ({have})", folder,
-                         f"pick one of those (-a, --plan-source, --recipe) or train it first: {train}")
+    raise UserInputError(
+        f"no trained model {folder.name} ({have})",
+        folder,
+        f"pick one of those (-a, --plan-source, --recipe) or train it first: {train}",
+    )
 
 
-def resolve_trained_model(ws: Workspace, dataset_name: str, arch: str, configuration: str,
-                          recipe: str = DEFAULT_RECIPE, plan_source: str | None = None) -> Path:
+def resolve_trained_model(
+    ws: Workspace,
+    dataset_name: str,
+    arch: str,
+    configuration: str,
+    recipe: str = DEFAULT_RECIPE,
+    plan_source: str | None = None,
+) -> Path:
     """The model folder ``train -a arch -c configuration --recipe recipe [--plan-source ...]``
     writes (``plan_source`` None: the recipe's, as in ``train``); one line naming the dataset's
     models if it does not exist."""

@@ -14,9 +14,9 @@ prefixes removed. VM-UNet also takes the VMamba ImageNet checkpoints its authors
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -38,10 +38,13 @@ class PretrainedReport:
 
     def lines(self) -> list[str]:
         n = len(self.loaded) + len(self.skipped)
-        out = [f"pretrained weights from {self.source}" + (f" ({self.mapping})" if self.mapping else "")
-               + f": loaded {len(self.loaded)} of {n} tensors ({self.loaded_parameters:,} of "
-               f"{self.total_parameters:,} values), skipped {len(self.skipped)}, "
-               f"{len(self.unused)} checkpoint tensor(s) unused"]
+        out = [
+            f"pretrained weights from {self.source}"
+            + (f" ({self.mapping})" if self.mapping else "")
+            + f": loaded {len(self.loaded)} of {n} tensors ({self.loaded_parameters:,} of "
+            f"{self.total_parameters:,} values), skipped {len(self.skipped)}, "
+            f"{len(self.unused)} checkpoint tensor(s) unused"
+        ]
         out += [f"  skipped {k}: {why}" for k, why in self.skipped.items()]
         if self.unused:
             more = len(self.unused) - 10
@@ -56,7 +59,7 @@ def _strip(key: str) -> str:
         changed = False
         for p in _PREFIXES:
             if key.startswith(p):
-                key, changed = key[len(p):], True
+                key, changed = key[len(p) :], True
     return key
 
 
@@ -64,8 +67,9 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
     """The tensors of a checkpoint file, by name, whatever container they come in."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserInputError("pretrained checkpoint not found", path,
-                             "pass an existing .pth file to --pretrained-weights")
+        raise UserInputError(
+            "pretrained checkpoint not found", path, "pass an existing .pth file to --pretrained-weights"
+        )
     ckpt = load_checkpoint_safe(path, map_location="cpu", trust=trust)
     weights = ckpt
     if isinstance(ckpt, dict):
@@ -74,8 +78,11 @@ def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, t
                 weights = ckpt[key]
                 break
     if not isinstance(weights, dict):
-        raise UserInputError("checkpoint holds no state dict of tensors", path,
-                             "pass a checkpoint of umamba-seg / nnU-Net or a state dict saved with torch.save")
+        raise UserInputError(
+            "checkpoint holds no state dict of tensors",
+            path,
+            "pass a checkpoint of umamba-seg / nnU-Net or a state dict saved with torch.save",
+        )
     return {_strip(str(k)): v for k, v in weights.items() if isinstance(v, torch.Tensor)}
 
 
@@ -94,8 +101,9 @@ def _foreign_mapping(network: torch.nn.Module, weights: dict) -> tuple[dict, str
     return None
 
 
-def load_pretrained_weights(network: torch.nn.Module, path: str | os.PathLike, trust: bool = False,
-                            log: Callable[[str], None] = print) -> PretrainedReport:
+def load_pretrained_weights(
+    network: torch.nn.Module, path: str | os.PathLike, trust: bool = False, log: Callable[[str], None] = print
+) -> PretrainedReport:
     """Copy the matching tensors of ``path`` into ``network``; log and return what happened."""
     module = bare_module(network)
     weights = read_state_dict(path, trust)
@@ -118,9 +126,12 @@ def load_pretrained_weights(network: torch.nn.Module, path: str | os.PathLike, t
             report.loaded_parameters += tensor.numel()
     report.unused = sorted(k for k in weights if k not in own)
     if not take:
-        raise UserInputError(f"no tensor of the checkpoint matches the network by name and shape "
-                             f"({len(weights)} in the checkpoint, {len(own)} in the network)", Path(path),
-                             "pass a checkpoint of the same architecture (-a) trained by umamba-seg")
+        raise UserInputError(
+            f"no tensor of the checkpoint matches the network by name and shape "
+            f"({len(weights)} in the checkpoint, {len(own)} in the network)",
+            Path(path),
+            "pass a checkpoint of the same architecture (-a) trained by umamba-seg",
+        )
     module.load_state_dict(take, strict=False)
     for line in report.lines():
         log(line)

@@ -42,8 +42,14 @@ class RecipeTrainer(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming con
 
     recipe: Recipe
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         r = self.recipe
         self.initial_lr = r.lr
@@ -56,8 +62,9 @@ class RecipeTrainer(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming con
 
     # schedule
 
-    def configure_schedule(self, epochs: int | None = None, iters_per_epoch: int | None = None,
-                           val_iters: int | None = None) -> None:
+    def configure_schedule(
+        self, epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None
+    ) -> None:
         """As :class:`umambaTrainer`'s; an explicit ``iters_per_epoch`` also replaces "one pass"."""
         if iters_per_epoch is not None:
             self._iterations_from_cases = False
@@ -97,7 +104,9 @@ class RecipeTrainer(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming con
             f"recipe {self.__class__.__name__}: {r.optimizer} lr {self.initial_lr:g} weight decay "
             f"{self.weight_decay:g}, {r.schedule} schedule, {self.num_epochs} epochs x "
             f"{self.num_iterations_per_epoch} iterations, batch {self.batch_size}, loss {r.loss}, deep supervision "
-            f"{'on' if self.enable_deep_supervision else 'off'}", add_timestamp=False)
+            f"{'on' if self.enable_deep_supervision else 'off'}",
+            add_timestamp=False,
+        )
         return loaders
 
     # optimizer and learning rate
@@ -111,14 +120,17 @@ class RecipeTrainer(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         r = self.recipe
         if r.optimizer == "sgd":
             return super().configure_optimizers()  # nnU-Net's SGD and poly at this recipe's lr and decay
-        optimizer = torch.optim.AdamW(decay_groups(self.network, self.weight_decay), lr=self.initial_lr,
-                                      betas=ADAMW_BETAS, eps=ADAMW_EPS)
+        optimizer = torch.optim.AdamW(
+            decay_groups(self.network, self.weight_decay), lr=self.initial_lr, betas=ADAMW_BETAS, eps=ADAMW_EPS
+        )
         if r.schedule == "cosine":
-            scheduler = EpochCosineAnnealingLR(optimizer, T_max=self.cosine_t_max(),
-                                               eta_min=float(r.schedule_params["eta_min"]))
+            scheduler = EpochCosineAnnealingLR(
+                optimizer, T_max=self.cosine_t_max(), eta_min=float(r.schedule_params["eta_min"])
+            )
         else:
-            scheduler = PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs,
-                                        float(r.schedule_params["exponent"]))
+            scheduler = PolyLRScheduler(
+                optimizer, self.initial_lr, self.num_epochs, float(r.schedule_params["exponent"])
+            )
         return optimizer, scheduler
 
     # loss
@@ -168,8 +180,12 @@ class umambaTrainer_VMUNetAuthors(RecipeTrainer):  # noqa: N801
 
 
 RECIPE_TRAINERS: tuple[type[umambaTrainer], ...] = (
-    umambaTrainer, umambaTrainer_UMambaAuthors, umambaTrainer_xLSTMUNetBotAuthors,
-    umambaTrainer_xLSTMUNetEncAuthors, umambaTrainer_SegMambaAuthors, umambaTrainer_VMUNetAuthors,
+    umambaTrainer,
+    umambaTrainer_UMambaAuthors,
+    umambaTrainer_xLSTMUNetBotAuthors,
+    umambaTrainer_xLSTMUNetEncAuthors,
+    umambaTrainer_SegMambaAuthors,
+    umambaTrainer_VMUNetAuthors,
 )
 
 

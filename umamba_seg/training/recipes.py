@@ -18,9 +18,9 @@ same class (:mod:`umamba_seg.training.nnunet_trainers`). Nothing of a recipe liv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from umamba_seg.errors import UserInputError
 
@@ -81,45 +81,65 @@ class Recipe:
         return self.batch_size_2d if spatial_dims == 2 else self.batch_size_3d
 
 
-_NNUNET_SOURCES = _frozen({
-    "optimizer": f"{_NNUNET}: configure_optimizers (SGD, momentum 0.99, nesterov)",
-    "lr": f"{_NNUNET}: self.initial_lr = 1e-2",
-    "weight_decay": f"{_NNUNET}: self.weight_decay = 3e-5",
-    "schedule": f"{_NNUNET}: PolyLRScheduler, stepped in on_train_epoch_start",
-    "epochs": f"{_NNUNET}: self.num_epochs = 1000",
-    "iterations_per_epoch": f"{_NNUNET}: self.num_iterations_per_epoch = 250",
-    "loss": f"{_NNUNET}: _build_loss (DC_and_CE_loss)",
-    "deep_supervision": f"{_NNUNET}: self.enable_deep_supervision = True",
-})
+_NNUNET_SOURCES = _frozen(
+    {
+        "optimizer": f"{_NNUNET}: configure_optimizers (SGD, momentum 0.99, nesterov)",
+        "lr": f"{_NNUNET}: self.initial_lr = 1e-2",
+        "weight_decay": f"{_NNUNET}: self.weight_decay = 3e-5",
+        "schedule": f"{_NNUNET}: PolyLRScheduler, stepped in on_train_epoch_start",
+        "epochs": f"{_NNUNET}: self.num_epochs = 1000",
+        "iterations_per_epoch": f"{_NNUNET}: self.num_iterations_per_epoch = 250",
+        "loss": f"{_NNUNET}: _build_loss (DC_and_CE_loss)",
+        "deep_supervision": f"{_NNUNET}: self.enable_deep_supervision = True",
+    }
+)
 
 NNUNET = Recipe(name="nnunet", trainer=NNUNET_TRAINER, sources=_NNUNET_SOURCES)
 
 UMAMBA_AUTHORS = Recipe(
-    name="authors", trainer="umambaTrainer_UMambaAuthors", plan_source="cnn",
-    sources=_frozen({
-        "optimizer": f"{_UMAMBA}:471-472 (SGD, momentum 0.99, nesterov)",
-        "lr": f"{_UMAMBA}:142", "weight_decay": f"{_UMAMBA}:143", "schedule": f"{_UMAMBA}:473 (PolyLRScheduler)",
-        "epochs": f"{_UMAMBA}:147", "iterations_per_epoch": f"{_UMAMBA}:145",
-        "loss": f"{_UMAMBA}: _build_loss (nnU-Net's DC_and_CE_loss)", "deep_supervision": f"{_UMAMBA}:149",
-        "plan_source": "bowang-lab/U-Mamba:README.md:39,47 (nnUNetv2_plan_and_preprocess, then -tr "
-                       "nnUNetTrainerUMambaBot on its nnUNetPlans)",
-    }),
+    name="authors",
+    trainer="umambaTrainer_UMambaAuthors",
+    plan_source="cnn",
+    sources=_frozen(
+        {
+            "optimizer": f"{_UMAMBA}:471-472 (SGD, momentum 0.99, nesterov)",
+            "lr": f"{_UMAMBA}:142",
+            "weight_decay": f"{_UMAMBA}:143",
+            "schedule": f"{_UMAMBA}:473 (PolyLRScheduler)",
+            "epochs": f"{_UMAMBA}:147",
+            "iterations_per_epoch": f"{_UMAMBA}:145",
+            "loss": f"{_UMAMBA}: _build_loss (nnU-Net's DC_and_CE_loss)",
+            "deep_supervision": f"{_UMAMBA}:149",
+            "plan_source": "bowang-lab/U-Mamba:README.md:39,47 (nnUNetv2_plan_and_preprocess, then -tr "
+            "nnUNetTrainerUMambaBot on its nnUNetPlans)",
+        }
+    ),
 )
 
 
 def _xlstm(trainer: str, batch_2d: int, script: str) -> Recipe:
     return Recipe(
-        name="authors", trainer=trainer, lr=5e-3, epochs=4000, batch_size_2d=batch_2d, plan_source="cnn",
-        sources=_frozen({
-            "optimizer": f"{_XLSTM}:475-476 (SGD, momentum 0.99, nesterov; its literal lr 0.00611 is replaced by "
-                         "the scheduler's initial_lr at the first epoch)",
-            "lr": f"{script}:2 (-lr 5e-3); {_XLSTM}:142",
-            "weight_decay": f"{_XLSTM}:144", "schedule": f"{_XLSTM}:477 (PolyLRScheduler)",
-            "epochs": f"{_XLSTM}:148", "iterations_per_epoch": f"{_XLSTM}:146",
-            "batch_size_2d": f"{script} (-bs {batch_2d}); {_XLSTM}:310", "loss": f"{_XLSTM}: _build_loss",
-            "deep_supervision": f"{_XLSTM}:150",
-            "plan_source": f"{script} (nnUNetv2_train's default plans, nnUNetPlans)",
-        }),
+        name="authors",
+        trainer=trainer,
+        lr=5e-3,
+        epochs=4000,
+        batch_size_2d=batch_2d,
+        plan_source="cnn",
+        sources=_frozen(
+            {
+                "optimizer": f"{_XLSTM}:475-476 (SGD, momentum 0.99, nesterov; its literal lr 0.00611 is replaced by "
+                "the scheduler's initial_lr at the first epoch)",
+                "lr": f"{script}:2 (-lr 5e-3); {_XLSTM}:142",
+                "weight_decay": f"{_XLSTM}:144",
+                "schedule": f"{_XLSTM}:477 (PolyLRScheduler)",
+                "epochs": f"{_XLSTM}:148",
+                "iterations_per_epoch": f"{_XLSTM}:146",
+                "batch_size_2d": f"{script} (-bs {batch_2d}); {_XLSTM}:310",
+                "loss": f"{_XLSTM}: _build_loss",
+                "deep_supervision": f"{_XLSTM}:150",
+                "plan_source": f"{script} (nnUNetv2_train's default plans, nnUNetPlans)",
+            }
+        ),
     )
 
 
@@ -127,45 +147,78 @@ XLSTM_BOT_AUTHORS = _xlstm("umambaTrainer_xLSTMUNetBotAuthors", 6, _XLSTM_BOT_SH
 XLSTM_ENC_AUTHORS = _xlstm("umambaTrainer_xLSTMUNetEncAuthors", 1, _XLSTM_ENC_SH)
 
 SEGMAMBA_AUTHORS = Recipe(
-    name="authors", trainer="umambaTrainer_SegMambaAuthors", batch_size_3d=2, loss="ce", deep_supervision=False,
-    sources=_frozen({
-        "optimizer": f"{_SEGMAMBA}:51-52 (SGD, momentum 0.99, nesterov)", "lr": f"{_SEGMAMBA}:51",
-        "weight_decay": f"{_SEGMAMBA}:51",
-        "schedule": f"{_SEGMAMBA}:54 (poly); {_SEGMAMBA_TRAINER}:403,477 (stepped per iteration; here per epoch, "
-                    "as nnU-Net)",
-        "epochs": f"{_SEGMAMBA}:22", "iterations_per_epoch": f"{_SEGMAMBA_TRAINER}:58 (num_step_per_epoch = 250)",
-        "batch_size_3d": f"{_SEGMAMBA}:23", "loss": f"{_SEGMAMBA}:48,55,62 (nn.CrossEntropyLoss only)",
-        "deep_supervision": "ge-xing/SegMamba:model_segmamba/segmamba.py:343 (one output)",
-        "grad_clip": f"{_SEGMAMBA_TRAINER}:464,469 (clip_grad_norm_ 12, as nnU-Net's train_step)",
-    }),
+    name="authors",
+    trainer="umambaTrainer_SegMambaAuthors",
+    batch_size_3d=2,
+    loss="ce",
+    deep_supervision=False,
+    sources=_frozen(
+        {
+            "optimizer": f"{_SEGMAMBA}:51-52 (SGD, momentum 0.99, nesterov)",
+            "lr": f"{_SEGMAMBA}:51",
+            "weight_decay": f"{_SEGMAMBA}:51",
+            "schedule": f"{_SEGMAMBA}:54 (poly); {_SEGMAMBA_TRAINER}:403,477 (stepped per iteration; here per epoch, "
+            "as nnU-Net)",
+            "epochs": f"{_SEGMAMBA}:22",
+            "iterations_per_epoch": f"{_SEGMAMBA_TRAINER}:58 (num_step_per_epoch = 250)",
+            "batch_size_3d": f"{_SEGMAMBA}:23",
+            "loss": f"{_SEGMAMBA}:48,55,62 (nn.CrossEntropyLoss only)",
+            "deep_supervision": "ge-xing/SegMamba:model_segmamba/segmamba.py:343 (one output)",
+            "grad_clip": f"{_SEGMAMBA_TRAINER}:464,469 (clip_grad_norm_ 12, as nnU-Net's train_step)",
+        }
+    ),
 )
 
 VMUNET_AUTHORS = Recipe(
-    name="authors", trainer="umambaTrainer_VMUNetAuthors", optimizer="adamw", lr=1e-3, weight_decay=1e-2,
-    schedule="cosine", schedule_params=_frozen({"t_max_binary": 50, "t_max_multiclass": 100, "eta_min": 1e-5}),
-    epochs=300, iterations_per_epoch=None, batch_size_2d=32, loss="bce_dice", deep_supervision=False,
-    sources=_frozen({
-        "optimizer": f"{_VMUNET_ISIC}:72,90-94 (AdamW, betas (0.9, 0.999), eps 1e-8); {_VMUNET_SYNAPSE}:59",
-        "lr": f"{_VMUNET_ISIC}:91; {_VMUNET_SYNAPSE}:78", "weight_decay": f"{_VMUNET_ISIC}:94; {_VMUNET_SYNAPSE}:81",
-        "schedule": f"{_VMUNET_ISIC}:125,138-139 (CosineAnnealingLR T_max 50, eta_min 1e-5); "
-                    f"{_VMUNET_SYNAPSE}:112,125-126 (T_max 100); {_VMUNET_ENGINE}:49 (stepped per epoch)",
-        "epochs": f"{_VMUNET_ISIC}:46; {_VMUNET_SYNAPSE}:50",
-        "iterations_per_epoch": f"{_VMUNET_ENGINE} (one pass over the train loader)",
-        "batch_size_2d": f"{_VMUNET_ISIC}:45; {_VMUNET_SYNAPSE}:49",
-        "loss": f"{_VMUNET_ISIC}:30 (BceDiceLoss(wb=1, wd=1)); {_VMUNET_SYNAPSE}:36-37 (CeDiceLoss, [1, 1])",
-        "deep_supervision": "JCruan519/VM-UNet:models/vmunet/vmunet.py:27-32 (one output)",
-        "no_weight_decay": "JCruan519/VM-UNet:models/vmunet/vmamba.py:363,375 mark A_logs and Ds; "
-                           "utils.py get_optimizer passes model.parameters(), so their run decays them",
-    }),
+    name="authors",
+    trainer="umambaTrainer_VMUNetAuthors",
+    optimizer="adamw",
+    lr=1e-3,
+    weight_decay=1e-2,
+    schedule="cosine",
+    schedule_params=_frozen({"t_max_binary": 50, "t_max_multiclass": 100, "eta_min": 1e-5}),
+    epochs=300,
+    iterations_per_epoch=None,
+    batch_size_2d=32,
+    loss="bce_dice",
+    deep_supervision=False,
+    sources=_frozen(
+        {
+            "optimizer": f"{_VMUNET_ISIC}:72,90-94 (AdamW, betas (0.9, 0.999), eps 1e-8); {_VMUNET_SYNAPSE}:59",
+            "lr": f"{_VMUNET_ISIC}:91; {_VMUNET_SYNAPSE}:78",
+            "weight_decay": f"{_VMUNET_ISIC}:94; {_VMUNET_SYNAPSE}:81",
+            "schedule": f"{_VMUNET_ISIC}:125,138-139 (CosineAnnealingLR T_max 50, eta_min 1e-5); "
+            f"{_VMUNET_SYNAPSE}:112,125-126 (T_max 100); {_VMUNET_ENGINE}:49 (stepped per epoch)",
+            "epochs": f"{_VMUNET_ISIC}:46; {_VMUNET_SYNAPSE}:50",
+            "iterations_per_epoch": f"{_VMUNET_ENGINE} (one pass over the train loader)",
+            "batch_size_2d": f"{_VMUNET_ISIC}:45; {_VMUNET_SYNAPSE}:49",
+            "loss": f"{_VMUNET_ISIC}:30 (BceDiceLoss(wb=1, wd=1)); {_VMUNET_SYNAPSE}:36-37 (CeDiceLoss, [1, 1])",
+            "deep_supervision": "JCruan519/VM-UNet:models/vmunet/vmunet.py:27-32 (one output)",
+            "no_weight_decay": "JCruan519/VM-UNet:models/vmunet/vmamba.py:363,375 mark A_logs and Ds; "
+            "utils.py get_optimizer passes model.parameters(), so their run decays them",
+        }
+    ),
 )
 
 # architecture family (``ArchSpec.family``, plus the xLSTM variant) -> its authors' recipe
-_AUTHORS: Mapping[str, Recipe] = _frozen({
-    "cnn": NNUNET, "umamba": UMAMBA_AUTHORS, "xlstm_bot": XLSTM_BOT_AUTHORS, "xlstm_enc": XLSTM_ENC_AUTHORS,
-    "segmamba": SEGMAMBA_AUTHORS, "vmunet": VMUNET_AUTHORS,
-})
-ALL_RECIPES: tuple[Recipe, ...] = (NNUNET, UMAMBA_AUTHORS, XLSTM_BOT_AUTHORS, XLSTM_ENC_AUTHORS, SEGMAMBA_AUTHORS,
-                                   VMUNET_AUTHORS)
+_AUTHORS: Mapping[str, Recipe] = _frozen(
+    {
+        "cnn": NNUNET,
+        "umamba": UMAMBA_AUTHORS,
+        "xlstm_bot": XLSTM_BOT_AUTHORS,
+        "xlstm_enc": XLSTM_ENC_AUTHORS,
+        "segmamba": SEGMAMBA_AUTHORS,
+        "vmunet": VMUNET_AUTHORS,
+    }
+)
+ALL_RECIPES: tuple[Recipe, ...] = (
+    NNUNET,
+    UMAMBA_AUTHORS,
+    XLSTM_BOT_AUTHORS,
+    XLSTM_ENC_AUTHORS,
+    SEGMAMBA_AUTHORS,
+    VMUNET_AUTHORS,
+)
 
 
 def check_recipe(recipe: str) -> str:
@@ -190,8 +243,9 @@ def recipe_for(arch: str, recipe: str = DEFAULT_RECIPE) -> Recipe:
         return NNUNET
     key = _authors_key(arch)
     if key not in _AUTHORS:
-        raise UserInputError(f"no authors' recipe for architecture '{arch}'", "--recipe",
-                             "train it with --recipe nnunet")
+        raise UserInputError(
+            f"no authors' recipe for architecture '{arch}'", "--recipe", "train it with --recipe nnunet"
+        )
     return _AUTHORS[key]
 
 

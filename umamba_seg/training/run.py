@@ -21,8 +21,8 @@ import json
 import logging
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -41,9 +41,16 @@ LOCK = ".umamba_train.lock"
 DEFAULT_NUM_FOLDS = 5
 
 
-def output_folder(ws: Workspace, dataset_name: str, arch: str, configuration: str, fold: int | str,
-                  trainer_name: str = TRAINER_NAME, plans_name: str | None = None,
-                  plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
+def output_folder(
+    ws: Workspace,
+    dataset_name: str,
+    arch: str,
+    configuration: str,
+    fold: int | str,
+    trainer_name: str = TRAINER_NAME,
+    plans_name: str | None = None,
+    plan_source: str = DEFAULT_PLAN_SOURCE,
+) -> Path:
     """``<results>/DatasetXXX/<Trainer>__<plans>__<config>/fold_<f>``; ``<plans>`` is
     ``arch``'s plans of ``plan_source`` (:func:`plans_identifier`) unless ``plans_name`` names
     other plans (e.g. the benchmark's)."""
@@ -61,16 +68,23 @@ def check_fold(ws: Workspace, dataset_name: str, fold: int | str) -> int | str:
         try:
             splits = json.loads(splits_file.read_text())
         except (OSError, ValueError) as e:
-            raise UserInputError(f"splits_final.json is not valid JSON ({e})", splits_file,
-                                 "fix it, or delete it to get nnU-Net's 5-fold split") from None
+            raise UserInputError(
+                f"splits_final.json is not valid JSON ({e})",
+                splits_file,
+                "fix it, or delete it to get nnU-Net's 5-fold split",
+            ) from None
         if not isinstance(splits, list) or not splits:
-            raise UserInputError("splits_final.json is not a list of folds", splits_file,
-                                 "fix it, or delete it to get nnU-Net's 5-fold split")
+            raise UserInputError(
+                "splits_final.json is not a list of folds",
+                splits_file,
+                "fix it, or delete it to get nnU-Net's 5-fold split",
+            )
         n, where = len(splits), splits_file
     text = str(fold)
     if not text.isdigit() or int(text) >= n:
-        raise UserInputError(f"fold '{fold}' is not one of the split's folds 0..{n - 1} or 'all'", where,
-                             f"pass -f 0..{n - 1} or -f all")
+        raise UserInputError(
+            f"fold '{fold}' is not one of the split's folds 0..{n - 1} or 'all'", where, f"pass -f 0..{n - 1} or -f all"
+        )
     return int(text)
 
 
@@ -88,8 +102,11 @@ def fold_lock(folder: Path) -> Iterator[None]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserInputError(f"cannot create the fold folder ({e.strerror})", folder,
-                             "make the results folder writable (or choose another --workdir)") from None
+        raise UserInputError(
+            f"cannot create the fold folder ({e.strerror})",
+            folder,
+            "make the results folder writable (or choose another --workdir)",
+        ) from None
     try:
         with exclusive_lock(folder, LOCK, "the fold folder"):
             yield
@@ -128,7 +145,8 @@ def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, nu
     plans = load_json(str(cnn_plans))
     if configuration not in plans["configurations"]:
         raise UserInputError(
-            f"configuration '{configuration}' is not in the plans", cnn_plans,
+            f"configuration '{configuration}' is not in the plans",
+            cnn_plans,
             f"choose one of {', '.join(k for k in plans['configurations'] if not k.startswith('3d_cascade'))}",
         )
     raw = ws.raw_dataset(dataset_name)
@@ -139,14 +157,18 @@ def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, nu
     if n_done >= n_train and (pre / "gt_segmentations").is_dir():
         return
     if not raw.is_dir():
-        raise UserInputError(f"preprocessed data for '{configuration}' is incomplete and the raw dataset is missing",
-                             data_dir, "restore the raw dataset and run `umamba-seg plan-and-preprocess`")
+        raise UserInputError(
+            f"preprocessed data for '{configuration}' is incomplete and the raw dataset is missing",
+            data_dir,
+            "restore the raw dataset and run `umamba-seg plan-and-preprocess`",
+        )
     from umamba_seg.planning.pipeline import explain_failures
 
     log.info("Preprocessed data for '%s' is missing or incomplete: preprocessing it first.", configuration)
     with explain_failures(raw):
-        ResumablePreprocessor(verbose=False).run_resumable(dataset_name, configuration, cnn_plans, raw, pre,
-                                                           num_processes)
+        ResumablePreprocessor(verbose=False).run_resumable(
+            dataset_name, configuration, cnn_plans, raw, pre, num_processes
+        )
     copy_gt_segmentations(raw, pre)
 
 
@@ -156,12 +178,27 @@ def training_plan_source(plan_source: str | None = None, arch: str = CNN_ARCH, r
     return check_plan_source(plan_source or recipe_for(arch, recipe).plan_source)
 
 
-def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str = CNN_ARCH,
-               epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None,
-               device: str = "auto", continue_training: bool = False, npz: bool = False, seed: int | None = None,
-               trust_checkpoint: bool = False, num_processes: int = 2, plans_name: str | None = None,
-               validate: bool = True, pretrained_weights: str | os.PathLike | None = None,
-               plan_source: str | None = None, recipe: str = DEFAULT_RECIPE) -> Path:
+def train_fold(
+    ws: Workspace,
+    dataset_name: str,
+    configuration: str,
+    fold: int | str,
+    arch: str = CNN_ARCH,
+    epochs: int | None = None,
+    iters_per_epoch: int | None = None,
+    val_iters: int | None = None,
+    device: str = "auto",
+    continue_training: bool = False,
+    npz: bool = False,
+    seed: int | None = None,
+    trust_checkpoint: bool = False,
+    num_processes: int = 2,
+    plans_name: str | None = None,
+    validate: bool = True,
+    pretrained_weights: str | os.PathLike | None = None,
+    plan_source: str | None = None,
+    recipe: str = DEFAULT_RECIPE,
+) -> Path:
     """Train one fold (holding its folder's lock) with ``recipe``'s trainer class; returns its output folder.
 
     ``plans_name``: train with ``<preprocessed>/<plans_name>.json`` (which must exist, e.g. written
@@ -171,26 +208,72 @@ def train_fold(ws: Workspace, dataset_name: str, configuration: str, fold: int |
     ``validate=False`` skips the final sliding-window validation of the fold. ``pretrained_weights``:
     a checkpoint whose matching tensors initialise the network (:mod:`.pretrained`)."""
     if pretrained_weights is not None and continue_training:
-        raise UserInputError("--pretrained-weights and --continue exclude each other (--continue restores the "
-                             "fold's own checkpoint)", str(pretrained_weights), "drop one of them")
+        raise UserInputError(
+            "--pretrained-weights and --continue exclude each other (--continue restores the fold's own checkpoint)",
+            str(pretrained_weights),
+            "drop one of them",
+        )
     fold = check_fold(ws, dataset_name, fold)
     check_schedule(epochs, iters_per_epoch, val_iters)
     plan_source = training_plan_source(plan_source, arch, check_recipe(recipe))
     trainer = trainer_name(arch, recipe)
-    out = output_folder(ws, dataset_name, arch, configuration, fold, trainer_name=trainer, plans_name=plans_name,
-                        plan_source=plan_source)
+    out = output_folder(
+        ws,
+        dataset_name,
+        arch,
+        configuration,
+        fold,
+        trainer_name=trainer,
+        plans_name=plans_name,
+        plan_source=plan_source,
+    )
     with fold_lock(out):
-        return _train_fold_locked(ws, dataset_name, configuration, fold, arch, epochs, iters_per_epoch, val_iters,
-                                  device, continue_training, npz, seed, trust_checkpoint, num_processes, plans_name,
-                                  validate, out, pretrained_weights, plan_source, trainer)
+        return _train_fold_locked(
+            ws,
+            dataset_name,
+            configuration,
+            fold,
+            arch,
+            epochs,
+            iters_per_epoch,
+            val_iters,
+            device,
+            continue_training,
+            npz,
+            seed,
+            trust_checkpoint,
+            num_processes,
+            plans_name,
+            validate,
+            out,
+            pretrained_weights,
+            plan_source,
+            trainer,
+        )
 
 
-def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fold: int | str, arch: str,
-                       epochs: int | None, iters_per_epoch: int | None, val_iters: int | None, device: str,
-                       continue_training: bool, npz: bool, seed: int | None, trust_checkpoint: bool,
-                       num_processes: int, plans_name: str | None, validate: bool, out: Path,
-                       pretrained_weights: str | os.PathLike | None = None,
-                       plan_source: str = DEFAULT_PLAN_SOURCE, trainer_class_name: str = TRAINER_NAME) -> Path:
+def _train_fold_locked(
+    ws: Workspace,
+    dataset_name: str,
+    configuration: str,
+    fold: int | str,
+    arch: str,
+    epochs: int | None,
+    iters_per_epoch: int | None,
+    val_iters: int | None,
+    device: str,
+    continue_training: bool,
+    npz: bool,
+    seed: int | None,
+    trust_checkpoint: bool,
+    num_processes: int,
+    plans_name: str | None,
+    validate: bool,
+    out: Path,
+    pretrained_weights: str | os.PathLike | None = None,
+    plan_source: str = DEFAULT_PLAN_SOURCE,
+    trainer_class_name: str = TRAINER_NAME,
+) -> Path:
     from umamba_seg.planning.pipeline import ensure_plans
     from umamba_seg.training.recipe_trainers import trainer_class
 
@@ -201,13 +284,17 @@ def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fol
     else:
         plans_path = ws.preprocessed_dataset(dataset_name) / f"{plans_name}.json"
         if not plans_path.is_file():
-            raise UserInputError(f"no plans named {plans_name}", plans_path,
-                                 "write them first (or train without a plans name)")
+            raise UserInputError(
+                f"no plans named {plans_name}", plans_path, "write them first (or train without a plans name)"
+            )
     ensure_preprocessed(ws, dataset_name, configuration, num_processes)
     plans = load_json(str(plans_path))
     if configuration not in plans["configurations"]:
-        raise UserInputError(f"configuration '{configuration}' is not in the plans", plans_path,
-                             f"choose one of {', '.join(plans['configurations'])}")
+        raise UserInputError(
+            f"configuration '{configuration}' is not in the plans",
+            plans_path,
+            f"choose one of {', '.join(plans['configurations'])}",
+        )
     if seed is not None:
         seed_everything(seed)
     plans["continue_training"] = continue_training
@@ -229,8 +316,12 @@ def _train_fold_locked(ws: Workspace, dataset_name: str, configuration: str, fol
 
         if not trainer.was_initialized:
             trainer.initialize()
-        load_pretrained_weights(trainer.network, pretrained_weights, trust_checkpoint,
-                                log=lambda line: trainer.print_to_log_file(line, add_timestamp=False))
+        load_pretrained_weights(
+            trainer.network,
+            pretrained_weights,
+            trust_checkpoint,
+            log=lambda line: trainer.print_to_log_file(line, add_timestamp=False),
+        )
     if trainer.current_epoch < trainer.num_epochs:
         trainer.run_training()
     else:

@@ -50,8 +50,14 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
 
     trust_checkpoints: bool = False
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
         check_plans(plans, _plans_file(plans))  # before nnunetv2 resolves any name or path in them
         self.show_progress = show_progress()  # off under --quiet; before nnunetv2's __init__ logs its first lines
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -62,15 +68,22 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         self._bar: tqdm | None = None  # the open progress bar (training or validation)
 
     @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> torch.nn.Module:
+    def build_network_architecture(
+        plans_manager,
+        configuration_manager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> torch.nn.Module:
         """nnunetv2's network from the plans, once its ``architecture`` block passed the allow-list."""
         check_architecture(configuration_manager.configuration.get("architecture"), _plans_file(plans_manager.plans))
-        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                        num_output_channels, enable_deep_supervision)
+        return nnUNetTrainer.build_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
+        )
 
-    def configure_schedule(self, epochs: int | None = None, iters_per_epoch: int | None = None,
-                           val_iters: int | None = None) -> None:
+    def configure_schedule(
+        self, epochs: int | None = None, iters_per_epoch: int | None = None, val_iters: int | None = None
+    ) -> None:
         """Override nnU-Net's 1000 epochs x 250 iterations (+ 50 validation iterations)."""
         if epochs is not None:
             self.num_epochs = int(epochs)
@@ -103,21 +116,28 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         self._stop_dataloaders()
         raise UserInputError(
             f"training loss became {value} at epoch {epoch}, iteration {iteration} (no checkpoint_final.pth written)",
-            self.output_folder, "check the images' intensities with `plan-and-preprocess --verify`, or lower the "
-                                "learning rate; --continue resumes from checkpoint_latest.pth")
+            self.output_folder,
+            "check the images' intensities with `plan-and-preprocess --verify`, or lower the "
+            "learning rate; --continue resumes from checkpoint_latest.pth",
+        )
 
     def print_to_log_file(self, *args, also_print_to_console: bool = True, add_timestamp: bool = True) -> None:
         """nnU-Net's training log, written to ``training_log_*.txt`` as always; ``--quiet`` only
         keeps its lines off the console."""
-        super().print_to_log_file(*args, also_print_to_console=also_print_to_console and self.show_progress,
-                                  add_timestamp=add_timestamp)
+        super().print_to_log_file(
+            *args, also_print_to_console=also_print_to_console and self.show_progress, add_timestamp=add_timestamp
+        )
 
     # progress bars: opened by the epoch-start hooks, advanced by the steps, closed by the epoch-end hooks
 
     def _open_bar(self, phase: str, total: int) -> None:
         self._close_bar()
-        self._bar = tqdm(total=total, desc=f"epoch {self.current_epoch + 1}/{self.num_epochs} {phase}", leave=False,
-                         disable=not self.show_progress or self.local_rank != 0)
+        self._bar = tqdm(
+            total=total,
+            desc=f"epoch {self.current_epoch + 1}/{self.num_epochs} {phase}",
+            leave=False,
+            disable=not self.show_progress or self.local_rank != 0,
+        )
 
     def _close_bar(self) -> None:
         if self._bar is not None:
@@ -170,9 +190,16 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         if self.local_rank != 0:
             return
         first = self.current_epoch if self._first_timed_epoch is None else self._first_timed_epoch
-        write_json_atomic({"seconds": self.train_step_seconds, "first_epoch": first,
-                           "num_epochs": self.num_epochs, "iterations_per_epoch": self.num_iterations_per_epoch,
-                           "device": str(self.device)}, Path(self.output_folder) / STEP_TIMES_FILE)
+        write_json_atomic(
+            {
+                "seconds": self.train_step_seconds,
+                "first_epoch": first,
+                "num_epochs": self.num_epochs,
+                "iterations_per_epoch": self.num_iterations_per_epoch,
+                "device": str(self.device),
+            },
+            Path(self.output_folder) / STEP_TIMES_FILE,
+        )
 
     def on_train_end(self) -> None:
         """This run's step times (``train_step_times.json``), then nnunetv2's final checkpoint and shutdown."""
@@ -201,17 +228,20 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         if not self.was_initialized:
             self.initialize()
         if isinstance(filename_or_checkpoint, (str, os.PathLike)):
-            ckpt = load_checkpoint_safe(Path(filename_or_checkpoint), map_location=self.device,
-                                        trust=self.trust_checkpoints)
+            ckpt = load_checkpoint_safe(
+                Path(filename_or_checkpoint), map_location=self.device, trust=self.trust_checkpoints
+            )
         else:
             ckpt = filename_or_checkpoint
-        require_training_state(ckpt, filename_or_checkpoint if isinstance(filename_or_checkpoint, (str, os.PathLike))
-                               else None)
+        require_training_state(
+            ckpt, filename_or_checkpoint if isinstance(filename_or_checkpoint, (str, os.PathLike)) else None
+        )
         mod = self.network.module if self.is_ddp else self.network
         mod = getattr(mod, "_orig_mod", mod)
         own = mod.state_dict().keys()
-        weights = {(k[7:] if k not in own and k.startswith("module.") else k): v
-                   for k, v in ckpt["network_weights"].items()}
+        weights = {
+            (k[7:] if k not in own and k.startswith("module.") else k): v for k, v in ckpt["network_weights"].items()
+        }
         init_args = dict(ckpt["init_args"])
         if isinstance(init_args.get("device"), str):
             init_args["device"] = torch.device(init_args["device"])
@@ -219,8 +249,9 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         self.current_epoch = ckpt["current_epoch"]
         self.logger.load_checkpoint(ckpt["logging"])
         self._best_ema = ckpt["_best_ema"]
-        self.inference_allowed_mirroring_axes = ckpt.get("inference_allowed_mirroring_axes",
-                                                         self.inference_allowed_mirroring_axes)
+        self.inference_allowed_mirroring_axes = ckpt.get(
+            "inference_allowed_mirroring_axes", self.inference_allowed_mirroring_axes
+        )
         mod.load_state_dict(weights)
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         if self.grad_scaler is not None and ckpt.get("grad_scaler_state") is not None:

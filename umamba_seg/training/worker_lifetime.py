@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1
 _state = threading.local()

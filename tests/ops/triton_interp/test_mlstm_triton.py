@@ -19,7 +19,6 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 import torch  # noqa: E402
 
 from tests.helpers import assert_close, mlstm_inputs  # noqa: E402
-
 from umamba_seg.ops.mlstm import mlstm, mlstm_parallel_reference, resolve_backend  # noqa: E402
 from umamba_seg.ops.mlstm import triton_kernels as tk  # noqa: E402
 from umamba_seg.ops.mlstm.reference import MLSTMInputs  # noqa: E402
@@ -83,7 +82,9 @@ def test_forward_saves_states_that_reproduce_the_recurrence():
     from umamba_seg.ops.mlstm.torch_chunkwise import mlstm_chunkwise_forward
 
     ref = mlstm_chunkwise_forward(MLSTMInputs(q, k, v, ig, fg), chunk=16)
-    torch.testing.assert_close(res.c_prev[..., 1:, : 16 * 16], ref.c_prev[..., 1:, :, :].flatten(-2), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        res.c_prev[..., 1:, : 16 * 16], ref.c_prev[..., 1:, :, :].flatten(-2), rtol=1e-4, atol=1e-5
+    )
     torch.testing.assert_close(res.m_prev[..., 1:], ref.m_prev[..., 1:], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(res.m, ref.m, rtol=1e-6, atol=1e-6)
 

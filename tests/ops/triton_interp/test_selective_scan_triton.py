@@ -21,7 +21,6 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 import torch  # noqa: E402
 
 from tests.helpers import assert_close, scan_inputs  # noqa: E402
-
 from umamba_seg.ops.selective_scan import reference as ref  # noqa: E402
 from umamba_seg.ops.selective_scan import triton_kernels as tk  # noqa: E402
 from umamba_seg.ops.selective_scan.common import CHECKPOINT_LEN, num_checkpoints  # noqa: E402
@@ -106,10 +105,13 @@ def test_half_inputs_fp32_state(dtype):
     # Reference and kernel see the same rounded inputs and accumulate in fp32: states agree
     # to fp32 precision, half-precision outputs to their rounding.
     check_against_reference(args, tk.LaunchConfig(2, 4, 128, 4), rtol=2e-2, grad_rtol=2e-2)
-    out, last, _ = tk.forward(*[args[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias",
-                                                    "delta_softplus")], config=tk.LaunchConfig(2, 4, 128, 4))
-    r_out, r_last, _ = ref.forward(*[args[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias",
-                                                       "delta_softplus")])
+    out, last, _ = tk.forward(
+        *[args[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")],
+        config=tk.LaunchConfig(2, 4, 128, 4),
+    )
+    r_out, r_last, _ = ref.forward(
+        *[args[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")]
+    )
     assert_close(last, r_last, 1e-5, "last_state(fp32)")
 
 

@@ -25,9 +25,7 @@ from .reference import DEFAULT_EPS, MLSTMInputs, compute_dtype
 from .torch_chunkwise import DEFAULT_CHUNK, ForwardResult, num_chunks
 
 
-def forward(
-    x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
-) -> ForwardResult:
+def forward(x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK) -> ForwardResult:
     """Empty forward result with the chunkwise backend's shapes, dtypes and storages."""
     b, h, length, dh = x.q.shape
     n = num_chunks(length, chunk)

@@ -136,9 +136,7 @@ def chunk_maxima(a_max: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, m_after], dim=-1).to(a_max.dtype)
 
 
-def state_recurrence(
-    k_local: torch.Tensor, a_max: torch.Tensor, g: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def state_recurrence(k_local: torch.Tensor, a_max: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Carry the state across chunks: returns the state entering each chunk and the maxima.
 
     ``k_local[..., c, :]``: chunk c's own contribution (any trailing size, flattened),
@@ -223,9 +221,7 @@ class ForwardResult:
     m_prev: torch.Tensor
 
 
-def mlstm_chunkwise_forward(
-    x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
-) -> ForwardResult:
+def mlstm_chunkwise_forward(x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK) -> ForwardResult:
     """Chunkwise forward (no autograd graph); see the module docstring."""
     q, k, v, igate, fgate = x
     _, _, L, dh = check_mlstm_shapes(q, k, v, igate, fgate)

@@ -56,10 +56,20 @@ PRECISION = "tf32"
 
 @triton.jit
 def _chunk_outer_kernel(
-    X, Y, Z, W, OUT,
-    L, N, DIM_K, DIM_V,
-    T: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    HAS_Z: tl.constexpr, PRECISION: tl.constexpr,
+    X,
+    Y,
+    Z,
+    W,
+    OUT,
+    L,
+    N,
+    DIM_K,
+    DIM_V,
+    T: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """OUT[bh, c, :] = flat(sum_t W[t] X[t, :] Y[t, :]^T) ++ sum_t W[t] X[t, :] Z[t] (Z = 1 if absent)."""
     c = tl.program_id(0)
@@ -75,9 +85,13 @@ def _chunk_outer_kernel(
     k_ok = rk < DIM_K
     v_ok = rv < DIM_V
     w = tl.load((W + bh * N * T) + t)
-    x = tl.load((X + bh * L * DIM_K) + (t[:, None] * DIM_K + rk[None, :]), mask=t_ok[:, None] & k_ok[None, :], other=0.0)
+    x = tl.load(
+        (X + bh * L * DIM_K) + (t[:, None] * DIM_K + rk[None, :]), mask=t_ok[:, None] & k_ok[None, :], other=0.0
+    )
     xw = x.to(tl.float32) * w[:, None]
-    y = tl.load((Y + bh * L * DIM_V) + (t[:, None] * DIM_V + rv[None, :]), mask=t_ok[:, None] & v_ok[None, :], other=0.0)
+    y = tl.load(
+        (Y + bh * L * DIM_V) + (t[:, None] * DIM_V + rv[None, :]), mask=t_ok[:, None] & v_ok[None, :], other=0.0
+    )
     mat = tl.dot(tl.trans(xw), y.to(tl.float32), input_precision=PRECISION)
     E = DIM_K * DIM_V + DIM_K
     base = OUT + (bh * N + c) * E
@@ -93,9 +107,16 @@ def _chunk_outer_kernel(
 
 @triton.jit
 def _state_recurrence_kernel(
-    LOCAL, STATES, G, AMAX, DECAY, MPREV,
-    N, E,
-    BLOCK: tl.constexpr, TRACK_MAX: tl.constexpr,
+    LOCAL,
+    STATES,
+    G,
+    AMAX,
+    DECAY,
+    MPREV,
+    N,
+    E,
+    BLOCK: tl.constexpr,
+    TRACK_MAX: tl.constexpr,
 ):
     """Carry flat states across chunks; STATES[c] = the state *before* chunk c is folded in.
 
@@ -135,9 +156,25 @@ def _state_recurrence_kernel(
 
 @triton.jit
 def _fwd_output_kernel(
-    Q, K, V, LOGI, B, MPREV, STATES, H, NOUT, MOUT,
-    L, N, DH, scale, eps,
-    T: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    LOGI,
+    B,
+    MPREV,
+    STATES,
+    H,
+    NOUT,
+    MOUT,
+    L,
+    N,
+    DH,
+    scale,
+    eps,
+    T: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """One chunk, one tile of value columns: h = num / (max(|n|, exp(-m)) + eps)."""
     c = tl.program_id(0)
@@ -197,12 +234,29 @@ def _fwd_output_kernel(
         tl.store(MOUT + gate_off, m)
 
 
-
 @triton.jit
 def _bwd_dqk_kernel(
-    Q, K, V, DNUM, DN, LOGI, B, M, MPREV, STATES, RNEXT, DQ, DK,
-    L, N, DH, scale,
-    T: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    DNUM,
+    DN,
+    LOGI,
+    B,
+    M,
+    MPREV,
+    STATES,
+    RNEXT,
+    DQ,
+    DK,
+    L,
+    N,
+    DH,
+    scale,
+    T: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """One chunk, one tile of key columns: dq and dk (intra-chunk + inter-chunk parts)."""
     c = tl.program_id(0)
@@ -275,9 +329,23 @@ def _bwd_dqk_kernel(
 
 @triton.jit
 def _bwd_dv_kernel(
-    Q, K, DNUM, LOGI, B, M, MPREV, RNEXT, DV,
-    L, N, DH, scale,
-    T: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    DNUM,
+    LOGI,
+    B,
+    M,
+    MPREV,
+    RNEXT,
+    DV,
+    L,
+    N,
+    DH,
+    scale,
+    T: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """One chunk, one tile of value columns: dv (intra-chunk + inter-chunk parts)."""
     c = tl.program_id(0)
@@ -342,9 +410,7 @@ def _check_chunk(chunk: int) -> None:
         raise ValueError(f"mlstm (triton): chunk must be a power of two >= 16, got {chunk}")
 
 
-def mlstm_triton_forward(
-    x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK
-) -> ForwardResult:
+def mlstm_triton_forward(x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK) -> ForwardResult:
     """Chunkwise forward on Triton kernels (contiguous inputs); see ``torch_chunkwise``.
 
     ``c_prev`` of the result holds the flat states entering each chunk, ``(b,h,N,dh*dh+dh)``
@@ -362,21 +428,61 @@ def mlstm_triton_forward(
     w = torch.exp(gates.a - gates.a_max[..., None]).contiguous()
     local = torch.empty(bsz, heads, n, e, **f32)
     _chunk_outer_kernel[(n, bh, n_t * n_t)](
-        k, v, w, w, local, L, n, dh, dh, T=chunk, BK=tile, BV=tile, HAS_Z=False, PRECISION=prec,
+        k,
+        v,
+        w,
+        w,
+        local,
+        L,
+        n,
+        dh,
+        dh,
+        T=chunk,
+        BK=tile,
+        BV=tile,
+        HAS_Z=False,
+        PRECISION=prec,
         num_warps=NUM_WARPS,
     )
     states = torch.empty_like(local)
     m_prev = torch.empty(bsz, heads, n + 1, **f32)
     g, a_max = gates.g.contiguous(), gates.a_max.contiguous()
     _state_recurrence_kernel[(triton.cdiv(e, RECURRENCE_BLOCK), bh)](
-        local, states, g, a_max, g, m_prev, n, e, BLOCK=RECURRENCE_BLOCK, TRACK_MAX=True, num_warps=NUM_WARPS,
+        local,
+        states,
+        g,
+        a_max,
+        g,
+        m_prev,
+        n,
+        e,
+        BLOCK=RECURRENCE_BLOCK,
+        TRACK_MAX=True,
+        num_warps=NUM_WARPS,
     )
     h = torch.empty(bsz, heads, L, dh, **f32)
     n_out = torch.empty(bsz, heads, n, chunk, **f32)
     m_out = torch.empty_like(n_out)
     _fwd_output_kernel[(n, bh, n_t)](
-        q, k, v, gates.log_i.contiguous(), gates.b.contiguous(), m_prev, states, h, n_out, m_out,
-        L, n, dh, 1.0 / math.sqrt(dh), float(eps), T=chunk, BK=tile, BV=tile, PRECISION=prec,
+        q,
+        k,
+        v,
+        gates.log_i.contiguous(),
+        gates.b.contiguous(),
+        m_prev,
+        states,
+        h,
+        n_out,
+        m_out,
+        L,
+        n,
+        dh,
+        1.0 / math.sqrt(dh),
+        float(eps),
+        T=chunk,
+        BK=tile,
+        BV=tile,
+        PRECISION=prec,
         num_warps=NUM_WARPS,
     )
     return ForwardResult(h=h, n=n_out, m=m_out, c_prev=states, n_prev=states[..., dh * dh :], m_prev=m_prev)
@@ -406,24 +512,82 @@ def mlstm_triton_backward(
 
     r_local = torch.empty(bsz, heads, n, e, dtype=torch.float32, device=q.device)
     _chunk_outer_kernel[(n, bh, n_t * n_t)](
-        q, dnum, dn, w_q, r_local, L, n, dh, dh, T=chunk, BK=tile, BV=tile, HAS_Z=True, PRECISION=prec,
+        q,
+        dnum,
+        dn,
+        w_q,
+        r_local,
+        L,
+        n,
+        dh,
+        dh,
+        T=chunk,
+        BK=tile,
+        BV=tile,
+        HAS_Z=True,
+        PRECISION=prec,
         num_warps=NUM_WARPS,
     )
     r_next = torch.empty_like(r_local)
     _state_recurrence_kernel[(triton.cdiv(e, RECURRENCE_BLOCK), bh)](
-        r_local, r_next, decay, decay, decay, fwd.m_prev, n, e, BLOCK=RECURRENCE_BLOCK, TRACK_MAX=False,
+        r_local,
+        r_next,
+        decay,
+        decay,
+        decay,
+        fwd.m_prev,
+        n,
+        e,
+        BLOCK=RECURRENCE_BLOCK,
+        TRACK_MAX=False,
         num_warps=NUM_WARPS,
     )
     log_i, b = gates.log_i.contiguous(), gates.b.contiguous()
     dq = torch.empty(bsz, heads, L, dh, dtype=torch.float32, device=q.device)
     dk, dv = torch.empty_like(dq), torch.empty_like(dq)
     _bwd_dqk_kernel[(n, bh, n_t)](
-        q, k, v, dnum, dn, log_i, b, fwd.m, fwd.m_prev, fwd.c_prev, r_next, dq, dk,
-        L, n, dh, scale, T=chunk, BK=tile, BV=DQK_V_TILE, PRECISION=prec, num_warps=DQK_NUM_WARPS,
+        q,
+        k,
+        v,
+        dnum,
+        dn,
+        log_i,
+        b,
+        fwd.m,
+        fwd.m_prev,
+        fwd.c_prev,
+        r_next,
+        dq,
+        dk,
+        L,
+        n,
+        dh,
+        scale,
+        T=chunk,
+        BK=tile,
+        BV=DQK_V_TILE,
+        PRECISION=prec,
+        num_warps=DQK_NUM_WARPS,
     )
     _bwd_dv_kernel[(n, bh, n_t)](
-        q, k, dnum, log_i, b, fwd.m, fwd.m_prev, r_next, dv,
-        L, n, dh, scale, T=chunk, BK=tile, BV=tile, PRECISION=prec, num_warps=NUM_WARPS,
+        q,
+        k,
+        dnum,
+        log_i,
+        b,
+        fwd.m,
+        fwd.m_prev,
+        r_next,
+        dv,
+        L,
+        n,
+        dh,
+        scale,
+        T=chunk,
+        BK=tile,
+        BV=tile,
+        PRECISION=prec,
+        num_warps=NUM_WARPS,
     )
     d_igate, d_fgate = gate_grads(q.float(), dq, k.float(), dk, fgate)
     return dq, dk, dv, d_igate, d_fgate

@@ -115,8 +115,9 @@ def _program_ids(n_dblocks, nchunk):
 
 
 @triton.jit
-def _tile_index(pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate,
-                BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr):
+def _tile_index(
+    pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr
+):
     """Common index algebra of the chunk kernels."""
     bi = pid_bd // n_dblocks
     c0 = (pid_bd % n_dblocks) * BD
@@ -134,14 +135,32 @@ def _tile_index(pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate,
 
 @triton.jit
 def _fwd_chunk_state_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, local_ptr, dtsum_ptr,
-    dim, L, nchunk, dpg, groups, dstate, n_dblocks,
-    BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    bias_ptr,
+    local_ptr,
+    dtsum_ptr,
+    dim,
+    L,
+    nchunk,
+    dpg,
+    groups,
+    dstate,
+    n_dblocks,
+    BD: tl.constexpr,
+    NP: tl.constexpr,
+    BT: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
-        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
+        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT
+    )
     mask_n = offs_n < dstate
     A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
     bias = tl.zeros([BD], dtype=ACC)
@@ -167,9 +186,21 @@ def _fwd_chunk_state_kernel(
 
 @triton.jit
 def _carry_scan_kernel(
-    local_ptr, dtsum_ptr, A_ptr, init_ptr, carry_ptr, final_ptr,
-    dim, nchunk, dstate, n_iters,
-    CB: tl.constexpr, NP: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr,
+    local_ptr,
+    dtsum_ptr,
+    A_ptr,
+    init_ptr,
+    carry_ptr,
+    final_ptr,
+    dim,
+    nchunk,
+    dstate,
+    n_iters,
+    CB: tl.constexpr,
+    NP: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    REVERSE: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     """Scan ``H <- exp(A * dtsum_j) * H + local_j`` over chunks j, per (batch, channel).
 
@@ -207,24 +238,46 @@ def _carry_scan_kernel(
         # carry before the first row of this block, then each row's result one step on
         tl.store(carry_ptr + (base + start) * dstate + offs_n, H, mask=mask_n)
         vn = (nxt >= 0) & (nxt < nchunk)
-        tl.store(carry_ptr + (base + nxt)[:, None] * dstate + offs_n[None, :], incl,
-                 mask=vn[:, None] & mask_n[None, :])
+        tl.store(carry_ptr + (base + nxt)[:, None] * dstate + offs_n[None, :], incl, mask=vn[:, None] & mask_n[None, :])
         H = tl.sum(tl.where((r == CB - 1)[:, None], incl, 0.0), axis=0)
     tl.store(final_ptr + pid.to(tl.int64) * dstate + offs_n, H, mask=mask_n)
 
 
 @triton.jit
 def _fwd_chunk_out_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, out_ptr, last_ptr,
-    dim, L, nchunk, dpg, groups, dstate, n_dblocks,
-    BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    ckpt_ptr,
+    out_ptr,
+    last_ptr,
+    dim,
+    L,
+    nchunk,
+    dpg,
+    groups,
+    dstate,
+    n_dblocks,
+    BD: tl.constexpr,
+    NP: tl.constexpr,
+    BT: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
     ACC: tl.constexpr,
 ):
     """Rescan each chunk from its checkpoint, write ``out``; the last chunk writes the last state."""
     pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
-        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
+        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT
+    )
     mask_n = offs_n < dstate
     A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
     bias = tl.zeros([BD], dtype=ACC)
@@ -260,8 +313,9 @@ def _fwd_chunk_out_kernel(
         tl.store(out_ptr + offs, y, mask=m2)
         h = tl.sum(tl.where((tt == BT - 1)[None, None, :], hs, 0.0), axis=2)
     if j == nchunk - 1:
-        tl.store(last_ptr + (bi * dim + offs_d).to(tl.int64)[:, None] * dstate + offs_n[None, :], h,
-                 mask=mask_n[None, :])
+        tl.store(
+            last_ptr + (bi * dim + offs_d).to(tl.int64)[:, None] * dstate + offs_n[None, :], h, mask=mask_n[None, :]
+        )
 
 
 # --------------------------------------------------------------------------- backward
@@ -269,15 +323,35 @@ def _fwd_chunk_out_kernel(
 
 @triton.jit
 def _bwd_chunk_carry_kernel(
-    dout_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, q_ptr, dtsum_ptr,
-    dim, L, nchunk, dpg, groups, dstate, n_dblocks,
-    BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
-    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr,
+    dout_ptr,
+    delta_ptr,
+    A_ptr,
+    C_ptr,
+    z_ptr,
+    bias_ptr,
+    q_ptr,
+    dtsum_ptr,
+    dim,
+    L,
+    nchunk,
+    dpg,
+    groups,
+    dstate,
+    n_dblocks,
+    BD: tl.constexpr,
+    NP: tl.constexpr,
+    BT: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     """q_j = sum_t dy_t C_t exp(A S_t), S_t = sum of dt from the chunk start to t inclusive."""
     pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
-        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
+        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT
+    )
     mask_n = offs_n < dstate
     A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
     bias = tl.zeros([BD], dtype=ACC)
@@ -307,9 +381,28 @@ def _bwd_chunk_carry_kernel(
 
 
 @triton.jit
-def _advance_sub_block(h, j, sub, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n, tt, L, dim,
-                       BT: tl.constexpr, CHUNK_LEN: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+def _advance_sub_block(
+    h,
+    j,
+    sub,
+    u_ptr,
+    delta_ptr,
+    B_ptr,
+    A2,
+    bias,
+    row,
+    bc_row,
+    offs_d,
+    mask_n,
+    tt,
+    L,
+    dim,
+    BT: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ACC: tl.constexpr,
+):
     """State after sub-block ``sub`` of chunk ``j`` given the state ``h`` before it."""
     t = j * CHUNK_LEN + sub * BT + tt
     mask_t = t < L
@@ -324,11 +417,42 @@ def _advance_sub_block(h, j, sub, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row
 
 @triton.jit
 def _bwd_sub_block(
-    h, gr, dA_acc, dD_acc, dbias_acc, j, sub,
-    dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-    A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
-    BT: tl.constexpr, CHUNK_LEN: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC_BC: tl.constexpr, ACC: tl.constexpr,
+    h,
+    gr,
+    dA_acc,
+    dD_acc,
+    dbias_acc,
+    j,
+    sub,
+    dout_ptr,
+    u_ptr,
+    delta_ptr,
+    B_ptr,
+    C_ptr,
+    z_ptr,
+    du_ptr,
+    ddelta_ptr,
+    dz_ptr,
+    dB_ptr,
+    dC_ptr,
+    A2,
+    bias,
+    Dv,
+    row,
+    bc_row,
+    offs_d,
+    mask_n,
+    tt,
+    L,
+    dim,
+    BT: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ATOMIC_BC: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     """All gradients of one sub-block, given the state ``h`` before it and the state
     gradient ``gr`` entering from its right (``a_e * g_e``); returns the gradient leaving
@@ -397,16 +521,49 @@ def _bwd_sub_block(
 
 @triton.jit
 def _bwd_chunk_grad_kernel(
-    dout_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, gcarry_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr,
-    dim, L, nchunk, dpg, groups, dstate, n_dblocks, n_slots, slot_stride,
-    BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, CHUNK_LEN: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    ATOMIC_BC: tl.constexpr, ACC: tl.constexpr,
+    dout_ptr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    ckpt_ptr,
+    gcarry_ptr,
+    du_ptr,
+    ddelta_ptr,
+    dz_ptr,
+    dB_ptr,
+    dC_ptr,
+    dA_part_ptr,
+    dD_part_ptr,
+    dbias_part_ptr,
+    dim,
+    L,
+    nchunk,
+    dpg,
+    groups,
+    dstate,
+    n_dblocks,
+    n_slots,
+    slot_stride,
+    BD: tl.constexpr,
+    NP: tl.constexpr,
+    BT: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    ATOMIC_BC: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     pid_bd, j = _program_ids(n_dblocks, nchunk)
     bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
-        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT)
+        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT
+    )
     mask_n = offs_n < dstate
     A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
     bias = tl.zeros([BD], dtype=ACC)
@@ -433,37 +590,229 @@ def _bwd_chunk_grad_kernel(
         h2 = h0
         h3 = h0
         if CHUNK_LEN // BT > 1:
-            h1 = _advance_sub_block(h0, j, 0, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n, tt,
-                                    L, dim, BT, CHUNK_LEN, HAS_BIAS, SOFTPLUS, ACC)
+            h1 = _advance_sub_block(
+                h0,
+                j,
+                0,
+                u_ptr,
+                delta_ptr,
+                B_ptr,
+                A2,
+                bias,
+                row,
+                bc_row,
+                offs_d,
+                mask_n,
+                tt,
+                L,
+                dim,
+                BT,
+                CHUNK_LEN,
+                HAS_BIAS,
+                SOFTPLUS,
+                ACC,
+            )
         if CHUNK_LEN // BT > 2:
-            h2 = _advance_sub_block(h1, j, 1, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n, tt,
-                                    L, dim, BT, CHUNK_LEN, HAS_BIAS, SOFTPLUS, ACC)
+            h2 = _advance_sub_block(
+                h1,
+                j,
+                1,
+                u_ptr,
+                delta_ptr,
+                B_ptr,
+                A2,
+                bias,
+                row,
+                bc_row,
+                offs_d,
+                mask_n,
+                tt,
+                L,
+                dim,
+                BT,
+                CHUNK_LEN,
+                HAS_BIAS,
+                SOFTPLUS,
+                ACC,
+            )
         if CHUNK_LEN // BT > 3:
-            h3 = _advance_sub_block(h2, j, 2, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n, tt,
-                                    L, dim, BT, CHUNK_LEN, HAS_BIAS, SOFTPLUS, ACC)
+            h3 = _advance_sub_block(
+                h2,
+                j,
+                2,
+                u_ptr,
+                delta_ptr,
+                B_ptr,
+                A2,
+                bias,
+                row,
+                bc_row,
+                offs_d,
+                mask_n,
+                tt,
+                L,
+                dim,
+                BT,
+                CHUNK_LEN,
+                HAS_BIAS,
+                SOFTPLUS,
+                ACC,
+            )
         if CHUNK_LEN // BT > 3:
             gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-                h3, gr, dA_acc, dD_acc, dbias_acc, j, 3,
-                dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-                A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
-                BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+                h3,
+                gr,
+                dA_acc,
+                dD_acc,
+                dbias_acc,
+                j,
+                3,
+                dout_ptr,
+                u_ptr,
+                delta_ptr,
+                B_ptr,
+                C_ptr,
+                z_ptr,
+                du_ptr,
+                ddelta_ptr,
+                dz_ptr,
+                dB_ptr,
+                dC_ptr,
+                A2,
+                bias,
+                Dv,
+                row,
+                bc_row,
+                offs_d,
+                mask_n,
+                tt,
+                L,
+                dim,
+                BT,
+                CHUNK_LEN,
+                HAS_D,
+                HAS_Z,
+                HAS_BIAS,
+                SOFTPLUS,
+                ATOMIC_BC,
+                ACC,
+            )
         if CHUNK_LEN // BT > 2:
             gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-                h2, gr, dA_acc, dD_acc, dbias_acc, j, 2,
-                dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-                A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
-                BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+                h2,
+                gr,
+                dA_acc,
+                dD_acc,
+                dbias_acc,
+                j,
+                2,
+                dout_ptr,
+                u_ptr,
+                delta_ptr,
+                B_ptr,
+                C_ptr,
+                z_ptr,
+                du_ptr,
+                ddelta_ptr,
+                dz_ptr,
+                dB_ptr,
+                dC_ptr,
+                A2,
+                bias,
+                Dv,
+                row,
+                bc_row,
+                offs_d,
+                mask_n,
+                tt,
+                L,
+                dim,
+                BT,
+                CHUNK_LEN,
+                HAS_D,
+                HAS_Z,
+                HAS_BIAS,
+                SOFTPLUS,
+                ATOMIC_BC,
+                ACC,
+            )
         if CHUNK_LEN // BT > 1:
             gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-                h1, gr, dA_acc, dD_acc, dbias_acc, j, 1,
-                dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-                A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
-                BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+                h1,
+                gr,
+                dA_acc,
+                dD_acc,
+                dbias_acc,
+                j,
+                1,
+                dout_ptr,
+                u_ptr,
+                delta_ptr,
+                B_ptr,
+                C_ptr,
+                z_ptr,
+                du_ptr,
+                ddelta_ptr,
+                dz_ptr,
+                dB_ptr,
+                dC_ptr,
+                A2,
+                bias,
+                Dv,
+                row,
+                bc_row,
+                offs_d,
+                mask_n,
+                tt,
+                L,
+                dim,
+                BT,
+                CHUNK_LEN,
+                HAS_D,
+                HAS_Z,
+                HAS_BIAS,
+                SOFTPLUS,
+                ATOMIC_BC,
+                ACC,
+            )
         gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-            h0, gr, dA_acc, dD_acc, dbias_acc, j, 0,
-            dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-            A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
-            BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+            h0,
+            gr,
+            dA_acc,
+            dD_acc,
+            dbias_acc,
+            j,
+            0,
+            dout_ptr,
+            u_ptr,
+            delta_ptr,
+            B_ptr,
+            C_ptr,
+            z_ptr,
+            du_ptr,
+            ddelta_ptr,
+            dz_ptr,
+            dB_ptr,
+            dC_ptr,
+            A2,
+            bias,
+            Dv,
+            row,
+            bc_row,
+            offs_d,
+            mask_n,
+            tt,
+            L,
+            dim,
+            BT,
+            CHUNK_LEN,
+            HAS_D,
+            HAS_Z,
+            HAS_BIAS,
+            SOFTPLUS,
+            ATOMIC_BC,
+            ACC,
+        )
     else:
         # Many sub-blocks: recompute each start state from the chunk checkpoint.
         n_sub = tl.cdiv(tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN), BT)  # sub-blocks holding positions < L
@@ -471,13 +820,66 @@ def _bwd_chunk_grad_kernel(
             sub = n_sub - 1 - si
             h = h0
             for s2 in range(0, sub):
-                h = _advance_sub_block(h, j, s2, u_ptr, delta_ptr, B_ptr, A2, bias, row, bc_row, offs_d, mask_n,
-                                       tt, L, dim, BT, CHUNK_LEN, HAS_BIAS, SOFTPLUS, ACC)
+                h = _advance_sub_block(
+                    h,
+                    j,
+                    s2,
+                    u_ptr,
+                    delta_ptr,
+                    B_ptr,
+                    A2,
+                    bias,
+                    row,
+                    bc_row,
+                    offs_d,
+                    mask_n,
+                    tt,
+                    L,
+                    dim,
+                    BT,
+                    CHUNK_LEN,
+                    HAS_BIAS,
+                    SOFTPLUS,
+                    ACC,
+                )
             gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-                h, gr, dA_acc, dD_acc, dbias_acc, j, sub,
-                dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr,
-                A2, bias, Dv, row, bc_row, offs_d, mask_n, tt, L, dim,
-                BT, CHUNK_LEN, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC, ACC)
+                h,
+                gr,
+                dA_acc,
+                dD_acc,
+                dbias_acc,
+                j,
+                sub,
+                dout_ptr,
+                u_ptr,
+                delta_ptr,
+                B_ptr,
+                C_ptr,
+                z_ptr,
+                du_ptr,
+                ddelta_ptr,
+                dz_ptr,
+                dB_ptr,
+                dC_ptr,
+                A2,
+                bias,
+                Dv,
+                row,
+                bc_row,
+                offs_d,
+                mask_n,
+                tt,
+                L,
+                dim,
+                BT,
+                CHUNK_LEN,
+                HAS_D,
+                HAS_Z,
+                HAS_BIAS,
+                SOFTPLUS,
+                ATOMIC_BC,
+                ACC,
+            )
     tl.store(dA_part_ptr + so, dA_acc, mask=mask_n[None, :])
     tl.store(dD_part_ptr + state_row + j, dD_acc)
     tl.store(dbias_part_ptr + state_row + j, dbias_acc)
@@ -560,10 +962,22 @@ def _carry_scan(local, dtsum, A, init, reverse, cfg: LaunchConfig):
     final = torch.empty(batch, dim, dstate, device=local.device, dtype=local.dtype)
     cb = min(cfg.carry_block, triton.next_power_of_2(nchunk))
     _carry_scan_kernel[(batch * dim,)](
-        local, dtsum, A, init if init is not None else local, carry, final,
-        dim, nchunk, dstate, triton.cdiv(nchunk, cb),
-        CB=cb, NP=cfg.n_pad, HAS_INIT=init is not None, REVERSE=reverse,
-        ACC=_acc_dtype(local.dtype), num_warps=4,
+        local,
+        dtsum,
+        A,
+        init if init is not None else local,
+        carry,
+        final,
+        dim,
+        nchunk,
+        dstate,
+        triton.cdiv(nchunk, cb),
+        CB=cb,
+        NP=cfg.n_pad,
+        HAS_INIT=init is not None,
+        REVERSE=reverse,
+        ACC=_acc_dtype(local.dtype),
+        num_warps=4,
     )
     return carry, final
 
@@ -594,9 +1008,22 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchC
         local = torch.empty(batch, dim, nchunk, dstate, device=u.device, dtype=sdt)
         dtsum = torch.empty(batch, dim, nchunk, device=u.device, dtype=sdt)
         _fwd_chunk_state_kernel[grid](
-            u, delta, A, B, delta_bias if delta_bias is not None else dummy, local, dtsum, *shape_args,
-            BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
-            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), ACC=acc, num_warps=cfg.num_warps,
+            u,
+            delta,
+            A,
+            B,
+            delta_bias if delta_bias is not None else dummy,
+            local,
+            dtsum,
+            *shape_args,
+            BD=cfg.block_d,
+            NP=cfg.n_pad,
+            BT=cfg.block_t,
+            CHUNK_LEN=CHUNK,
+            HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus),
+            ACC=acc,
+            num_warps=cfg.num_warps,
         )
         checkpoints, _final = _carry_scan(local, dtsum, A, None, False, cfg)
     else:  # one chunk: its checkpoint is the zero state, no carries to scan
@@ -604,17 +1031,47 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchC
     last_state = torch.empty(batch, dim, dstate, device=u.device, dtype=sdt)
     out = torch.empty_like(u)
     _fwd_chunk_out_kernel[grid](
-        u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, checkpoints, out, last_state, *shape_args,
-        BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), ACC=acc, num_warps=cfg.num_warps,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D if D is not None else dummy,
+        z if z is not None else dummy,
+        delta_bias if delta_bias is not None else dummy,
+        checkpoints,
+        out,
+        last_state,
+        *shape_args,
+        BD=cfg.block_d,
+        NP=cfg.n_pad,
+        BT=cfg.block_t,
+        CHUNK_LEN=CHUNK,
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus),
+        ACC=acc,
+        num_warps=cfg.num_warps,
     )
     return out, last_state, checkpoints
 
 
-def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints,
-             config: LaunchConfig | None = None):
+def backward(
+    dout,
+    dlast_state,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    z,
+    delta_bias,
+    delta_softplus,
+    checkpoints,
+    config: LaunchConfig | None = None,
+):
     """Backend interface: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
     _check_device(u)
     dout, u, delta, B, C, A = (t.contiguous() for t in (dout, u, delta, B, C, A))
@@ -637,14 +1094,28 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
         q = torch.empty(batch, dim, nchunk, dstate, device=dev, dtype=sdt)
         dtsum = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
         _bwd_chunk_carry_kernel[grid](
-            dout, delta, A, C, z_arg, bias_arg, q, dtsum, *shape_args,
-            BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
-            HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), ACC=acc,
+            dout,
+            delta,
+            A,
+            C,
+            z_arg,
+            bias_arg,
+            q,
+            dtsum,
+            *shape_args,
+            BD=cfg.block_d,
+            NP=cfg.n_pad,
+            BT=cfg.block_t,
+            CHUNK_LEN=CHUNK,
+            HAS_Z=z is not None,
+            HAS_BIAS=has_bias,
+            SOFTPLUS=bool(delta_softplus),
+            ACC=acc,
             num_warps=cfg.num_warps,
         )
         gcarry, _dh0 = _carry_scan(q, dtsum, A, init, True, cfg)
     else:  # one chunk: the state gradient entering it from the right is dlast_state
-        gcarry = (init if init is not None else torch.zeros(batch, dim, dstate, device=dev, dtype=sdt))
+        gcarry = init if init is not None else torch.zeros(batch, dim, dstate, device=dev, dtype=sdt)
         gcarry = gcarry.reshape(batch, dim, 1, dstate).contiguous()
 
     du = torch.empty_like(u)
@@ -660,12 +1131,39 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
     dD_part = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
     dbias_part = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
     _bwd_chunk_grad_kernel[grid](
-        dout, u, delta, A, B, C, D if D is not None else dummy, z_arg, bias_arg, checkpoints, gcarry,
-        du, ddelta, dz if dz is not None else dummy, dB, dC, dA_part, dD_part, dbias_part, *shape_args,
-        n_slots, B.numel(),
-        BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
-        ATOMIC_BC=atomic, ACC=acc, num_warps=cfg.num_warps,
+        dout,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D if D is not None else dummy,
+        z_arg,
+        bias_arg,
+        checkpoints,
+        gcarry,
+        du,
+        ddelta,
+        dz if dz is not None else dummy,
+        dB,
+        dC,
+        dA_part,
+        dD_part,
+        dbias_part,
+        *shape_args,
+        n_slots,
+        B.numel(),
+        BD=cfg.block_d,
+        NP=cfg.n_pad,
+        BT=cfg.block_t,
+        CHUNK_LEN=CHUNK,
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=has_bias,
+        SOFTPLUS=bool(delta_softplus),
+        ATOMIC_BC=atomic,
+        ACC=acc,
+        num_warps=cfg.num_warps,
     )
     dA = dA_part.sum(dim=(0, 2)).to(A.dtype)
     dD = dD_part.sum(dim=(0, 2)).to(D.dtype) if D is not None else None
