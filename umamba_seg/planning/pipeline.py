@@ -170,7 +170,7 @@ def plan_and_preprocess(
 ) -> dict:
     """Run the whole planning step, ``archs`` planned from ``plan_source`` with their families'
     presets at size ``preset``; returns timings and what was written."""
-    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     raw = ws.raw_dataset(dataset_name)
     pre = ws.preprocessed_dataset(dataset_name)
@@ -201,11 +201,11 @@ def plan_and_preprocess(
             written[arch] = write_arch_plans(pre, arch, gpu_memory_gb, plan_source, preset)
     timings["plan"] = time.perf_counter() - t
 
-    plans = load_json(str(cnn_plans))
-    available = [c for c in ALL_CONFIGURATIONS if c in plans["configurations"]]
+    planned = PlansManager(str(cnn_plans)).available_configurations
+    available = [c for c in ALL_CONFIGURATIONS if c in planned]
     if configurations is None:
         configurations = available
-    missing = [c for c in configurations if c not in plans["configurations"]]
+    missing = [c for c in configurations if c not in planned]
     if missing:
         raise UserInputError(
             f"configuration(s) {', '.join(missing)} not planned for this dataset",

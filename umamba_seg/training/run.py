@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from umamba_seg.devices import configure_cpu_threads, resolve_device
 from umamba_seg.errors import UserInputError
@@ -142,16 +143,15 @@ def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, nu
 
     pre = ws.preprocessed_dataset(dataset_name)
     cnn_plans = plans_file(pre, CNN_ARCH)
-    plans = load_json(str(cnn_plans))
-    if configuration not in plans["configurations"]:
+    plans = PlansManager(str(cnn_plans))
+    if configuration not in plans.available_configurations:
+        choices = [c for c in plans.available_configurations if not c.startswith("3d_cascade")]
         raise UserInputError(
-            f"configuration '{configuration}' is not in the plans",
-            cnn_plans,
-            f"choose one of {', '.join(k for k in plans['configurations'] if not k.startswith('3d_cascade'))}",
+            f"configuration '{configuration}' is not in the plans", cnn_plans, f"choose one of {', '.join(choices)}"
         )
     raw = ws.raw_dataset(dataset_name)
     ds_json = load_json(str(pre / "dataset.json"))
-    data_dir = pre / plans["configurations"][configuration].get("data_identifier", "")
+    data_dir = pre / plans.get_configuration(configuration).data_identifier
     n_train = ds_json.get("numTraining", 0)
     n_done = sum(1 for p in data_dir.glob("*.pkl") if case_done(data_dir, p.stem)) if data_dir.is_dir() else 0
     if n_done >= n_train and (pre / "gt_segmentations").is_dir():
@@ -289,11 +289,12 @@ def _train_fold_locked(
             )
     ensure_preprocessed(ws, dataset_name, configuration, num_processes)
     plans = load_json(str(plans_path))
-    if configuration not in plans["configurations"]:
+    configurations = PlansManager(plans).available_configurations
+    if configuration not in configurations:
         raise UserInputError(
             f"configuration '{configuration}' is not in the plans",
             plans_path,
-            f"choose one of {', '.join(plans['configurations'])}",
+            f"choose one of {', '.join(configurations)}",
         )
     if seed is not None:
         seed_everything(seed)
