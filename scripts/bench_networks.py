@@ -31,8 +31,13 @@ from umamba_seg.benchmark.timing import interleaved_medians
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_plan_arguments(parser)
-    parser.add_argument("-a", "--arch", nargs="+", default=None,
-                        help="architectures, each with its _nossm ablation; the CNN always runs (default: all)")
+    parser.add_argument(
+        "-a",
+        "--arch",
+        nargs="+",
+        default=None,
+        help="architectures, each with its _nossm ablation; the CNN always runs (default: all)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is kept")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each network first")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's)")
@@ -47,8 +52,10 @@ def main() -> None:
     device = torch.device(args.device)
     cnn = cnn_plan_from_args(args)
     archs = benchmark_archs(args.arch)
-    print(f"{cnn.dataset_name} {cnn.configuration}: CNN patch {cnn.configuration_plan['patch_size']}, "
-          f"batch {cnn.configuration_plan['batch_size']}; device={device} threads={torch.get_num_threads()}")
+    print(
+        f"{cnn.dataset_name} {cnn.configuration}: CNN patch {cnn.configuration_plan['patch_size']}, "
+        f"batch {cnn.configuration_plan['batch_size']}; device={device} threads={torch.get_num_threads()}"
+    )
 
     fns, info = {}, {}
     for arch in tqdm(archs, desc="building networks", unit="net"):
@@ -68,13 +75,17 @@ def main() -> None:
     bar.close()
     fwd = ratios_to_cnn({a: med[(a, "fwd")] for a in archs})
     fb = ratios_to_cnn({a: med[(a, "fwdbwd")] for a in archs})
-    print(f"{'arch':<18} {'patch':<12} {'batch':>5} {'params':>8} | {'fwd s':>8} {'fwd/CNN':>8} | "
-          f"{'f+b s':>8} {'f+b/CNN':>8}  note")
+    print(
+        f"{'arch':<18} {'patch':<12} {'batch':>5} {'params':>8} | {'fwd s':>8} {'fwd/CNN':>8} | "
+        f"{'f+b s':>8} {'f+b/CNN':>8}  note"
+    )
     for a in archs:
         patch, batch, params, note = info[a]
-        print(f"{a:<18} {'x'.join(map(str, patch)):<12} {batch:>5} {params / 1e6:>7.2f}M | "
-              f"{med[(a, 'fwd')]:>8.3f} {fwd[a]:>7.2f}x | {med[(a, 'fwdbwd')]:>8.3f} {fb[a]:>7.2f}x  {note}",
-              flush=True)
+        print(
+            f"{a:<18} {'x'.join(map(str, patch)):<12} {batch:>5} {params / 1e6:>7.2f}M | "
+            f"{med[(a, 'fwd')]:>8.3f} {fwd[a]:>7.2f}x | {med[(a, 'fwdbwd')]:>8.3f} {fb[a]:>7.2f}x  {note}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

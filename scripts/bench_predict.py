@@ -33,10 +33,20 @@ from umamba_seg.benchmark.timing import interleaved_medians
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_plan_arguments(parser)
-    parser.add_argument("-a", "--arch", nargs="+", default=None,
-                        help="architectures, each with its _nossm ablation; the CNN always runs (default: all)")
-    parser.add_argument("--shape", type=int, nargs="+", default=None,
-                        help="spatial size of the case (default: the configuration's median image size)")
+    parser.add_argument(
+        "-a",
+        "--arch",
+        nargs="+",
+        default=None,
+        help="architectures, each with its _nossm ablation; the CNN always runs (default: all)",
+    )
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs="+",
+        default=None,
+        help="spatial size of the case (default: the configuration's median image size)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is kept")
     parser.add_argument("--warmup", type=int, default=1, help="untimed predictions of each network first")
     parser.add_argument("--no-tta", action="store_true", help="no mirroring")
@@ -61,9 +71,11 @@ def main() -> None:
     torch.manual_seed(0)
     # nnunetv2's layout: (channels, z, y, x); 2D configurations predict slice by slice
     case = torch.randn(n_in, *([1] if len(shape) == 2 else []), *shape)
-    print(f"{cnn.dataset_name} {cnn.configuration}: case {'x'.join(map(str, shape))} ({n_in} channel(s)), "
-          f"CNN patch {conf['patch_size']}, TTA {'off' if args.no_tta else 'on'}, step {args.step_size}; "
-          f"device={device} threads={torch.get_num_threads()}")
+    print(
+        f"{cnn.dataset_name} {cnn.configuration}: case {'x'.join(map(str, shape))} ({n_in} channel(s)), "
+        f"CNN patch {conf['patch_size']}, TTA {'off' if args.no_tta else 'on'}, step {args.step_size}; "
+        f"device={device} threads={torch.get_num_threads()}"
+    )
 
     fns, notes = {}, {}
     for arch in tqdm(archs, desc="building predictors", unit="net"):

@@ -20,8 +20,12 @@ DEFAULT_MODULES = ("umamba_seg.ops.selective_scan.triton_kernels", "umamba_seg.o
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=list(SUPPORTED_ARCHS), choices=SUPPORTED_ARCHS)
-    parser.add_argument("--module", nargs="+", default=None,
-                        help="kernel modules exposing AOT_CONFIGS (default: every known one that imports)")
+    parser.add_argument(
+        "--module",
+        nargs="+",
+        default=None,
+        help="kernel modules exposing AOT_CONFIGS (default: every known one that imports)",
+    )
     args = parser.parse_args(argv)
     modules = args.module or DEFAULT_MODULES
     rows = []

@@ -7,8 +7,8 @@ import json
 import shutil
 
 import pytest
-from tests.pipeline_fixtures import run_cli
 
+from tests.pipeline_fixtures import run_cli
 from umamba_seg.architectures import registry
 from umamba_seg.benchmark.ratios import check_inference_target
 from umamba_seg.benchmark.report import PLOT_PNG, RESULTS_JSON, TABLE_CSV, TABLE_MD
@@ -24,13 +24,28 @@ from umamba_seg.workspace import Workspace
 
 def _cnn_plans(spacing, patch, batch=7):
     patch, block, _ = cnn_architecture(spacing, patch, TopologyKnobs())
-    conf = {"data_identifier": "umambaPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": batch,
-            "patch_size": patch, "median_image_size_in_voxels": [float(p) for p in patch], "spacing": spacing,
-            "normalization_schemes": ["ZScoreNormalization"] * 3, "use_mask_for_norm": [False] * 3,
-            "architecture": block, "batch_dice": True}
-    return {"dataset_name": "Dataset903_X", "plans_name": "umambaPlans_cnn", "configurations": {"2d": conf},
-            "transpose_forward": [0, 1], "transpose_backward": [0, 1], "label_manager": "LabelManager",
-            "image_reader_writer": "NaturalImage2DIO", "foreground_intensity_properties_per_channel": {}}
+    conf = {
+        "data_identifier": "umambaPlans_2d",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": batch,
+        "patch_size": patch,
+        "median_image_size_in_voxels": [float(p) for p in patch],
+        "spacing": spacing,
+        "normalization_schemes": ["ZScoreNormalization"] * 3,
+        "use_mask_for_norm": [False] * 3,
+        "architecture": block,
+        "batch_dice": True,
+    }
+    return {
+        "dataset_name": "Dataset903_X",
+        "plans_name": "umambaPlans_cnn",
+        "configurations": {"2d": conf},
+        "transpose_forward": [0, 1],
+        "transpose_backward": [0, 1],
+        "label_manager": "LabelManager",
+        "image_reader_writer": "NaturalImage2DIO",
+        "foreground_intensity_properties_per_channel": {},
+    }
 
 
 def test_benchmark_archs_bring_their_ablation_and_the_cnn():
@@ -69,18 +84,32 @@ def test_same_plan_swaps_only_the_network_and_notes_an_adjusted_patch():
 
 
 def test_inference_target_says_backbone_or_token_mixer():
-    checks = {c.arch: c for c in check_inference_target(
-        {"cnn": 1.0, "umamba_bot": 1.6, "umamba_bot_nossm": 1.1, "vmunet": 2.0, "vmunet_nossm": 1.9,
-         "xlstm_bot": 1.2})}
+    checks = {
+        c.arch: c
+        for c in check_inference_target(
+            {
+                "cnn": 1.0,
+                "umamba_bot": 1.6,
+                "umamba_bot_nossm": 1.1,
+                "vmunet": 2.0,
+                "vmunet_nossm": 1.9,
+                "xlstm_bot": 1.2,
+            }
+        )
+    }
     assert set(checks) == {"umamba_bot", "vmunet", "xlstm_bot"}  # SSM networks only
     assert checks["xlstm_bot"].met and "ok" in checks["xlstm_bot"].line()
     assert not checks["umamba_bot"].met and "token mixer costs 0.50x" in checks["umamba_bot"].reason
     assert not checks["vmunet"].met and "backbone" in checks["vmunet"].reason
     assert "token mixer adds 0.10x" in checks["vmunet"].reason
     assert "OVER the 1.3x target" in checks["vmunet"].line() and "2.00x" in checks["vmunet"].line()
-    with_patches = {c.arch: c for c in check_inference_target(
-        {"cnn": 1.0, "segmamba": 3.0, "segmamba_nossm": 2.0}, patch_voxels={"cnn": 100, "segmamba": 150,
-                                                                          "segmamba_nossm": 150})}
+    with_patches = {
+        c.arch: c
+        for c in check_inference_target(
+            {"cnn": 1.0, "segmamba": 3.0, "segmamba_nossm": 2.0},
+            patch_voxels={"cnn": 100, "segmamba": 150, "segmamba_nossm": 150},
+        )
+    }
     assert with_patches["segmamba"].reason.endswith("its accepted patch has 1.50x the CNN's voxels")
 
 
@@ -99,9 +128,32 @@ def test_benchmark_cli_on_2d_dataset(trained_2d_workdir, tmp_path):
     cnn_plans_before = (pre / "umambaPlans_cnn.json").read_bytes()
     models_before = discover_models(ws, name)
 
-    run_cli("benchmark", "-d", name[7:10], "-c", "2d", "-a", "umamba_bot", "--budget-epochs", "1",
-            "--iters-per-epoch", "1", "--val-iters", "1", "--no-tta", "--device", "cpu", "-np", "1",
-            "--rounds", "2", "--recipe", "authors", "--workdir", workdir)
+    run_cli(
+        "benchmark",
+        "-d",
+        name[7:10],
+        "-c",
+        "2d",
+        "-a",
+        "umamba_bot",
+        "--budget-epochs",
+        "1",
+        "--iters-per-epoch",
+        "1",
+        "--val-iters",
+        "1",
+        "--no-tta",
+        "--device",
+        "cpu",
+        "-np",
+        "1",
+        "--rounds",
+        "2",
+        "--recipe",
+        "authors",
+        "--workdir",
+        workdir,
+    )
 
     out = ws.results_dataset(name) / "benchmark_2d_authors"
     for f in (TABLE_MD, TABLE_CSV, RESULTS_JSON, PLOT_PNG):

@@ -37,10 +37,14 @@ def test_child_measures_peak_memory_above_the_inputs(capsys):
 
 def test_a_short_run_prints_every_row(monkeypatch, capsys):
     measured = []
-    monkeypatch.setattr(mb, "peak_bytes", lambda method, backend, shape, backward, device: measured.append(
-        (method, shape[2], backward)) or 2**20 * shape[2])  # the child processes are tested above
-    mb.main(["--lengths", "64", "128", "--parallel-max-len", "64", "--repeats", "1", "--heads", "1",
-             "--head-dim", "8"])
+    monkeypatch.setattr(
+        mb,
+        "peak_bytes",
+        lambda method, backend, shape, backward, device: (
+            measured.append((method, shape[2], backward)) or 2**20 * shape[2]
+        ),
+    )  # the child processes are tested above
+    mb.main(["--lengths", "64", "128", "--parallel-max-len", "64", "--repeats", "1", "--heads", "1", "--head-dim", "8"])
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["chunkwise"], ["parallel"])]
     assert [(r[0], r[1]) for r in rows] == [("chunkwise", "64"), ("parallel", "64"), ("chunkwise", "128")]

@@ -10,15 +10,18 @@ from umamba_seg.benchmark.report import BenchmarkRow, markdown_table, spread_war
 
 def test_ratio_is_taken_within_each_round_and_the_median_reported():
     # the machine gets busy in round 2 (everything 3x slower): per-round ratios do not notice
-    rounds = [{"cnn": 1.0, "umamba_bot": 1.2, "umamba_bot_nossm": 1.0},
-              {"cnn": 3.0, "umamba_bot": 3.6, "umamba_bot_nossm": 3.3},
-              {"cnn": 1.1, "umamba_bot": 1.32, "umamba_bot_nossm": 1.21}]
+    rounds = [
+        {"cnn": 1.0, "umamba_bot": 1.2, "umamba_bot_nossm": 1.0},
+        {"cnn": 3.0, "umamba_bot": 3.6, "umamba_bot_nossm": 3.3},
+        {"cnn": 1.1, "umamba_bot": 1.32, "umamba_bot_nossm": 1.21},
+    ]
     ratios = round_ratios(rounds)
     assert list(ratios) == ["cnn", "umamba_bot", "umamba_bot_nossm"]
     assert ratios["cnn"].per_round == (1.0, 1.0, 1.0) and ratios["cnn"].spread == 0.0
     assert [round(r, 6) for r in ratios["umamba_bot"].per_round] == [1.2, 1.2, 1.2]
-    assert math.isclose(ratios["umamba_bot"].median, 1.2) and math.isclose(ratios["umamba_bot"].spread, 0.0,
-                                                                             abs_tol=1e-12)
+    assert math.isclose(ratios["umamba_bot"].median, 1.2) and math.isclose(
+        ratios["umamba_bot"].spread, 0.0, abs_tol=1e-12
+    )
     assert [round(r, 6) for r in ratios["umamba_bot_nossm"].per_round] == [1.0, 1.1, 1.1]
     assert math.isclose(ratios["umamba_bot_nossm"].median, 1.1)
     assert math.isclose(ratios["umamba_bot_nossm"].spread, 0.1 / 1.1)
@@ -27,8 +30,9 @@ def test_ratio_is_taken_within_each_round_and_the_median_reported():
 
 def test_rounds_that_disagree_by_more_than_the_limit_are_flagged():
     # the reported case: a busy spell hit the network's turn but not the CNN's
-    ratios = round_ratios([{"cnn": 3.0, "umamba_bot": 0.44}, {"cnn": 1.0, "umamba_bot": 1.2},
-                           {"cnn": 1.0, "umamba_bot": 1.1}])
+    ratios = round_ratios(
+        [{"cnn": 3.0, "umamba_bot": 0.44}, {"cnn": 1.0, "umamba_bot": 1.2}, {"cnn": 1.0, "umamba_bot": 1.1}]
+    )
     bot = ratios["umamba_bot"]
     assert math.isclose(bot.median, 1.1)
     assert math.isclose(bot.spread, (1.2 - 0.44 / 3.0) / 1.1) and bot.spread > SPREAD_LIMIT and bot.disagrees
@@ -45,10 +49,23 @@ def test_rounds_that_disagree_by_more_than_the_limit_are_flagged():
 
 
 def _row(arch: str, has_ssm: bool, train: list[float], infer: list[float]) -> BenchmarkRow:
-    return BenchmarkRow(arch=arch, has_ssm=has_ssm, configuration="2d", spacing=[1.0, 1.0], patch=[64, 64], batch=2,
-                        params=1_000_000, estimated_activation_gb=0.02, measured_activation_gb=0.02,
-                        train_s_per_iter=0.5, train_ratios=train, infer_s_per_case=0.2, infer_ratios=infer,
-                        dice_mean=0.5, dice_per_class={"instrument": 0.5})
+    return BenchmarkRow(
+        arch=arch,
+        has_ssm=has_ssm,
+        configuration="2d",
+        spacing=[1.0, 1.0],
+        patch=[64, 64],
+        batch=2,
+        params=1_000_000,
+        estimated_activation_gb=0.02,
+        measured_activation_gb=0.02,
+        train_s_per_iter=0.5,
+        train_ratios=train,
+        infer_s_per_case=0.2,
+        infer_ratios=infer,
+        dice_mean=0.5,
+        dice_per_class={"instrument": 0.5},
+    )
 
 
 def test_report_warns_only_about_disagreeing_rounds():

@@ -14,12 +14,14 @@ from umamba_seg.training.recipes import DEFAULT_RECIPE
 from umamba_seg.workspace import Workspace
 
 
-@pytest.mark.parametrize("flags, recipe, rounds", [([], DEFAULT_RECIPE, 5),
-                                                   (["--recipe", "authors", "--rounds", "3"], "authors", 3)])
+@pytest.mark.parametrize(
+    "flags, recipe, rounds", [([], DEFAULT_RECIPE, 5), (["--recipe", "authors", "--rounds", "3"], "authors", 3)]
+)
 def test_cli_options_reach_the_settings(monkeypatch, tmp_path, flags, recipe, rounds):
     seen = {}
-    monkeypatch.setattr(runner, "run_benchmark", lambda ws, name, conf, archs, settings: seen.update(
-        name=name, settings=settings))
+    monkeypatch.setattr(
+        runner, "run_benchmark", lambda ws, name, conf, archs, settings: seen.update(name=name, settings=settings)
+    )
     (tmp_path / "raw" / "Dataset903_X").mkdir(parents=True)
     assert cli(["benchmark", "-d", "903", "-c", "2d", "-a", "umamba_bot", "--workdir", str(tmp_path), *flags]) == 0
     assert seen["name"] == "Dataset903_X"

@@ -26,5 +26,6 @@ def test_row_note_names_a_recipe_trainer_and_its_own_batch():
     assert _row_note("", "umambaTrainer", 2, 2) == ""
     assert _row_note("patch 64x80 -> 64x64, the nearest vmunet accepts", "umambaTrainer_VMUNetAuthors", 32, 2) == (
         "patch 64x80 -> 64x64, the nearest vmunet accepts; umambaTrainer_VMUNetAuthors; batch 32 is the recipe's "
-        "(plan: 2)")
+        "(plan: 2)"
+    )
     assert _row_note("", "umambaTrainer_UMambaAuthors", 2, 2) == "umambaTrainer_UMambaAuthors"

@@ -41,12 +41,20 @@ class CNNPlan:
 
 def add_plan_arguments(parser: argparse.ArgumentParser, default_configuration: str = "3d_fullres") -> None:
     """``--workdir``, ``-d``, ``-c``, ``--make-dataset KIND`` and ``--size``."""
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="folder holding raw/, preprocessed/, results/ (default: nnUNet_* variables)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="folder holding raw/, preprocessed/, results/ (default: nnUNet_* variables)",
+    )
     parser.add_argument("-d", "--dataset", default=None, help="dataset id or DatasetXXX_Name (planned if needed)")
     parser.add_argument("-c", "--configuration", default=default_configuration)
-    parser.add_argument("--make-dataset", default=None, metavar="KIND",
-                        help="generate this built-in dataset (ct3d, mri3d, endoscopy2d, microscopy2d) first")
+    parser.add_argument(
+        "--make-dataset",
+        default=None,
+        metavar="KIND",
+        help="generate this built-in dataset (ct3d, mri3d, endoscopy2d, microscopy2d) first",
+    )
     parser.add_argument("--size", default="tiny", help="size of the generated dataset: tiny | small | default")
 
 
@@ -68,7 +76,10 @@ def cnn_plan_from_args(args: argparse.Namespace) -> CNNPlan:
     cnn_file = plans_file(ws.preprocessed_dataset(name), CNN_ARCH)
     plans = load_json(str(cnn_file))
     if args.configuration not in plans["configurations"]:
-        raise UserInputError(f"configuration '{args.configuration}' is not in the plans", cnn_file,
-                             f"choose one of {', '.join(plans['configurations'])}")
+        raise UserInputError(
+            f"configuration '{args.configuration}' is not in the plans",
+            cnn_file,
+            f"choose one of {', '.join(plans['configurations'])}",
+        )
     dataset_json = load_json(str(ws.preprocessed_dataset(name) / "dataset.json"))
     return CNNPlan(name, args.configuration, plans, dataset_json)

@@ -27,7 +27,8 @@ import argparse
 import json
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 
@@ -110,8 +111,12 @@ def peak_bytes(method: str, backend: str, shape: tuple, backward: bool, device: 
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     args = json.dumps([method, backend, list(shape), backward])
-    proc = subprocess.run([sys.executable, "-m", "umamba_seg.benchmark.mlstm_bound", "--child", args],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "umamba_seg.benchmark.mlstm_bound", "--child", args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(proc.stdout.strip().splitlines()[-1])
 
 
@@ -139,12 +144,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--parallel-max-len", type=int, default=4096,
-                        help="longest L the parallel form is actually run at (beyond: predicted)")
+    parser.add_argument(
+        "--parallel-max-len",
+        type=int,
+        default=4096,
+        help="longest L the parallel form is actually run at (beyond: predicted)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timings per measurement; the minimum is kept")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default); 1 gives steadier timings on a shared box")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 gives steadier timings on a shared box",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -157,10 +170,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = torch.device(args.device)
     backend = "triton" if device.type == "cuda" else "torch"
     b, h, dh = args.batch, args.heads, args.head_dim
-    print(f"device={device} threads={torch.get_num_threads()} chunkwise backend={backend} "
-          f"batch={b} heads={h} head_dim={dh}")
-    header = (f"{'method':>9} {'L':>7} | {'bound s':>8} {'fwd s':>8} {'f+b s':>8} | {'fwd/bound':>9} "
-              f"{'f+b/bound':>9} | {'fwd MiB':>9} {'f+b MiB':>9}")
+    print(
+        f"device={device} threads={torch.get_num_threads()} chunkwise backend={backend} "
+        f"batch={b} heads={h} head_dim={dh}"
+    )
+    header = (
+        f"{'method':>9} {'L':>7} | {'bound s':>8} {'fwd s':>8} {'f+b s':>8} | {'fwd/bound':>9} "
+        f"{'f+b/bound':>9} | {'fwd MiB':>9} {'f+b MiB':>9}"
+    )
     print(header)
     par_points: list[tuple[int, int]] = []
     for L in args.lengths:
@@ -171,31 +188,37 @@ def main(argv: Sequence[str] | None = None) -> None:
             times = {"bound": [], "fwd": [], "fb": []}
             for _ in range(args.repeats):
                 # the bound is cheap: time it several times so one scheduling hiccup cannot set it
-                times["bound"] += [time_call(lambda: bound(*inputs[:3]), device) for _ in range(BOUND_REPEATS)]
-                times["fwd"].append(time_call(lambda: run(method, backend, inputs, False), device))
-                times["fb"].append(time_call(lambda: run(method, backend, inputs, True), device))
+                times["bound"] += [time_call(partial(bound, *inputs[:3]), device) for _ in range(BOUND_REPEATS)]
+                times["fwd"].append(time_call(partial(run, method, backend, inputs, False), device))
+                times["fb"].append(time_call(partial(run, method, backend, inputs, True), device))
             tb, tf, tfb = (min(times[k]) for k in ("bound", "fwd", "fb"))
             mem_f = peak_bytes(method, backend, (b, h, L, dh), False, device)
             mem_fb = peak_bytes(method, backend, (b, h, L, dh), True, device)
             if method == "parallel":
                 par_points.append((L, mem_fb))
-            print(f"{method:>9} {L:>7} | {tb:8.3f} {tf:8.3f} {tfb:8.3f} | {tf / tb:9.2f} {tfb / tb:9.2f} | "
-                  f"{mem_f / 2**20:9.1f} {mem_fb / 2**20:9.1f}", flush=True)
+            print(
+                f"{method:>9} {L:>7} | {tb:8.3f} {tf:8.3f} {tfb:8.3f} | {tf / tb:9.2f} {tfb / tb:9.2f} | "
+                f"{mem_f / 2**20:9.1f} {mem_fb / 2**20:9.1f}",
+                flush=True,
+            )
         del inputs
     a, c = quadratic_fit(par_points) if len(par_points) >= 2 else (0.0, 0.0)
     if len(par_points) >= 2 and a <= 0:
-        print("\nparallel form: no quadratic growth over the measured lengths (too short to fit); "
-              "run longer --lengths")
+        print("\nparallel form: no quadratic growth over the measured lengths (too short to fit); run longer --lengths")
     elif len(par_points) >= 2:
-        print(f"\nparallel form, forward+backward peak ~ {a:.1f} B x L^2 + {c:.0f} B x L "
-              f"(fit of {len(par_points)} measured lengths)")
+        print(
+            f"\nparallel form, forward+backward peak ~ {a:.1f} B x L^2 + {c:.0f} B x L "
+            f"(fit of {len(par_points)} measured lengths)"
+        )
         for L in args.lengths:
             if L > args.parallel_max_len:
                 print(f"  predicted at L={L}: {(a * L * L + c * L) / GIB:,.1f} GiB")
         limit = first_length_over(a, c, FIT_BUDGET_GIB * GIB)
         exact = (-c + (c * c + 4 * a * FIT_BUDGET_GIB * GIB) ** 0.5) / (2 * a)
-        print(f"parallel form exceeds {FIT_BUDGET_GIB:.0f} GiB from L ~ {exact:,.0f} "
-              f"(first power of two over: {limit}); a 48^3 patch is L = {48**3}, 64^3 is {64**3}")
+        print(
+            f"parallel form exceeds {FIT_BUDGET_GIB:.0f} GiB from L ~ {exact:,.0f} "
+            f"(first power of two over: {limit}); a 48^3 patch is L = {48**3}, 64^3 is {64**3}"
+        )
 
 
 if __name__ == "__main__":

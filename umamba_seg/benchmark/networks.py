@@ -12,8 +12,8 @@ so tiling, Gaussian weighting and mirroring are the real ones.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -47,12 +47,17 @@ class PlannedNetwork:
 
         from umamba_seg.architectures.plans_allowlist import check_architecture
 
-        check_architecture(self.configuration_manager.configuration.get("architecture"),
-                           f"plans {self.plans_manager.plans_name}")  # before nnunetv2 imports what it names
+        check_architecture(
+            self.configuration_manager.configuration.get("architecture"), f"plans {self.plans_manager.plans_name}"
+        )  # before nnunetv2 imports what it names
         torch.manual_seed(seed)
-        return nnUNetTrainer.build_network_architecture(self.plans_manager, self.configuration_manager,
-                                                        self.input_channels, self.num_outputs,
-                                                        enable_deep_supervision=deep_supervision)
+        return nnUNetTrainer.build_network_architecture(
+            self.plans_manager,
+            self.configuration_manager,
+            self.input_channels,
+            self.num_outputs,
+            enable_deep_supervision=deep_supervision,
+        )
 
 
 def planned_network(plans: dict, configuration: str, dataset_json: dict) -> PlannedNetwork:
@@ -62,9 +67,14 @@ def planned_network(plans: dict, configuration: str, dataset_json: dict) -> Plan
 
     pm = PlansManager(plans)
     cm = pm.get_configuration(configuration)
-    return PlannedNetwork(plans.get("umamba_arch", plans["plans_name"]), pm, cm, dataset_json,
-                          determine_num_input_channels(pm, cm, dataset_json),
-                          pm.get_label_manager(dataset_json).num_segmentation_heads)
+    return PlannedNetwork(
+        plans.get("umamba_arch", plans["plans_name"]),
+        pm,
+        cm,
+        dataset_json,
+        determine_num_input_channels(pm, cm, dataset_json),
+        pm.get_label_manager(dataset_json).num_segmentation_heads,
+    )
 
 
 def n_parameters(module: nn.Module) -> int:
@@ -102,14 +112,24 @@ def forward_backward_fn(network: nn.Module, x: torch.Tensor) -> Callable[[], Non
     return run
 
 
-def sliding_window_predictor(planned: PlannedNetwork, device: torch.device, step_size: float = 0.5,
-                             tta: bool = True, seed: int = 0):
+def sliding_window_predictor(
+    planned: PlannedNetwork, device: torch.device, step_size: float = 0.5, tta: bool = True, seed: int = 0
+):
     """``predict``'s predictor around the untrained network (mirroring over every spatial axis)."""
     network = planned.build(deep_supervision=False, seed=seed).to(device)
     mirror_axes = tuple(range(len(planned.patch_size)))
-    return predictor_for_network(network, planned.plans_manager, planned.configuration_manager,
-                                 [network.state_dict()], planned.dataset_json, TRAINER_NAME, mirror_axes, device,
-                                 step_size, tta)
+    return predictor_for_network(
+        network,
+        planned.plans_manager,
+        planned.configuration_manager,
+        [network.state_dict()],
+        planned.dataset_json,
+        TRAINER_NAME,
+        mirror_axes,
+        device,
+        step_size,
+        tta,
+    )
 
 
 def sliding_window_fn(predictor, data: torch.Tensor) -> Callable[[], None]:

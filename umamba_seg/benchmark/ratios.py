@@ -65,10 +65,12 @@ class RoundRatio:
     def warning(self, what: str) -> str:
         """One line saying how far the rounds of ``what`` (e.g. "sliding-window") disagreed."""
         finite = self._finite
-        return (f"{self.arch}: its {what} time relative to the CNN's varied by {self.spread:.1%} over "
-                f"{len(self.per_round)} rounds ({min(finite):.2f}x to {max(finite):.2f}x, median "
-                f"{self.median:.2f}x), more than {SPREAD_LIMIT:.0%}: the machine's load changed during the "
-                "timing; rerun on a quiet machine or with more --rounds")
+        return (
+            f"{self.arch}: its {what} time relative to the CNN's varied by {self.spread:.1%} over "
+            f"{len(self.per_round)} rounds ({min(finite):.2f}x to {max(finite):.2f}x, median "
+            f"{self.median:.2f}x), more than {SPREAD_LIMIT:.0%}: the machine's load changed during the "
+            "timing; rerun on a quiet machine or with more --rounds"
+        )
 
 
 def round_ratios(rounds: Sequence[Mapping[str, float]], cnn: str = CNN_ARCH) -> dict[str, RoundRatio]:
@@ -101,15 +103,22 @@ def _reason(arch: str, ratios: Mapping[str, float], target: float) -> str:
     if ablation is None or not math.isfinite(ablation):
         return "no _nossm ablation timed to tell backbone from token mixer"
     if ablation > target:
-        return (f"its _nossm ablation is already {ablation:.2f}x, so the backbone is slower than the CNN "
-                f"(the token mixer adds {ratios[arch] - ablation:.2f}x)")
-    return (f"its _nossm ablation is {ablation:.2f}x, so the token mixer costs {ratios[arch] - ablation:.2f}x "
-            "the CNN's time")
+        return (
+            f"its _nossm ablation is already {ablation:.2f}x, so the backbone is slower than the CNN "
+            f"(the token mixer adds {ratios[arch] - ablation:.2f}x)"
+        )
+    return (
+        f"its _nossm ablation is {ablation:.2f}x, so the token mixer costs {ratios[arch] - ablation:.2f}x "
+        "the CNN's time"
+    )
 
 
-def check_inference_target(seconds: Mapping[str, float], target: float = INFERENCE_TARGET,
-                           cnn: str = CNN_ARCH, patch_voxels: Mapping[str, int] | None = None
-                           ) -> list[TargetCheck]:
+def check_inference_target(
+    seconds: Mapping[str, float],
+    target: float = INFERENCE_TARGET,
+    cnn: str = CNN_ARCH,
+    patch_voxels: Mapping[str, int] | None = None,
+) -> list[TargetCheck]:
     """The target check for every SSM network (``has_ssm`` in the registry) in ``seconds``;
     ``patch_voxels`` (voxels of each network's patch) lets a missed target name a changed patch."""
     ratios = ratios_to_cnn(seconds, cnn)

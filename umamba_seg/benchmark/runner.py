@@ -105,12 +105,18 @@ def evaluation_cases(ws: Workspace, dataset_name: str, fold: str, bench_dir: Pat
     if held_out and (raw / "imagesTs").is_dir():
         return EvaluationCases(raw / "imagesTs", raw / "labelsTs", "held-out imagesTs/labelsTs", len(held_out))
     if fold == "all":
-        raise UserInputError("fold 'all' has no validation cases and the dataset has no imagesTs/labelsTs", raw,
-                             "add held-out cases with labels (imagesTs + labelsTs) or benchmark a fold 0..4")
+        raise UserInputError(
+            "fold 'all' has no validation cases and the dataset has no imagesTs/labelsTs",
+            raw,
+            "add held-out cases with labels (imagesTs + labelsTs) or benchmark a fold 0..4",
+        )
     splits_file = ws.preprocessed_dataset(dataset_name) / "splits_final.json"
     if not splits_file.is_file():
-        raise UserInputError("no cross-validation splits to take validation cases from", splits_file,
-                             "train a fold first (the trainer writes the splits) or add imagesTs/labelsTs")
+        raise UserInputError(
+            "no cross-validation splits to take validation cases from",
+            splits_file,
+            "train a fold first (the trainer writes the splits) or add imagesTs/labelsTs",
+        )
     keys = json.loads(splits_file.read_text())[int(fold)]["val"]
     dest = bench_dir / "cases" / f"fold_{fold}"
     if dest.exists():
@@ -118,13 +124,19 @@ def evaluation_cases(ws: Workspace, dataset_name: str, fold: str, bench_dir: Pat
     (dest / "images").mkdir(parents=True)
     (dest / "labels").mkdir()
     for key in keys:
-        images = [p for p in (raw / "imagesTr").glob(f"{key}_*{ending}")
-                  if p.name[len(key) + 1:len(key) + _CHANNEL_SUFFIX_LEN].isdigit()
-                  and len(p.name) == len(key) + _CHANNEL_SUFFIX_LEN + len(ending)]
+        images = [
+            p
+            for p in (raw / "imagesTr").glob(f"{key}_*{ending}")
+            if p.name[len(key) + 1 : len(key) + _CHANNEL_SUFFIX_LEN].isdigit()
+            and len(p.name) == len(key) + _CHANNEL_SUFFIX_LEN + len(ending)
+        ]
         label = raw / "labelsTr" / f"{key}{ending}"
         if not images or not label.is_file():
-            raise UserInputError(f"validation case '{key}' is missing from the raw dataset", label,
-                                 "restore the raw dataset (benchmark predicts from raw images)")
+            raise UserInputError(
+                f"validation case '{key}' is missing from the raw dataset",
+                label,
+                "restore the raw dataset (benchmark predicts from raw images)",
+            )
         for p in images:
             _link(p.resolve(), dest / "images" / p.name)
         _link(label.resolve(), dest / "labels" / label.name)
@@ -135,8 +147,11 @@ def _class_names(dataset_json: dict) -> dict[str, str]:
     """summary key (``"1"``, ``"(1, 2)"``) -> label name from ``dataset.json``."""
     names = {}
     for name, value in dataset_json["labels"].items():
-        key = str(tuple(value)) if isinstance(value, (list, tuple)) and len(value) > 1 else str(
-            value[0] if isinstance(value, (list, tuple)) else value)
+        key = (
+            str(tuple(value))
+            if isinstance(value, (list, tuple)) and len(value) > 1
+            else str(value[0] if isinstance(value, (list, tuple)) else value)
+        )
         names[key] = name
     return names
 
@@ -164,8 +179,13 @@ class _Trained:
     dice_per_class: dict[str, float]
 
 
-def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: Sequence[str] | None = None,
-                  settings: BenchmarkSettings = BenchmarkSettings()) -> dict:
+def run_benchmark(
+    ws: Workspace,
+    dataset_name: str,
+    configuration: str,
+    archs: Sequence[str] | None = None,
+    settings: BenchmarkSettings = BenchmarkSettings(),
+) -> dict:
     """Benchmark ``archs`` (with their ablations and the CNN) on the CNN's plan; returns
     ``{"rows": [BenchmarkRow], "meta": {...}, "paths": {kind: Path}, "checks": [TargetCheck]}``."""
     from umamba_seg.devices import resolve_device
@@ -183,9 +203,11 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
     folds = [str(f) for f in settings.folds]
     device = resolve_device(settings.device)
     step = _Steps(2 + len(names) * (1 + 2 * len(folds)))
-    logger.info(f"Benchmark of {', '.join(names)} on {dataset_name} {configuration}, every one on the CNN's plan "
-                f"({settings.recipe} recipe, {settings.epochs} epoch(s) x {settings.iters_per_epoch} iterations, "
-                f"fold(s) {', '.join(folds)}, {settings.rounds} timing rounds, {device})")
+    logger.info(
+        f"Benchmark of {', '.join(names)} on {dataset_name} {configuration}, every one on the CNN's plan "
+        f"({settings.recipe} recipe, {settings.epochs} epoch(s) x {settings.iters_per_epoch} iterations, "
+        f"fold(s) {', '.join(folds)}, {settings.rounds} timing rounds, {device})"
+    )
     step("CNN plans and preprocessed data")
     ensure_plans(ws, dataset_name, CNN_ARCH, num_processes=settings.num_processes)
     ensure_preprocessed(ws, dataset_name, configuration, settings.num_processes)
@@ -202,19 +224,37 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
         same = write_same_plans(pre, arch)
         conf = same.plans["configurations"][configuration]
         mem = calibrate_configuration(same.plans, configuration, dataset_json, device=memory_device)
-        logger.info(f"  plans {same.plans_name}.json: patch {conf['patch_size']}, batch {conf['batch_size']}, "
-                    f"spacing {conf['spacing']}"
-                    + (f" ({same.notes[configuration]})" if same.notes[configuration] else ""))
-        logger.info(f"  {mem['params_m']:.2f} M parameters; activations {mem['estimated_gb']:.3f} GB estimated, "
-                    f"{mem['measured_gb']:.3f} GB measured (ratio {mem['ratio']:.2f})")
+        logger.info(
+            f"  plans {same.plans_name}.json: patch {conf['patch_size']}, batch {conf['batch_size']}, "
+            f"spacing {conf['spacing']}" + (f" ({same.notes[configuration]})" if same.notes[configuration] else "")
+        )
+        logger.info(
+            f"  {mem['params_m']:.2f} M parameters; activations {mem['estimated_gb']:.3f} GB estimated, "
+            f"{mem['measured_gb']:.3f} GB measured (ratio {mem['ratio']:.2f})"
+        )
         fold_dice: list[dict] = []
         model_dir = None
         for fold in folds:
             step(f"{arch}: train fold {fold} ({trainers[arch]})")
-            fold_dir = train_fold(ws, dataset_name, configuration, fold, arch, settings.epochs,
-                                  settings.iters_per_epoch, settings.val_iters, settings.device, False, False,
-                                  settings.seed, False, settings.num_processes, plans_name=same.plans_name,
-                                  validate=False, recipe=settings.recipe)
+            fold_dir = train_fold(
+                ws,
+                dataset_name,
+                configuration,
+                fold,
+                arch,
+                settings.epochs,
+                settings.iters_per_epoch,
+                settings.val_iters,
+                settings.device,
+                False,
+                False,
+                settings.seed,
+                False,
+                settings.num_processes,
+                plans_name=same.plans_name,
+                validate=False,
+                recipe=settings.recipe,
+            )
             model_dir = model_dir or fold_dir.parent
             if fold not in cases_used:
                 cases_used[fold] = evaluation_cases(ws, dataset_name, fold, bench_dir)
@@ -223,10 +263,18 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
             pred_dir = bench_dir / "predictions" / arch / f"fold_{fold}"
             if pred_dir.exists():
                 shutil.rmtree(pred_dir)
-            predict_folder(fold_dir.parent, cases.images, pred_dir, [fold], settings.step_size, settings.tta,
-                           device=device)
-            fold_dice.append(evaluate_folders(cases.labels, pred_dir, dataset_json=pre / "dataset.json",
-                                              num_processes=settings.num_processes, verbose=False))
+            predict_folder(
+                fold_dir.parent, cases.images, pred_dir, [fold], settings.step_size, settings.tta, device=device
+            )
+            fold_dice.append(
+                evaluate_folders(
+                    cases.labels,
+                    pred_dir,
+                    dataset_json=pre / "dataset.json",
+                    num_processes=settings.num_processes,
+                    verbose=False,
+                )
+            )
         per_class = {}
         for key in fold_dice[0]["mean"]:
             values = [s["mean"][key]["Dice"] for s in fold_dice]
@@ -235,39 +283,58 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
         trained[arch] = _Trained(same.plans, same.notes[configuration], mem, model_dir, dice_mean, per_class)
         logger.info("  %s: Dice %.3f", arch, dice_mean)
 
-    step(f"timing: {settings.rounds} interleaved round(s) of every network's training step and sliding-window "
-         f"prediction (fold {folds[0]})")
-    train_rounds, infer_rounds, batches = _timing_rounds(trained, trainers, configuration, folds[0],
-                                                         cases_used[folds[0]], dataset_json, device, settings)
+    step(
+        f"timing: {settings.rounds} interleaved round(s) of every network's training step and sliding-window "
+        f"prediction (fold {folds[0]})"
+    )
+    train_rounds, infer_rounds, batches = _timing_rounds(
+        trained, trainers, configuration, folds[0], cases_used[folds[0]], dataset_json, device, settings
+    )
     train_ratios, infer_ratios = round_ratios(train_rounds), round_ratios(infer_rounds)
     rows: list[BenchmarkRow] = []
     for arch, t in trained.items():
         conf = t.plans["configurations"][configuration]
-        rows.append(BenchmarkRow(
-            arch=arch, has_ssm=registry.get(arch).has_ssm, configuration=configuration,
-            spacing=[float(s) for s in conf["spacing"]], patch=[int(p) for p in conf["patch_size"]],
-            batch=batches[arch], params=round(t.memory["params_m"] * 1e6),
-            estimated_activation_gb=float(t.memory["estimated_gb"]), measured_activation_gb=float(t.memory["measured_gb"]),
-            train_s_per_iter=median([r[arch] for r in train_rounds]),
-            train_ratios=list(train_ratios[arch].per_round),
-            infer_s_per_case=median([r[arch] for r in infer_rounds]),
-            infer_ratios=list(infer_ratios[arch].per_round),
-            dice_mean=t.dice_mean, dice_per_class=t.dice_per_class,
-            note=_row_note(t.note, trainers[arch], batches[arch], int(conf["batch_size"]))))
+        rows.append(
+            BenchmarkRow(
+                arch=arch,
+                has_ssm=registry.get(arch).has_ssm,
+                configuration=configuration,
+                spacing=[float(s) for s in conf["spacing"]],
+                patch=[int(p) for p in conf["patch_size"]],
+                batch=batches[arch],
+                params=round(t.memory["params_m"] * 1e6),
+                estimated_activation_gb=float(t.memory["estimated_gb"]),
+                measured_activation_gb=float(t.memory["measured_gb"]),
+                train_s_per_iter=median([r[arch] for r in train_rounds]),
+                train_ratios=list(train_ratios[arch].per_round),
+                infer_s_per_case=median([r[arch] for r in infer_rounds]),
+                infer_ratios=list(infer_ratios[arch].per_round),
+                dice_mean=t.dice_mean,
+                dice_per_class=t.dice_per_class,
+                note=_row_note(t.note, trainers[arch], batches[arch], int(conf["batch_size"])),
+            )
+        )
 
     meta = {
-        "dataset": dataset_name, "configuration": configuration, "device": str(device),
-        "torch_threads": torch.get_num_threads(), "epochs": settings.epochs,
-        "iters_per_epoch": settings.iters_per_epoch, "folds": ",".join(folds),
+        "dataset": dataset_name,
+        "configuration": configuration,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "epochs": settings.epochs,
+        "iters_per_epoch": settings.iters_per_epoch,
+        "folds": ",".join(folds),
         "evaluation_cases": "; ".join(f"fold {f}: {c.count} {c.source}" for f, c in cases_used.items()),
-        "tta": settings.tta, "step_size": settings.step_size, "seed": settings.seed, "recipe": settings.recipe,
+        "tta": settings.tta,
+        "step_size": settings.step_size,
+        "seed": settings.seed,
+        "recipe": settings.recipe,
         "timing_rounds": settings.rounds,
         "train_timing": "one training step (forward, loss, backward, optimizer) of the network's trainer on a fixed "
-                        "batch per round, median over the rounds after one warm-up step",
+        "batch per round, median over the rounds after one warm-up step",
         "inference_timing": f"sliding-window prediction of the first evaluation case with fold {folds[0]} per round, "
-                            "median over the rounds after one warm-up prediction",
+        "median over the rounds after one warm-up prediction",
         "memory": f"bytes saved for backward at the plan's patch and batch, {memory_device} autocast "
-                  f"({'bf16' if memory_device == 'cpu' else 'fp16'})",
+        f"({'bf16' if memory_device == 'cpu' else 'fp16'})",
     }
     paths = write_reports(rows, meta, bench_dir)
     print("\n" + markdown_table(rows, meta))  # the command's result, not a log line
@@ -277,9 +344,16 @@ def run_benchmark(ws: Workspace, dataset_name: str, configuration: str, archs: S
     return {"rows": rows, "meta": meta, "paths": paths, "checks": target_checks(rows)}
 
 
-def _timing_rounds(trained: dict[str, _Trained], trainers: dict[str, str], configuration: str, fold: str,
-                   cases: EvaluationCases, dataset_json: dict, device: torch.device, settings: BenchmarkSettings
-                   ) -> tuple[list[dict[str, float]], list[dict[str, float]], dict[str, int]]:
+def _timing_rounds(
+    trained: dict[str, _Trained],
+    trainers: dict[str, str],
+    configuration: str,
+    fold: str,
+    cases: EvaluationCases,
+    dataset_json: dict,
+    device: torch.device,
+    settings: BenchmarkSettings,
+) -> tuple[list[dict[str, float]], list[dict[str, float]], dict[str, int]]:
     """Seconds per round and architecture (training steps, sliding windows), and each trainer's batch."""
     from umamba_seg.benchmark.timed_steps import first_case_files, sliding_window_step_fn, training_step_fn
     from umamba_seg.training.recipe_trainers import trainer_class
@@ -287,20 +361,38 @@ def _timing_rounds(trained: dict[str, _Trained], trainers: dict[str, str], confi
     case_files = first_case_files(cases.images, dataset_json)
     fns, batches = {}, {}
     for arch, t in trained.items():
-        train = training_step_fn(trainer_class(trainers[arch]), t.plans, configuration,
-                                 int(fold) if fold.isdigit() else fold, dataset_json, device)
+        train = training_step_fn(
+            trainer_class(trainers[arch]),
+            t.plans,
+            configuration,
+            int(fold) if fold.isdigit() else fold,
+            dataset_json,
+            device,
+        )
         fns[(arch, "train")], batches[arch] = train.run, train.batch_size
-        fns[(arch, "infer")] = sliding_window_step_fn(t.model_dir, fold, case_files, device, settings.step_size,
-                                                      settings.tta)
-    timed = interleaved_rounds(fns, settings.rounds, warmup=1, device=device,
-                               on_round=lambda r: logger.info(f"  timing round {r + 1}/{settings.rounds} done"))
-    return ([{a: r[(a, "train")] for a in trained} for r in timed],
-            [{a: r[(a, "infer")] for a in trained} for r in timed], batches)
+        fns[(arch, "infer")] = sliding_window_step_fn(
+            t.model_dir, fold, case_files, device, settings.step_size, settings.tta
+        )
+    timed = interleaved_rounds(
+        fns,
+        settings.rounds,
+        warmup=1,
+        device=device,
+        on_round=lambda r: logger.info(f"  timing round {r + 1}/{settings.rounds} done"),
+    )
+    return (
+        [{a: r[(a, "train")] for a in trained} for r in timed],
+        [{a: r[(a, "infer")] for a in trained} for r in timed],
+        batches,
+    )
 
 
 def _row_note(patch_note: str, trainer: str, batch: int, plan_batch: int) -> str:
     """The patch note, the trainer class where it is not nnU-Net's recipe, and a batch that is
     the recipe's rather than the plan's."""
-    notes = [patch_note, "" if trainer == NNUNET_TRAINER else trainer,
-             "" if batch == plan_batch else f"batch {batch} is the recipe's (plan: {plan_batch})"]
+    notes = [
+        patch_note,
+        "" if trainer == NNUNET_TRAINER else trainer,
+        "" if batch == plan_batch else f"batch {batch} is the recipe's (plan: {plan_batch})",
+    ]
     return "; ".join(n for n in notes if n)

@@ -14,12 +14,15 @@ trainings land in ``<Trainer>__umambaBenchPlans_<arch>__<config>``, which ``find
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from umamba_seg.architectures import registry
 from umamba_seg.planning.cnn_source import (
-    PATCH_NOTE_KEY, CNNSourcePlans, cnn_source_plans, write_cnn_source_plans,
+    PATCH_NOTE_KEY,
+    CNNSourcePlans,
+    cnn_source_plans,
+    write_cnn_source_plans,
 )
 from umamba_seg.planning.naming import CNN_ARCH
 

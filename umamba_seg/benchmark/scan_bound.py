@@ -14,7 +14,8 @@ achieved GB/s against the card's bandwidth); ``--no-gpu`` skips it.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 
@@ -47,15 +48,21 @@ def per_step_loop(kw: dict[str, torch.Tensor]) -> torch.Tensor:
     return y * torch.nn.functional.silu(kw["z"])
 
 
-def bound_rows(shapes: Sequence[tuple[int, int, int, int]], backend: str = "torch", repeats: int = 3,
-               device: torch.device | str = "cpu") -> list[dict]:
+def bound_rows(
+    shapes: Sequence[tuple[int, int, int, int]],
+    backend: str = "torch",
+    repeats: int = 3,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
     """Per shape the minimum seconds of the bound, the forward and forward+backward, and their ratios.
 
     Prints the table row by row. Repeats are interleaved, so a change of load hits all three alike.
     """
     device = torch.device(device)
-    print(f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} | {'bound s':>8} {'fwd s':>8} {'fwd+bwd s':>9} | "
-          f"{'fwd/bound':>9} {'f+b/bound':>9}")
+    print(
+        f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} | {'bound s':>8} {'fwd s':>8} {'fwd+bwd s':>9} | "
+        f"{'fwd/bound':>9} {'f+b/bound':>9}"
+    )
     rows = []
     for b, d, n, L in shapes:
         kw = make_inputs(b, d, n, L, device)
@@ -63,24 +70,37 @@ def bound_rows(shapes: Sequence[tuple[int, int, int, int]], backend: str = "torc
         forward(kw, backend)  # warm-up (allocator, lazy imports)
         times: dict[str, list[float]] = {"bound": [], "fwd": [], "fwdbwd": []}
         for _ in range(repeats):
-            times["bound"].append(time_call(lambda: bound(kw["delta"], kw["A"], kw["u"]), device))
-            times["fwd"].append(time_call(lambda: forward(kw, backend), device))
-            times["fwdbwd"].append(time_call(lambda: forward_backward(kw, backend, dout), device))
+            times["bound"].append(time_call(partial(bound, kw["delta"], kw["A"], kw["u"]), device))
+            times["fwd"].append(time_call(partial(forward, kw, backend), device))
+            times["fwdbwd"].append(time_call(partial(forward_backward, kw, backend, dout), device))
         tb, tf, tfb = (min(times[k]) for k in ("bound", "fwd", "fwdbwd"))
-        rows.append(dict(b=b, d=d, n=n, L=L, bound_s=tb, fwd_s=tf, fwdbwd_s=tfb,
-                         fwd_over_bound=tf / tb, fwdbwd_over_bound=tfb / tb))
-        print(f"{b:>2} {d:>4} {n:>3} {L:>7} | {tb:8.3f} {tf:8.3f} {tfb:9.3f} | {tf / tb:9.2f} {tfb / tb:9.2f}",
-              flush=True)
+        rows.append(
+            dict(
+                b=b,
+                d=d,
+                n=n,
+                L=L,
+                bound_s=tb,
+                fwd_s=tf,
+                fwdbwd_s=tfb,
+                fwd_over_bound=tf / tb,
+                fwdbwd_over_bound=tfb / tb,
+            )
+        )
+        print(
+            f"{b:>2} {d:>4} {n:>3} {L:>7} | {tb:8.3f} {tf:8.3f} {tfb:9.3f} | {tf / tb:9.2f} {tfb / tb:9.2f}", flush=True
+        )
     return rows
 
 
-def loop_speedup(shape: tuple[int, int, int, int], backend: str = "torch", repeats: int = 3,
-                 device: torch.device | str = "cpu") -> dict:
+def loop_speedup(
+    shape: tuple[int, int, int, int], backend: str = "torch", repeats: int = 3, device: torch.device | str = "cpu"
+) -> dict:
     """Seconds of the per-step loop and of the scan's forward at ``shape``, and their ratio."""
     device = torch.device(device)
     kw = make_inputs(*shape, device)
     t_loop = time_call(lambda: per_step_loop(kw), device)
-    t_fwd = min(time_call(lambda: forward(kw, backend), device) for _ in range(repeats))
+    t_fwd = min(time_call(partial(forward, kw, backend), device) for _ in range(repeats))
     return dict(L=shape[-1], loop_s=t_loop, fwd_s=t_fwd, speedup=t_loop / t_fwd)
 
 
@@ -99,8 +119,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"device={args.device} threads={torch.get_num_threads()} backend={args.backend}")
     bound_rows(shapes, args.backend, args.repeats, args.device)
     s = loop_speedup(SHAPES[0], args.backend, args.repeats, args.device)
-    print(f"forward speed-up over an fp32 per-step loop at L={s['L']}: {s['speedup']:.1f}x "
-          f"({s['loop_s']:.3f} s vs {s['fwd_s']:.3f} s)")
+    print(
+        f"forward speed-up over an fp32 per-step loop at L={s['L']}: {s['speedup']:.1f}x "
+        f"({s['loop_s']:.3f} s vs {s['fwd_s']:.3f} s)"
+    )
     if not args.no_gpu:
         print("\nGPU section:")
         run_gpu_section(repeats=max(args.repeats, 5), shapes=shapes)

@@ -22,7 +22,8 @@ per (shape, tile configuration).
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 
@@ -94,8 +95,12 @@ def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / (b.abs().max() + 1e-12)).item()
 
 
-def run_gpu_section(repeats: int = 5, dtypes: tuple[str, ...] = ("bf16", "fp32"), shapes=None,
-                    backends: tuple[str, str] = ("triton", "torch")) -> list[dict]:
+def run_gpu_section(
+    repeats: int = 5,
+    dtypes: tuple[str, ...] = ("bf16", "fp32"),
+    shapes=None,
+    backends: tuple[str, str] = ("triton", "torch"),
+) -> list[dict]:
     """Benchmark every (shape, dtype); prints a table and returns its rows. [] without CUDA."""
     if not torch.cuda.is_available():
         print("no CUDA device: GPU section of the selective-scan benchmark skipped")
@@ -105,12 +110,16 @@ def run_gpu_section(repeats: int = 5, dtypes: tuple[str, ...] = ("bf16", "fp32")
     props = torch.cuda.get_device_properties(device)
     nominal = nominal_bandwidth_gbs(name)
     copy_gbs = measured_copy_bandwidth_gbs(device)
-    print(f"device: {name}, {props.multi_processor_count} SMs; bandwidth nominal "
-          f"{nominal if nominal else 'unknown'} GB/s, measured copy {copy_gbs:.0f} GB/s")
+    print(
+        f"device: {name}, {props.multi_processor_count} SMs; bandwidth nominal "
+        f"{nominal if nominal else 'unknown'} GB/s, measured copy {copy_gbs:.0f} GB/s"
+    )
     tri, ref = backends
-    header = (f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} {'dtype':>5} | {tri + ' fwd ms':>12} {ref + ' fwd ms':>12} "
-              f"{'x':>5} {'GB/s':>6} {'%copy':>5} | {tri + ' f+b ms':>12} {ref + ' f+b ms':>12} {'x':>5} "
-              f"{'GB/s':>6} {'%copy':>5} | {'max rel diff out/grads':>22}")
+    header = (
+        f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} {'dtype':>5} | {tri + ' fwd ms':>12} {ref + ' fwd ms':>12} "
+        f"{'x':>5} {'GB/s':>6} {'%copy':>5} | {tri + ' f+b ms':>12} {ref + ' f+b ms':>12} {'x':>5} "
+        f"{'GB/s':>6} {'%copy':>5} | {'max rel diff out/grads':>22}"
+    )
     print(header)
     rows = []
     for b, d, n, L in shapes or SHAPES:
@@ -125,9 +134,10 @@ def run_gpu_section(repeats: int = 5, dtypes: tuple[str, ...] = ("bf16", "fp32")
             for backend in (tri, ref):
                 outs[backend] = forward(kw, backend)  # warm-up and compile
                 grads[backend] = forward_backward(kw, backend, dout)
-                row[f"{backend}_fwd_s"] = min(_cuda_time(lambda: forward(kw, backend)) for _ in range(repeats))
+                row[f"{backend}_fwd_s"] = min(_cuda_time(partial(forward, kw, backend)) for _ in range(repeats))
                 row[f"{backend}_fwdbwd_s"] = min(
-                    _cuda_time(lambda: forward_backward(kw, backend, dout)) for _ in range(repeats))
+                    _cuda_time(partial(forward_backward, kw, backend, dout)) for _ in range(repeats)
+                )
             row["max_rel_diff_out"] = _max_rel_diff(outs[tri], outs[ref])
             row["max_rel_diff_grad"] = max(_max_rel_diff(grads[tri][k], grads[ref][k]) for k in grads[ref])
             fb = min_bytes(b, d, n, L, 1, esize, backward=False)
@@ -138,12 +148,15 @@ def run_gpu_section(repeats: int = 5, dtypes: tuple[str, ...] = ("bf16", "fp32")
             row["fwdbwd_speedup"] = row[f"{ref}_fwdbwd_s"] / row[f"{tri}_fwdbwd_s"]
             row["nominal_gbs"], row["copy_gbs"] = nominal, copy_gbs
             rows.append(row)
-            print(f"{b:>2} {d:>4} {n:>3} {L:>7} {dname:>5} | {row[f'{tri}_fwd_s'] * 1e3:12.3f} "
-                  f"{row[f'{ref}_fwd_s'] * 1e3:12.3f} {row['fwd_speedup']:5.1f} {row['fwd_gbs']:6.0f} "
-                  f"{100 * row['fwd_gbs'] / copy_gbs:5.1f} | {row[f'{tri}_fwdbwd_s'] * 1e3:12.3f} "
-                  f"{row[f'{ref}_fwdbwd_s'] * 1e3:12.3f} {row['fwdbwd_speedup']:5.1f} {row['fwdbwd_gbs']:6.0f} "
-                  f"{100 * row['fwdbwd_gbs'] / copy_gbs:5.1f} | "
-                  f"{row['max_rel_diff_out']:10.2e} {row['max_rel_diff_grad']:10.2e}", flush=True)
+            print(
+                f"{b:>2} {d:>4} {n:>3} {L:>7} {dname:>5} | {row[f'{tri}_fwd_s'] * 1e3:12.3f} "
+                f"{row[f'{ref}_fwd_s'] * 1e3:12.3f} {row['fwd_speedup']:5.1f} {row['fwd_gbs']:6.0f} "
+                f"{100 * row['fwd_gbs'] / copy_gbs:5.1f} | {row[f'{tri}_fwdbwd_s'] * 1e3:12.3f} "
+                f"{row[f'{ref}_fwdbwd_s'] * 1e3:12.3f} {row['fwdbwd_speedup']:5.1f} {row['fwdbwd_gbs']:6.0f} "
+                f"{100 * row['fwdbwd_gbs'] / copy_gbs:5.1f} | "
+                f"{row['max_rel_diff_out']:10.2e} {row['max_rel_diff_grad']:10.2e}",
+                flush=True,
+            )
             del kw, dout, outs, grads
         del base
         torch.cuda.empty_cache()
@@ -167,8 +180,17 @@ def sweep_tiles(repeats: int = 5, dtype_name: str = "bf16", shapes=None, tiles=S
     print(f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} | {'BD':>2} {'BT':>4} {'warps':>5} | {'fwd ms':>8} {'bwd ms':>8}")
     for b, d, n, L in shapes or SHAPES:
         kw = _cast(make_inputs(b, d, n, L, device), dtype)
-        args = [kw["u"], kw["delta"], kw["A"], kw["B"][:, None], kw["C"][:, None], kw["D"], kw["z"],
-                kw["delta_bias"], True]
+        args = [
+            kw["u"],
+            kw["delta"],
+            kw["A"],
+            kw["B"][:, None],
+            kw["C"][:, None],
+            kw["D"],
+            kw["z"],
+            kw["delta_bias"],
+            True,
+        ]
         dout = torch.randn(b, d, L, device=device, dtype=dtype)
         default = tk.pick_config(d, 1, n)
         for block_d, block_t, warps in [(default.block_d, default.block_t, default.num_warps), *tiles]:
@@ -181,13 +203,28 @@ def sweep_tiles(repeats: int = 5, dtype_name: str = "bf16", shapes=None, tiles=S
             except Exception as exc:  # a configuration the card cannot run (resources)
                 print(f"{b:>2} {d:>4} {n:>3} {L:>7} | {block_d:>2} {block_t:>4} {warps:>5} | failed: {exc}")
                 continue
-            t_f = min(_cuda_time(lambda: tk.forward(*args, config=cfg)) for _ in range(repeats))
-            t_b = min(_cuda_time(lambda: tk.backward(dout, None, *args, ckpt, config=cfg)) for _ in range(repeats))
-            rows.append(dict(b=b, d=d, n=n, L=L, block_d=block_d, block_t=block_t, num_warps=warps,
-                             fwd_s=t_f, bwd_s=t_b, default=cfg == default))
+            t_f = min(_cuda_time(partial(tk.forward, *args, config=cfg)) for _ in range(repeats))
+            t_b = min(_cuda_time(partial(tk.backward, dout, None, *args, ckpt, config=cfg)) for _ in range(repeats))
+            rows.append(
+                dict(
+                    b=b,
+                    d=d,
+                    n=n,
+                    L=L,
+                    block_d=block_d,
+                    block_t=block_t,
+                    num_warps=warps,
+                    fwd_s=t_f,
+                    bwd_s=t_b,
+                    default=cfg == default,
+                )
+            )
             mark = " (default)" if cfg == default else ""
-            print(f"{b:>2} {d:>4} {n:>3} {L:>7} | {block_d:>2} {block_t:>4} {warps:>5} | "
-                  f"{t_f * 1e3:8.3f} {t_b * 1e3:8.3f}{mark}", flush=True)
+            print(
+                f"{b:>2} {d:>4} {n:>3} {L:>7} | {block_d:>2} {block_t:>4} {warps:>5} | "
+                f"{t_f * 1e3:8.3f} {t_b * 1e3:8.3f}{mark}",
+                flush=True,
+            )
         del kw, args, dout
         torch.cuda.empty_cache()
     return rows

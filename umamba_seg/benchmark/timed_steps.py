@@ -52,13 +52,19 @@ class TrainingStep:
     batch_size: int
 
 
-def training_step_fn(trainer_class: type, plans: dict, configuration: str, fold: int | str, dataset_json: dict,
-                     device: torch.device) -> TrainingStep:
+def training_step_fn(
+    trainer_class: type, plans: dict, configuration: str, fold: int | str, dataset_json: dict, device: torch.device
+) -> TrainingStep:
     """One ``trainer_class.train_step`` on a fixed batch of its own loader, for fold ``fold``'s
     split. The trainer's log lines go to its log file in the fold folder, not to the console."""
     with contextlib.redirect_stdout(io.StringIO()):
-        trainer = trainer_class(plans={**plans, "continue_training": False}, configuration=configuration, fold=fold,
-                                dataset_json=dataset_json, device=device)
+        trainer = trainer_class(
+            plans={**plans, "continue_training": False},
+            configuration=configuration,
+            fold=fold,
+            dataset_json=dataset_json,
+            device=device,
+        )
         trainer.initialize()
         with _no_augmentation_workers():
             loader, _ = trainer.get_dataloaders()
@@ -78,12 +84,18 @@ def first_case_files(images: Path, dataset_json: dict) -> list[Path]:
     return list(cases[min(cases)].files)
 
 
-def sliding_window_step_fn(model_dir: Path, fold: str, case_files: list[Path], device: torch.device,
-                           step_size: float = 0.5, tta: bool = True) -> Callable[[], None]:
+def sliding_window_step_fn(
+    model_dir: Path, fold: str, case_files: list[Path], device: torch.device, step_size: float = 0.5, tta: bool = True
+) -> Callable[[], None]:
     """Sliding-window prediction of the case ``case_files`` (preprocessed once, here) with fold
     ``fold`` of the trained model in ``model_dir``."""
     predictor = load_predictor(Path(model_dir), [str(fold)], "checkpoint_final.pth", device, step_size, tta)
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
-    data, _, _ = preprocessor.run_case([str(f) for f in case_files], None, predictor.plans_manager,
-                                       predictor.configuration_manager, predictor.dataset_json)
+    data, _, _ = preprocessor.run_case(
+        [str(f) for f in case_files],
+        None,
+        predictor.plans_manager,
+        predictor.configuration_manager,
+        predictor.dataset_json,
+    )
     return sliding_window_fn(predictor, torch.from_numpy(data))

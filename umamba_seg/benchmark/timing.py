@@ -36,10 +36,14 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if len(values) else math.nan
 
 
-def interleaved_rounds(fns: Mapping[K, Callable[[], object]], rounds: int = 3, warmup: int = 1,
-                       device: torch.device | str | None = None,
-                       on_round: Callable[[int], None] | None = None,
-                       clock: Callable[[Callable[[], object]], float] | None = None) -> list[dict[K, float]]:
+def interleaved_rounds(
+    fns: Mapping[K, Callable[[], object]],
+    rounds: int = 3,
+    warmup: int = 1,
+    device: torch.device | str | None = None,
+    on_round: Callable[[int], None] | None = None,
+    clock: Callable[[Callable[[], object]], float] | None = None,
+) -> list[dict[K, float]]:
     """Seconds of every named callable, round by round: ``warmup`` untimed calls of each, then
     ``rounds`` rounds that time each callable once, in ``fns``' order (A, B, C, A, B, C, ...).
     ``on_round(r)`` runs after round r (e.g. a progress bar); ``clock(fn)`` times one call
@@ -56,9 +60,13 @@ def interleaved_rounds(fns: Mapping[K, Callable[[], object]], rounds: int = 3, w
     return timed
 
 
-def interleaved_medians(fns: Mapping[K, Callable[[], object]], repeats: int = 3, warmup: int = 1,
-                        device: torch.device | str | None = None,
-                        on_round: Callable[[int], None] | None = None) -> dict[K, float]:
+def interleaved_medians(
+    fns: Mapping[K, Callable[[], object]],
+    repeats: int = 3,
+    warmup: int = 1,
+    device: torch.device | str | None = None,
+    on_round: Callable[[int], None] | None = None,
+) -> dict[K, float]:
     """Median seconds per named callable over :func:`interleaved_rounds`."""
     timed = interleaved_rounds(fns, repeats, warmup, device, on_round)
     return {name: median([t[name] for t in timed]) for name in fns}
