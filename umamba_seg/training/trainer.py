@@ -156,6 +156,14 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         self._iteration = 0
         self._open_bar("train", self.num_iterations_per_epoch)
 
+    def run_training(self) -> None:
+        """nnunetv2's loop; an open progress bar is closed however the loop ends, so an error line
+        printed after it (a lost DDP peer, a non-finite loss) starts a line of its own."""
+        try:
+            super().run_training()
+        finally:
+            self._close_bar()
+
     def train_step(self, batch: dict) -> dict:
         """nnunetv2's step (forward, backward, optimizer step; loading the batch excluded), timed with the
         device synchronised before and after, and its loss checked for NaN/Inf."""
