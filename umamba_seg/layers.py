@@ -20,7 +20,8 @@ base           errors, atomic, locking, safe_paths, safe_pickle, devices, worksp
                data: synthetic datasets (numpy, written through the readers above).
                convert: public datasets' downloads to the nnU-Net raw layout.
                layers, import_graph: this table and the walk that checks it. log: the
-               package logger the CLI sets up (library code only gets loggers). The
+               package logger the CLI sets up (library code only gets loggers).
+               json_files: reading JSON that others wrote, with one-line errors. The
                package root (``umamba_seg``, its version) counts as base too.
 ops            ops: the selective scan, mLSTM and scan orders; kernels, PyTorch paths.
 nn             nn: layers built on the ops (Mamba mixer, ViL block, cross scan, ...).
@@ -63,6 +64,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "layers",
             "import_graph",
             "log",
+            "json_files",
         ),
     ),
     ("ops", ("ops",)),

@@ -22,7 +22,6 @@ dataset's ``LabelManager``, write with the plans' reader-writer). What nnunetv2'
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import shutil
@@ -41,6 +40,7 @@ from tqdm import tqdm
 from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, check_plans
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.errors import UserInputError
+from umamba_seg.json_files import read_json
 from umamba_seg.log import show_progress
 from umamba_seg.safe_paths import check_file_ending
 from umamba_seg.safe_pickle import load_pickle_safe
@@ -51,15 +51,9 @@ _SAVE_HINT = "predict with --save-probabilities (nnU-Net's predictor writes data
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserInputError(f"{path.name} missing from a prediction folder", path, _SAVE_HINT) from None
-    except json.JSONDecodeError as e:
-        raise UserInputError(
-            f"{path.name} is not valid JSON ({e.msg}, line {e.lineno})", path, "re-run the prediction"
-        ) from None
+    return read_json(
+        path, "re-run the prediction", missing=(f"{path.name} missing from a prediction folder", _SAVE_HINT)
+    )
 
 
 def _check_same(key: str, values: Sequence, files: Sequence[Path], what: str) -> None:

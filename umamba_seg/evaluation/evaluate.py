@@ -16,7 +16,6 @@ measured there, and classes found in no reference are dropped at the end.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
@@ -48,6 +47,7 @@ from umamba_seg.evaluation.metrics import (
 )
 from umamba_seg.evaluation.report import format_table, plot_boxplots, write_summary_csv
 from umamba_seg.image_files import check_image_file
+from umamba_seg.json_files import read_json
 
 BOXPLOT_PNG = "summary_boxplot.png"
 NAN_COUNTED_METRICS: tuple[str, ...] = ("Dice", "IoU", "HD95", "NSD")
@@ -81,15 +81,7 @@ def _load_dataset_json(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "dataset.json"
-    try:
-        with open(path) as f:
-            dataset = json.load(f)
-    except FileNotFoundError:
-        raise UserInputError("dataset.json not found", path, "pass the dataset's dataset.json") from None
-    except json.JSONDecodeError as e:
-        raise UserInputError(
-            f"dataset.json is not valid JSON ({e.msg}, line {e.lineno})", path, "fix the file"
-        ) from None
+    dataset = read_json(path, "fix the file", missing=("dataset.json not found", "pass the dataset's dataset.json"))
     for key in ("labels", "file_ending"):
         if key not in dataset:
             raise UserInputError(f"dataset.json has no '{key}' entry", path, "add it as nnU-Net v2 expects")
@@ -155,14 +147,7 @@ def resolve_nsd_tolerance(
             pass
     if isinstance(nsd_tolerance, (str, os.PathLike)):
         source = Path(nsd_tolerance)
-        try:
-            raw = json.loads(source.read_text())
-        except FileNotFoundError:
-            raise UserInputError("NSD tolerance file not found", source, "pass an existing JSON file") from None
-        except json.JSONDecodeError as e:
-            raise UserInputError(
-                f"NSD tolerance file is not valid JSON ({e.msg}, line {e.lineno})", source, "fix the file"
-            ) from None
+        raw = read_json(source, "fix the file", missing=("NSD tolerance file not found", "pass an existing JSON file"))
         if not isinstance(raw, dict) or not raw:
             raise UserInputError(
                 "NSD tolerance file must hold a non-empty JSON object", source, 'write {"<label>": <mm>, ...}'

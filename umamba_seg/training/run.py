@@ -17,7 +17,6 @@ the holder, a lock left by a killed run is taken over).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -31,6 +30,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from umamba_seg.devices import configure_cpu_threads, resolve_device
 from umamba_seg.errors import UserInputError
+from umamba_seg.json_files import read_json
 from umamba_seg.locking import exclusive_lock
 from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE, check_plan_source, plans_identifier
 from umamba_seg.training.recipes import DEFAULT_RECIPE, NNUNET_TRAINER, check_recipe, recipe_for, trainer_name
@@ -66,14 +66,7 @@ def check_fold(ws: Workspace, dataset_name: str, fold: int | str) -> int | str:
     splits_file = ws.preprocessed_dataset(dataset_name) / "splits_final.json"
     n, where = DEFAULT_NUM_FOLDS, "-f"
     if splits_file.is_file():
-        try:
-            splits = json.loads(splits_file.read_text())
-        except (OSError, ValueError) as e:
-            raise UserInputError(
-                f"splits_final.json is not valid JSON ({e})",
-                splits_file,
-                "fix it, or delete it to get nnU-Net's 5-fold split",
-            ) from None
+        splits = read_json(splits_file, "fix it, or delete it to get nnU-Net's 5-fold split")
         if not isinstance(splits, list) or not splits:
             raise UserInputError(
                 "splits_final.json is not a list of folds",
