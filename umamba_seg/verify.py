@@ -8,7 +8,6 @@ explain failures that surface later (e.g. inside preprocessing).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -20,6 +19,7 @@ from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
 from umamba_seg.architectures.plans_allowlist import check_dataset_json_names
 from umamba_seg.case_files import CHANNEL_NAME, allowed_file_counts
 from umamba_seg.errors import UserInputError, UserInputErrors
+from umamba_seg.json_files import read_json
 from umamba_seg.log import show_progress
 from umamba_seg.safe_paths import check_dataset_entries
 
@@ -52,10 +52,7 @@ def load_dataset_json(raw_dataset: Path) -> dict:
             f,
             "create it (nnU-Net v2 format: channel_names, labels, numTraining, file_ending)",
         )
-    try:
-        ds = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserInputError(f"dataset.json is not valid JSON ({e})", f, "fix the syntax") from e
+    ds = read_json(f, "fix the syntax")
     if not isinstance(ds, dict):
         raise UserInputError("dataset.json is not a JSON object", f, 'write it as {"channel_names": ..., ...}')
     missing = [k for k in REQUIRED_KEYS if k not in ds]

@@ -397,3 +397,12 @@ def test_vmamba_imagenet_checkpoint_loads_into_vmunet(tmp_path):
     gray = VMUNet(1, 2, dims=(24, 48, 96, 192))  # one input channel: the RGB patch embedding is skipped, the rest loads
     report = load_pretrained_weights(gray, path, log=lambda _: None)
     assert "encoder.embed.proj.weight" in report.skipped and "encoder.embed.norm.weight" in report.loaded
+
+
+def test_export_of_a_model_folder_with_broken_json_is_one_line(tmp_path):
+    from umamba_seg.errors import UserInputError
+    from umamba_seg.interop.export_model import _check_model
+
+    (tmp_path / "plans.json").write_text('{"dataset_name": "Dataset903_X",')
+    with pytest.raises(UserInputError, match=r"plans.json is not valid JSON .*restore the model folder's file"):
+        _check_model(tmp_path, ["0"], ["checkpoint_final.pth"])

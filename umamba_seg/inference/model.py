@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from umamba_seg.architectures.plans_allowlist import check_dataset_json_names, check_plans
 from umamba_seg.errors import UserInputError
+from umamba_seg.json_files import read_json
 from umamba_seg.safe_paths import check_file_ending
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe
 
@@ -50,13 +50,6 @@ def _fold_averaging_predictor_class():
             return torch.log(mean.clamp_min(eps))
 
     return FoldAveragingPredictor
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        return load_json(str(path))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserInputError(f"{path.name} is not valid JSON ({e})", path, "restore the model folder's file") from None
 
 
 def available_folds(model_dir: Path, checkpoint_name: str) -> list[str]:
@@ -94,8 +87,8 @@ def load_predictor(
                 model_dir,
                 "finish training (or pass --checkpoint checkpoint_latest.pth)",
             )
-    plans = _load_json(model_dir / "plans.json")
-    dataset_json = _load_json(model_dir / "dataset.json")
+    plans = read_json(model_dir / "plans.json", "restore the model folder's file")
+    dataset_json = read_json(model_dir / "dataset.json", "restore the model folder's file")
     check_plans(plans, model_dir / "plans.json")
     check_dataset_json_names(dataset_json, model_dir / "dataset.json")
     check_file_ending(dataset_json.get("file_ending"), model_dir / "dataset.json")

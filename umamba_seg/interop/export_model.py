@@ -33,6 +33,7 @@ from umamba_seg.interop.model_archive import (
     allowed_model_file,
     sha256_file,
 )
+from umamba_seg.json_files import read_json
 from umamba_seg.training.checkpoint_io import load_checkpoint_safe
 from umamba_seg.training.model_folders import parse_model_folder, resolve_trained_model
 from umamba_seg.training.recipes import DEFAULT_RECIPE, by_trainer
@@ -97,9 +98,10 @@ def _model_files(model_dir: Path, folds: list[str], checkpoint_names: list[str])
 
 def _check_model(model_dir: Path, folds: list[str], checkpoint_names: list[str]) -> dict:
     """What the receiver checks, checked here first; returns the first checkpoint's metadata."""
-    plans = json.loads((model_dir / "plans.json").read_text())
+    fix = "restore the model folder's file (or train the model again)"
+    plans = read_json(model_dir / "plans.json", fix)
     check_plans(plans, model_dir / "plans.json")
-    check_dataset_json_names(json.loads((model_dir / "dataset.json").read_text()), model_dir / "dataset.json")
+    check_dataset_json_names(read_json(model_dir / "dataset.json", fix), model_dir / "dataset.json")
     meta: dict = {}
     for f in folds:
         for name in checkpoint_names:

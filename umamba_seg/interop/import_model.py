@@ -37,6 +37,7 @@ from umamba_seg.atomic import write_json_atomic
 from umamba_seg.errors import UserInputError
 from umamba_seg.interop.fork_checkpoint import authors_to_ours, load_fork_checkpoint, shared_keys
 from umamba_seg.interop.fork_plans import arch_for_trainer, our_plans
+from umamba_seg.json_files import read_json
 from umamba_seg.planning.naming import plans_identifier
 from umamba_seg.safe_paths import check_file_ending, check_name
 from umamba_seg.training.checkpoint_io import save_checkpoint_safe
@@ -76,15 +77,10 @@ def parse_model_folder(folder: Path) -> tuple[str, str, str]:
 
 
 def _load_json(path: Path) -> dict:
-    import json
 
     if not path.is_file():
         raise UserInputError(f"model folder has no {path.name}", path, "pass the complete folder the fork wrote")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserInputError(f"{path.name} is not valid JSON ({e})", path, "restore the file the fork wrote") from e
+    data = read_json(path, "restore the file the fork wrote")
     if not isinstance(data, dict):
         raise UserInputError(f"{path.name} is not a JSON object", path, "restore the file the fork wrote")
     return data
