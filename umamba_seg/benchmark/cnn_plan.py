@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from umamba_seg.benchmark.same_plan import SamePlan, same_plan_plans
 from umamba_seg.errors import UserInputError
@@ -29,10 +30,6 @@ class CNNPlan:
     configuration: str
     plans: dict
     dataset_json: dict
-
-    @property
-    def configuration_plan(self) -> dict:
-        return self.plans["configurations"][self.configuration]
 
     def same_plan(self, arch: str) -> SamePlan:
         """``arch`` on this CNN plan (:func:`umamba_seg.benchmark.same_plan.same_plan_plans`)."""
@@ -75,11 +72,12 @@ def cnn_plan_from_args(args: argparse.Namespace) -> CNNPlan:
     ensure_plans(ws, name, CNN_ARCH)
     cnn_file = plans_file(ws.preprocessed_dataset(name), CNN_ARCH)
     plans = load_json(str(cnn_file))
-    if args.configuration not in plans["configurations"]:
+    configurations = PlansManager(plans).available_configurations
+    if args.configuration not in configurations:
         raise UserInputError(
             f"configuration '{args.configuration}' is not in the plans",
             cnn_file,
-            f"choose one of {', '.join(plans['configurations'])}",
+            f"choose one of {', '.join(configurations)}",
         )
     dataset_json = load_json(str(ws.preprocessed_dataset(name) / "dataset.json"))
     return CNNPlan(name, args.configuration, plans, dataset_json)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from umamba_seg.architectures import registry
 from umamba_seg.benchmark.ratios import round_ratios
@@ -222,11 +223,11 @@ def run_benchmark(
     for arch in names:
         step(f"{arch}: same-plan plans, parameters, activation memory (estimated vs measured)")
         same = write_same_plans(pre, arch)
-        conf = same.plans["configurations"][configuration]
+        conf = PlansManager(same.plans).get_configuration(configuration)
         mem = calibrate_configuration(same.plans, configuration, dataset_json, device=memory_device)
         logger.info(
-            f"  plans {same.plans_name}.json: patch {conf['patch_size']}, batch {conf['batch_size']}, "
-            f"spacing {conf['spacing']}" + (f" ({same.notes[configuration]})" if same.notes[configuration] else "")
+            f"  plans {same.plans_name}.json: patch {conf.patch_size}, batch {conf.batch_size}, "
+            f"spacing {conf.spacing}" + (f" ({same.notes[configuration]})" if same.notes[configuration] else "")
         )
         logger.info(
             f"  {mem['params_m']:.2f} M parameters; activations {mem['estimated_gb']:.3f} GB estimated, "
@@ -293,14 +294,14 @@ def run_benchmark(
     train_ratios, infer_ratios = round_ratios(train_rounds), round_ratios(infer_rounds)
     rows: list[BenchmarkRow] = []
     for arch, t in trained.items():
-        conf = t.plans["configurations"][configuration]
+        conf = PlansManager(t.plans).get_configuration(configuration)
         rows.append(
             BenchmarkRow(
                 arch=arch,
                 has_ssm=registry.get(arch).has_ssm,
                 configuration=configuration,
-                spacing=[float(s) for s in conf["spacing"]],
-                patch=[int(p) for p in conf["patch_size"]],
+                spacing=[float(s) for s in conf.spacing],
+                patch=[int(p) for p in conf.patch_size],
                 batch=batches[arch],
                 params=round(t.memory["params_m"] * 1e6),
                 estimated_activation_gb=float(t.memory["estimated_gb"]),
@@ -311,7 +312,7 @@ def run_benchmark(
                 infer_ratios=list(infer_ratios[arch].per_round),
                 dice_mean=t.dice_mean,
                 dice_per_class=t.dice_per_class,
-                note=_row_note(t.note, trainers[arch], batches[arch], int(conf["batch_size"])),
+                note=_row_note(t.note, trainers[arch], batches[arch], int(conf.batch_size)),
             )
         )
 
