@@ -1,5 +1,5 @@
 """Helpers shared by the test modules: where the test resources live, one closeness check,
-and the random inputs of the two sequence ops (selective scan and mLSTM).
+the random inputs of the two sequence ops (selective scan and mLSTM), and small CNN plans.
 
 Every op test draws its inputs here, so a kernel test and a PyTorch-path test of the same op
 see inputs of the same kind, and a tolerance means the same thing everywhere.
@@ -91,3 +91,59 @@ def mlstm_inputs(
     fgate = torch.randn(b, h, L, generator=gen, dtype=dtype) * gate_scale + fgate_bias
     out = [q, k, v, igate, fgate]
     return [t.clone().requires_grad_() for t in out] if requires_grad else out
+
+
+def plain_cnn_block(dim: int, features: list[int], strides: list[list[int]]) -> dict:
+    """A CNN ``architecture`` block as nnunetv2's planner writes it into plans (3x3 convs, two per stage)."""
+    n = len(features)
+    conv = "Conv2d" if dim == 2 else "Conv3d"
+    norm = "InstanceNorm2d" if dim == 2 else "InstanceNorm3d"
+    return {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": n,
+            "features_per_stage": features,
+            "conv_op": f"torch.nn.modules.conv.{conv}",
+            "kernel_sizes": [[3] * dim] * n,
+            "strides": strides,
+            "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1),
+            "conv_bias": True,
+            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+
+def cnn_plans_2d(spacing: list[float], patch: list[int], batch: int = 7, dataset_name: str = "Dataset903_X") -> dict:
+    """Minimal nnunetv2 CNN plans of one RGB ``2d`` configuration, topology from our CNN planner."""
+    from umamba_seg.planning.ssm_planner import TopologyKnobs, cnn_architecture  # op tests stay light
+
+    patch, block, _ = cnn_architecture(spacing, patch, TopologyKnobs())
+    conf = {
+        "data_identifier": "umambaPlans_2d",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": batch,
+        "patch_size": patch,
+        "median_image_size_in_voxels": [float(p) for p in patch],
+        "spacing": spacing,
+        "normalization_schemes": ["ZScoreNormalization"] * 3,
+        "use_mask_for_norm": [False] * 3,
+        "architecture": block,
+        "batch_dice": True,
+    }
+    return {
+        "dataset_name": dataset_name,
+        "plans_name": "umambaPlans_cnn",
+        "configurations": {"2d": conf},
+        "transpose_forward": [0, 1],
+        "transpose_backward": [0, 1],
+        "label_manager": "LabelManager",
+        "image_reader_writer": "NaturalImage2DIO",
+        "foreground_intensity_properties_per_channel": {},
+    }

@@ -12,7 +12,8 @@ import pytest
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from tests.architectures.test_umamba import CLI_SCHEDULE, SSM_PARAMS, _cli, cnn_architecture
+from tests.architectures.test_umamba import CLI_SCHEDULE, SSM_PARAMS, _cli
+from tests.helpers import plain_cnn_block
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.segmamba import SegMamba, adjust_patch
 from umamba_seg.nn.tri_oriented import TriOrientedMamba
@@ -50,7 +51,7 @@ def authors_segmamba_parameters(in_ch: int, out_ch: int, feats=(48, 96, 192, 384
 
 def build(dim: int, patch: list[int], deep_supervision: bool = True, use_ssm: bool = True, **overrides):
     name = "segmamba" if use_ssm else "segmamba_nossm"
-    cnn = cnn_architecture(dim, [4, 8, 16], [[1] * dim, [2] * dim, [2] * dim])
+    cnn = plain_cnn_block(dim, [4, 8, 16], [[1] * dim, [2] * dim, [2] * dim])
     spec = registry.get(name)
     block = spec.architecture_block(cnn, spec.adjust_patch(patch))
     block["arch_kwargs"].update(overrides)

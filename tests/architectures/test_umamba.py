@@ -14,6 +14,7 @@ import torch
 from dynamic_network_architectures.building_blocks.residual import BasicBlockD
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from tests.helpers import plain_cnn_block
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.token_mixer_unet import alternate_stages, umamba_block_counts
 from umamba_seg.architectures.umamba import UMambaBot, UMambaEnc
@@ -25,36 +26,9 @@ from umamba_seg.nn.token_layer import TokenLayer
 SSM_PARAMS = ("A_log", "D", "dt_proj.bias", "conv1d.weight", "conv1d.bias")
 
 
-def cnn_architecture(dim: int, features: list[int], strides: list[list[int]]) -> dict:
-    """A CNN ``architecture`` block as nnunetv2's planner writes it into plans."""
-    n = len(features)
-    conv = "Conv2d" if dim == 2 else "Conv3d"
-    norm = "InstanceNorm2d" if dim == 2 else "InstanceNorm3d"
-    return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": n,
-            "features_per_stage": features,
-            "conv_op": f"torch.nn.modules.conv.{conv}",
-            "kernel_sizes": [[3] * dim] * n,
-            "strides": strides,
-            "n_conv_per_stage": [2] * n,
-            "n_conv_per_stage_decoder": [2] * (n - 1),
-            "conv_bias": True,
-            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
-
-
 CASES = {
-    2: (cnn_architecture(2, [4, 8, 16, 32, 32], [[1, 1]] + [[2, 2]] * 4), [32, 32]),
-    3: (cnn_architecture(3, [4, 8, 16, 24], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]), [8, 16, 16]),
+    2: (plain_cnn_block(2, [4, 8, 16, 32, 32], [[1, 1]] + [[2, 2]] * 4), [32, 32]),
+    3: (plain_cnn_block(3, [4, 8, 16, 24], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]), [8, 16, 16]),
 }
 
 

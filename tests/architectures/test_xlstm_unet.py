@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from tests.helpers import plain_cnn_block
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.presets import load_preset
 from umamba_seg.architectures.token_mixer_unet import token_mixer_kwargs, xlstm_enc_2d_stages, xlstm_enc_3d_stages
@@ -23,36 +24,9 @@ from umamba_seg.ops.mlstm import mlstm_recurrent_reference
 GATE_PARAMS = ("igate.weight", "igate.bias", "fgate.weight", "fgate.bias")
 
 
-def cnn_architecture(dim: int, features: list[int], strides: list[list[int]]) -> dict:
-    """A CNN ``architecture`` block as nnunetv2's planner writes it into plans."""
-    n = len(features)
-    conv = "Conv2d" if dim == 2 else "Conv3d"
-    norm = "InstanceNorm2d" if dim == 2 else "InstanceNorm3d"
-    return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": n,
-            "features_per_stage": features,
-            "conv_op": f"torch.nn.modules.conv.{conv}",
-            "kernel_sizes": [[3] * dim] * n,
-            "strides": strides,
-            "n_conv_per_stage": [2] * n,
-            "n_conv_per_stage_decoder": [2] * (n - 1),
-            "conv_bias": True,
-            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },  # fmt: skip
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
-
-
 CASES = {
-    2: (cnn_architecture(2, [4, 8, 16, 32, 32], [[1, 1]] + [[2, 2]] * 4), [32, 32]),
-    3: (cnn_architecture(3, [4, 8, 16, 24], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]), [8, 16, 16]),
+    2: (plain_cnn_block(2, [4, 8, 16, 32, 32], [[1, 1]] + [[2, 2]] * 4), [32, 32]),
+    3: (plain_cnn_block(3, [4, 8, 16, 24], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]), [8, 16, 16]),
 }
 
 

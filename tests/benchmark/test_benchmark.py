@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from tests.helpers import cnn_plans_2d
 from tests.pipeline_fixtures import run_cli
 from umamba_seg.architectures import registry
 from umamba_seg.benchmark.ratios import check_inference_target
@@ -16,36 +17,9 @@ from umamba_seg.benchmark.same_plan import benchmark_archs, same_plan_plans
 from umamba_seg.cli import main as cli
 from umamba_seg.evaluation.find_best import discover_models
 from umamba_seg.planning.memory_model import estimate_memory
-from umamba_seg.planning.ssm_planner import TopologyKnobs, cnn_architecture
 from umamba_seg.training.recipes import trainer_name
 from umamba_seg.training.trainer import STEP_TIMES_FILE
 from umamba_seg.workspace import Workspace
-
-
-def _cnn_plans(spacing, patch, batch=7):
-    patch, block, _ = cnn_architecture(spacing, patch, TopologyKnobs())
-    conf = {
-        "data_identifier": "umambaPlans_2d",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": batch,
-        "patch_size": patch,
-        "median_image_size_in_voxels": [float(p) for p in patch],
-        "spacing": spacing,
-        "normalization_schemes": ["ZScoreNormalization"] * 3,
-        "use_mask_for_norm": [False] * 3,
-        "architecture": block,
-        "batch_dice": True,
-    }
-    return {
-        "dataset_name": "Dataset903_X",
-        "plans_name": "umambaPlans_cnn",
-        "configurations": {"2d": conf},
-        "transpose_forward": [0, 1],
-        "transpose_backward": [0, 1],
-        "label_manager": "LabelManager",
-        "image_reader_writer": "NaturalImage2DIO",
-        "foreground_intensity_properties_per_channel": {},
-    }
 
 
 def test_benchmark_archs_bring_their_ablation_and_the_cnn():
@@ -56,7 +30,7 @@ def test_benchmark_archs_bring_their_ablation_and_the_cnn():
 
 
 def test_same_plan_swaps_only_the_network_and_notes_an_adjusted_patch():
-    cnn = _cnn_plans([1.0, 1.0], [32, 72])
+    cnn = cnn_plans_2d([1.0, 1.0], [32, 72])
     cnn_conf = cnn["configurations"]["2d"]
     assert cnn_conf["patch_size"] == [32, 72]
 

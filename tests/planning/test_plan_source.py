@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from tests.helpers import cnn_plans_2d
 from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 from umamba_seg.architectures import registry
 from umamba_seg.cli import main as cli
@@ -15,38 +16,11 @@ from umamba_seg.planning.cnn_source import PATCH_NOTE_KEY, SOURCE_KEY, cnn_sourc
 from umamba_seg.planning.explain import explain_plans
 from umamba_seg.planning.naming import PLAN_SOURCES, parse_plans_identifier, plans_identifier
 from umamba_seg.planning.pipeline import ensure_plans
-from umamba_seg.planning.ssm_planner import TopologyKnobs, cnn_architecture
 from umamba_seg.workspace import Workspace
 
 # what may differ between an architecture's cnn-sourced plans and the CNN's: the network and records of it
 NETWORK_KEYS = {"architecture", PATCH_NOTE_KEY}
 PLANS_RECORD_KEYS = {"plans_name", "umamba_arch", SOURCE_KEY, "umamba_same_plan_as"}
-
-
-def _cnn_plans(spacing, patch, batch=7) -> dict:
-    patch, block, _ = cnn_architecture(spacing, patch, TopologyKnobs())
-    conf = {
-        "data_identifier": "umambaPlans_2d",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": batch,
-        "patch_size": patch,
-        "median_image_size_in_voxels": [float(p) for p in patch],
-        "spacing": spacing,
-        "normalization_schemes": ["ZScoreNormalization"] * 3,
-        "use_mask_for_norm": [False] * 3,
-        "architecture": block,
-        "batch_dice": True,
-    }
-    return {
-        "dataset_name": "Dataset904_PlanSource",
-        "plans_name": "umambaPlans_cnn",
-        "configurations": {"2d": conf},
-        "transpose_forward": [0, 1],
-        "transpose_backward": [0, 1],
-        "label_manager": "LabelManager",
-        "image_reader_writer": "NaturalImage2DIO",
-        "foreground_intensity_properties_per_channel": {},
-    }
 
 
 def _without(d: dict, keys: set) -> dict:
@@ -75,7 +49,7 @@ def test_plans_names_round_trip_and_never_collide():
 
 @pytest.mark.parametrize("arch", ["umamba_bot", "xlstm_bot"])
 def test_cnn_source_keeps_the_cnn_plan_and_swaps_only_the_network(arch):
-    cnn = _cnn_plans([1.0, 1.0], [64, 80], batch=9)
+    cnn = cnn_plans_2d([1.0, 1.0], [64, 80], batch=9, dataset_name="Dataset904_PlanSource")
     cnn_conf = cnn["configurations"]["2d"]
     out = cnn_source_plans(cnn, arch)
     conf = out.plans["configurations"]["2d"]
@@ -96,7 +70,9 @@ def test_cnn_source_states_vmunet_patch_adjustment_in_plans_and_explain(tmp_path
     ws = Workspace.from_workdir(tmp_path)
     pre = ws.preprocessed_dataset("Dataset904_PlanSource")
     pre.mkdir(parents=True)
-    (pre / "umambaPlans_cnn.json").write_text(json.dumps(_cnn_plans([1.0, 1.0], [32, 72])))
+    (pre / "umambaPlans_cnn.json").write_text(
+        json.dumps(cnn_plans_2d([1.0, 1.0], [32, 72], dataset_name="Dataset904_PlanSource"))
+    )
     (pre / "dataset.json").write_text(
         json.dumps(
             {
