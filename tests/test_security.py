@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import plain_cnn_block
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.plans_allowlist import check_architecture, check_plans
 from umamba_seg.cli import main as cli
@@ -333,27 +334,7 @@ def test_plan_and_preprocess_refuses_paths_outside_the_dataset(edit, what, verif
 
 
 def _cnn_block(ndim: int) -> dict:
-    conv, norm = ("Conv2d", "InstanceNorm2d") if ndim == 2 else ("Conv3d", "InstanceNorm3d")
-    return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": 3,
-            "features_per_stage": [8, 16, 32],
-            "conv_op": f"torch.nn.modules.conv.{conv}",
-            "kernel_sizes": [[3] * ndim] * 3,
-            "strides": [[1] * ndim, [2] * ndim, [2] * ndim],
-            "n_conv_per_stage": [2, 2, 2],
-            "n_conv_per_stage_decoder": [2, 2],
-            "conv_bias": True,
-            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
+    return plain_cnn_block(ndim, [8, 16, 32], [[1] * ndim, [2] * ndim, [2] * ndim])
 
 
 @pytest.mark.parametrize("ndim", [2, 3])

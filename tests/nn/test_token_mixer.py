@@ -9,6 +9,7 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
+from tests.helpers import plain_cnn_block
 from umamba_seg.architectures import registry
 from umamba_seg.nn.channel_mlp import ChannelMLP
 from umamba_seg.nn.cross_scan import CrossScanSSM, VSSBlock
@@ -77,27 +78,7 @@ def test_token_layer_reports_a_plain_mixer_as_stateless():
 
 
 def _cnn_block() -> dict:
-    n = 5
-    return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": n,
-            "features_per_stage": [4, 8, 16, 32, 32],
-            "conv_op": "torch.nn.modules.conv.Conv2d",
-            "kernel_sizes": [[3, 3]] * n,
-            "strides": [[1, 1]] + [[2, 2]] * (n - 1),
-            "n_conv_per_stage": [2] * n,
-            "n_conv_per_stage_decoder": [2] * (n - 1),
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
+    return plain_cnn_block(2, [4, 8, 16, 32, 32], [[1, 1]] + [[2, 2]] * 4)
 
 
 @pytest.mark.parametrize("arch", [a for a in registry.available() if a != "cnn"])
