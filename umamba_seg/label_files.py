@@ -63,14 +63,21 @@ def list_label_files(folder: Path) -> tuple[list[Path], str]:
     return files, ending
 
 
-def reader_writer_for(ending: str, example: Path):
-    """An instance of the nnunetv2 reader-writer nnU-Net would use for ``example``."""
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+def reader_writer_for(ending: str, example: Path, dataset: dict | None = None):
+    """An instance of the nnunetv2 reader-writer nnU-Net would use for ``example``: dataset.json's
+    choice when ``dataset`` is given, else the first reader that opens the file ending."""
+    from nnunetv2.imageio.reader_writer_registry import (
+        determine_reader_writer_from_dataset_json,
+        determine_reader_writer_from_file_ending,
+    )
 
     try:
-        io_class = determine_reader_writer_from_file_ending(
-            ending, str(example), allow_nonmatching_filename=True, verbose=False
-        )
+        if dataset is not None:
+            io_class = determine_reader_writer_from_dataset_json(dataset, str(example), verbose=False)
+        else:
+            io_class = determine_reader_writer_from_file_ending(
+                ending, str(example), allow_nonmatching_filename=True, verbose=False
+            )
     except RuntimeError:
         raise UserInputError(
             f"no nnU-Net reader can open {ending} files",

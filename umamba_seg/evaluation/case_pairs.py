@@ -20,8 +20,6 @@ import numpy as np
 from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
 from nnunetv2.imageio.reader_writer_registry import (
     LIST_OF_IO_CLASSES,
-    determine_reader_writer_from_dataset_json,
-    determine_reader_writer_from_file_ending,
 )
 from tqdm import tqdm
 
@@ -137,24 +135,6 @@ def pair_files(ref_dir: Path, pred_dir: Path, file_ending: str) -> list[tuple[Pa
             "predict every reference case, or remove the extra references",
         )
     return [(ref_dir / n, pred_dir / n) for n in names]
-
-
-def reader_writer(file_ending: str, example: Path, dataset: dict | None) -> BaseReaderWriter:
-    """nnunetv2's reader-writer for the files (dataset.json's choice when given, else by ending)."""
-    try:
-        if dataset is not None:
-            io_class = determine_reader_writer_from_dataset_json(dataset, str(example), verbose=False)
-        else:
-            io_class = determine_reader_writer_from_file_ending(
-                file_ending, str(example), allow_nonmatching_filename=True, verbose=False
-            )
-    except RuntimeError:
-        raise UserInputError(
-            f"no nnU-Net reader can open {file_ending} files",
-            example,
-            "convert the segmentations to .nii.gz, .nrrd, .mha, .png or .tif",
-        ) from None
-    return io_class()
 
 
 # ----------------------------------------------------------------------------- scoring and reports

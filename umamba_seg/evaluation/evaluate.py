@@ -48,6 +48,7 @@ from umamba_seg.evaluation.metrics import (
 from umamba_seg.evaluation.report import format_table, plot_boxplots, write_summary_csv
 from umamba_seg.image_files import check_image_file
 from umamba_seg.json_files import read_json
+from umamba_seg.label_files import reader_writer_for
 
 BOXPLOT_PNG = "summary_boxplot.png"
 NAN_COUNTED_METRICS: tuple[str, ...] = ("Dice", "IoU", "HD95", "NSD")
@@ -351,7 +352,7 @@ def evaluate_folders(
                     nsd_tolerance if isinstance(nsd_tolerance, (str, os.PathLike)) else None,
                     'give every class a tolerance, or a "default"',
                 )
-    rw = case_pairs.reader_writer(file_ending, pairs[0][0], dataset)
+    rw = reader_writer_for(file_ending, pairs[0][0], dataset)
     jobs = [_CaseJob(str(r), str(p), rw, classes.labels_or_regions, classes.ignore_label, tolerance) for r, p in pairs]
     raw = case_pairs.run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate", initializer=_init_worker)
     cases, keys = _finalize_cases(raw, classes.labels_or_regions)

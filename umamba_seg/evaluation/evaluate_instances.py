@@ -32,7 +32,7 @@ from umamba_seg.evaluation.instance_metrics import (
     counts_to_scores,
     instance_metrics,
 )
-from umamba_seg.label_files import read_label_map
+from umamba_seg.label_files import read_label_map, reader_writer_for
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def evaluate_instance_folders(
     ref_dir, pred_dir, out_dir = case_pairs.check_folders(ref_dir, pred_dir, out_dir)
     file_ending = case_pairs.infer_file_ending(ref_dir)
     pairs = case_pairs.pair_files(ref_dir, pred_dir, file_ending)
-    rw = case_pairs.reader_writer(file_ending, pairs[0][0], None)
+    rw = reader_writer_for(file_ending, pairs[0][0])
     jobs = [_Job(str(r), str(p), rw, float(iou_threshold), exclude_border) for r, p in pairs]
     cases = case_pairs.run_jobs(_evaluate_case, jobs, num_processes, verbose, "evaluate instances")
     summary = summarize_instances(cases, float(iou_threshold), exclude_border)
