@@ -54,3 +54,12 @@ def test_planner_budget_counts_the_authors_optimizer_state():
     n = adamw.estimate.n_parameters
     assert adamw.budget.optimizer_bytes == 8 * n and sgd.budget.optimizer_bytes == 4 * n
     assert search_configuration("umamba_bot", **kw).budget.optimizer == "sgd"
+
+
+def test_the_planners_optimizer_is_the_authors_recipes():
+    """The planner (architectures layer) cannot import the recipes (training layer), so each ArchSpec
+    states its authors' optimizer; it must be the one the authors' recipe trains with."""
+    from umamba_seg.training.recipes import recipe_for
+
+    for arch in registry.available():
+        assert registry.get(arch).authors_optimizer == recipe_for(arch, "authors").optimizer, arch
