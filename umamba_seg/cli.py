@@ -40,12 +40,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_verbosity_flags(p)
 
 
-def _arch_names() -> list[str]:
-    from umamba_seg.architectures import registry
-
-    return registry.available()
-
-
 def _plan_source_arg(p: argparse.ArgumentParser, help_text: str, default: str | None) -> None:
     from umamba_seg.planning.naming import PLAN_SOURCES
 

@@ -14,11 +14,6 @@ from torch import nn
 NO_DECAY_FLAG = "_no_weight_decay"
 
 
-def no_weight_decay_names(module: nn.Module) -> list[str]:
-    """Names of the trainable parameters of ``module`` that carry the no-decay mark."""
-    return [name for name, p in module.named_parameters() if p.requires_grad and getattr(p, NO_DECAY_FLAG, False)]
-
-
 def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     """Two optimizer groups: marked parameters with weight decay 0, the others with ``weight_decay``
     (a group with no parameters is left out)."""
