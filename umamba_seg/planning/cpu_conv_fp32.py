@@ -31,40 +31,25 @@ class _Fp32Conv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
-        ctx.conf = (stride, padding, dilation, groups, None if bias is None else list(bias.shape))
+        # aten's convolution and convolution_backward end in the same arguments: not transposed,
+        # no output padding; kept once here for both directions
+        ctx.geometry = (stride, padding, dilation, False, [0] * len(stride), groups)
+        ctx.bias_shape = None if bias is None else list(bias.shape)
         ctx.save_for_backward(x, weight)
         with torch.autocast("cpu", enabled=False):
             out = torch.ops.aten.convolution(
-                x.float(),
-                weight.float(),
-                None if bias is None else bias.float(),
-                stride,
-                padding,
-                dilation,
-                False,
-                [0] * len(stride),
-                groups,
+                x.float(), weight.float(), None if bias is None else bias.float(), *ctx.geometry
             )
         return out.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups, bias_shape = ctx.conf
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias_shape is not None and ctx.needs_input_grad[2]]
+        has_bias = ctx.bias_shape is not None
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
         with torch.autocast("cpu", enabled=False):
             gx, gw, gb = torch.ops.aten.convolution_backward(
-                grad.float(),
-                x.float(),
-                weight.float(),
-                bias_shape,
-                stride,
-                padding,
-                dilation,
-                False,
-                [0] * len(stride),
-                groups,
-                mask,
+                grad.float(), x.float(), weight.float(), ctx.bias_shape, *ctx.geometry, mask
             )
         return (
             None if gx is None else gx.to(x.dtype),
