@@ -11,7 +11,9 @@ from tests.helpers import cnn_plans_2d
 from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
 from umamba_seg.architectures import registry
 from umamba_seg.cli import main as cli
+from umamba_seg.errors import UserInputError
 from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
+from umamba_seg.planning.calibrate import main as calibrate_main
 from umamba_seg.planning.cnn_source import PATCH_NOTE_KEY, SOURCE_KEY, cnn_source_plans
 from umamba_seg.planning.explain import explain_plans
 from umamba_seg.planning.naming import PLAN_SOURCES, parse_plans_identifier, plans_identifier
@@ -66,7 +68,7 @@ def test_cnn_source_keeps_the_cnn_plan_and_swaps_only_the_network(arch):
     assert cnn["configurations"]["2d"] == cnn_conf and cnn["plans_name"] == "umambaPlans_cnn"  # input untouched
 
 
-def test_cnn_source_states_vmunet_patch_adjustment_in_plans_and_explain(tmp_path):
+def test_cnn_source_states_vmunet_patch_adjustment_in_plans_and_explain(tmp_path, capsys):
     ws = Workspace.from_workdir(tmp_path)
     pre = ws.preprocessed_dataset("Dataset904_PlanSource")
     pre.mkdir(parents=True)
@@ -105,6 +107,17 @@ def test_cnn_source_states_vmunet_patch_adjustment_in_plans_and_explain(tmp_path
         if line.split()[:2] in (["cnn", "2d"], ["vmunet", "2d"])
     }
     assert rows["cnn"][3] == "32x72" and rows["vmunet"][3] == "32x64" and rows["vmunet"][6] == "7"
+    # the memory model's check reads the same plans (either source) and measures the planned patch
+    capsys.readouterr()
+    assert (
+        calibrate_main([str(pre), "-a", "cnn", "vmunet", "--plan-source", "cnn", "-c", "2d", "--batch-size", "1"]) == 0
+    )
+    measured = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(measured) == {"cnn", "vmunet[cnn]"}
+    assert measured["vmunet[cnn]"][2] == "32x64" and measured["cnn"][2] == "32x72"
+    assert all(float(r[6]) > 0 for r in measured.values())  # bytes saved for backward were measured
+    with pytest.raises(UserInputError, match="umambaCNNPlans_segmamba_nossm.json not found"):
+        calibrate_main([str(pre), "-a", "segmamba_nossm", "--plan-source", "cnn", "-c", "2d"])
 
 
 def test_model_folder_names_parse_for_any_trainer_and_either_plans_source(tmp_path):
@@ -163,10 +176,14 @@ def test_recipe_and_plan_source_select_the_model_folder(tmp_path):
 def _only_validation_skipped(monkeypatch):
     """``train`` through the CLI, the fold's final validation left out (nnunetv2's export pool of spawned
     workers costs ~30 s on a 2-core machine); everything else is the real training."""
+    from dataclasses import replace
+
     from umamba_seg.training import run
 
     real = run.train_fold
-    monkeypatch.setattr(run, "train_fold", lambda *a, **kw: real(*a, **{**kw, "validate": False}))
+    monkeypatch.setattr(
+        run, "train_fold", lambda ws, name, fold_run, **kw: real(ws, name, replace(fold_run, validate=False), **kw)
+    )
 
 
 @pytest.mark.slow

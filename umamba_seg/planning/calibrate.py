@@ -13,25 +13,28 @@ used. On a CUDA device the peak allocated memory of a full step is reported as w
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from umamba_seg.json_files import read_json
+from umamba_seg.planning.arch_plans import plans_file
 from umamba_seg.planning.budget import GB
 from umamba_seg.planning.memory_model import build_network, estimate_memory, measure_saved_bytes
+from umamba_seg.planning.naming import DEFAULT_PLAN_SOURCE, PLAN_SOURCES, parse_plans_identifier
 
 
 def calibrate_configuration(
     plans: dict, configuration: str, dataset_json: dict, device: str = "cpu", batch_size: int | None = None
 ) -> dict:
     """One row: estimated (same device policy and CUDA fp16) and measured bytes saved for backward."""
-    conf = plans["configurations"][configuration]
-    arch = conf["architecture"]
-    patch = [int(p) for p in conf["patch_size"]]
-    batch = int(batch_size or conf["batch_size"])
+    conf = PlansManager(plans).get_configuration(configuration)
+    arch = conf.configuration["architecture"]
+    patch = [int(p) for p in conf.patch_size]
+    batch = int(batch_size or conf.batch_size)
     channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
     n_in, n_out = len(channels), len(dataset_json["labels"])
     amp = torch.bfloat16 if device == "cpu" else torch.float16
@@ -42,7 +45,11 @@ def calibrate_configuration(
     est_gpu = estimate_memory(arch, patch, batch, n_in, n_out, "cuda", "float16")
     torch.manual_seed(0)
     net = build_network(
-        arch["network_class_name"], arch["arch_kwargs"], arch.get("_kw_requires_import", ()), n_in, n_out
+        conf.network_arch_class_name,
+        conf.network_arch_init_kwargs,
+        conf.network_arch_init_kwargs_req_import,
+        n_in,
+        n_out,
     ).to(device)
     x = torch.randn(batch, n_in, *patch, device=device)
     t = time.perf_counter()
@@ -87,21 +94,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-a", "--arch", nargs="+", default=None)
     p.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--plan-source", choices=PLAN_SOURCES, default=DEFAULT_PLAN_SOURCE, help="with -a: which plans")
     p.add_argument("--batch-size", type=int, default=None, help="measure at this batch instead of the plan's")
     args = p.parse_args(argv)
-    dataset_json = json.loads((args.preprocessed_dataset / "dataset.json").read_text())
-    files = sorted(args.preprocessed_dataset.glob("umambaPlans_*.json"))
+    dataset_json = read_json(
+        args.preprocessed_dataset / "dataset.json", "preprocess the dataset again with `umamba-seg plan-and-preprocess`"
+    )
+    files = sorted(f for f in args.preprocessed_dataset.glob("*.json") if parse_plans_identifier(f.stem))
     if args.arch:
-        files = [args.preprocessed_dataset / f"umambaPlans_{a}.json" for a in args.arch]
+        files = [plans_file(args.preprocessed_dataset, a, args.plan_source) for a in args.arch]
     print(
         "arch               config      patch        batch  params  estimated GB  measured GB  ratio  mixer "
         " GPU fp16 est GB"
     )
     for f in files:
-        plans = json.loads(f.read_text())
-        plans.setdefault("umamba_arch", f.stem.removeprefix("umambaPlans_"))
+        plans = read_json(f, "plan the dataset again with `umamba-seg plan-and-preprocess`")
+        arch, source = parse_plans_identifier(f.stem)
+        plans["umamba_arch"] = arch if source == DEFAULT_PLAN_SOURCE else f"{arch}[{source}]"  # the row's label
+        manager = PlansManager(plans)
         for c in args.configurations:
-            if c not in plans["configurations"] or "architecture" not in plans["configurations"][c]:
+            if c not in manager.available_configurations:
+                continue
+            if "architecture" not in manager.get_configuration(c).configuration:
                 continue
             r = calibrate_configuration(plans, c, dataset_json, args.device, args.batch_size)
             print(

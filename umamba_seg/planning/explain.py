@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from umamba_seg.planning.arch_plans import plans_file
 from umamba_seg.planning.budget import GB, OPTIMIZER_STATE_BYTES, WORKSPACE_BASE_GB, WORKSPACE_FRACTION, MemoryBudget
@@ -98,10 +99,10 @@ def explain_plans(
     dataset_json = load_json(str(pre / "dataset.json"))
     rows, notes = [HEADER], []
     for arch in archs:
-        plans = load_json(str(plans_file(pre, arch, plan_source)))
+        plans = PlansManager(str(plans_file(pre, arch, plan_source)))
         for c in configurations:
-            conf = plans["configurations"].get(c)
-            if conf is None or "architecture" not in conf:
+            conf = plans.get_configuration(c).configuration if c in plans.available_configurations else {}
+            if "architecture" not in conf:
                 continue
             mem = memory_record(conf, dataset_json, gpu_memory_gb)
             rows.append(_row(arch, c, conf, mem))
