@@ -20,7 +20,16 @@ from functools import partial
 import torch
 
 from umamba_seg.benchmark.scan_gpu import run_gpu_section
-from umamba_seg.benchmark.scan_inputs import SHAPES, forward, forward_backward, make_inputs
+from umamba_seg.benchmark.scan_inputs import (
+    SHAPE_HEADER,
+    SHAPES,
+    Shape,
+    forward,
+    forward_backward,
+    make_inputs,
+    shape_cells,
+    shape_row,
+)
 from umamba_seg.benchmark.timing import time_call
 
 BOUND_BLOCK = 4096
@@ -49,7 +58,7 @@ def per_step_loop(kw: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def bound_rows(
-    shapes: Sequence[tuple[int, int, int, int]],
+    shapes: Sequence[Shape],
     backend: str = "torch",
     repeats: int = 3,
     device: torch.device | str = "cpu",
@@ -59,12 +68,10 @@ def bound_rows(
     Prints the table row by row. Repeats are interleaved, so a change of load hits all three alike.
     """
     device = torch.device(device)
-    print(
-        f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} | {'bound s':>8} {'fwd s':>8} {'fwd+bwd s':>9} | "
-        f"{'fwd/bound':>9} {'f+b/bound':>9}"
-    )
+    print(f"{SHAPE_HEADER} | {'bound s':>8} {'fwd s':>8} {'fwd+bwd s':>9} | {'fwd/bound':>9} {'f+b/bound':>9}")
     rows = []
-    for b, d, n, L in shapes:
+    for shape in shapes:
+        b, d, n, L = shape
         kw = make_inputs(b, d, n, L, device)
         dout = torch.randn(b, d, L, device=device)
         forward(kw, backend)  # warm-up (allocator, lazy imports)
@@ -75,27 +82,13 @@ def bound_rows(
             times["fwdbwd"].append(time_call(partial(forward_backward, kw, backend, dout), device))
         tb, tf, tfb = (min(times[k]) for k in ("bound", "fwd", "fwdbwd"))
         rows.append(
-            dict(
-                b=b,
-                d=d,
-                n=n,
-                L=L,
-                bound_s=tb,
-                fwd_s=tf,
-                fwdbwd_s=tfb,
-                fwd_over_bound=tf / tb,
-                fwdbwd_over_bound=tfb / tb,
-            )
+            shape_row(shape, bound_s=tb, fwd_s=tf, fwdbwd_s=tfb, fwd_over_bound=tf / tb, fwdbwd_over_bound=tfb / tb)
         )
-        print(
-            f"{b:>2} {d:>4} {n:>3} {L:>7} | {tb:8.3f} {tf:8.3f} {tfb:9.3f} | {tf / tb:9.2f} {tfb / tb:9.2f}", flush=True
-        )
+        print(f"{shape_cells(shape)} | {tb:8.3f} {tf:8.3f} {tfb:9.3f} | {tf / tb:9.2f} {tfb / tb:9.2f}", flush=True)
     return rows
 
 
-def loop_speedup(
-    shape: tuple[int, int, int, int], backend: str = "torch", repeats: int = 3, device: torch.device | str = "cpu"
-) -> dict:
+def loop_speedup(shape: Shape, backend: str = "torch", repeats: int = 3, device: torch.device | str = "cpu") -> dict:
     """Seconds of the per-step loop and of the scan's forward at ``shape``, and their ratio."""
     device = torch.device(device)
     kw = make_inputs(*shape, device)

@@ -27,7 +27,15 @@ from functools import partial
 
 import torch
 
-from umamba_seg.benchmark.scan_inputs import SHAPES, forward, forward_backward, make_inputs
+from umamba_seg.benchmark.scan_inputs import (
+    SHAPE_HEADER,
+    SHAPES,
+    forward,
+    forward_backward,
+    make_inputs,
+    shape_cells,
+    shape_row,
+)
 
 #: Nominal peak memory bandwidth in GB/s by a substring of the device name.
 NOMINAL_GBS = {
@@ -116,20 +124,21 @@ def run_gpu_section(
     )
     tri, ref = backends
     header = (
-        f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} {'dtype':>5} | {tri + ' fwd ms':>12} {ref + ' fwd ms':>12} "
+        f"{SHAPE_HEADER} {'dtype':>5} | {tri + ' fwd ms':>12} {ref + ' fwd ms':>12} "
         f"{'x':>5} {'GB/s':>6} {'%copy':>5} | {tri + ' f+b ms':>12} {ref + ' f+b ms':>12} {'x':>5} "
         f"{'GB/s':>6} {'%copy':>5} | {'max rel diff out/grads':>22}"
     )
     print(header)
     rows = []
-    for b, d, n, L in shapes or SHAPES:
+    for shape in shapes or SHAPES:
+        b, d, n, L = shape
         base = make_inputs(b, d, n, L, device)
         for dname in dtypes:
             dtype = DTYPES[dname]
             kw = _cast(base, dtype)
             dout = torch.randn(b, d, L, device=device, dtype=dtype)
             esize = torch.finfo(dtype).bits // 8
-            row = dict(b=b, d=d, n=n, L=L, dtype=dname, device=name)
+            row = shape_row(shape, dtype=dname, device=name)
             outs, grads = {}, {}
             for backend in (tri, ref):
                 outs[backend] = forward(kw, backend)  # warm-up and compile
@@ -149,7 +158,7 @@ def run_gpu_section(
             row["nominal_gbs"], row["copy_gbs"] = nominal, copy_gbs
             rows.append(row)
             print(
-                f"{b:>2} {d:>4} {n:>3} {L:>7} {dname:>5} | {row[f'{tri}_fwd_s'] * 1e3:12.3f} "
+                f"{shape_cells(shape)} {dname:>5} | {row[f'{tri}_fwd_s'] * 1e3:12.3f} "
                 f"{row[f'{ref}_fwd_s'] * 1e3:12.3f} {row['fwd_speedup']:5.1f} {row['fwd_gbs']:6.0f} "
                 f"{100 * row['fwd_gbs'] / copy_gbs:5.1f} | {row[f'{tri}_fwdbwd_s'] * 1e3:12.3f} "
                 f"{row[f'{ref}_fwdbwd_s'] * 1e3:12.3f} {row['fwdbwd_speedup']:5.1f} {row['fwdbwd_gbs']:6.0f} "
@@ -177,8 +186,9 @@ def sweep_tiles(repeats: int = 5, dtype_name: str = "bf16", shapes=None, tiles=S
     device = torch.device("cuda")
     dtype = DTYPES[dtype_name]
     rows = []
-    print(f"{'b':>2} {'d':>4} {'n':>3} {'L':>7} | {'BD':>2} {'BT':>4} {'warps':>5} | {'fwd ms':>8} {'bwd ms':>8}")
-    for b, d, n, L in shapes or SHAPES:
+    print(f"{SHAPE_HEADER} | {'BD':>2} {'BT':>4} {'warps':>5} | {'fwd ms':>8} {'bwd ms':>8}")
+    for shape in shapes or SHAPES:
+        b, d, n, L = shape
         kw = _cast(make_inputs(b, d, n, L, device), dtype)
         args = [
             kw["u"],
@@ -201,27 +211,15 @@ def sweep_tiles(repeats: int = 5, dtype_name: str = "bf16", shapes=None, tiles=S
                 out, last, ckpt = tk.forward(*args, config=cfg)
                 tk.backward(dout, None, *args, ckpt, config=cfg)
             except Exception as exc:  # a configuration the card cannot run (resources)
-                print(f"{b:>2} {d:>4} {n:>3} {L:>7} | {block_d:>2} {block_t:>4} {warps:>5} | failed: {exc}")
+                print(f"{shape_cells(shape)} | {block_d:>2} {block_t:>4} {warps:>5} | failed: {exc}")
                 continue
             t_f = min(_cuda_time(partial(tk.forward, *args, config=cfg)) for _ in range(repeats))
             t_b = min(_cuda_time(partial(tk.backward, dout, None, *args, ckpt, config=cfg)) for _ in range(repeats))
-            rows.append(
-                dict(
-                    b=b,
-                    d=d,
-                    n=n,
-                    L=L,
-                    block_d=block_d,
-                    block_t=block_t,
-                    num_warps=warps,
-                    fwd_s=t_f,
-                    bwd_s=t_b,
-                    default=cfg == default,
-                )
-            )
+            tile = dict(block_d=block_d, block_t=block_t, num_warps=warps)
+            rows.append(shape_row(shape, **tile, fwd_s=t_f, bwd_s=t_b, default=cfg == default))
             mark = " (default)" if cfg == default else ""
             print(
-                f"{b:>2} {d:>4} {n:>3} {L:>7} | {block_d:>2} {block_t:>4} {warps:>5} | "
+                f"{shape_cells(shape)} | {block_d:>2} {block_t:>4} {warps:>5} | "
                 f"{t_f * 1e3:8.3f} {t_b * 1e3:8.3f}{mark}",
                 flush=True,
             )

@@ -1,8 +1,8 @@
-"""Inputs and calls shared by the selective-scan benchmarks (:mod:`.scan_bound`, :mod:`.scan_gpu`).
+"""Inputs, calls and table columns shared by the selective-scan benchmarks (:mod:`.scan_bound`, :mod:`.scan_gpu`).
 
 Both benchmarks time the same three shapes (a U-Mamba bottleneck-like sequence, and two
-long ones where a scan's linear cost matters) on the same seeded inputs, so their tables
-line up row by row.
+long ones where a scan's linear cost matters) on the same seeded inputs, and start every
+row with the same shape columns, so their tables line up row by row.
 """
 
 from __future__ import annotations
@@ -11,8 +11,25 @@ import torch
 
 from umamba_seg.ops.selective_scan import selective_scan
 
+Shape = tuple[int, int, int, int]
+
 #: (batch, channels d, state size n, length L) of the benchmark rows.
-SHAPES: list[tuple[int, int, int, int]] = [(2, 192, 16, 4096), (2, 192, 16, 32768), (1, 96, 16, 262144)]
+SHAPES: list[Shape] = [(2, 192, 16, 4096), (2, 192, 16, 32768), (1, 96, 16, 262144)]
+
+#: Heads of a shape's columns, the first columns of every table the benchmarks print.
+SHAPE_HEADER = f"{'b':>2} {'d':>4} {'n':>3} {'L':>7}"
+
+
+def shape_cells(shape: Shape) -> str:
+    """A shape's first columns of a printed row, aligned under :data:`SHAPE_HEADER`."""
+    b, d, n, L = shape
+    return f"{b:>2} {d:>4} {n:>3} {L:>7}"
+
+
+def shape_row(shape: Shape, **values: object) -> dict:
+    """One returned result row: the shape's sizes ``b, d, n, L`` first, then ``values``."""
+    b, d, n, L = shape
+    return dict(b=b, d=d, n=n, L=L, **values)
 
 
 def make_inputs(b: int, d: int, n: int, L: int, device: torch.device | str) -> dict[str, torch.Tensor]:
