@@ -25,8 +25,6 @@ instead (softmax training). Predictions for a BraTS 2021 submission need 3 -> 4 
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from umamba_seg.convert import common
+from umamba_seg.convert.common import StrPath
 from umamba_seg.errors import UserInputError
 
 NAME = "BraTS2023"
@@ -68,6 +67,11 @@ class Case:
     label: Path | None
     naming: Naming
 
+    @property
+    def test(self) -> bool:
+        """Without a label file (validation data): ``imagesTs``."""
+        return self.label is None
+
 
 def _find_file(folder: Path, case_id: str, sep: str, key: str) -> Path | None:
     for ending in (".nii.gz", ".nii"):
@@ -101,6 +105,16 @@ def find_cases(src: Path) -> list[Case]:
                 label = _find_file(folder, case_id, naming.sep, naming.seg)
                 cases[case_id] = Case(case_id, tuple(images), label, naming)
     return [cases[k] for k in sorted(cases)]
+
+
+SOURCE = common.Source(
+    "BraTS",
+    find_cases,
+    common.Hint(
+        "BraTS case folders (files like <case>-t1n.nii.gz or <case>_t1.nii.gz)",
+        "pass the folder that holds the extracted case folders",
+    ),
+)
 
 
 def remap_labels(seg: np.ndarray, naming: Naming, where: Path) -> np.ndarray:
@@ -158,38 +172,27 @@ def _convert_image(src: Path, dst: Path) -> None:
 
 
 def convert(
-    src: str | os.PathLike,
-    out_raw: str | os.PathLike,
-    dataset_id: int = DEFAULT_ID,
-    regions: bool = True,
-    overwrite: bool = False,
+    src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, regions: bool = True, overwrite: bool = False
 ) -> Path:
     """Convert the BraTS folder ``src`` into ``out_raw/DatasetXXX_BraTS2023``; return that folder."""
-    src, cases = common.find_source_cases(
-        src,
-        "BraTS",
-        find_cases,
-        "BraTS case folders (files like <case>-t1n.nii.gz or <case>_t1.nii.gz)",
-        "pass the folder that holds the extracted case folders",
-    )
+    cases = SOURCE.read(src)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".nii.gz")
-    train = [c for c in cases if c.label is not None]
-    for case in common.progress(cases, "BraTS"):
-        test = case.label is None
-        outputs = [ds.image(case.case_id, ch, test) for ch in range(4)]
-        if not test:
-            outputs.append(ds.label(case.case_id))
-        if common.outputs_exist(outputs, overwrite):
-            continue
-        if not test:
+
+    def write_case(case: Case) -> None:
+        if not case.test:
             _convert_label(case, ds.label(case.case_id))
         for ch, image in enumerate(case.images):
-            _convert_image(image, ds.image(case.case_id, ch, test))
+            _convert_image(image, ds.image(case.case_id, ch, case.test))
+
+    def case_files(case: Case) -> list[Path]:
+        return ds.case_files(case.case_id, case.test, channels=len(CHANNEL_NAMES), labelled=not case.test)
+
+    common.convert_cases(ds, cases, "BraTS", overwrite, case_files, write_case)
     releases = sorted({c.naming.release for c in cases})
     extra = dict(regions_class_order=REGIONS_CLASS_ORDER) if regions else {}
     return common.finish_dataset(
         ds,
-        [c.case_id for c in train],
+        cases,
         CHANNEL_NAMES,
         REGION_LABELS if regions else PLAIN_LABELS,
         reference="BraTS 2023 challenge on https://www.synapse.org (see datasets.md)",
@@ -205,11 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-regions", action="store_true", help="plain labels NETC/SNFH/ET instead of BraTS regions WT/TC/ET"
     )
-
-    def run(args: argparse.Namespace, out_raw: Path) -> Path:
-        return convert(args.src, out_raw, args.id, regions=not args.no_regions, overwrite=args.overwrite)
-
-    return common.run_cli(parser, run, argv)
+    return common.run_cli(parser, convert, argv, lambda args: dict(regions=not args.no_regions))
 
 
 if __name__ == "__main__":

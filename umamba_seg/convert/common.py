@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,15 @@ from umamba_seg.log import add_verbosity_flags, command_logging, show_progress
 from umamba_seg.workspace import DEFAULT_WORKDIR, Workspace
 
 log = logging.getLogger(__name__)
+
+#: A folder argument: a path or its string.
+StrPath = str | os.PathLike
+#: ``channel_names`` of an RGB dataset stored as one colour PNG per case (nnU-Net's natural-image reader).
+RGB_CHANNELS: dict[int, str] = {0: "R", 1: "G", 2: "B"}
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
+
+#: The case folders of a raw dataset, each as ``<kind>Tr`` and ``<kind>Ts`` (nnU-Net ignores instances).
+FOLDER_KINDS: tuple[str, ...] = ("images", "labels", "instances")
 
 
 @dataclass(frozen=True)
@@ -38,33 +47,30 @@ class RawDataset:
     root: Path
     file_ending: str
 
-    @property
-    def images_tr(self) -> Path:
-        return self.root / "imagesTr"
-
-    @property
-    def labels_tr(self) -> Path:
-        return self.root / "labelsTr"
-
-    @property
-    def images_ts(self) -> Path:
-        return self.root / "imagesTs"
-
-    @property
-    def labels_ts(self) -> Path:
-        return self.root / "labelsTs"
+    def folder(self, kind: str, test: bool = False) -> Path:
+        """``<kind>Tr``, or ``<kind>Ts`` for held-out cases; ``kind`` is one of :data:`FOLDER_KINDS`."""
+        return self.root / f"{kind}{'Ts' if test else 'Tr'}"
 
     def image(self, case: str, channel: int, test: bool = False) -> Path:
-        folder = self.images_ts if test else self.images_tr
-        return folder / f"{case}_{channel:04d}{self.file_ending}"
+        return self.folder("images", test) / f"{case}_{channel:04d}{self.file_ending}"
 
     def label(self, case: str, test: bool = False) -> Path:
-        folder = self.labels_ts if test else self.labels_tr
-        return folder / f"{case}{self.file_ending}"
+        return self.folder("labels", test) / f"{case}{self.file_ending}"
 
     def instances(self, case: str, test: bool = False) -> Path:
         """Instance map of a cell dataset (``instancesTr``/``instancesTs``; nnU-Net ignores these folders)."""
-        return self.root / ("instancesTs" if test else "instancesTr") / f"{case}{self.file_ending}"
+        return self.folder("instances", test) / f"{case}{self.file_ending}"
+
+    def case_files(
+        self, case: str, test: bool, channels: int = 1, labelled: bool = True, instances: bool = False
+    ) -> list[Path]:
+        """The files that make one converted case: its channels and, when ``labelled``, its label (and
+        its instance map when the dataset has ``instances``)."""
+        files = [self.image(case, channel, test) for channel in range(channels)]
+        if labelled:
+            files += [self.instances(case, test)] if instances else []
+            files.append(self.label(case, test))
+        return files
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
@@ -102,17 +108,11 @@ def prepare_dataset(out_raw: str | os.PathLike, dataset_id: int, name: str, file
                 "pass another --id or remove that folder",
             )
     ds = RawDataset(out_raw / folder_name, file_ending)
-    for sub in (ds.images_tr, ds.labels_tr):
-        sub.mkdir(parents=True, exist_ok=True)
-    for sub in (
-        ds.images_tr,
-        ds.labels_tr,
-        ds.images_ts,
-        ds.labels_ts,
-        ds.root / "instancesTr",
-        ds.root / "instancesTs",
-    ):
-        remove_temporary_leftovers(sub)
+    for kind in ("images", "labels"):
+        ds.folder(kind).mkdir(parents=True, exist_ok=True)
+    for kind in FOLDER_KINDS:
+        for test in (False, True):
+            remove_temporary_leftovers(ds.folder(kind, test))
     return ds
 
 
@@ -181,41 +181,102 @@ def write_dataset_json(ds: RawDataset, channel_names: dict, labels: dict, num_tr
     return final
 
 
-def finish_dataset(ds: RawDataset, training_cases: Sequence[str], channel_names: dict, labels: dict, **extra) -> Path:
-    """Check that labelsTr holds exactly ``training_cases``, write ``dataset.json`` (``extra``: its
+def finish_dataset(ds: RawDataset, cases: Sequence, channel_names: dict, labels: dict, **extra) -> Path:
+    """Check that labelsTr holds exactly the training ``cases``, write ``dataset.json`` (``extra``: its
     optional keys; ``converted_by`` umamba-seg) and return the dataset folder."""
-    check_no_foreign_cases(ds, training_cases)
-    write_dataset_json(ds, channel_names, labels, len(training_cases), converted_by="umamba-seg", **extra)
+    training = [c.case_id for c in training_cases(cases)]
+    check_no_foreign_cases(ds, training)
+    write_dataset_json(ds, channel_names, labels, len(training), converted_by="umamba-seg", **extra)
     return ds.root
 
 
 def check_no_foreign_cases(ds: RawDataset, cases: Sequence[str]) -> None:
     """Refuse a labelsTr that holds cases this conversion did not produce (numTraining would be wrong)."""
     n = len(ds.file_ending)
-    present = {p.name[:-n] for p in ds.labels_tr.iterdir() if p.name.endswith(ds.file_ending)}
+    labels = ds.folder("labels")
+    present = {p.name[:-n] for p in labels.iterdir() if p.name.endswith(ds.file_ending)}
     extra = sorted(present - set(cases))
     if extra:
         raise UserInputError(
-            f"{ds.labels_tr} holds {len(extra)} case(s) that are not in the source, e.g. {extra[0]}",
+            f"{labels} holds {len(extra)} case(s) that are not in the source, e.g. {extra[0]}",
             ds.root,
             "remove the dataset folder or pass another --id, then convert again",
         )
 
 
-def find_source_cases(
-    src: str | os.PathLike, source: str, find_cases: Callable[[Path], list], what: str, fix: str
-) -> tuple[Path, list]:
-    """``(src, cases)``: the ``source`` download folder and the cases ``find_cases`` finds there
-    (an error naming ``what`` was looked for, and ``fix``, when there are none)."""
-    folder = require_dir(src, source)
-    cases = find_cases(folder)
-    require_cases(cases, folder, what, fix)
-    return folder, cases
+@dataclass(frozen=True)
+class Hint:
+    """The words of the error when a download lacks something: what was looked for, how to fix it."""
+
+    what: str
+    fix: str
+
+    def require(self, found: Sequence, where: Path) -> None:
+        """Raise ``no <what> found`` (at ``where``, with the fix) when ``found`` is empty."""
+        if not found:
+            raise UserInputError(f"no {self.what} found", where, self.fix)
 
 
-def require_cases(found: Sequence, src: Path, what: str, fix: str) -> None:
-    if not found:
-        raise UserInputError(f"no {what} found", src, fix)
+@dataclass(frozen=True)
+class Source:
+    """A public download as one converter reads it.
+
+    ``title`` names it in messages ("the <title> folder does not exist"); ``find_cases`` lists the
+    cases below its folder: objects with ``case_id`` and ``test`` (True: held out, written to the
+    ``*Ts`` folders). ``cases`` says what it looks for, for the error when it finds nothing;
+    ``training`` what a training case needs, for the error when all cases are held out (None: a
+    download of held-out cases alone converts).
+    """
+
+    title: str
+    find_cases: Callable[[Path], Sequence]
+    cases: Hint
+    training: Hint | None = None
+
+    def read(self, src: StrPath) -> list:
+        """The cases of the download folder ``src``; a user error when it is missing or incomplete."""
+        folder = require_dir(src, self.title)
+        cases = list(self.find_cases(folder))
+        self.cases.require(cases, folder)
+        if self.training is not None:
+            self.training.require(training_cases(cases), folder)
+        return cases
+
+
+def training_cases(cases: Sequence) -> list:
+    """The cases that are not held out (``test`` False): nnU-Net's ``imagesTr``."""
+    return [c for c in cases if not c.test]
+
+
+def held_out(path: Path, src: Path, words: re.Pattern) -> bool:
+    """True when the name of a folder below ``src`` that holds ``path`` matches ``words`` (such as
+    test or validation): how a download marks its held-out cases."""
+    return any(words.search(part) for part in path.relative_to(src).parts[:-1])
+
+
+@dataclass(frozen=True)
+class ImageCase:
+    """One case of a 2D download: its image file, its label file (None: unlabelled), held out or not."""
+
+    case_id: str
+    image: Path
+    label: Path | None
+    test: bool
+
+
+def convert_cases(
+    ds: RawDataset,
+    cases: Sequence,
+    desc: str,
+    overwrite: bool,
+    case_files: Callable[[Any], Sequence[Path]],
+    write_case: Callable[[Any], None],
+) -> None:
+    """Write each case with ``write_case``, under a progress bar named ``desc``; skip a case whose
+    ``case_files`` all exist already (``overwrite``: write every case)."""
+    for case in progress(cases, desc):
+        if not outputs_exist(case_files(case), overwrite):
+            write_case(case)
 
 
 def progress(items: Sequence, desc: str):
@@ -273,17 +334,19 @@ def build_parser(description: str, default_id: int, name: str) -> argparse.Argum
 
 def run_cli(
     parser: argparse.ArgumentParser,
-    convert_from_args: Callable[[argparse.Namespace, Path], Path],
+    convert: Callable[..., Path],
     argv: Sequence[str] | None = None,
+    options: Callable[[argparse.Namespace], dict] = lambda args: {},
 ) -> int:
-    """Parse, convert, optionally verify; user errors become one ``error: ...`` line and exit 2."""
+    """Parse, run ``convert(SRC_DIR, raw folder, --id, overwrite=..., **options(args))``, optionally
+    verify; user errors (also those ``options`` raises) become one ``error: ...`` line and exit 2."""
     args = parser.parse_args(argv)
     out_raw = (
         Path(args.out) if args.out else Workspace.from_workdir(args.workdir).raw if args.workdir else default_raw_dir()
     )
     with command_logging(args.quiet, args.verbose):
         try:
-            folder = convert_from_args(args, out_raw)
+            folder = convert(args.src, out_raw, args.id, overwrite=args.overwrite, **options(args))
             if args.verify:
                 verify_raw_dataset(folder)
         except UserInputError as e:

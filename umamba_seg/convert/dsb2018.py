@@ -17,7 +17,6 @@ and the labels background 0, interior 1, boundary 2 made from it by
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from umamba_seg.convert import common
+from umamba_seg.convert.common import StrPath
 from umamba_seg.errors import UserInputError
 from umamba_seg.instance_labels import SEMANTIC_LABELS, instances_to_semantic
 
 NAME = "DSB2018Nuclei"
 DEFAULT_ID = 708
-CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
 _TEST_WORDS = re.compile(r"test", re.IGNORECASE)
 
 
@@ -57,9 +56,17 @@ def find_cases(src: Path) -> list[Case]:
                 "convert the stages separately",
             )
         masks = tuple(sorted((case_dir / "masks").glob("*.png"))) if (case_dir / "masks").is_dir() else ()
-        test = any(_TEST_WORDS.search(part) for part in case_dir.relative_to(src).parts[:-1]) or not masks
+        test = common.held_out(case_dir, src, _TEST_WORDS) or not masks
         cases[image.stem] = Case(image.stem, image, masks, test)
     return [cases[k] for k in sorted(cases)]
+
+
+SOURCE = common.Source(
+    "DSB 2018",
+    find_cases,
+    common.Hint("nucleus images (<image_id>/images/<image_id>.png)", "pass the folder that holds stage1_train/"),
+    common.Hint("images with masks (<image_id>/masks/*.png)", "extract stage1_train.zip below SRC_DIR"),
+)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -100,36 +107,27 @@ def masks_to_instances(masks: tuple[Path, ...], shape: tuple[int, int]) -> np.nd
     return inst
 
 
-def convert(src, out_raw, dataset_id: int = DEFAULT_ID, overwrite: bool = False) -> Path:
+def convert(src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, overwrite: bool = False) -> Path:
     """Convert the DSB 2018 folder ``src`` into ``out_raw/DatasetXXX_DSB2018Nuclei``; return that folder."""
-    src, cases = common.find_source_cases(
-        src,
-        "DSB 2018",
-        find_cases,
-        "nucleus images (<image_id>/images/<image_id>.png)",
-        "pass the folder that holds stage1_train/",
-    )
-    train = [c for c in cases if not c.test]
-    common.require_cases(
-        train, src, "images with masks (<image_id>/masks/*.png)", "extract stage1_train.zip below SRC_DIR"
-    )
+    cases = SOURCE.read(src)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
-    for case in common.progress(cases, "nuclei"):
-        outputs = [ds.image(case.case_id, 0, case.test)]
-        if case.masks:
-            outputs += [ds.instances(case.case_id, case.test), ds.label(case.case_id, case.test)]
-        if common.outputs_exist(outputs, overwrite):
-            continue
+
+    def write_nuclei(case: Case) -> None:
         rgb = to_rgb(_read_png(case.image), case.image)
         if case.masks:
             inst = masks_to_instances(case.masks, rgb.shape[:2])
             common.write_instance_png(inst, ds.instances(case.case_id, case.test))
             common.write_png(instances_to_semantic(inst), ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
+
+    def nuclei_files(case: Case) -> list[Path]:
+        return ds.case_files(case.case_id, case.test, labelled=bool(case.masks), instances=True)
+
+    common.convert_cases(ds, cases, "nuclei", overwrite, nuclei_files, write_nuclei)
     return common.finish_dataset(
         ds,
-        [c.case_id for c in train],
-        CHANNEL_NAMES,
+        cases,
+        common.RGB_CHANNELS,
         dict(SEMANTIC_LABELS),
         reference="https://www.kaggle.com/c/data-science-bowl-2018",
         license="see the competition's data page",
@@ -140,11 +138,7 @@ def convert(src, out_raw, dataset_id: int = DEFAULT_ID, overwrite: bool = False)
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "dsb2018")
-
-    def run(args: argparse.Namespace, out_raw: Path) -> Path:
-        return convert(args.src, out_raw, args.id, overwrite=args.overwrite)
-
-    return common.run_cli(parser, run, argv)
+    return common.run_cli(parser, convert, argv)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ as the challenge describes (``crop=False`` keeps them whole). Case names are ``s
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -32,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from umamba_seg.convert import common
+from umamba_seg.convert.common import StrPath
 from umamba_seg.errors import UserInputError
 
 NAME = "Endovis17"
 DEFAULT_ID = 704
-CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
 LABELS = {
     "background": 0,
     "Bipolar Forceps": 1,
@@ -94,7 +92,7 @@ def find_cases(src: Path) -> list[Case]:
     cases: dict[str, Case] = {}
     for frames_dir in sorted(p for p in src.rglob("left_frames") if p.is_dir()):
         seq_dir = frames_dir.parent
-        test = any(_TEST_WORDS.search(part) for part in seq_dir.relative_to(src).parts)
+        test = common.held_out(frames_dir, src, _TEST_WORDS)
         gt_dir = seq_dir / "ground_truth"
         label_dirs = [] if test or not gt_dir.is_dir() else sorted(p for p in gt_dir.iterdir() if p.is_dir())
         types = [(instrument_type(d.name), d) for d in label_dirs]
@@ -117,6 +115,20 @@ def find_cases(src: Path) -> list[Case]:
                 masks.append((label, mask))
             cases[case_id] = Case(case_id, frame, tuple(masks), test or not types)
     return [cases[k] for k in sorted(cases)]
+
+
+SOURCE = common.Source(
+    "EndoVis 2017",
+    find_cases,
+    common.Hint(
+        "EndoVis frames (instrument_dataset_<N>/left_frames/*.png)",
+        "pass the folder where the EndoVis 2017 zips were extracted",
+    ),
+    common.Hint(
+        "training frames with ground_truth/<Instrument>_labels folders",
+        "extract the training zips (instrument_1_4_training, instrument_5_8_training)",
+    ),
+)
 
 
 def crop_frame(arr: np.ndarray, crop: bool = True) -> np.ndarray:
@@ -155,40 +167,26 @@ def type_map(masks: tuple[tuple[int, Path], ...], frame_hw: tuple[int, int], cro
 
 
 def convert(
-    src: str | os.PathLike,
-    out_raw: str | os.PathLike,
-    dataset_id: int = DEFAULT_ID,
-    crop: bool = True,
-    overwrite: bool = False,
+    src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, crop: bool = True, overwrite: bool = False
 ) -> Path:
     """Convert the EndoVis 2017 folder ``src`` into ``out_raw/DatasetXXX_Endovis17``; return that folder."""
-    src, cases = common.find_source_cases(
-        src,
-        "EndoVis 2017",
-        find_cases,
-        "EndoVis frames (instrument_dataset_<N>/left_frames/*.png)",
-        "pass the folder where the EndoVis 2017 zips were extracted",
-    )
-    train = [c for c in cases if not c.test]
-    common.require_cases(
-        train,
-        src,
-        "training frames with ground_truth/<Instrument>_labels folders",
-        "extract the training zips (instrument_1_4_training, instrument_5_8_training)",
-    )
+    cases = SOURCE.read(src)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
-    for case in common.progress(cases, "EndoVis17"):
-        outputs = [ds.image(case.case_id, 0, case.test)] + ([] if case.test else [ds.label(case.case_id)])
-        if common.outputs_exist(outputs, overwrite):
-            continue
+
+    def write_frame(case: Case) -> None:
         rgb = np.ascontiguousarray(crop_frame(_read(case.frame, "RGB"), crop))
         if not case.test:
             common.write_png(type_map(case.masks, rgb.shape[:2], crop), ds.label(case.case_id))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
+
+    def frame_files(case: Case) -> list[Path]:
+        return ds.case_files(case.case_id, case.test, labelled=not case.test)
+
+    common.convert_cases(ds, cases, "EndoVis17", overwrite, frame_files, write_frame)
     return common.finish_dataset(
         ds,
-        [c.case_id for c in train],
-        CHANNEL_NAMES,
+        cases,
+        common.RGB_CHANNELS,
         LABELS,
         reference="https://endovissub2017-roboticinstrumentsegmentation.grand-challenge.org/",
         license="see the challenge page",
@@ -200,11 +198,7 @@ def convert(
 def main(argv: list[str] | None = None) -> int:
     parser = common.build_parser(__doc__.splitlines()[0], DEFAULT_ID, "endovis2017")
     parser.add_argument("--no-crop", action="store_true", help="keep 1920x1080 frames whole")
-
-    def run(args: argparse.Namespace, out_raw: Path) -> Path:
-        return convert(args.src, out_raw, args.id, crop=not args.no_crop, overwrite=args.overwrite)
-
-    return common.run_cli(parser, run, argv)
+    return common.run_cli(parser, convert, argv, lambda args: dict(crop=not args.no_crop))
 
 
 if __name__ == "__main__":

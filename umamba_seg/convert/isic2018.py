@@ -23,39 +23,24 @@ longer side to at most that many pixels; bilinear for images, nearest for masks)
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from umamba_seg.convert import common
+from umamba_seg.convert.common import ImageCase, StrPath
 from umamba_seg.errors import UserInputError
 
 NAME = "ISIC2018"
 DEFAULT_ID = 705
-CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
 LABELS = {"background": 0, "lesion": 1}
 _IMAGE_ENDINGS = (".jpg", ".jpeg", ".png")
 _TEST_WORDS = re.compile(r"(^|[^a-z])(val|validation|test)([^a-z]|$)", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Case:
-    case_id: str
-    image: Path
-    mask: Path | None
-    test: bool
-
-
-def _is_test(path: Path, src: Path) -> bool:
-    return any(_TEST_WORDS.search(part) for part in path.relative_to(src).parts[:-1])
-
-
-def find_cases(src: Path) -> list[Case]:
+def find_cases(src: Path) -> list[ImageCase]:
     """Pair every ``ISIC_*`` photograph with its ``*_segmentation.png`` mask."""
     masks: dict[tuple[str, bool], Path] = {}
     images: dict[str, Path] = {}
@@ -64,7 +49,7 @@ def find_cases(src: Path) -> list[Case]:
             continue
         stem, ending = p.name[: -len(p.suffix)], p.suffix.lower()
         if ending == ".png" and (stem.endswith("_segmentation") or p.parent.name.lower() == "masks"):
-            masks[(stem.removesuffix("_segmentation"), _is_test(p, src))] = p
+            masks[(stem.removesuffix("_segmentation"), common.held_out(p, src, _TEST_WORDS))] = p
         elif ending in _IMAGE_ENDINGS and "_" not in stem[len("ISIC_") :]:
             if stem in images:
                 raise UserInputError(
@@ -75,10 +60,21 @@ def find_cases(src: Path) -> list[Case]:
             images[stem] = p
     cases = []
     for stem, image in sorted(images.items()):
-        test = _is_test(image, src)
+        test = common.held_out(image, src, _TEST_WORDS)
         mask = masks.get((stem, test))
-        cases.append(Case(stem, image, mask, test or mask is None))
+        cases.append(ImageCase(stem, image, mask, test or mask is None))
     return cases
+
+
+SOURCE = common.Source(
+    "ISIC",
+    find_cases,
+    common.Hint("ISIC photographs (ISIC_*.jpg)", "pass the folder where the ISIC zips were extracted"),
+    common.Hint(
+        "training masks (ISIC_*_segmentation.png outside validation/test folders)",
+        "extract the Training_GroundTruth zip next to the Training_Input one",
+    ),
+)
 
 
 def _resize(img, max_side: int | None, resample):
@@ -129,45 +125,39 @@ def _original_hw(path: Path) -> tuple[int, int]:
 
 
 def convert(
-    src: str | os.PathLike,
-    out_raw: str | os.PathLike,
-    dataset_id: int = DEFAULT_ID,
-    max_side: int | None = None,
-    overwrite: bool = False,
+    src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, max_side: int | None = None, overwrite: bool = False
 ) -> Path:
     """Convert the ISIC folder ``src`` into ``out_raw/DatasetXXX_ISIC2018``; return that folder."""
-    src, cases = common.find_source_cases(
-        src, "ISIC", find_cases, "ISIC photographs (ISIC_*.jpg)", "pass the folder where the ISIC zips were extracted"
-    )
-    train = [c for c in cases if not c.test]
-    common.require_cases(
-        train,
-        src,
-        "training masks (ISIC_*_segmentation.png outside validation/test folders)",
-        "extract the Training_GroundTruth zip next to the Training_Input one",
-    )
+    cases = SOURCE.read(src)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
-    for case in common.progress(cases, "ISIC"):
-        outputs = [ds.image(case.case_id, 0, case.test)]
-        if case.mask is not None:
-            outputs.append(ds.label(case.case_id, case.test))
-        if common.outputs_exist(outputs, overwrite):
-            continue
+
+    def write_photograph(case: ImageCase) -> None:
         rgb = read_rgb(case.image, max_side)
-        if case.mask is not None:
-            mask = read_mask(case.mask, rgb.shape[:2], _original_hw(case.image), max_side)
+        if case.label is not None:
+            mask = read_mask(case.label, rgb.shape[:2], _original_hw(case.image), max_side)
             common.write_png(mask, ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
+
+    def photograph_files(case: ImageCase) -> list[Path]:
+        return ds.case_files(case.case_id, case.test, labelled=case.label is not None)
+
+    common.convert_cases(ds, cases, "ISIC", overwrite, photograph_files, write_photograph)
     return common.finish_dataset(
         ds,
-        [c.case_id for c in train],
-        CHANNEL_NAMES,
+        cases,
+        common.RGB_CHANNELS,
         LABELS,
         reference="https://challenge.isic-archive.com/data/",
         license="CC-BY-NC 4.0 (see the ISIC archive)",
         description="ISIC skin lesion boundary segmentation converted by umamba-seg convert isic2018; "
         "JPEG photographs stored as RGB PNG, masks 0/255 -> 0/1",
     )
+
+
+def _options(args) -> dict:
+    if args.max_side is not None and args.max_side < 8:
+        raise UserInputError(f"--max-side {args.max_side} is too small", "--max-side", "use 256 or more")
+    return dict(max_side=args.max_side)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,13 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="shrink photographs so that the longer side is at most this many pixels",
     )
-
-    def run(args: argparse.Namespace, out_raw: Path) -> Path:
-        if args.max_side is not None and args.max_side < 8:
-            raise UserInputError(f"--max-side {args.max_side} is too small", "--max-side", "use 256 or more")
-        return convert(args.src, out_raw, args.id, max_side=args.max_side, overwrite=args.overwrite)
-
-    return common.run_cli(parser, run, argv)
+    return common.run_cli(parser, convert, argv, _options)
 
 
 if __name__ == "__main__":

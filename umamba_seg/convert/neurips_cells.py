@@ -29,23 +29,20 @@ them (F1) against the original instance masks.
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from skimage.segmentation import relabel_sequential
 
 from umamba_seg.convert import common
+from umamba_seg.convert.common import ImageCase, StrPath
 from umamba_seg.errors import UserInputError
 from umamba_seg.instance_labels import SEMANTIC_LABELS, instances_to_semantic
 
 NAME = "NeurIPSCell"
 DEFAULT_ID = 703
-CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
 SCHEMES = {
     "interior-boundary": dict(SEMANTIC_LABELS),
     "foreground": {"background": 0, "cell": 1},
@@ -55,23 +52,15 @@ _LABEL_ENDINGS = (".tiff", ".tif", ".png")
 _TEST_WORDS = re.compile(r"(tuning|validation|test)", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Case:
-    case_id: str
-    image: Path
-    label: Path | None
-    test: bool
-
-
-def find_cases(src: Path) -> list[Case]:
+def find_cases(src: Path) -> list[ImageCase]:
     """Pair ``images/<id>.*`` with ``labels/<id>_label.*`` in every split folder below ``src``."""
-    cases: dict[str, Case] = {}
+    cases: dict[str, ImageCase] = {}
     for images_dir in sorted(p for p in src.rglob("images") if p.is_dir()):
         split = images_dir.parent
         rel_parts = split.relative_to(src).parts
         if any("unlabeled" in part.lower() for part in rel_parts):
             continue
-        test = any(_TEST_WORDS.search(part) for part in rel_parts)
+        test = common.held_out(images_dir, src, _TEST_WORDS)
         labels_dir = split / "labels"
         for image in sorted(images_dir.iterdir()):
             if not image.is_file() or image.suffix.lower() not in _IMAGE_ENDINGS:
@@ -91,8 +80,22 @@ def find_cases(src: Path) -> list[Case]:
                 ),
                 None,
             )
-            cases[case_id] = Case(case_id, image, label, test or label is None)
+            cases[case_id] = ImageCase(case_id, image, label, test or label is None)
     return [cases[k] for k in sorted(cases)]
+
+
+SOURCE = common.Source(
+    "NeurIPS cell segmentation",
+    find_cases,
+    common.Hint(
+        "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
+        "pass the folder that holds Training-labeled/ (with images/ and labels/)",
+    ),
+    common.Hint(
+        "labelled training images (<split>/labels/<case>_label.tiff)",
+        "extract the labelled training data (Training-labeled/) below SRC_DIR",
+    ),
+)
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -156,9 +159,21 @@ def instances_to_labels(instances: np.ndarray, scheme: str = "interior-boundary"
     return instances_to_semantic(inst)
 
 
+def read_instances(case: ImageCase, image_hw: tuple[int, ...]) -> np.ndarray:
+    """The case's instance mask, its cells renumbered 1..n (so that they fit a 16-bit PNG)."""
+    inst = np.squeeze(_read_array(case.label))
+    if inst.shape != image_hw:
+        raise UserInputError(
+            f"instance mask is {inst.shape} but its image is {image_hw}",
+            case.label,
+            "use the label file that belongs to this image",
+        )
+    return relabel_sequential(inst.astype(np.int64))[0]
+
+
 def convert(
-    src: str | os.PathLike,
-    out_raw: str | os.PathLike,
+    src: StrPath,
+    out_raw: StrPath,
     dataset_id: int = DEFAULT_ID,
     scheme: str = "interior-boundary",
     overwrite: bool = False,
@@ -166,44 +181,25 @@ def convert(
     """Convert the challenge folder ``src`` into ``out_raw/DatasetXXX_NeurIPSCell``; return that folder."""
     if scheme not in SCHEMES:
         raise UserInputError(f"unknown label scheme {scheme!r}", "--scheme", f"use one of {sorted(SCHEMES)}")
-    src, cases = common.find_source_cases(
-        src,
-        "NeurIPS cell segmentation",
-        find_cases,
-        "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
-        "pass the folder that holds Training-labeled/ (with images/ and labels/)",
-    )
-    train = [c for c in cases if not c.test]
-    common.require_cases(
-        train,
-        src,
-        "labelled training images (<split>/labels/<case>_label.tiff)",
-        "extract the labelled training data (Training-labeled/) below SRC_DIR",
-    )
+    cases = SOURCE.read(src)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
-    for case in common.progress(cases, "cells"):
-        outputs = [ds.image(case.case_id, 0, case.test)]
-        if case.label is not None:
-            outputs += [ds.instances(case.case_id, case.test), ds.label(case.case_id, case.test)]
-        if common.outputs_exist(outputs, overwrite):
-            continue
+
+    def write_cell_image(case: ImageCase) -> None:
         rgb = to_rgb_uint8(_read_array(case.image), case.image)
         if case.label is not None:
-            inst = np.squeeze(_read_array(case.label))
-            if inst.shape != rgb.shape[:2]:
-                raise UserInputError(
-                    f"instance mask is {inst.shape} but its image is {rgb.shape[:2]}",
-                    case.label,
-                    "use the label file that belongs to this image",
-                )
-            inst = relabel_sequential(inst.astype(np.int64))[0]  # ids 1..n: fit a 16-bit PNG
+            inst = read_instances(case, rgb.shape[:2])
             common.write_instance_png(inst, ds.instances(case.case_id, case.test))
             common.write_png(instances_to_labels(inst, scheme), ds.label(case.case_id, case.test))
         common.write_png(rgb, ds.image(case.case_id, 0, case.test))
+
+    def cell_image_files(case: ImageCase) -> list[Path]:
+        return ds.case_files(case.case_id, case.test, labelled=case.label is not None, instances=True)
+
+    common.convert_cases(ds, cases, "cells", overwrite, cell_image_files, write_cell_image)
     return common.finish_dataset(
         ds,
-        [c.case_id for c in train],
-        CHANNEL_NAMES,
+        cases,
+        common.RGB_CHANNELS,
         SCHEMES[scheme],
         reference="https://neurips22-cellseg.grand-challenge.org/",
         license="see the challenge data page",
@@ -220,11 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         default="interior-boundary",
         help="semantic labels made from the instance masks (default interior-boundary)",
     )
-
-    def run(args: argparse.Namespace, out_raw: Path) -> Path:
-        return convert(args.src, out_raw, args.id, scheme=args.scheme, overwrite=args.overwrite)
-
-    return common.run_cli(parser, run, argv)
+    return common.run_cli(parser, convert, argv, lambda args: dict(scheme=args.scheme))
 
 
 if __name__ == "__main__":
