@@ -25,7 +25,7 @@ from umamba_seg.benchmark.cnn_plan import add_plan_arguments, cnn_plan_from_args
 from umamba_seg.benchmark.networks import forward_backward_fn, forward_fn, n_parameters, planned_network
 from umamba_seg.benchmark.ratios import ratios_to_cnn
 from umamba_seg.benchmark.same_plan import benchmark_archs
-from umamba_seg.benchmark.timing import interleaved_medians
+from umamba_seg.benchmark.timing import interleaved_rounds, medians
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
         info[arch] = (planned.patch_size, batch, n_parameters(train_net), same.notes[cnn.configuration])
 
     bar = tqdm(total=args.repeats, desc="timing rounds", unit="round")
-    med = interleaved_medians(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update())
+    med = medians(interleaved_rounds(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update()))
     bar.close()
     fwd = ratios_to_cnn({a: med[(a, "fwd")] for a in archs})
     fb = ratios_to_cnn({a: med[(a, "fwdbwd")] for a in archs})

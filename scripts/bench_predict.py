@@ -27,7 +27,7 @@ from umamba_seg.benchmark.cnn_plan import add_plan_arguments, cnn_plan_from_args
 from umamba_seg.benchmark.networks import planned_network, sliding_window_fn, sliding_window_predictor
 from umamba_seg.benchmark.ratios import INFERENCE_TARGET, check_inference_target, ratios_to_cnn
 from umamba_seg.benchmark.same_plan import benchmark_archs
-from umamba_seg.benchmark.timing import interleaved_medians
+from umamba_seg.benchmark.timing import interleaved_rounds, medians
 
 
 def main() -> None:
@@ -86,7 +86,7 @@ def main() -> None:
         notes[arch] = (planned.patch_size, same.notes[cnn.configuration])
 
     bar = tqdm(total=args.repeats, desc="timing rounds", unit="round")
-    med = interleaved_medians(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update())
+    med = medians(interleaved_rounds(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update()))
     bar.close()
     ratios = ratios_to_cnn(med)
     print(f"{'arch':<18} {'patch':<12} | {'s/case':>8} {'vs CNN':>8}  note")

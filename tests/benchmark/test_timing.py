@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from umamba_seg.benchmark.timing import interleaved_medians, interleaved_rounds
+from umamba_seg.benchmark.timing import interleaved_rounds, medians
 
 
 def test_rounds_time_every_network_once_per_round_in_order():
@@ -30,4 +30,4 @@ def test_medians_over_the_rounds(monkeypatch):
     seconds = iter([1.0, 10.0, 3.0, 30.0, 2.0, 20.0])
     monkeypatch.setattr(timing, "time_call", lambda fn, device=None: (fn(), next(seconds))[1])
     fns = {("cnn", "infer"): lambda: None, ("bot", "infer"): lambda: None}
-    assert interleaved_medians(fns, repeats=3, warmup=0) == {("cnn", "infer"): 2.0, ("bot", "infer"): 20.0}
+    assert medians(interleaved_rounds(fns, rounds=3, warmup=0)) == {("cnn", "infer"): 2.0, ("bot", "infer"): 20.0}

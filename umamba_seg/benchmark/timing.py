@@ -60,13 +60,6 @@ def interleaved_rounds(
     return timed
 
 
-def interleaved_medians(
-    fns: Mapping[K, Callable[[], object]],
-    repeats: int = 3,
-    warmup: int = 1,
-    device: torch.device | str | None = None,
-    on_round: Callable[[int], None] | None = None,
-) -> dict[K, float]:
-    """Median seconds per named callable over :func:`interleaved_rounds`."""
-    timed = interleaved_rounds(fns, repeats, warmup, device, on_round)
-    return {name: median([t[name] for t in timed]) for name in fns}
+def medians(timed: Sequence[Mapping[K, float]]) -> dict[K, float]:
+    """Median seconds per named callable over the rounds of :func:`interleaved_rounds`."""
+    return {name: median([t[name] for t in timed]) for name in timed[0]}
