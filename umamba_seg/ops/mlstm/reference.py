@@ -28,6 +28,7 @@ dtype of ``q``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -75,57 +76,66 @@ def check_mlstm_shapes(
     return b, h, L, dh
 
 
-def mlstm_parallel_reference(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    igate: torch.Tensor,
-    fgate: torch.Tensor,
-    eps: float = DEFAULT_EPS,
-) -> torch.Tensor:
+def _reference_form(form: Callable[[MLSTMInputs, float], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A form of the cell as a public reference ``(q, k, v, igate, fgate, eps=DEFAULT_EPS)``.
+
+    ``form(x, eps)`` computes on inputs already checked and cast to the accumulation dtype;
+    the reference returns its result in q's dtype. Both forms share this one entry, so they
+    validate, upcast and round back alike.
+    """
+
+    def reference(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        igate: torch.Tensor,
+        fgate: torch.Tensor,
+        eps: float = DEFAULT_EPS,
+    ) -> torch.Tensor:
+        check_mlstm_shapes(q, k, v, igate, fgate)
+        ct = compute_dtype(q.dtype)
+        x = MLSTMInputs(*(t.to(ct) for t in (q, k, v, igate, fgate)))
+        return form(x, eps).to(q.dtype)
+
+    reference.__name__ = reference.__qualname__ = form.__name__
+    reference.__doc__ = form.__doc__
+    return reference
+
+
+@_reference_form
+def mlstm_parallel_reference(x: MLSTMInputs, eps: float) -> torch.Tensor:
     """Quadratic, max-stabilised parallel mLSTM (the spec); differentiable by autograd."""
-    check_mlstm_shapes(q, k, v, igate, fgate)
-    ct = compute_dtype(q.dtype)
-    qc, kc, vc, ic, fc = (t.to(ct) for t in (q, k, v, igate, fgate))
-    L, dh = q.shape[-2], q.shape[-1]
-    log_f_cum = F.logsigmoid(fc).cumsum(-1)
-    log_d = log_f_cum[..., :, None] - log_f_cum[..., None, :] + ic[..., None, :]
-    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    L, dh = x.q.shape[-2], x.q.shape[-1]
+    log_f_cum = F.logsigmoid(x.fgate).cumsum(-1)
+    log_d = log_f_cum[..., :, None] - log_f_cum[..., None, :] + x.igate[..., None, :]
+    causal = torch.ones(L, L, dtype=torch.bool, device=x.q.device).tril()
     log_d = log_d.masked_fill(~causal, float("-inf"))
     m = log_d.amax(dim=-1, keepdim=True).detach()
-    s = (qc @ kc.transpose(-1, -2)) * (1.0 / math.sqrt(dh)) * torch.exp(log_d - m)
+    s = (x.q @ x.k.transpose(-1, -2)) * (1.0 / math.sqrt(dh)) * torch.exp(log_d - m)
     normaliser = torch.maximum(s.sum(dim=-1, keepdim=True).abs(), torch.exp(-m)) + eps
-    return ((s @ vc) / normaliser).to(q.dtype)
+    return (s @ x.v) / normaliser
 
 
-def mlstm_recurrent_reference(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    igate: torch.Tensor,
-    fgate: torch.Tensor,
-    eps: float = DEFAULT_EPS,
-) -> torch.Tensor:
+@_reference_form
+def mlstm_recurrent_reference(x: MLSTMInputs, eps: float) -> torch.Tensor:
     """Step-by-step mLSTM recurrence with a running max (C: dh x dh, n: dh, m: scalar)."""
-    b, h, L, dh = check_mlstm_shapes(q, k, v, igate, fgate)
-    ct = compute_dtype(q.dtype)
-    qc, kc, vc, ic, fc = (t.to(ct) for t in (q, k, v, igate, fgate))
-    qc = qc / math.sqrt(dh)
-    log_f = F.logsigmoid(fc)
-    c_state = q.new_zeros(b, h, dh, dh, dtype=ct)
-    n_state = q.new_zeros(b, h, dh, dtype=ct)
-    m_state = q.new_full((b, h), float("-inf"), dtype=ct)
+    b, h, L, dh = x.q.shape
+    qc = x.q / math.sqrt(dh)
+    log_f = F.logsigmoid(x.fgate)
+    c_state = x.q.new_zeros(b, h, dh, dh)
+    n_state = x.q.new_zeros(b, h, dh)
+    m_state = x.q.new_full((b, h), float("-inf"))
     outs = []
     for t in range(L):
-        m_new = torch.maximum(log_f[..., t] + m_state, ic[..., t]).detach()
+        m_new = torch.maximum(log_f[..., t] + m_state, x.igate[..., t]).detach()
         f_scale = torch.exp(log_f[..., t] + m_state - m_new)
-        i_scale = torch.exp(ic[..., t] - m_new)
-        kv = kc[..., t, :, None] * vc[..., t, None, :]
+        i_scale = torch.exp(x.igate[..., t] - m_new)
+        kv = x.k[..., t, :, None] * x.v[..., t, None, :]
         c_state = f_scale[..., None, None] * c_state + i_scale[..., None, None] * kv
-        n_state = f_scale[..., None] * n_state + i_scale[..., None] * kc[..., t, :]
+        n_state = f_scale[..., None] * n_state + i_scale[..., None] * x.k[..., t, :]
         m_state = m_new
         num = torch.einsum("bhk,bhkv->bhv", qc[..., t, :], c_state)
         qn = (qc[..., t, :] * n_state).sum(-1)
         den = torch.maximum(qn.abs(), torch.exp(-m_state)) + eps
         outs.append(num / den[..., None])
-    return torch.stack(outs, dim=-2).to(q.dtype)
+    return torch.stack(outs, dim=-2)
