@@ -4,8 +4,11 @@ its own ``dataset_conversion``).
 Each module has an importable ``convert(src, out_raw, dataset_id, ...) -> Path`` and a command
 line, run as ``umamba-seg convert <name> SRC_DIR [--out RAW_DIR | --workdir W] [--id N]`` or
 ``python -m umamba_seg.convert.<name> ...``. ``datasets.md`` at the repository root says where
-to obtain each dataset and how the reference papers trained on it. Shared pieces (raw layout,
-atomic writes, the command line) are in :mod:`.common`.
+to obtain each dataset and how the reference papers trained on it. Shared pieces are in
+:mod:`.common`: the raw layout, atomic writes, reading a download (``Source``), the case loop
+that skips finished cases (``convert_cases``), ``dataset.json`` (``finish_dataset``) and the
+command line (``build_parser``, ``run_cli``); a converter adds only its layout and its per-case
+conversion.
 """
 
 #: The converters ``umamba-seg convert NAME`` runs, one module of this package each.

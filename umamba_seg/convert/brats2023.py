@@ -42,6 +42,18 @@ PLAIN_LABELS = {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3}
 REGION_LABELS = {"background": 0, "whole tumor": (1, 2, 3), "tumor core": (1, 3), "enhancing tumor": (3,)}
 REGIONS_CLASS_ORDER = (2, 1, 3)
 
+#: what this converter reads: the download's name, what it must hold, where it comes from
+SOURCE = common.Source(
+    "BraTS",
+    common.Hint(
+        "BraTS case folders (files like <case>-t1n.nii.gz or <case>_t1.nii.gz)",
+        "pass the folder that holds the extracted case folders",
+    ),
+    training=None,  # validation cases alone convert (to imagesTs)
+    reference="BraTS 2023 challenge on https://www.synapse.org (see datasets.md)",
+    license="BraTS data use agreement (see the challenge page)",
+)
+
 
 @dataclass(frozen=True)
 class Naming:
@@ -107,16 +119,6 @@ def find_cases(src: Path) -> list[Case]:
     return [cases[k] for k in sorted(cases)]
 
 
-SOURCE = common.Source(
-    "BraTS",
-    find_cases,
-    common.Hint(
-        "BraTS case folders (files like <case>-t1n.nii.gz or <case>_t1.nii.gz)",
-        "pass the folder that holds the extracted case folders",
-    ),
-)
-
-
 def remap_labels(seg: np.ndarray, naming: Naming, where: Path) -> np.ndarray:
     """Check the label values of one release and map them to 0, 1, 2, 3 (uint8)."""
     values = np.unique(seg).tolist()  # floats stay floats: a 0.5 must not pass as 0
@@ -175,7 +177,8 @@ def convert(
     src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, regions: bool = True, overwrite: bool = False
 ) -> Path:
     """Convert the BraTS folder ``src`` into ``out_raw/DatasetXXX_BraTS2023``; return that folder."""
-    cases = SOURCE.read(src)
+    labels, extra = (REGION_LABELS, dict(regions_class_order=REGIONS_CLASS_ORDER)) if regions else (PLAIN_LABELS, {})
+    cases = SOURCE.read(src, find_cases)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".nii.gz")
 
     def write_case(case: Case) -> None:
@@ -189,18 +192,11 @@ def convert(
 
     common.convert_cases(ds, cases, "BraTS", overwrite, case_files, write_case)
     releases = sorted({c.naming.release for c in cases})
-    extra = dict(regions_class_order=REGIONS_CLASS_ORDER) if regions else {}
-    return common.finish_dataset(
-        ds,
-        cases,
-        CHANNEL_NAMES,
-        REGION_LABELS if regions else PLAIN_LABELS,
-        reference="BraTS 2023 challenge on https://www.synapse.org (see datasets.md)",
-        license="BraTS data use agreement (see the challenge page)",
-        description=f"BraTS {'/'.join(releases)} converted by umamba-seg convert brats2023; labels 1 NETC, "
-        f"2 SNFH, 3 ET (BraTS 2023 meaning; 2021-style 4 mapped to 3)",
-        **extra,
+    description = (
+        f"BraTS {'/'.join(releases)} converted by umamba-seg convert brats2023; labels 1 NETC, "
+        f"2 SNFH, 3 ET (BraTS 2023 meaning; 2021-style 4 mapped to 3)"
     )
+    return common.finish_dataset(ds, cases, SOURCE, CHANNEL_NAMES, labels, description, **extra)
 
 
 def main(argv: list[str] | None = None) -> int:

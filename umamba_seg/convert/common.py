@@ -181,12 +181,25 @@ def write_dataset_json(ds: RawDataset, channel_names: dict, labels: dict, num_tr
     return final
 
 
-def finish_dataset(ds: RawDataset, cases: Sequence, channel_names: dict, labels: dict, **extra) -> Path:
-    """Check that labelsTr holds exactly the training ``cases``, write ``dataset.json`` (``extra``: its
-    optional keys; ``converted_by`` umamba-seg) and return the dataset folder."""
+def finish_dataset(
+    ds: RawDataset, cases: Sequence, source: Source, channel_names: dict, labels: dict, description: str, **extra
+) -> Path:
+    """Check that labelsTr holds exactly the training ``cases``, write ``dataset.json`` (the source's
+    reference and license, ``description``, ``extra``: more optional keys; ``converted_by``
+    umamba-seg) and return the dataset folder."""
     training = [c.case_id for c in training_cases(cases)]
     check_no_foreign_cases(ds, training)
-    write_dataset_json(ds, channel_names, labels, len(training), converted_by="umamba-seg", **extra)
+    write_dataset_json(
+        ds,
+        channel_names,
+        labels,
+        len(training),
+        converted_by="umamba-seg",
+        reference=source.reference,
+        license=source.license,
+        description=description,
+        **extra,
+    )
     return ds.root
 
 
@@ -221,22 +234,24 @@ class Hint:
 class Source:
     """A public download as one converter reads it.
 
-    ``title`` names it in messages ("the <title> folder does not exist"); ``find_cases`` lists the
-    cases below its folder: objects with ``case_id`` and ``test`` (True: held out, written to the
-    ``*Ts`` folders). ``cases`` says what it looks for, for the error when it finds nothing;
-    ``training`` what a training case needs, for the error when all cases are held out (None: a
-    download of held-out cases alone converts).
+    ``title`` names it in messages ("the <title> folder does not exist"). ``cases`` says what the
+    converter looks for, for the error when it finds nothing; ``training`` what a training case
+    needs, for the error when all cases are held out (None: a download of held-out cases alone
+    converts). ``reference`` (where to get it) and ``license`` go to ``dataset.json``.
     """
 
     title: str
-    find_cases: Callable[[Path], Sequence]
     cases: Hint
-    training: Hint | None = None
+    training: Hint | None
+    reference: str
+    license: str
 
-    def read(self, src: StrPath) -> list:
-        """The cases of the download folder ``src``; a user error when it is missing or incomplete."""
+    def read(self, src: StrPath, find_cases: Callable[[Path], Sequence]) -> list:
+        """The cases that ``find_cases`` lists below the download folder ``src`` (objects with
+        ``case_id`` and ``test``, True for a held-out case); a user error when the folder is missing
+        or holds no case, or no training case."""
         folder = require_dir(src, self.title)
-        cases = list(self.find_cases(folder))
+        cases = list(find_cases(folder))
         self.cases.require(cases, folder)
         if self.training is not None:
             self.training.require(training_cases(cases), folder)

@@ -33,6 +33,20 @@ NAME = "DSB2018Nuclei"
 DEFAULT_ID = 708
 _TEST_WORDS = re.compile(r"test", re.IGNORECASE)
 
+#: what this converter reads: the download's name, what it must hold, where it comes from
+SOURCE = common.Source(
+    "DSB 2018",
+    common.Hint("nucleus images (<image_id>/images/<image_id>.png)", "pass the folder that holds stage1_train/"),
+    common.Hint("images with masks (<image_id>/masks/*.png)", "extract stage1_train.zip below SRC_DIR"),
+    reference="https://www.kaggle.com/c/data-science-bowl-2018",
+    license="see the competition's data page",
+)
+#: dataset.json's description
+DESCRIPTION = (
+    "Data Science Bowl 2018 nuclei converted by umamba-seg convert dsb2018; per-nucleus "
+    "masks -> instance maps (instancesTr/Ts) and interior/boundary labels"
+)
+
 
 @dataclass(frozen=True)
 class Case:
@@ -59,14 +73,6 @@ def find_cases(src: Path) -> list[Case]:
         test = common.held_out(case_dir, src, _TEST_WORDS) or not masks
         cases[image.stem] = Case(image.stem, image, masks, test)
     return [cases[k] for k in sorted(cases)]
-
-
-SOURCE = common.Source(
-    "DSB 2018",
-    find_cases,
-    common.Hint("nucleus images (<image_id>/images/<image_id>.png)", "pass the folder that holds stage1_train/"),
-    common.Hint("images with masks (<image_id>/masks/*.png)", "extract stage1_train.zip below SRC_DIR"),
-)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -109,7 +115,7 @@ def masks_to_instances(masks: tuple[Path, ...], shape: tuple[int, int]) -> np.nd
 
 def convert(src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, overwrite: bool = False) -> Path:
     """Convert the DSB 2018 folder ``src`` into ``out_raw/DatasetXXX_DSB2018Nuclei``; return that folder."""
-    cases = SOURCE.read(src)
+    cases = SOURCE.read(src, find_cases)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
 
     def write_nuclei(case: Case) -> None:
@@ -124,16 +130,7 @@ def convert(src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, overwr
         return ds.case_files(case.case_id, case.test, labelled=bool(case.masks), instances=True)
 
     common.convert_cases(ds, cases, "nuclei", overwrite, nuclei_files, write_nuclei)
-    return common.finish_dataset(
-        ds,
-        cases,
-        common.RGB_CHANNELS,
-        dict(SEMANTIC_LABELS),
-        reference="https://www.kaggle.com/c/data-science-bowl-2018",
-        license="see the competition's data page",
-        description="Data Science Bowl 2018 nuclei converted by umamba-seg convert dsb2018; per-nucleus "
-        "masks -> instance maps (instancesTr/Ts) and interior/boundary labels",
-    )
+    return common.finish_dataset(ds, cases, SOURCE, common.RGB_CHANNELS, dict(SEMANTIC_LABELS), DESCRIPTION)
 
 
 def main(argv: list[str] | None = None) -> int:

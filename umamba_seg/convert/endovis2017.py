@@ -60,6 +60,26 @@ _TEST_WORDS = re.compile(r"(^|[^a-z])test([^a-z]|$)", re.IGNORECASE)
 FULL_FRAME_HW = (1080, 1920)
 CROP_Y, CROP_X, CROP_H, CROP_W = 28, 320, 1024, 1280
 
+#: what this converter reads: the download's name, what it must hold, where it comes from
+SOURCE = common.Source(
+    "EndoVis 2017",
+    common.Hint(
+        "EndoVis frames (instrument_dataset_<N>/left_frames/*.png)",
+        "pass the folder where the EndoVis 2017 zips were extracted",
+    ),
+    common.Hint(
+        "training frames with ground_truth/<Instrument>_labels folders",
+        "extract the training zips (instrument_1_4_training, instrument_5_8_training)",
+    ),
+    reference="https://endovissub2017-roboticinstrumentsegmentation.grand-challenge.org/",
+    license="see the challenge page",
+)
+#: dataset.json's description
+DESCRIPTION = (
+    "EndoVis 2017 robotic instrument segmentation converted by "
+    "umamba-seg convert endovis2017; left frames, instrument types as labels"
+)
+
 
 @dataclass(frozen=True)
 class Case:
@@ -117,20 +137,6 @@ def find_cases(src: Path) -> list[Case]:
     return [cases[k] for k in sorted(cases)]
 
 
-SOURCE = common.Source(
-    "EndoVis 2017",
-    find_cases,
-    common.Hint(
-        "EndoVis frames (instrument_dataset_<N>/left_frames/*.png)",
-        "pass the folder where the EndoVis 2017 zips were extracted",
-    ),
-    common.Hint(
-        "training frames with ground_truth/<Instrument>_labels folders",
-        "extract the training zips (instrument_1_4_training, instrument_5_8_training)",
-    ),
-)
-
-
 def crop_frame(arr: np.ndarray, crop: bool = True) -> np.ndarray:
     """The 1280 x 1024 camera image out of a 1920 x 1080 video frame (other sizes unchanged)."""
     if crop and tuple(arr.shape[:2]) == FULL_FRAME_HW:
@@ -170,7 +176,7 @@ def convert(
     src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, crop: bool = True, overwrite: bool = False
 ) -> Path:
     """Convert the EndoVis 2017 folder ``src`` into ``out_raw/DatasetXXX_Endovis17``; return that folder."""
-    cases = SOURCE.read(src)
+    cases = SOURCE.read(src, find_cases)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
 
     def write_frame(case: Case) -> None:
@@ -183,16 +189,7 @@ def convert(
         return ds.case_files(case.case_id, case.test, labelled=not case.test)
 
     common.convert_cases(ds, cases, "EndoVis17", overwrite, frame_files, write_frame)
-    return common.finish_dataset(
-        ds,
-        cases,
-        common.RGB_CHANNELS,
-        LABELS,
-        reference="https://endovissub2017-roboticinstrumentsegmentation.grand-challenge.org/",
-        license="see the challenge page",
-        description="EndoVis 2017 robotic instrument segmentation converted by "
-        "umamba-seg convert endovis2017; left frames, instrument types as labels",
-    )
+    return common.finish_dataset(ds, cases, SOURCE, common.RGB_CHANNELS, LABELS, DESCRIPTION)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,23 @@ LABELS = {"background": 0, "lesion": 1}
 _IMAGE_ENDINGS = (".jpg", ".jpeg", ".png")
 _TEST_WORDS = re.compile(r"(^|[^a-z])(val|validation|test)([^a-z]|$)", re.IGNORECASE)
 
+#: what this converter reads: the download's name, what it must hold, where it comes from
+SOURCE = common.Source(
+    "ISIC",
+    common.Hint("ISIC photographs (ISIC_*.jpg)", "pass the folder where the ISIC zips were extracted"),
+    common.Hint(
+        "training masks (ISIC_*_segmentation.png outside validation/test folders)",
+        "extract the Training_GroundTruth zip next to the Training_Input one",
+    ),
+    reference="https://challenge.isic-archive.com/data/",
+    license="CC-BY-NC 4.0 (see the ISIC archive)",
+)
+#: dataset.json's description
+DESCRIPTION = (
+    "ISIC skin lesion boundary segmentation converted by umamba-seg convert isic2018; "
+    "JPEG photographs stored as RGB PNG, masks 0/255 -> 0/1"
+)
+
 
 def find_cases(src: Path) -> list[ImageCase]:
     """Pair every ``ISIC_*`` photograph with its ``*_segmentation.png`` mask."""
@@ -64,17 +81,6 @@ def find_cases(src: Path) -> list[ImageCase]:
         mask = masks.get((stem, test))
         cases.append(ImageCase(stem, image, mask, test or mask is None))
     return cases
-
-
-SOURCE = common.Source(
-    "ISIC",
-    find_cases,
-    common.Hint("ISIC photographs (ISIC_*.jpg)", "pass the folder where the ISIC zips were extracted"),
-    common.Hint(
-        "training masks (ISIC_*_segmentation.png outside validation/test folders)",
-        "extract the Training_GroundTruth zip next to the Training_Input one",
-    ),
-)
 
 
 def _resize(img, max_side: int | None, resample):
@@ -128,7 +134,7 @@ def convert(
     src: StrPath, out_raw: StrPath, dataset_id: int = DEFAULT_ID, max_side: int | None = None, overwrite: bool = False
 ) -> Path:
     """Convert the ISIC folder ``src`` into ``out_raw/DatasetXXX_ISIC2018``; return that folder."""
-    cases = SOURCE.read(src)
+    cases = SOURCE.read(src, find_cases)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
 
     def write_photograph(case: ImageCase) -> None:
@@ -142,16 +148,7 @@ def convert(
         return ds.case_files(case.case_id, case.test, labelled=case.label is not None)
 
     common.convert_cases(ds, cases, "ISIC", overwrite, photograph_files, write_photograph)
-    return common.finish_dataset(
-        ds,
-        cases,
-        common.RGB_CHANNELS,
-        LABELS,
-        reference="https://challenge.isic-archive.com/data/",
-        license="CC-BY-NC 4.0 (see the ISIC archive)",
-        description="ISIC skin lesion boundary segmentation converted by umamba-seg convert isic2018; "
-        "JPEG photographs stored as RGB PNG, masks 0/255 -> 0/1",
-    )
+    return common.finish_dataset(ds, cases, SOURCE, common.RGB_CHANNELS, LABELS, DESCRIPTION)
 
 
 def _options(args) -> dict:

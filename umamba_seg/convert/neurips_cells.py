@@ -51,6 +51,21 @@ _IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 _LABEL_ENDINGS = (".tiff", ".tif", ".png")
 _TEST_WORDS = re.compile(r"(tuning|validation|test)", re.IGNORECASE)
 
+#: what this converter reads: the download's name, what it must hold, where it comes from
+SOURCE = common.Source(
+    "NeurIPS cell segmentation",
+    common.Hint(
+        "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
+        "pass the folder that holds Training-labeled/ (with images/ and labels/)",
+    ),
+    common.Hint(
+        "labelled training images (<split>/labels/<case>_label.tiff)",
+        "extract the labelled training data (Training-labeled/) below SRC_DIR",
+    ),
+    reference="https://neurips22-cellseg.grand-challenge.org/",
+    license="see the challenge data page",
+)
+
 
 def find_cases(src: Path) -> list[ImageCase]:
     """Pair ``images/<id>.*`` with ``labels/<id>_label.*`` in every split folder below ``src``."""
@@ -82,20 +97,6 @@ def find_cases(src: Path) -> list[ImageCase]:
             )
             cases[case_id] = ImageCase(case_id, image, label, test or label is None)
     return [cases[k] for k in sorted(cases)]
-
-
-SOURCE = common.Source(
-    "NeurIPS cell segmentation",
-    find_cases,
-    common.Hint(
-        "cell images (<split>/images/<case>.png|bmp|tif|tiff)",
-        "pass the folder that holds Training-labeled/ (with images/ and labels/)",
-    ),
-    common.Hint(
-        "labelled training images (<split>/labels/<case>_label.tiff)",
-        "extract the labelled training data (Training-labeled/) below SRC_DIR",
-    ),
-)
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -181,7 +182,7 @@ def convert(
     """Convert the challenge folder ``src`` into ``out_raw/DatasetXXX_NeurIPSCell``; return that folder."""
     if scheme not in SCHEMES:
         raise UserInputError(f"unknown label scheme {scheme!r}", "--scheme", f"use one of {sorted(SCHEMES)}")
-    cases = SOURCE.read(src)
+    cases = SOURCE.read(src, find_cases)
     ds = common.prepare_dataset(out_raw, dataset_id, NAME, ".png")
 
     def write_cell_image(case: ImageCase) -> None:
@@ -196,16 +197,11 @@ def convert(
         return ds.case_files(case.case_id, case.test, labelled=case.label is not None, instances=True)
 
     common.convert_cases(ds, cases, "cells", overwrite, cell_image_files, write_cell_image)
-    return common.finish_dataset(
-        ds,
-        cases,
-        common.RGB_CHANNELS,
-        SCHEMES[scheme],
-        reference="https://neurips22-cellseg.grand-challenge.org/",
-        license="see the challenge data page",
-        description=f"NeurIPS 2022 cell segmentation converted by umamba-seg convert neurips_cells; "
-        f"instance masks -> {scheme} labels; instance task: umamba-seg predict --instances",
+    description = (
+        f"NeurIPS 2022 cell segmentation converted by umamba-seg convert neurips_cells; "
+        f"instance masks -> {scheme} labels; instance task: umamba-seg predict --instances"
     )
+    return common.finish_dataset(ds, cases, SOURCE, common.RGB_CHANNELS, SCHEMES[scheme], description)
 
 
 def main(argv: list[str] | None = None) -> int:
