@@ -33,12 +33,21 @@ inputs) registers; positions are processed in sub-blocks of ``BLOCK_T`` with
 ``tl.associative_scan`` of ``(decay, input)`` pairs. The grid is flat: one program per
 (batch, channel block, chunk), e.g. 48 x 1024 programs per batch item for SegMamba's
 first stage (d = 96, L = 262,144), where one block per (batch, channel) would be 96.
+
+Forward and backward share their pieces: ``_chunk_setup`` gives every chunk kernel its
+index algebra and per-channel constants as one ``_Chunk`` named tuple; ``_sub_block_inputs``
+loads a sub-block's steps and inputs; ``_sub_block_states`` is the sub-block scan of both
+``_fwd_chunk_out_kernel`` and the backward's recompute; ``_advance_sub_block`` steps a
+state over a sub-block in closed form (the forward's chunk states, the backward's start
+states). The backward's start states of up to 4 sub-blocks are a tuple unrolled with
+``tl.static_range``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -77,18 +86,6 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _load_dt(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
-    """Effective step dt for a [BD, BT] tile, zero where masked (identity step)."""
-    raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(ACC)
-    if HAS_BIAS:
-        raw = raw + bias[:, None]
-    dt = raw
-    if SOFTPLUS:
-        dt = _softplus(raw)
-    return tl.where(mask, dt, 0.0), raw
-
-
-@triton.jit
 def _end_state(h, dt, u, Bt, A2):
     """State after a sub-block from state ``h`` (closed form; stable for A <= 0)."""
     # Decay from t to the sub-block end uses the suffix sum of dt after t, computed as a
@@ -101,9 +98,47 @@ def _end_state(h, dt, u, Bt, A2):
     return tl.exp(A2 * tot[:, None]) * h + tl.sum(w * x, axis=2), tot
 
 
+class _Chunk(NamedTuple):
+    """Where one chunk program works, and the per-channel constants its sub-blocks use.
+
+    Built once per program by :func:`_chunk_setup` and handed to every sub-block helper,
+    so the index algebra lives in one place. ``dim`` and ``L`` are the kernel's scalars.
+    """
+
+    pid_bd: tl.tensor  # batch * n_dblocks + channel block
+    j: tl.tensor  # chunk index
+    start: tl.tensor  # position of the chunk's first element
+    bi: tl.tensor  # batch index
+    offs_d: tl.tensor  # [BD] channels
+    offs_n: tl.tensor  # [NP] states (padded)
+    mask_n: tl.tensor  # [NP] offs_n < dstate
+    row: tl.tensor  # [BD] start of each (batch, channel) row of u, delta, z, out and their gradients
+    bc_row: tl.tensor  # [NP] start of each row of B/C and dB/dC
+    state_row: tl.tensor  # [BD] rows of the (batch, channel, nchunk, ...) arrays
+    A2: tl.tensor  # [BD, NP], in the accumulation dtype (fp32, fp64 for fp64 inputs)
+    bias: tl.tensor  # [BD] delta_bias (zeros without)
+    dim: tl.tensor
+    L: tl.tensor
+
+
 @triton.jit
-def _program_ids(n_dblocks, nchunk):
-    """(batch * n_dblocks + channel block, chunk) from a flat 1-D grid, channel blocks fastest.
+def _chunk_setup(
+    A_ptr,
+    bias_ptr,
+    dim,
+    L,
+    nchunk,
+    dpg,
+    groups,
+    dstate,
+    n_dblocks,
+    BD: tl.constexpr,
+    NP: tl.constexpr,
+    CHUNK_LEN: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """The program's :class:`_Chunk` from a flat 1-D grid, channel blocks fastest.
 
     Consecutive programs share (batch, chunk), so its B/C rows are read from L2 after the
     first; a flat grid also avoids the 65,535 limit of grid axes 1 and 2.
@@ -111,23 +146,109 @@ def _program_ids(n_dblocks, nchunk):
     pid = tl.program_id(0)
     db = pid % n_dblocks
     rest = pid // n_dblocks
-    return (rest // nchunk) * n_dblocks + db, rest % nchunk
-
-
-@triton.jit
-def _tile_index(
-    pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr
-):
-    """Common index algebra of the chunk kernels."""
+    pid_bd = (rest // nchunk) * n_dblocks + db
+    j = rest % nchunk
     bi = pid_bd // n_dblocks
     c0 = (pid_bd % n_dblocks) * BD
     grp = c0 // dpg
     offs_d = c0 + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
-    row = (bi * dim + offs_d).to(tl.int64) * L  # [BD] start of each (b, c) row
-    bc_row = ((bi * groups + grp) * dstate + offs_n).to(tl.int64) * L  # [NP] rows of B/C
-    state_row = (bi * dim + offs_d).to(tl.int64) * nchunk  # [BD] rows of (b, d, nchunk, ...)
-    return bi, offs_d, offs_n, row, bc_row, state_row
+    row = (bi * dim + offs_d).to(tl.int64) * L
+    bc_row = ((bi * groups + grp) * dstate + offs_n).to(tl.int64) * L
+    state_row = (bi * dim + offs_d).to(tl.int64) * nchunk
+    mask_n = offs_n < dstate
+    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
+    bias = tl.zeros([BD], dtype=ACC)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    return _Chunk(pid_bd, j, j * CHUNK_LEN, bi, offs_d, offs_n, mask_n, row, bc_row, state_row, A2, bias, dim, L)
+
+
+@triton.jit
+def _chunk_state_offsets(ck, dstate):
+    """[BD, NP] offsets of this chunk's entries in (batch, channel, nchunk, dstate) arrays."""
+    return (ck.state_row + ck.j)[:, None] * dstate + ck.offs_n[None, :]
+
+
+@triton.jit
+def _load_dt(delta_ptr, offs, mask, ck, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Effective step dt for a [BD, BT] tile, zero where masked (identity step), and the raw ``delta + bias``."""
+    raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(ck.A2.dtype)
+    if HAS_BIAS:
+        raw = raw + ck.bias[:, None]
+    dt = raw
+    if SOFTPLUS:
+        dt = _softplus(raw)
+    return tl.where(mask, dt, 0.0), raw
+
+
+@triton.jit
+def _load_bc(ptr, ck, t, mask_t):
+    """[NP, BT] tile of B or C (grouped rows) at positions ``t``."""
+    mask = ck.mask_n[:, None] & mask_t[None, :]
+    return tl.load(ptr + ck.bc_row[:, None] + t[None, :], mask=mask, other=0.0).to(ck.A2.dtype)
+
+
+@triton.jit
+def _sub_block_inputs(
+    ck,
+    s,
+    x_ptr,
+    delta_ptr,
+    BT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+):
+    """Positions ``t`` of the sub-block at offset ``s`` of the chunk, its [BD, BT] offsets
+    ``offs`` and mask ``m2``, and its loaded tiles: step ``dt`` (and the raw ``delta +
+    bias``) and a per-channel input ``x`` (u or dout)."""
+    t = ck.start + s + tl.arange(0, BT)
+    mask_t = t < ck.L
+    offs = ck.row[:, None] + t[None, :]
+    m2 = mask_t[None, :] & (ck.offs_d[:, None] < ck.dim)
+    dt, raw = _load_dt(delta_ptr, offs, m2, ck, HAS_BIAS, SOFTPLUS)
+    x = tl.load(x_ptr + offs, mask=m2, other=0.0).to(ck.A2.dtype)
+    return t, mask_t, offs, m2, dt, raw, x
+
+
+@triton.jit
+def _advance_sub_block(
+    h,
+    ck,
+    s,
+    u_ptr,
+    delta_ptr,
+    B_ptr,
+    BT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+):
+    """State after the sub-block at offset ``s`` of the chunk given the state ``h`` before
+    it, and the sub-block's summed step."""
+    t, mask_t, _offs, _m2, dt, _raw, u = _sub_block_inputs(ck, s, u_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
+    return _end_state(h, dt, u, _load_bc(B_ptr, ck, t, mask_t), ck.A2)
+
+
+@triton.jit
+def _sub_block_states(h, dt, u, Bt, Ct, A2, Dv, HAS_D: tl.constexpr):
+    """Scan of one sub-block from state ``h``: per-step decays ``a``, the states ``hs``
+    [BD, NP, BT], ``ah`` = a_t * h_{t-1} (for the backward) and the output before gating,
+    ``y = C h (+ D u)``."""
+    a = tl.exp(dt[:, None, :] * A2[:, :, None])
+    x = (dt * u)[:, None, :] * Bt[None, :, :]
+    pa, pb = tl.associative_scan((a, x), 2, _lin_combine)
+    hs = pa * h[:, :, None] + pb
+    ah = hs - x
+    y = tl.sum(hs * Ct[None, :, :], axis=1)
+    if HAS_D:
+        y += Dv[:, None] * u
+    return a, hs, ah, y
+
+
+@triton.jit
+def _last_state(hs, BT: tl.constexpr):
+    """The state after the last position of a [BD, NP, BT] block of states."""
+    return tl.sum(tl.where((tl.arange(0, BT) == BT - 1)[None, None, :], hs, 0.0), axis=2)
 
 
 # --------------------------------------------------------------------------- forward
@@ -157,31 +278,15 @@ def _fwd_chunk_state_kernel(
     SOFTPLUS: tl.constexpr,
     ACC: tl.constexpr,
 ):
-    pid_bd, j = _program_ids(n_dblocks, nchunk)
-    bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
-        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT
-    )
-    mask_n = offs_n < dstate
-    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
-    bias = tl.zeros([BD], dtype=ACC)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
     h = tl.zeros([BD, NP], dtype=ACC)
     dsum = tl.zeros([BD], dtype=ACC)
-    chunk_len = tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN)  # skip sub-blocks past L
+    chunk_len = tl.minimum(L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
     for s in range(0, chunk_len, BT):
-        t = j * CHUNK_LEN + s + tl.arange(0, BT)
-        mask_t = t < L
-        offs = row[:, None] + t[None, :]
-        m2 = mask_t[None, :] & (offs_d[:, None] < dim)
-        dt, _raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
-        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
-        Bt = tl.load(B_ptr + bc_row[:, None] + t[None, :], mask=mask_n[:, None] & mask_t[None, :], other=0.0).to(ACC)
-        h, tot = _end_state(h, dt, u, Bt, A2)
+        h, tot = _advance_sub_block(h, ck, s, u_ptr, delta_ptr, B_ptr, BT, HAS_BIAS, SOFTPLUS)
         dsum += tot
-    so = (state_row + j)[:, None] * dstate + offs_n[None, :]
-    tl.store(local_ptr + so, h, mask=mask_n[None, :])
-    tl.store(dtsum_ptr + state_row + j, dsum)
+    tl.store(local_ptr + _chunk_state_offsets(ck, dstate), h, mask=ck.mask_n[None, :])
+    tl.store(dtsum_ptr + ck.state_row + ck.j, dsum)
 
 
 @triton.jit
@@ -274,48 +379,25 @@ def _fwd_chunk_out_kernel(
     ACC: tl.constexpr,
 ):
     """Rescan each chunk from its checkpoint, write ``out``; the last chunk writes the last state."""
-    pid_bd, j = _program_ids(n_dblocks, nchunk)
-    bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
-        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT
-    )
-    mask_n = offs_n < dstate
-    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
-    bias = tl.zeros([BD], dtype=ACC)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
     Dv = tl.zeros([BD], dtype=ACC)
     if HAS_D:
-        Dv = tl.load(D_ptr + offs_d).to(ACC)
-    h = tl.load(ckpt_ptr + (state_row + j)[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0)
-    h = h.to(ACC)
-    tt = tl.arange(0, BT)
-    chunk_len = tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN)  # skip sub-blocks past L
+        Dv = tl.load(D_ptr + ck.offs_d).to(ACC)
+    h = tl.load(ckpt_ptr + _chunk_state_offsets(ck, dstate), mask=ck.mask_n[None, :], other=0.0).to(ACC)
+    chunk_len = tl.minimum(L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
     for s in range(0, chunk_len, BT):
-        t = j * CHUNK_LEN + s + tt
-        mask_t = t < L
-        offs = row[:, None] + t[None, :]
-        m2 = mask_t[None, :] & (offs_d[:, None] < dim)
-        dt, _raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
-        u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
-        mbc = mask_n[:, None] & mask_t[None, :]
-        Bt = tl.load(B_ptr + bc_row[:, None] + t[None, :], mask=mbc, other=0.0).to(ACC)
-        Ct = tl.load(C_ptr + bc_row[:, None] + t[None, :], mask=mbc, other=0.0).to(ACC)
-        a = tl.exp(dt[:, None, :] * A2[:, :, None])
-        x = (dt * u)[:, None, :] * Bt[None, :, :]
-        pa, pb = tl.associative_scan((a, x), 2, _lin_combine)
-        hs = pa * h[:, :, None] + pb
-        y = tl.sum(hs * Ct[None, :, :], axis=1)
-        if HAS_D:
-            y += Dv[:, None] * u
+        t, mask_t, offs, m2, dt, _raw, u = _sub_block_inputs(ck, s, u_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
+        Bt = _load_bc(B_ptr, ck, t, mask_t)
+        Ct = _load_bc(C_ptr, ck, t, mask_t)
+        _a, hs, _ah, y = _sub_block_states(h, dt, u, Bt, Ct, ck.A2, Dv, HAS_D)
         if HAS_Z:
             zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
             y = y * zz * _sigmoid(zz)
         tl.store(out_ptr + offs, y, mask=m2)
-        h = tl.sum(tl.where((tt == BT - 1)[None, None, :], hs, 0.0), axis=2)
-    if j == nchunk - 1:
-        tl.store(
-            last_ptr + (bi * dim + offs_d).to(tl.int64)[:, None] * dstate + offs_n[None, :], h, mask=mask_n[None, :]
-        )
+        h = _last_state(hs, BT)
+    if ck.j == nchunk - 1:
+        last = (ck.bi * dim + ck.offs_d).to(tl.int64)[:, None] * dstate + ck.offs_n[None, :]
+        tl.store(last_ptr + last, h, mask=ck.mask_n[None, :])
 
 
 # --------------------------------------------------------------------------- backward
@@ -348,135 +430,58 @@ def _bwd_chunk_carry_kernel(
     ACC: tl.constexpr,
 ):
     """q_j = sum_t dy_t C_t exp(A S_t), S_t = sum of dt from the chunk start to t inclusive."""
-    pid_bd, j = _program_ids(n_dblocks, nchunk)
-    bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
-        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT
-    )
-    mask_n = offs_n < dstate
-    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
-    bias = tl.zeros([BD], dtype=ACC)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
     q = tl.zeros([BD, NP], dtype=ACC)
     dsum = tl.zeros([BD], dtype=ACC)
-    chunk_len = tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN)  # skip sub-blocks past L
+    chunk_len = tl.minimum(L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
     for s in range(0, chunk_len, BT):
-        t = j * CHUNK_LEN + s + tl.arange(0, BT)
-        mask_t = t < L
-        offs = row[:, None] + t[None, :]
-        m2 = mask_t[None, :] & (offs_d[:, None] < dim)
-        dt, _raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
-        dy = tl.load(dout_ptr + offs, mask=m2, other=0.0).to(ACC)
+        t, mask_t, offs, m2, dt, _raw, dy = _sub_block_inputs(ck, s, dout_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
         if HAS_Z:
             zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
             dy = dy * zz * _sigmoid(zz)
-        Ct = tl.load(C_ptr + bc_row[:, None] + t[None, :], mask=mask_n[:, None] & mask_t[None, :], other=0.0).to(ACC)
+        Ct = _load_bc(C_ptr, ck, t, mask_t)
         S = dsum[:, None] + tl.cumsum(dt, axis=1)
-        w = tl.exp(A2[:, :, None] * S[:, None, :])
+        w = tl.exp(ck.A2[:, :, None] * S[:, None, :])
         q += tl.sum(w * dy[:, None, :] * Ct[None, :, :], axis=2)
         dsum += tl.sum(dt, axis=1)
-    so = (state_row + j)[:, None] * dstate + offs_n[None, :]
-    tl.store(q_ptr + so, q, mask=mask_n[None, :])
-    tl.store(dtsum_ptr + state_row + j, dsum)
-
-
-@triton.jit
-def _advance_sub_block(
-    h,
-    j,
-    sub,
-    u_ptr,
-    delta_ptr,
-    B_ptr,
-    A2,
-    bias,
-    row,
-    bc_row,
-    offs_d,
-    mask_n,
-    tt,
-    L,
-    dim,
-    BT: tl.constexpr,
-    CHUNK_LEN: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    """State after sub-block ``sub`` of chunk ``j`` given the state ``h`` before it."""
-    t = j * CHUNK_LEN + sub * BT + tt
-    mask_t = t < L
-    offs = row[:, None] + t[None, :]
-    m2 = mask_t[None, :] & (offs_d[:, None] < dim)
-    dt, _raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
-    u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
-    Bt = tl.load(B_ptr + bc_row[:, None] + t[None, :], mask=mask_n[:, None] & mask_t[None, :], other=0.0).to(ACC)
-    h, _tot = _end_state(h, dt, u, Bt, A2)
-    return h
+    tl.store(q_ptr + _chunk_state_offsets(ck, dstate), q, mask=ck.mask_n[None, :])
+    tl.store(dtsum_ptr + ck.state_row + ck.j, dsum)
 
 
 @triton.jit
 def _bwd_sub_block(
     h,
-    gr,
-    dA_acc,
-    dD_acc,
-    dbias_acc,
-    j,
-    sub,
-    dout_ptr,
-    u_ptr,
-    delta_ptr,
-    B_ptr,
-    C_ptr,
-    z_ptr,
-    du_ptr,
-    ddelta_ptr,
-    dz_ptr,
-    dB_ptr,
-    dC_ptr,
-    A2,
-    bias,
+    acc,
+    ck,
+    s,
+    in_ptrs,
+    grad_ptrs,
     Dv,
-    row,
-    bc_row,
-    offs_d,
-    mask_n,
-    tt,
-    L,
-    dim,
     BT: tl.constexpr,
-    CHUNK_LEN: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     ATOMIC_BC: tl.constexpr,
-    ACC: tl.constexpr,
 ):
-    """All gradients of one sub-block, given the state ``h`` before it and the state
-    gradient ``gr`` entering from its right (``a_e * g_e``); returns the gradient leaving
-    to its left and the updated dA/dD/d(delta_bias) accumulators."""
-    t = j * CHUNK_LEN + sub * BT + tt
-    mask_t = t < L
-    offs = row[:, None] + t[None, :]
-    m2 = mask_t[None, :] & (offs_d[:, None] < dim)
-    dt, raw = _load_dt(delta_ptr, offs, m2, bias, HAS_BIAS, SOFTPLUS, ACC)
-    u = tl.load(u_ptr + offs, mask=m2, other=0.0).to(ACC)
-    mbc = mask_n[:, None] & mask_t[None, :]
-    bc_offs = bc_row[:, None] + t[None, :]
+    """All gradients of the sub-block at offset ``s`` of the chunk, given the state ``h``
+    before it. ``acc`` = (state gradient entering from the right ``a_e * g_e``, dA, dD,
+    d(delta_bias) accumulators) comes back with the gradient leaving to the left and the
+    accumulators updated. ``in_ptrs`` = (dout, u, delta, B, C, z), ``grad_ptrs`` = (du,
+    ddelta, dz, dB, dC)."""
+    dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr = in_ptrs
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr = grad_ptrs
+    gr, dA_acc, dD_acc, dbias_acc = acc
+    A2 = ck.A2
+    ACC = A2.dtype
+    t, mask_t, offs, m2, dt, raw, u = _sub_block_inputs(ck, s, u_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
+    mbc = ck.mask_n[:, None] & mask_t[None, :]
+    bc_offs = ck.bc_row[:, None] + t[None, :]  # shared by the B/C loads and the dB/dC stores
     Bt = tl.load(B_ptr + bc_offs, mask=mbc, other=0.0).to(ACC)
     Ct = tl.load(C_ptr + bc_offs, mask=mbc, other=0.0).to(ACC)
     dout = tl.load(dout_ptr + offs, mask=m2, other=0.0).to(ACC)
     # forward recompute of the states in this sub-block
-    a = tl.exp(dt[:, None, :] * A2[:, :, None])
-    x = (dt * u)[:, None, :] * Bt[None, :, :]
-    pa, pb = tl.associative_scan((a, x), 2, _lin_combine)
-    hs = pa * h[:, :, None] + pb  # h_t
-    ah = hs - x  # a_t * h_{t-1}
-    y = tl.sum(hs * Ct[None, :, :], axis=1)
-    if HAS_D:
-        y += Dv[:, None] * u
+    a, hs, ah, y = _sub_block_states(h, dt, u, Bt, Ct, A2, Dv, HAS_D)
     dy = dout
     if HAS_Z:
         zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
@@ -485,8 +490,9 @@ def _bwd_sub_block(
         dz = dout * y * sg * (1.0 + zz * (1.0 - sg))
         tl.store(dz_ptr + offs, dz, mask=m2)
     # reverse scan of the state gradient: g_t = a_{t+1} g_{t+1} + dy_t C_t
-    m_next = ((t + 1) < L)[None, :] & (tt < BT - 1)[None, :] & (offs_d[:, None] < dim)
-    dt_next, _rn = _load_dt(delta_ptr, offs + 1, m_next, bias, HAS_BIAS, SOFTPLUS, ACC)
+    tt = tl.arange(0, BT)
+    m_next = ((t + 1) < ck.L)[None, :] & (tt < BT - 1)[None, :] & (ck.offs_d[:, None] < ck.dim)
+    dt_next, _rn = _load_dt(delta_ptr, offs + 1, m_next, ck, HAS_BIAS, SOFTPLUS)
     alpha = tl.exp(dt_next[:, None, :] * A2[:, :, None])
     alpha = tl.where((tt < BT - 1)[None, None, :], alpha, 1.0)
     beta = dy[:, None, :] * Ct[None, :, :]
@@ -560,329 +566,51 @@ def _bwd_chunk_grad_kernel(
     ATOMIC_BC: tl.constexpr,
     ACC: tl.constexpr,
 ):
-    pid_bd, j = _program_ids(n_dblocks, nchunk)
-    bi, offs_d, offs_n, row, bc_row, state_row = _tile_index(
-        pid_bd, n_dblocks, dim, L, nchunk, dpg, groups, dstate, BD, NP, BT
-    )
-    mask_n = offs_n < dstate
-    A2 = tl.load(A_ptr + offs_d[:, None] * dstate + offs_n[None, :], mask=mask_n[None, :], other=0.0).to(ACC)
-    bias = tl.zeros([BD], dtype=ACC)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d).to(ACC)
+    """Sub-blocks right to left: their start states recomputed from the chunk checkpoint,
+    then every gradient (:func:`_bwd_sub_block`)."""
+    ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
     Dv = tl.zeros([BD], dtype=ACC)
     if HAS_D:
-        Dv = tl.load(D_ptr + offs_d).to(ACC)
-    so = (state_row + j)[:, None] * dstate + offs_n[None, :]
+        Dv = tl.load(D_ptr + ck.offs_d).to(ACC)
+    so = _chunk_state_offsets(ck, dstate)
     # dB/dC partial slot of this channel block: blocks of a group spread over n_slots copies
-    slot = ((pid_bd % n_dblocks) % (dpg // BD)) % n_slots
+    slot = ((ck.pid_bd % n_dblocks) % (dpg // BD)) % n_slots
     dB_ptr += slot.to(tl.int64) * slot_stride
     dC_ptr += slot.to(tl.int64) * slot_stride
-    h0 = tl.load(ckpt_ptr + so, mask=mask_n[None, :], other=0.0).to(ACC)
-    gr = tl.load(gcarry_ptr + so, mask=mask_n[None, :], other=0.0).to(ACC)  # a_e * g_e from the right
-    dA_acc = tl.zeros([BD, NP], dtype=ACC)
-    dD_acc = tl.zeros([BD], dtype=ACC)
-    dbias_acc = tl.zeros([BD], dtype=ACC)
-    tt = tl.arange(0, BT)
-    if CHUNK_LEN // BT <= 4:
+    in_ptrs = (dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr)
+    grad_ptrs = (du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr)
+    h0 = tl.load(ckpt_ptr + so, mask=ck.mask_n[None, :], other=0.0).to(ACC)
+    gr = tl.load(gcarry_ptr + so, mask=ck.mask_n[None, :], other=0.0).to(ACC)  # a_e * g_e from the right
+    acc = (gr, tl.zeros([BD, NP], dtype=ACC), tl.zeros([BD], dtype=ACC), tl.zeros([BD], dtype=ACC))
+    N_SUB: tl.constexpr = CHUNK_LEN // BT
+    if N_SUB <= 4:
         # Up to 4 sub-blocks: their start states are computed once, front to back, and
         # held in registers; then the sub-blocks are processed back to front.
-        h1 = h0
-        h2 = h0
-        h3 = h0
-        if CHUNK_LEN // BT > 1:
-            h1 = _advance_sub_block(
-                h0,
-                j,
-                0,
-                u_ptr,
-                delta_ptr,
-                B_ptr,
-                A2,
-                bias,
-                row,
-                bc_row,
-                offs_d,
-                mask_n,
-                tt,
-                L,
-                dim,
-                BT,
-                CHUNK_LEN,
-                HAS_BIAS,
-                SOFTPLUS,
-                ACC,
+        starts = (h0,)
+        for k in tl.static_range(1, N_SUB):
+            h, _tot = _advance_sub_block(
+                starts[k - 1], ck, (k - 1) * BT, u_ptr, delta_ptr, B_ptr, BT, HAS_BIAS, SOFTPLUS
             )
-        if CHUNK_LEN // BT > 2:
-            h2 = _advance_sub_block(
-                h1,
-                j,
-                1,
-                u_ptr,
-                delta_ptr,
-                B_ptr,
-                A2,
-                bias,
-                row,
-                bc_row,
-                offs_d,
-                mask_n,
-                tt,
-                L,
-                dim,
-                BT,
-                CHUNK_LEN,
-                HAS_BIAS,
-                SOFTPLUS,
-                ACC,
+            starts = starts + (h,)
+        for k in tl.static_range(N_SUB - 1, -1, -1):
+            acc = _bwd_sub_block(
+                starts[k], acc, ck, k * BT, in_ptrs, grad_ptrs, Dv, BT, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC
             )
-        if CHUNK_LEN // BT > 3:
-            h3 = _advance_sub_block(
-                h2,
-                j,
-                2,
-                u_ptr,
-                delta_ptr,
-                B_ptr,
-                A2,
-                bias,
-                row,
-                bc_row,
-                offs_d,
-                mask_n,
-                tt,
-                L,
-                dim,
-                BT,
-                CHUNK_LEN,
-                HAS_BIAS,
-                SOFTPLUS,
-                ACC,
-            )
-        if CHUNK_LEN // BT > 3:
-            gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-                h3,
-                gr,
-                dA_acc,
-                dD_acc,
-                dbias_acc,
-                j,
-                3,
-                dout_ptr,
-                u_ptr,
-                delta_ptr,
-                B_ptr,
-                C_ptr,
-                z_ptr,
-                du_ptr,
-                ddelta_ptr,
-                dz_ptr,
-                dB_ptr,
-                dC_ptr,
-                A2,
-                bias,
-                Dv,
-                row,
-                bc_row,
-                offs_d,
-                mask_n,
-                tt,
-                L,
-                dim,
-                BT,
-                CHUNK_LEN,
-                HAS_D,
-                HAS_Z,
-                HAS_BIAS,
-                SOFTPLUS,
-                ATOMIC_BC,
-                ACC,
-            )
-        if CHUNK_LEN // BT > 2:
-            gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-                h2,
-                gr,
-                dA_acc,
-                dD_acc,
-                dbias_acc,
-                j,
-                2,
-                dout_ptr,
-                u_ptr,
-                delta_ptr,
-                B_ptr,
-                C_ptr,
-                z_ptr,
-                du_ptr,
-                ddelta_ptr,
-                dz_ptr,
-                dB_ptr,
-                dC_ptr,
-                A2,
-                bias,
-                Dv,
-                row,
-                bc_row,
-                offs_d,
-                mask_n,
-                tt,
-                L,
-                dim,
-                BT,
-                CHUNK_LEN,
-                HAS_D,
-                HAS_Z,
-                HAS_BIAS,
-                SOFTPLUS,
-                ATOMIC_BC,
-                ACC,
-            )
-        if CHUNK_LEN // BT > 1:
-            gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-                h1,
-                gr,
-                dA_acc,
-                dD_acc,
-                dbias_acc,
-                j,
-                1,
-                dout_ptr,
-                u_ptr,
-                delta_ptr,
-                B_ptr,
-                C_ptr,
-                z_ptr,
-                du_ptr,
-                ddelta_ptr,
-                dz_ptr,
-                dB_ptr,
-                dC_ptr,
-                A2,
-                bias,
-                Dv,
-                row,
-                bc_row,
-                offs_d,
-                mask_n,
-                tt,
-                L,
-                dim,
-                BT,
-                CHUNK_LEN,
-                HAS_D,
-                HAS_Z,
-                HAS_BIAS,
-                SOFTPLUS,
-                ATOMIC_BC,
-                ACC,
-            )
-        gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-            h0,
-            gr,
-            dA_acc,
-            dD_acc,
-            dbias_acc,
-            j,
-            0,
-            dout_ptr,
-            u_ptr,
-            delta_ptr,
-            B_ptr,
-            C_ptr,
-            z_ptr,
-            du_ptr,
-            ddelta_ptr,
-            dz_ptr,
-            dB_ptr,
-            dC_ptr,
-            A2,
-            bias,
-            Dv,
-            row,
-            bc_row,
-            offs_d,
-            mask_n,
-            tt,
-            L,
-            dim,
-            BT,
-            CHUNK_LEN,
-            HAS_D,
-            HAS_Z,
-            HAS_BIAS,
-            SOFTPLUS,
-            ATOMIC_BC,
-            ACC,
-        )
     else:
         # Many sub-blocks: recompute each start state from the chunk checkpoint.
-        n_sub = tl.cdiv(tl.minimum(L - j * CHUNK_LEN, CHUNK_LEN), BT)  # sub-blocks holding positions < L
+        n_sub = tl.cdiv(tl.minimum(L - ck.start, CHUNK_LEN), BT)  # sub-blocks holding positions < L
         for si in range(0, n_sub):
             sub = n_sub - 1 - si
             h = h0
             for s2 in range(0, sub):
-                h = _advance_sub_block(
-                    h,
-                    j,
-                    s2,
-                    u_ptr,
-                    delta_ptr,
-                    B_ptr,
-                    A2,
-                    bias,
-                    row,
-                    bc_row,
-                    offs_d,
-                    mask_n,
-                    tt,
-                    L,
-                    dim,
-                    BT,
-                    CHUNK_LEN,
-                    HAS_BIAS,
-                    SOFTPLUS,
-                    ACC,
-                )
-            gr, dA_acc, dD_acc, dbias_acc = _bwd_sub_block(
-                h,
-                gr,
-                dA_acc,
-                dD_acc,
-                dbias_acc,
-                j,
-                sub,
-                dout_ptr,
-                u_ptr,
-                delta_ptr,
-                B_ptr,
-                C_ptr,
-                z_ptr,
-                du_ptr,
-                ddelta_ptr,
-                dz_ptr,
-                dB_ptr,
-                dC_ptr,
-                A2,
-                bias,
-                Dv,
-                row,
-                bc_row,
-                offs_d,
-                mask_n,
-                tt,
-                L,
-                dim,
-                BT,
-                CHUNK_LEN,
-                HAS_D,
-                HAS_Z,
-                HAS_BIAS,
-                SOFTPLUS,
-                ATOMIC_BC,
-                ACC,
+                h, _tot = _advance_sub_block(h, ck, s2 * BT, u_ptr, delta_ptr, B_ptr, BT, HAS_BIAS, SOFTPLUS)
+            acc = _bwd_sub_block(
+                h, acc, ck, sub * BT, in_ptrs, grad_ptrs, Dv, BT, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC
             )
-    tl.store(dA_part_ptr + so, dA_acc, mask=mask_n[None, :])
-    tl.store(dD_part_ptr + state_row + j, dD_acc)
-    tl.store(dbias_part_ptr + state_row + j, dbias_acc)
+    _gr, dA_acc, dD_acc, dbias_acc = acc
+    tl.store(dA_part_ptr + so, dA_acc, mask=ck.mask_n[None, :])
+    tl.store(dD_part_ptr + ck.state_row + ck.j, dD_acc)
+    tl.store(dbias_part_ptr + ck.state_row + ck.j, dbias_acc)
 
 
 # --------------------------------------------------------------------------- host side
