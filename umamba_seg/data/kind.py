@@ -24,6 +24,17 @@ class SizePreset:
     num_test: int
 
 
+def size_presets(
+    spacing: tuple[float, ...] | None = None, **presets: tuple[tuple[int, ...], int, int]
+) -> dict[str, SizePreset]:
+    """A kind's ``sizes``: each preset given as ``name=(shape, num_train, num_test)``, all at one
+    ``spacing`` (default 1 per axis: plain pixels), in the order given."""
+    return {
+        name: SizePreset(shape, spacing or (1.0,) * len(shape), num_train, num_test)
+        for name, (shape, num_train, num_test) in presets.items()
+    }
+
+
 @dataclass
 class Case:
     """One rendered case.
