@@ -6,8 +6,11 @@ everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from os import PathLike
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class UserInputError(Exception):
@@ -47,3 +50,19 @@ class UserInputErrors(UserInputError):
         if len(lines) > 1:
             lines.append(f"error: {len(lines)} problems found, the dataset, fix each file named above")
         return "\n".join(lines)
+
+
+def require_all_in(
+    items: Iterable[T],
+    container: Container[T],
+    what: Callable[[list[T]], str],
+    where: str | PathLike | None = None,
+    fix: str | None = None,
+) -> None:
+    """Check that every one of ``items`` is in ``container`` (required keys of a dict, names on an
+    allow-list); else a :class:`UserInputError` saying ``what(absent)`` about the absent ones, in
+    order, with ``where`` and ``fix``. The one place for the "list what is missing, refuse if
+    anything is" check, so each caller only words its message."""
+    absent = [item for item in items if item not in container]
+    if absent:
+        raise UserInputError(what(absent), where, fix)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from umamba_seg.architectures.token_mixer_unet import authors_unused_keys
-from umamba_seg.errors import UserInputError
+from umamba_seg.errors import UserInputError, require_all_in
 
 # torch.serialization.safe_globals with (object, "pickled.name") entries
 MIN_TORCH = (2, 6)
@@ -84,13 +84,15 @@ def load_fork_checkpoint(path: str | Path) -> dict:
         first_error = e
     else:
         first_error = None
-    refused = [n for n in names if n not in allowed_names]
-    if refused:
-        raise UserInputError(
-            f"checkpoint names '{refused[0]}', which is neither a tensor nor a numpy value (loading it could run code)",
-            path,
-            "import only checkpoints written by the forks' trainers",
-        )
+    require_all_in(
+        names,
+        allowed_names,
+        lambda refused: (
+            f"checkpoint names '{refused[0]}', which is neither a tensor nor a numpy value (loading it could run code)"
+        ),
+        path,
+        "import only checkpoints written by the forks' trainers",
+    )
     try:
         with torch.serialization.safe_globals(allowed):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -160,13 +162,13 @@ def authors_to_ours(
                 "the checkpoint does not belong to this plans.json (or was edited)",
             )
         ours[key] = value
-    missing = [k for k in expected if k not in ours]
-    if missing:
-        raise UserInputError(
-            f"weight '{missing[0]}' is missing ({len(missing)} missing in all)",
-            where,
-            "the checkpoint is incomplete or belongs to another network; use the one the trainer wrote",
-        )
+    require_all_in(
+        expected,
+        ours,
+        lambda missing: f"weight '{missing[0]}' is missing ({len(missing)} missing in all)",
+        where,
+        "the checkpoint is incomplete or belongs to another network; use the one the trainer wrote",
+    )
     for keys in shared:
         differs = [k for k in keys[1:] if ours[k].device.type != "meta" and not torch.equal(ours[k], ours[keys[0]])]
         if differs:

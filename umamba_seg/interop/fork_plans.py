@@ -22,7 +22,7 @@ from pathlib import Path
 
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.plans_allowlist import check_plans
-from umamba_seg.errors import UserInputError
+from umamba_seg.errors import UserInputError, require_all_in
 from umamba_seg.planning.naming import plans_identifier
 
 # --from value -> {trainer class name in the fork -> our architecture}
@@ -134,13 +134,13 @@ def resolved_configuration(plans: dict, configuration: str, plans_file: str | Pa
             plans_file,
             "import a 2d, 3d_fullres or 3d_lowres model",
         )
-    missing = [k for k in _REQUIRED_CONFIGURATION_KEYS if k not in conf]
-    if missing:
-        raise UserInputError(
-            f"configuration '{configuration}' lacks the key '{missing[0]}'",
-            plans_file,
-            "this is not a plans.json of nnunetv2 2.1 (the forks' version); use the model's own",
-        )
+    require_all_in(
+        _REQUIRED_CONFIGURATION_KEYS,
+        conf,
+        lambda missing: f"configuration '{configuration}' lacks the key '{missing[0]}'",
+        plans_file,
+        "this is not a plans.json of nnunetv2 2.1 (the forks' version); use the model's own",
+    )
     _check_topology(conf, configuration, plans_file)
     return conf
 
@@ -222,11 +222,13 @@ def our_plans(
     """Our plans (``umambaPlans_<arch>``, the one imported configuration) for a fork's plans."""
     if not isinstance(fork_plans, dict):
         raise UserInputError("plans.json is not a JSON object", plans_file, "use the model folder's own plans.json")
-    missing = [k for k in _REQUIRED_PLANS_KEYS if k not in fork_plans]
-    if missing:
-        raise UserInputError(
-            f"plans lack the key '{missing[0]}'", plans_file, "use the plans.json the model was trained with"
-        )
+    require_all_in(
+        _REQUIRED_PLANS_KEYS,
+        fork_plans,
+        lambda missing: f"plans lack the key '{missing[0]}'",
+        plans_file,
+        "use the plans.json the model was trained with",
+    )
     check_plans(fork_plans, plans_file)  # every name nnunetv2 will look up is one it ships
     conf = resolved_configuration(fork_plans, configuration, plans_file)
     cnn_block = cnn_architecture(conf)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from umamba_seg.errors import UserInputError
+from umamba_seg.errors import UserInputError, require_all_in
 from umamba_seg.planning.arch_plans import plans_file, write_arch_plans
 from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE
 from umamba_seg.workspace import Workspace
@@ -205,13 +205,13 @@ def plan_and_preprocess(
     available = [c for c in ALL_CONFIGURATIONS if c in planned]
     if configurations is None:
         configurations = available
-    missing = [c for c in configurations if c not in planned]
-    if missing:
-        raise UserInputError(
-            f"configuration(s) {', '.join(missing)} not planned for this dataset",
-            cnn_plans,
-            f"choose from {', '.join(available)} (2D data has only 2d; 3d_lowres only exists for large images)",
-        )
+    require_all_in(
+        configurations,
+        planned,
+        lambda missing: f"configuration(s) {', '.join(missing)} not planned for this dataset",
+        cnn_plans,
+        f"choose from {', '.join(available)} (2D data has only 2d; 3d_lowres only exists for large images)",
+    )
     done = {}
     if preprocess:
         from umamba_seg.planning.preprocess import ResumablePreprocessor, copy_gt_segmentations

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from umamba_seg.atomic import atomic_path
-from umamba_seg.errors import UserInputError
+from umamba_seg.errors import UserInputError, require_all_in
 
 
 def to_safe(obj: Any) -> Any:
@@ -79,10 +79,12 @@ TRAINING_STATE_KEYS = ("optimizer_state", "logging", "current_epoch")
 
 def require_training_state(checkpoint: dict, where: str | os.PathLike | None = None) -> None:
     """Refuse to resume from a weights-only checkpoint (``import-model`` / ``install-model`` write those)."""
-    missing = [k for k in TRAINING_STATE_KEYS if k not in checkpoint]
-    if missing:
-        raise UserInputError(
-            f"checkpoint holds no training state ({', '.join(missing)} missing), so training cannot resume from it",
-            where,
-            "start a new training from its weights with --pretrained-weights instead of --continue",
-        )
+    require_all_in(
+        TRAINING_STATE_KEYS,
+        checkpoint,
+        lambda missing: (
+            f"checkpoint holds no training state ({', '.join(missing)} missing), so training cannot resume from it"
+        ),
+        where,
+        "start a new training from its weights with --pretrained-weights instead of --continue",
+    )
