@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import SimpleITK as sitk
 import tifffile
 from PIL import Image
 
-from umamba_seg.convert import brats2023, common, endovis2017, isic2018, neurips_cells
+from umamba_seg.convert import brats2023, common, dsb2018, endovis2017, isic2018, neurips_cells
 from umamba_seg.errors import UserInputError
 
 
@@ -479,7 +480,104 @@ def test_cells_foreground_scheme(cells_src: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(lab, (_touching_cells() > 0).astype(np.uint8))
 
 
+# ---- DSB 2018 ---------------------------------------------------------------------------
+def _dsb_image(root: Path, image_id: str, rgba: np.ndarray, masks: list[np.ndarray]) -> None:
+    (root / image_id / "images").mkdir(parents=True)
+    Image.fromarray(rgba).save(root / image_id / "images" / f"{image_id}.png")
+    for k, mask in enumerate(masks):
+        (root / image_id / "masks").mkdir(exist_ok=True)
+        Image.fromarray(mask).save(root / image_id / "masks" / f"m{k}.png")
+
+
+@pytest.fixture()
+def dsb_src(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(4)
+    src = tmp_path / "dsb_download"
+    a, b = np.zeros((12, 10), np.uint8), np.zeros((12, 10), np.uint8)
+    a[1:6, 2:7] = 255
+    b[4:10, 2:7] = 255  # overlaps a: the later mask keeps rows 4-5
+    _dsb_image(src / "stage1_train", "aa11", rng.integers(0, 255, (12, 10, 4), dtype=np.uint8), [a, b])
+    _dsb_image(src / "stage1_train", "bb22", rng.integers(0, 255, (12, 10), dtype=np.uint8), [a])
+    _dsb_image(src / "stage1_test", "cc33", rng.integers(0, 255, (12, 10, 3), dtype=np.uint8), [])
+    return src
+
+
+def test_dsb_converts_masks_to_instances_and_labels(dsb_src: Path, tmp_path: Path) -> None:
+    out = dsb2018.convert(dsb_src, tmp_path / "raw", 708)
+    assert out.name == "Dataset708_DSB2018Nuclei"
+    ds = json.loads((out / "dataset.json").read_text())
+    assert ds["numTraining"] == 2 and ds["channel_names"] == {"0": "R", "1": "G", "2": "B"}
+    assert "kaggle.com" in ds["reference"] and ds["converted_by"] == "umamba-seg"
+    inst = np.asarray(Image.open(out / "instancesTr" / "aa11.png"))
+    assert inst[2, 3] == 1 and inst[5, 3] == 2 and inst[0, 0] == 0  # later mask wins the overlap
+    labels = np.asarray(Image.open(out / "labelsTr" / "aa11.png"))
+    assert set(np.unique(labels)) == {0, 1, 2}
+    rgb = np.asarray(Image.open(out / "imagesTr" / "bb22_0000.png"))
+    assert rgb.shape == (12, 10, 3) and (rgb[..., 0] == rgb[..., 2]).all()  # grey repeated on R, G, B
+    # an image without masks in a test folder: imagesTs only
+    assert [p.name for p in (out / "imagesTs").iterdir()] == ["cc33_0000.png"]
+    assert not (out / "labelsTs").exists() or not list((out / "labelsTs").iterdir())
+
+
 # ---- shared behaviour -------------------------------------------------------------------
+def test_source_read_names_what_is_missing(tmp_path: Path) -> None:
+    """The shared reader: a missing folder, a download without cases, one without training cases."""
+    cases = [common.ImageCase("a", tmp_path / "a.png", None, True)]
+    source = common.Source(
+        "Demo", common.Hint("demo images", "extract them"), common.Hint("labelled images", "add labels"), "", ""
+    )
+    with pytest.raises(UserInputError, match="the Demo folder does not exist"):
+        source.read(tmp_path / "nowhere", lambda folder: cases)
+    with pytest.raises(UserInputError, match="no demo images found") as e:
+        source.read(tmp_path, lambda folder: [])
+    assert e.value.line().endswith("extract them")
+    with pytest.raises(UserInputError, match="no labelled images found"):
+        source.read(tmp_path, lambda folder: cases)
+    test_only = common.Source("Demo", common.Hint("demo images", "extract them"), None, "", "")
+    assert test_only.read(tmp_path, lambda folder: cases) == cases
+
+
+def test_held_out_looks_at_the_folders_between_source_and_path(tmp_path: Path) -> None:
+    words = re.compile("test", re.IGNORECASE)
+    assert common.held_out(tmp_path / "stage1_test" / "x" / "img.png", tmp_path, words)
+    assert not common.held_out(tmp_path / "train" / "test_image.png", tmp_path, words)  # the name itself
+    assert not common.held_out(tmp_path / "img.png", tmp_path, words)
+
+
+def test_case_files_and_the_case_loop_skip_finished_cases(tmp_path: Path) -> None:
+    ds = common.prepare_dataset(tmp_path / "raw", 42, "Demo", ".png")
+    assert ds.case_files("c", True, channels=2, instances=True) == [
+        ds.root / "imagesTs" / "c_0000.png",
+        ds.root / "imagesTs" / "c_0001.png",
+        ds.root / "instancesTs" / "c.png",
+        ds.root / "labelsTs" / "c.png",
+    ]
+    assert ds.case_files("c", False, labelled=False) == [ds.root / "imagesTr" / "c_0000.png"]
+    cases = [common.ImageCase(c, tmp_path / c, None, True) for c in ("a", "b")]
+    written = []
+
+    def write(case: common.ImageCase) -> None:
+        written.append(case.case_id)
+        ds.image(case.case_id, 0, True).parent.mkdir(exist_ok=True)
+        ds.image(case.case_id, 0, True).write_bytes(b"x")
+
+    def files(case: common.ImageCase) -> list[Path]:
+        return ds.case_files(case.case_id, case.test, labelled=False)
+
+    common.convert_cases(ds, cases, "demo", False, files, write)
+    common.convert_cases(ds, cases, "demo", False, files, write)
+    assert written == ["a", "b"]
+    common.convert_cases(ds, cases, "demo", True, files, write)
+    assert written == ["a", "b", "a", "b"]
+
+
+def test_a_converter_option_error_is_one_line(isic_src: Path, tmp_path: Path, capsys) -> None:
+    assert isic2018.main([str(isic_src), "--out", str(tmp_path / "raw"), "--max-side", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --max-side 3 is too small, --max-side, use 256 or more"]
+    assert not (tmp_path / "raw").exists()  # refused before anything was written
+
+
 def test_rerun_skips_done_cases_and_removes_temp_leftovers(isic_src: Path, tmp_path: Path) -> None:
     out = isic2018.convert(isic_src, tmp_path / "raw", 705)
     done = out / "imagesTr" / "ISIC_0000000_0000.png"

@@ -11,6 +11,7 @@ from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
 from umamba_seg.data import KINDS, case_ids, get_kind, make_dataset
+from umamba_seg.data.kind import SizePreset, size_presets
 from umamba_seg.errors import UserInputError
 
 
@@ -164,3 +165,10 @@ def test_user_errors_are_clear(tmp_path):
     with pytest.raises(UserInputError, match="not made by umamba-seg"):
         make_dataset("endoscopy2d", tmp_path, dataset_id=55, size="tiny")
     assert (foreign / "dataset.json").exists()  # never overwritten
+
+
+def test_size_presets_share_one_spacing_in_the_order_given():
+    sizes = size_presets((3.0, 0.8, 0.8), tiny=((4, 8, 8), 2, 1), default=((16, 32, 32), 5, 2))
+    assert list(sizes) == ["tiny", "default"]
+    assert sizes["default"] == SizePreset((16, 32, 32), (3.0, 0.8, 0.8), 5, 2)
+    assert size_presets(small=((64, 80), 20, 6))["small"].spacing == (1.0, 1.0)  # 2D: pixels
