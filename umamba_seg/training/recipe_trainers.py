@@ -1,11 +1,11 @@
 """The authors' recipes as nnU-Net trainer classes (``-tr <class>``), one per recipe.
 
-nnU-Net's way of changing a training: a subclass of the trainer that sets its values in
-``__init__`` and overrides nnunetv2's extension points (``configure_optimizers``,
-``_build_loss``, ``_set_batch_size_and_oversample``). The class name is the results folder's
-trainer name, so a fold folder says which recipe trained it, and stock ``nnUNetv2_train -tr
-<class>`` (with ``nnUNet_extTrainer`` pointing at :mod:`umamba_seg.training.nnunet_trainers`)
-trains exactly what ``umamba-seg train --recipe authors`` trains. :class:`umambaTrainer` itself
+nnU-Net's way of changing a training: a subclass of the trainer that sets its values once
+nnunetv2's ``__init__`` has run (here in :meth:`umambaTrainer._after_init`) and overrides nnunetv2's
+extension points (``configure_optimizers``, ``_build_loss``, ``_set_batch_size_and_oversample``).
+The class name is the results folder's trainer name, so a fold folder says which recipe trained
+it, and stock ``nnUNetv2_train -tr <class>`` (with ``nnUNet_extTrainer`` pointing at
+:mod:`umamba_seg.training.nnunet_trainers`) trains exactly what ``umamba-seg train --recipe authors`` trains. :class:`umambaTrainer` itself
 is the ``nnunet`` recipe. ``train --epochs/--iters-per-epoch/--val-iters`` still override a
 recipe's schedule (``configure_schedule``).
 
@@ -42,15 +42,9 @@ class RecipeTrainer(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming con
 
     recipe: Recipe
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def _after_init(self, device: torch.device) -> None:
+        """The recipe's optimizer values, schedule and deep supervision over nnunetv2's."""
+        super()._after_init(device)
         r = self.recipe
         self.initial_lr = r.lr
         self.weight_decay = r.weight_decay

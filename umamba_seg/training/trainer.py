@@ -66,6 +66,15 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         self._first_timed_epoch: int | None = None  # the epoch this run's first timed step belongs to
         self._iteration = 0  # training step within the epoch, for the non-finite-loss message
         self._bar: tqdm | None = None  # the open progress bar (training or validation)
+        self._after_init(device)
+
+    def _after_init(self, device: torch.device) -> None:
+        """Where subclasses set their values once nnunetv2's ``__init__`` has set its own.
+
+        Subclasses override this hook, not ``__init__``: nnunetv2 records ``__init__``'s parameters
+        (``inspect.signature``) to rebuild the trainer from a checkpoint, and stock
+        ``nnUNetv2_train -tr <class>`` calls it with exactly these five. ``device``: the one asked for
+        (nnunetv2 may have replaced ``self.device``)."""
 
     @staticmethod
     def build_network_architecture(
@@ -144,10 +153,12 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
             self._bar.close()
         self._bar = None
 
-    def _advance_bar(self, loss) -> None:
+    def _advance_bar(self, step_outputs: dict) -> dict:
+        """One step more on the open bar, showing the step's loss; returns ``step_outputs``."""
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{float(loss):.3f}")
+            self._bar.set_postfix(loss=f"{float(step_outputs['loss']):.3f}")
+        return step_outputs
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -174,8 +185,7 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         self.train_step_seconds.append(time.perf_counter() - t0)
         self._iteration += 1
         self._check_loss(out["loss"], self.current_epoch + 1, self._iteration)
-        self._advance_bar(out["loss"])
-        return out
+        return self._advance_bar(out)
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         self._close_bar()
@@ -186,9 +196,7 @@ class umambaTrainer(nnUNetTrainer):  # noqa: N801 - nnU-Net's trainer naming con
         self._open_bar("val", self.num_val_iterations_per_epoch)
 
     def validation_step(self, batch: dict) -> dict:
-        out = super().validation_step(batch)
-        self._advance_bar(out["loss"])
-        return out
+        return self._advance_bar(super().validation_step(batch))
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
         self._close_bar()
