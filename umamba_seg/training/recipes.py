@@ -19,7 +19,7 @@ same class (:mod:`umamba_seg.training.nnunet_trainers`). Nothing of a recipe liv
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from umamba_seg.errors import UserInputError
@@ -96,8 +96,13 @@ _NNUNET_SOURCES = _frozen(
 
 NNUNET = Recipe(name="nnunet", trainer=NNUNET_TRAINER, sources=_NNUNET_SOURCES)
 
-UMAMBA_AUTHORS = Recipe(
-    name="authors",
+# an authors' recipe is nnU-Net's but for the values it names (each traced in its own ``sources``)
+_AUTHORS_BASE = replace(NNUNET, name="authors", sources=_frozen())
+# SegMamba and VM-UNet end in one output, so their authors train without deep supervision
+_ONE_OUTPUT_AUTHORS = replace(_AUTHORS_BASE, deep_supervision=False)
+
+UMAMBA_AUTHORS = replace(
+    _AUTHORS_BASE,
     trainer="umambaTrainer_UMambaAuthors",
     plan_source="cnn",
     sources=_frozen(
@@ -118,8 +123,8 @@ UMAMBA_AUTHORS = Recipe(
 
 
 def _xlstm(trainer: str, batch_2d: int, script: str) -> Recipe:
-    return Recipe(
-        name="authors",
+    return replace(
+        _AUTHORS_BASE,
         trainer=trainer,
         lr=5e-3,
         epochs=4000,
@@ -146,12 +151,11 @@ def _xlstm(trainer: str, batch_2d: int, script: str) -> Recipe:
 XLSTM_BOT_AUTHORS = _xlstm("umambaTrainer_xLSTMUNetBotAuthors", 6, _XLSTM_BOT_SH)
 XLSTM_ENC_AUTHORS = _xlstm("umambaTrainer_xLSTMUNetEncAuthors", 1, _XLSTM_ENC_SH)
 
-SEGMAMBA_AUTHORS = Recipe(
-    name="authors",
+SEGMAMBA_AUTHORS = replace(
+    _ONE_OUTPUT_AUTHORS,
     trainer="umambaTrainer_SegMambaAuthors",
     batch_size_3d=2,
     loss="ce",
-    deep_supervision=False,
     sources=_frozen(
         {
             "optimizer": f"{_SEGMAMBA}:51-52 (SGD, momentum 0.99, nesterov)",
@@ -169,8 +173,8 @@ SEGMAMBA_AUTHORS = Recipe(
     ),
 )
 
-VMUNET_AUTHORS = Recipe(
-    name="authors",
+VMUNET_AUTHORS = replace(
+    _ONE_OUTPUT_AUTHORS,
     trainer="umambaTrainer_VMUNetAuthors",
     optimizer="adamw",
     lr=1e-3,
@@ -181,7 +185,6 @@ VMUNET_AUTHORS = Recipe(
     iterations_per_epoch=None,
     batch_size_2d=32,
     loss="bce_dice",
-    deep_supervision=False,
     sources=_frozen(
         {
             "optimizer": f"{_VMUNET_ISIC}:72,90-94 (AdamW, betas (0.9, 0.999), eps 1e-8); {_VMUNET_SYNAPSE}:59",
