@@ -55,6 +55,89 @@ PRECISION = "tf32"
 
 
 @triton.jit
+def _per_head(ptrs, offset):
+    """Each pointer of the tuple ``ptrs`` moved to this (batch, head)'s rows: int64 ``offset``
+    once here, int32 offsets in the tiles."""
+    out = ()
+    for i in tl.static_range(len(ptrs)):
+        out = out + (ptrs[i] + offset,)
+    return out
+
+
+@triton.jit
+def _chunk_states(ptrs, bh, N, c, DH):
+    """Each pointer of ``ptrs`` (flat per-chunk states, ``DH * DH + DH`` entries each) moved
+    to chunk ``c`` of (batch, head) ``bh``."""
+    E = DH * DH + DH
+    return _per_head(ptrs, (bh * N + c) * E)
+
+
+@triton.jit
+def _row_tile(t, t_ok, cols, cols_ok, DH):
+    """Offsets and mask of the [T, len(cols)] tile at positions ``t``, columns ``cols`` of a
+    per-head (L, DH) row-major matrix."""
+    return t[:, None] * DH + cols[None, :], t_ok[:, None] & cols_ok[None, :]
+
+
+@triton.jit
+def _load_f32(ptr, offs, mask):
+    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _state_vec(st, rk, k_ok, DH):
+    """Entries ``rk`` of the DH-vector part of a flat state (after its DH x DH matrix)."""
+    return tl.load(st + DH * DH + rk, mask=k_ok, other=0.0)
+
+
+@triton.jit
+def _log_decay(b, log_i, r):
+    """log of the intra-chunk decay D[t, s] = b_t - b_s + log i_s for s <= t, -inf above the diagonal."""
+    causal = r[:, None] >= r[None, :]
+    return tl.where(causal, b[:, None] - b[None, :] + log_i[None, :], float("-inf"))
+
+
+@triton.jit
+def _qk_and_state(qk, Q, K, st, t, t_ok, k0, rv, v_ok, DH, BK: tl.constexpr, PRECISION: tl.constexpr):
+    """One key-column tile ``k0`` of a chunk (forward output and dv): ``qk`` plus ``q k^T``
+    over the tile, q and k, the state's [BK, BV] matrix tile at rows k0.., columns ``rv``,
+    and the tile's columns ``rk``, valid where ``k_ok``."""
+    rk = k0 + tl.arange(0, BK)
+    k_ok = rk < DH
+    io, io_ok = _row_tile(t, t_ok, rk, k_ok, DH)
+    q = _load_f32(Q, io, io_ok)
+    k = _load_f32(K, io, io_ok)
+    qk += tl.dot(q, tl.trans(k), input_precision=PRECISION)
+    s_tile = tl.load(st + rk[:, None] * DH + rv[None, :], mask=k_ok[:, None] & v_ok[None, :], other=0.0)
+    return qk, q, k, s_tile, rk, k_ok
+
+
+@triton.jit
+def _bwd_gates(B, LOGI, M, MPREV, bh, c, N, r, t, T: tl.constexpr):
+    """Backward's per-position weights of a chunk: ``p`` = D / exp(m) [T, T] (intra-chunk),
+    ``alpha`` = exp(m_before + b - m) (dq's inter-chunk part) and ``gamma`` = exp(g - b +
+    log i - m_after) (dk's and dv's inter-chunk part)."""
+    b = tl.load(B + t)
+    log_i = tl.load(LOGI + t)
+    m = tl.load(M + t)
+    m_before = tl.load(MPREV + bh * (N + 1) + c)
+    m_after = tl.load(MPREV + bh * (N + 1) + c + 1)
+    g = tl.load(B + c * T + T - 1)
+    p = tl.exp(_log_decay(b, log_i, r) - m[:, None])
+    alpha = tl.exp(m_before + b - m)
+    gamma = tl.exp(g - b + log_i - m_after)
+    return p, alpha, gamma
+
+
+@triton.jit
+def _chunk_positions(c, L, T: tl.constexpr):
+    """``r`` = 0..T-1, positions ``t = c T + r`` of chunk ``c`` and ``t < L``."""
+    r = tl.arange(0, T)
+    t = c * T + r
+    return r, t, t < L
+
+
+@triton.jit
 def _chunk_outer_kernel(
     X,
     Y,
@@ -78,21 +161,17 @@ def _chunk_outer_kernel(
     n_vt = tl.cdiv(DIM_V, BV)
     kt = tile // n_vt
     vt = tile % n_vt
-    t = c * T + tl.arange(0, T)
-    t_ok = t < L
+    _r, t, t_ok = _chunk_positions(c, L, T)
     rk = kt * BK + tl.arange(0, BK)
     rv = vt * BV + tl.arange(0, BV)
     k_ok = rk < DIM_K
     v_ok = rv < DIM_V
     w = tl.load((W + bh * N * T) + t)
-    x = tl.load(
-        (X + bh * L * DIM_K) + (t[:, None] * DIM_K + rk[None, :]), mask=t_ok[:, None] & k_ok[None, :], other=0.0
-    )
-    xw = x.to(tl.float32) * w[:, None]
-    y = tl.load(
-        (Y + bh * L * DIM_V) + (t[:, None] * DIM_V + rv[None, :]), mask=t_ok[:, None] & v_ok[None, :], other=0.0
-    )
-    mat = tl.dot(tl.trans(xw), y.to(tl.float32), input_precision=PRECISION)
+    x_offs, x_ok = _row_tile(t, t_ok, rk, k_ok, DIM_K)
+    xw = _load_f32(X + bh * L * DIM_K, x_offs, x_ok) * w[:, None]
+    y_offs, y_ok = _row_tile(t, t_ok, rv, v_ok, DIM_V)
+    y = _load_f32(Y + bh * L * DIM_V, y_offs, y_ok)
+    mat = tl.dot(tl.trans(xw), y, input_precision=PRECISION)
     E = DIM_K * DIM_V + DIM_K
     base = OUT + (bh * N + c) * E
     tl.store(base + rk[:, None] * DIM_V + rv[None, :], mat, mask=k_ok[:, None] & v_ok[None, :])
@@ -179,46 +258,25 @@ def _fwd_output_kernel(
     """One chunk, one tile of value columns: h = num / (max(|n|, exp(-m)) + eps)."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    # Per-(batch, head) base pointers: int64 once here, int32 offsets in the tiles.
-    Q += bh * L * DH
-    K += bh * L * DH
-    V += bh * L * DH
-    H += bh * L * DH
-    B += bh * N * T
-    LOGI += bh * N * T
-    NOUT += bh * N * T
-    MOUT += bh * N * T
+    Q, K, V, H = _per_head((Q, K, V, H), bh * L * DH)
+    B, LOGI, NOUT, MOUT = _per_head((B, LOGI, NOUT, MOUT), bh * N * T)
     vt = tl.program_id(2)
-    r = tl.arange(0, T)
-    t = c * T + r
-    t_ok = t < L
+    r, t, t_ok = _chunk_positions(c, L, T)
     rv = vt * BV + tl.arange(0, BV)
     v_ok = rv < DH
-
-    E = DH * DH + DH
-    st = STATES + (bh * N + c) * E
+    (st,) = _chunk_states((STATES,), bh, N, c, DH)
     qk = tl.zeros([T, T], dtype=tl.float32)
     qc = tl.zeros([T, BV], dtype=tl.float32)
     qn = tl.zeros([T], dtype=tl.float32)
     for k0 in range(0, DH, BK):
-        rk = k0 + tl.arange(0, BK)
-        k_ok = rk < DH
-        io = t[:, None] * DH + rk[None, :]
-        io_ok = t_ok[:, None] & k_ok[None, :]
-        q = tl.load(Q + io, mask=io_ok, other=0.0).to(tl.float32)
-        k = tl.load(K + io, mask=io_ok, other=0.0).to(tl.float32)
-        qk += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        c_tile = tl.load(st + rk[:, None] * DH + rv[None, :], mask=k_ok[:, None] & v_ok[None, :], other=0.0)
+        qk, q, _k, c_tile, rk, k_ok = _qk_and_state(qk, Q, K, st, t, t_ok, k0, rv, v_ok, DH, BK, PRECISION)
         qc += tl.dot(q, c_tile, input_precision=PRECISION)
-        n_tile = tl.load(st + DH * DH + rk, mask=k_ok, other=0.0)
-        qn += tl.sum(q * n_tile[None, :], axis=1)
+        qn += tl.sum(q * _state_vec(st, rk, k_ok, DH)[None, :], axis=1)
     # Gates after the loop, so the T x T decay matrix is not live across it (registers).
-    gate_off = t
-    b = tl.load(B + gate_off)
-    log_i = tl.load(LOGI + gate_off)
+    b = tl.load(B + t)
+    log_i = tl.load(LOGI + t)
     m_prev = tl.load(MPREV + bh * (N + 1) + c)
-    causal = r[:, None] >= r[None, :]
-    log_d = tl.where(causal, b[:, None] - b[None, :] + log_i[None, :], float("-inf"))
+    log_d = _log_decay(b, log_i, r)
     m_inter = m_prev + b
     m = tl.maximum(m_inter, tl.max(log_d, axis=1))
     alpha = tl.exp(m_inter - m)
@@ -230,8 +288,8 @@ def _fwd_output_kernel(
     h = num / den[:, None]
     tl.store(H + (t[:, None] * DH + rv[None, :]), h, mask=t_ok[:, None] & v_ok[None, :])
     if vt == 0:
-        tl.store(NOUT + gate_off, n)
-        tl.store(MOUT + gate_off, m)
+        tl.store(NOUT + t, n)
+        tl.store(MOUT + t, m)
 
 
 @triton.jit
@@ -261,50 +319,24 @@ def _bwd_dqk_kernel(
     """One chunk, one tile of key columns: dq and dk (intra-chunk + inter-chunk parts)."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    # Per-(batch, head) base pointers: int64 once here, int32 offsets in the tiles.
-    Q += bh * L * DH
-    K += bh * L * DH
-    V += bh * L * DH
-    DNUM += bh * L * DH
-    DQ += bh * L * DH
-    DK += bh * L * DH
-    B += bh * N * T
-    LOGI += bh * N * T
-    M += bh * N * T
-    DN += bh * N * T
+    Q, K, V, DNUM, DQ, DK = _per_head((Q, K, V, DNUM, DQ, DK), bh * L * DH)
+    B, LOGI, M, DN = _per_head((B, LOGI, M, DN), bh * N * T)
     kt = tl.program_id(2)
-    r = tl.arange(0, T)
-    t = c * T + r
-    t_ok = t < L
+    r, t, t_ok = _chunk_positions(c, L, T)
     rk = kt * BK + tl.arange(0, BK)
     k_ok = rk < DH
-    gate_off = t
-    b = tl.load(B + gate_off)
-    log_i = tl.load(LOGI + gate_off)
-    m = tl.load(M + gate_off)
-    dn = tl.load(DN + gate_off)
-    m_before = tl.load(MPREV + bh * (N + 1) + c)
-    m_after = tl.load(MPREV + bh * (N + 1) + c + 1)
-    g = tl.load(B + c * T + T - 1)
-    causal = r[:, None] >= r[None, :]
-    log_d = tl.where(causal, b[:, None] - b[None, :] + log_i[None, :], float("-inf"))
-    p = tl.exp(log_d - m[:, None])
-    alpha = tl.exp(m_before + b - m)
-    gamma = tl.exp(g - b + log_i - m_after)
-
-    E = DH * DH + DH
-    st = STATES + (bh * N + c) * E
-    rn = RNEXT + (bh * N + c) * E
+    dn = tl.load(DN + t)
+    p, alpha, gamma = _bwd_gates(B, LOGI, M, MPREV, bh, c, N, r, t, T)
+    st, rn = _chunk_states((STATES, RNEXT), bh, N, c, DH)
     ds = tl.zeros([T, T], dtype=tl.float32)
     dq_inter = tl.zeros([T, BK], dtype=tl.float32)
     dk_inter = tl.zeros([T, BK], dtype=tl.float32)
     for v0 in range(0, DH, BV):
         rv = v0 + tl.arange(0, BV)
         v_ok = rv < DH
-        io = t[:, None] * DH + rv[None, :]
-        io_ok = t_ok[:, None] & v_ok[None, :]
-        dnum = tl.load(DNUM + io, mask=io_ok, other=0.0)
-        v = tl.load(V + io, mask=io_ok, other=0.0).to(tl.float32)
+        io, io_ok = _row_tile(t, t_ok, rv, v_ok, DH)
+        dnum = _load_f32(DNUM, io, io_ok)
+        v = _load_f32(V, io, io_ok)
         ds += tl.dot(dnum, tl.trans(v), input_precision=PRECISION)
         kv_off = rk[:, None] * DH + rv[None, :]
         kv_ok = k_ok[:, None] & v_ok[None, :]
@@ -312,15 +344,14 @@ def _bwd_dqk_kernel(
         dq_inter += tl.dot(dnum, tl.trans(c_tile), input_precision=PRECISION)
         r_tile = tl.load(rn + kv_off, mask=kv_ok, other=0.0)
         dk_inter += tl.dot(v, tl.trans(r_tile), input_precision=PRECISION)
-    n_prev = tl.load(st + DH * DH + rk, mask=k_ok, other=0.0)
-    r_n = tl.load(rn + DH * DH + rk, mask=k_ok, other=0.0)
+    n_prev = _state_vec(st, rk, k_ok, DH)
+    r_n = _state_vec(rn, rk, k_ok, DH)
     dq_inter += dn[:, None] * n_prev[None, :]
     dk_inter += r_n[None, :]
     ds_p = (ds + dn[:, None]) * p
-    io = t[:, None] * DH + rk[None, :]
-    io_ok = t_ok[:, None] & k_ok[None, :]
-    q = tl.load(Q + io, mask=io_ok, other=0.0).to(tl.float32)
-    k = tl.load(K + io, mask=io_ok, other=0.0).to(tl.float32)
+    io, io_ok = _row_tile(t, t_ok, rk, k_ok, DH)
+    q = _load_f32(Q, io, io_ok)
+    k = _load_f32(K, io, io_ok)
     dq = scale * (alpha[:, None] * dq_inter + tl.dot(ds_p, k, input_precision=PRECISION))
     dk = gamma[:, None] * dk_inter + scale * tl.dot(tl.trans(ds_p), q, input_precision=PRECISION)
     tl.store(DQ + io, dq, mask=io_ok)
@@ -350,49 +381,22 @@ def _bwd_dv_kernel(
     """One chunk, one tile of value columns: dv (intra-chunk + inter-chunk parts)."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    # Per-(batch, head) base pointers: int64 once here, int32 offsets in the tiles.
-    Q += bh * L * DH
-    K += bh * L * DH
-    DNUM += bh * L * DH
-    DV += bh * L * DH
-    B += bh * N * T
-    LOGI += bh * N * T
-    M += bh * N * T
+    Q, K, DNUM, DV = _per_head((Q, K, DNUM, DV), bh * L * DH)
+    B, LOGI, M = _per_head((B, LOGI, M), bh * N * T)
     vt = tl.program_id(2)
-    r = tl.arange(0, T)
-    t = c * T + r
-    t_ok = t < L
+    r, t, t_ok = _chunk_positions(c, L, T)
     rv = vt * BV + tl.arange(0, BV)
     v_ok = rv < DH
-    gate_off = t
-    b = tl.load(B + gate_off)
-    log_i = tl.load(LOGI + gate_off)
-    m = tl.load(M + gate_off)
-    m_after = tl.load(MPREV + bh * (N + 1) + c + 1)
-    g = tl.load(B + c * T + T - 1)
-    causal = r[:, None] >= r[None, :]
-    log_d = tl.where(causal, b[:, None] - b[None, :] + log_i[None, :], float("-inf"))
-    p = tl.exp(log_d - m[:, None])
-    gamma = tl.exp(g - b + log_i - m_after)
-
-    E = DH * DH + DH
-    rn = RNEXT + (bh * N + c) * E
+    p, _alpha, gamma = _bwd_gates(B, LOGI, M, MPREV, bh, c, N, r, t, T)
+    (rn,) = _chunk_states((RNEXT,), bh, N, c, DH)
     qk = tl.zeros([T, T], dtype=tl.float32)
     kr = tl.zeros([T, BV], dtype=tl.float32)
     for k0 in range(0, DH, BK):
-        rk = k0 + tl.arange(0, BK)
-        k_ok = rk < DH
-        io = t[:, None] * DH + rk[None, :]
-        io_ok = t_ok[:, None] & k_ok[None, :]
-        q = tl.load(Q + io, mask=io_ok, other=0.0).to(tl.float32)
-        k = tl.load(K + io, mask=io_ok, other=0.0).to(tl.float32)
-        qk += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        r_tile = tl.load(rn + rk[:, None] * DH + rv[None, :], mask=k_ok[:, None] & v_ok[None, :], other=0.0)
+        qk, _q, k, r_tile, _rk, _k_ok = _qk_and_state(qk, Q, K, rn, t, t_ok, k0, rv, v_ok, DH, BK, PRECISION)
         kr += tl.dot(k, r_tile, input_precision=PRECISION)
     s = qk * scale * p
-    io = t[:, None] * DH + rv[None, :]
-    io_ok = t_ok[:, None] & v_ok[None, :]
-    dnum = tl.load(DNUM + io, mask=io_ok, other=0.0)
+    io, io_ok = _row_tile(t, t_ok, rv, v_ok, DH)
+    dnum = _load_f32(DNUM, io, io_ok)
     dv = gamma[:, None] * kr + tl.dot(tl.trans(s), dnum, input_precision=PRECISION)
     tl.store(DV + io, dv, mask=io_ok)
 
