@@ -8,7 +8,6 @@ shows it).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 import time
@@ -20,6 +19,7 @@ from umamba_seg.log import add_verbosity_flags, command_logging
 
 log = logging.getLogger(__name__)
 CONFIG_CHOICES = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,22 +40,50 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_verbosity_flags(p)
 
 
+def _model_args(p: argparse.ArgumentParser, required: bool) -> None:
+    """``-d``/``-c``/``-a``: the dataset, configuration and architecture of a trained (or to be trained)
+    model; ``required`` False leaves -d and -c out by default (a model folder may stand for them)."""
+    p.add_argument("-d", "--dataset", required=required, default=None)
+    p.add_argument("-c", "--configuration", required=required, default=None, choices=CONFIG_CHOICES)
+    p.add_argument("-a", "--arch", default="cnn")
+
+
+def _folder_args(p: argparse.ArgumentParser, input_nargs: str | None = None) -> None:
+    """``-i`` the input folder (several with ``input_nargs="+"``), ``-o`` the output folder."""
+    p.add_argument("-i", "--input", nargs=input_nargs, required=True, type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+
+
+def _processes_arg(p: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    p.add_argument("-np", "--num-processes", type=int, default=2, help=help_text)
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+
+
+def _trust_arg(p: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    p.add_argument("--trust-checkpoint", action="store_true", help=help_text)
+
+
 def _plan_source_arg(p: argparse.ArgumentParser, help_text: str, default: str | None) -> None:
     from umamba_seg.planning.naming import PLAN_SOURCES
 
     p.add_argument("--plan-source", choices=PLAN_SOURCES, default=default, help=help_text)
 
 
-def _model_selection_args(p: argparse.ArgumentParser) -> None:
-    """``--recipe`` and ``--plan-source`` of the trained model that -d/-c/-a select (as ``train`` took them)."""
+def _recipe_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--recipe``: one of the training recipes (:mod:`umamba_seg.training.recipes`), nnU-Net's by default."""
     from umamba_seg.training.recipes import DEFAULT_RECIPE, RECIPES
 
-    p.add_argument(
-        "--recipe",
-        choices=RECIPES,
-        default=DEFAULT_RECIPE,
-        help=f"the model trained with this recipe (default {DEFAULT_RECIPE})",
-    )
+    p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE, help=help_text)
+
+
+def _model_selection_args(p: argparse.ArgumentParser) -> None:
+    """``--recipe`` and ``--plan-source`` of the trained model that -d/-c/-a select (as ``train`` took them)."""
+    from umamba_seg.training.recipes import DEFAULT_RECIPE
+
+    _recipe_arg(p, f"the model trained with this recipe (default {DEFAULT_RECIPE})")
     _plan_source_arg(
         p,
         "the model trained on umambaPlans_<arch> (ssm) or umambaCNNPlans_<arch> (cnn) "
@@ -88,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="print each plan and its memory estimate")
     p.add_argument("--no-preprocess", action="store_true", help="only plan")
     p.add_argument("--clean", action="store_true", help="recompute the fingerprint")
-    p.add_argument("-np", "--num-processes", type=int, default=2)
+    _processes_arg(p)
     _plan_source_arg(
         p,
         "ssm: each network's own patch/batch/topology from the SSM-aware planner (umambaPlans_<arch>); "
@@ -107,19 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one fold")
     _common(p)
-    p.add_argument("-d", "--dataset", required=True)
-    p.add_argument("-c", "--configuration", required=True, choices=CONFIG_CHOICES)
+    _model_args(p, required=True)
     p.add_argument("-f", "--fold", required=True, help="0..4 or all")
-    p.add_argument("-a", "--arch", default="cnn")
     p.add_argument("--epochs", type=int, default=None, help="default: nnU-Net's 1000")
     p.add_argument("--iters-per-epoch", type=int, default=None, help="default: nnU-Net's 250")
     p.add_argument("--val-iters", type=int, default=None, help="validation iterations per epoch (default 50)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    _device_arg(p)
     p.add_argument("--continue", dest="continue_", action="store_true", help="resume from the latest checkpoint")
     p.add_argument("--npz", action="store_true", help="save validation probabilities (ensembling, find-best)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow checkpoints that need full unpickling")
-    p.add_argument("-np", "--num-processes", type=int, default=2, help="processes for preprocessing on demand")
+    _trust_arg(p, "allow checkpoints that need full unpickling")
+    _processes_arg(p, "processes for preprocessing on demand")
     p.add_argument(
         "--ddp",
         action="store_true",
@@ -139,24 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the recipe's: cnn for --recipe authors of U-Mamba and xLSTM-UNet, else ssm)",
         default=None,
     )
-    from umamba_seg.training.recipes import DEFAULT_RECIPE, RECIPES
-
-    p.add_argument(
-        "--recipe",
-        choices=RECIPES,
-        default=DEFAULT_RECIPE,
-        help="nnunet (default): nnU-Net's trainer for every network (SGD, poly, Dice+CE, deep supervision, "
+    _recipe_arg(
+        p,
+        "nnunet (default): nnU-Net's trainer for every network (SGD, poly, Dice+CE, deep supervision, "
         "1000 x 250), so networks compare under one recipe and stock nnU-Net trains the same; "
         "authors: each network as its authors trained it (README: Training recipes)",
     )
 
     p = sub.add_parser("predict", help="segment a folder of images")
     _common(p)
-    p.add_argument("-i", "--input", required=True, type=Path)
-    p.add_argument("-o", "--output", required=True, type=Path)
-    p.add_argument("-d", "--dataset", default=None)
-    p.add_argument("-c", "--configuration", default=None, choices=CONFIG_CHOICES)
-    p.add_argument("-a", "--arch", default="cnn")
+    _folder_args(p)
+    _model_args(p, required=False)
     p.add_argument(
         "-m",
         "--model-dir",
@@ -172,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue", dest="continue_", action="store_true", help="skip finished cases")
     p.add_argument("--num-parts", type=int, default=1)
     p.add_argument("--part-id", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--trust-checkpoint", action="store_true")
+    _device_arg(p)
+    _trust_arg(p)
     p.add_argument(
         "--instances",
         action="store_true",
@@ -186,15 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ensemble", help="average saved probabilities of several prediction folders")
     _common(p)
-    p.add_argument("-i", "--input", nargs="+", required=True, type=Path)
-    p.add_argument("-o", "--output", required=True, type=Path)
+    _folder_args(p, "+")
     p.add_argument("--save-probabilities", action="store_true")
-    p.add_argument("-np", "--num-processes", type=int, default=2)
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="fully unpickle the inputs' .pkl side files (only for folders you trust)",
-    )
+    _processes_arg(p)
+    _trust_arg(p, "fully unpickle the inputs' .pkl side files (only for folders you trust)")
 
     p = sub.add_parser("evaluate", help="Dice, IoU, HD95, NSD of predictions against references")
     _common(p)
@@ -203,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--dataset", default=None, help="labels/regions from this dataset's dataset.json")
     p.add_argument("-o", "--output", type=Path, default=None, help="default: the prediction folder")
     p.add_argument("--nsd-tolerance", default="1.0", help="mm, or a JSON file {label: mm}")
-    p.add_argument("-np", "--num-processes", type=int, default=2)
+    _processes_arg(p)
     p.add_argument(
         "--instances",
         action="store_true",
@@ -230,19 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", "--arch", nargs="+", default=None, help="only these architectures (default: all trained)")
     p.add_argument("-c", "--configurations", nargs="+", default=None)
     p.add_argument("--no-ensembling", action="store_true")
-    p.add_argument("-np", "--num-processes", type=int, default=2)
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="fully unpickle the models' validation .pkl side files (only for results you trust)",
-    )
+    _processes_arg(p)
+    _trust_arg(p, "fully unpickle the models' validation .pkl side files (only for results you trust)")
 
     p = sub.add_parser("postprocess", help="apply the postprocessing find-best determined")
     _common(p)
-    p.add_argument("-i", "--input", required=True, type=Path)
-    p.add_argument("-o", "--output", required=True, type=Path)
+    _folder_args(p)
     p.add_argument("--pp-file", required=True, type=Path, help="postprocessing.json written by find-best")
-    p.add_argument("-np", "--num-processes", type=int, default=2)
+    _processes_arg(p)
 
     p = sub.add_parser("benchmark", help="every architecture on the CNN's plan: parameters, memory, speed, Dice")
     _common(p)
@@ -259,11 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters-per-epoch", type=int, default=250)
     p.add_argument("--val-iters", type=int, default=None, help="validation iterations per epoch (default 50)")
     p.add_argument("--folds", nargs="+", default=["0"], help="folds to train and evaluate (default 0)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    _device_arg(p)
     p.add_argument("--no-tta", action="store_true", help="time and evaluate without mirroring")
     p.add_argument("--step-size", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-np", "--num-processes", type=int, default=2)
+    _processes_arg(p)
     p.add_argument(
         "--rounds",
         type=int,
@@ -271,11 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="interleaved timing rounds; each times every network once, ratios to the CNN are taken "
         "within a round and their median reported (default 5)",
     )
-    p.add_argument(
-        "--recipe",
-        default="nnunet",
-        choices=RECIPES,
-        help="how each network trains, on the CNN's plan either way: nnunet (default: nnU-Net's trainer for "
+    _recipe_arg(
+        p,
+        "how each network trains, on the CNN's plan either way: nnunet (default: nnU-Net's trainer for "
         "every network, so only the network differs) or authors (each network's authors' optimizer, "
         "schedule, loss, deep supervision and batch, as its trainer class umambaTrainer_*Authors)",
     )
@@ -310,9 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-model", help="a trained model as one zip (plans, checkpoints, manifest with sha256)")
     _common(p)
-    p.add_argument("-d", "--dataset", required=True)
-    p.add_argument("-a", "--arch", default="cnn")
-    p.add_argument("-c", "--configuration", required=True, choices=CONFIG_CHOICES)
+    _model_args(p, required=True)
     p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to export (default: all trained)")
     p.add_argument(
         "--checkpoint",
@@ -397,61 +402,41 @@ def cmd_plan_and_preprocess(args) -> int:
 
 def cmd_train(args) -> int:
     from umamba_seg.architectures import registry
-    from umamba_seg.training.run import train_fold
+    from umamba_seg.training.fold_run import FoldRun
 
     registry.get(args.arch)
     ws = _workspace(args)
     name = ws.dataset_name(args.dataset)
-    train = train_fold
-    lock = contextlib.nullcontext()
+    run = FoldRun(
+        configuration=args.configuration,
+        fold=args.fold,
+        arch=args.arch,
+        epochs=args.epochs,
+        iters_per_epoch=args.iters_per_epoch,
+        val_iters=args.val_iters,
+        device=args.device,
+        continue_training=args.continue_,
+        npz=args.npz,
+        seed=args.seed,
+        trust_checkpoint=args.trust_checkpoint,
+        num_processes=args.num_processes,
+        plan_source=args.plan_source,
+        recipe=args.recipe,
+    )
     if args.ddp:
-        import os
-
         if args.pretrained_weights is not None:
             raise UserInputError(
                 "--pretrained-weights is not supported with --ddp yet",
                 str(args.pretrained_weights),
                 "fine-tune without --ddp",
             )
+        from umamba_seg.training.ddp import train_fold_ddp
 
-        from umamba_seg.training.ddp import train_fold_ddp as train
-        from umamba_seg.training.recipes import trainer_name
-        from umamba_seg.training.run import check_fold, check_schedule, fold_lock, output_folder, training_plan_source
+        out = train_fold_ddp(ws, name, run)
+    else:
+        from umamba_seg.training.run import train_fold
 
-        fold = check_fold(ws, name, args.fold)
-        check_schedule(args.epochs, args.iters_per_epoch, args.val_iters)
-        if os.environ.get("RANK", "0") == "0":  # rank 0 writes the fold folder, so it holds the lock
-            lock = fold_lock(
-                output_folder(
-                    ws,
-                    name,
-                    args.arch,
-                    args.configuration,
-                    fold,
-                    trainer_name=trainer_name(args.arch, args.recipe),
-                    plan_source=training_plan_source(args.plan_source, args.arch, args.recipe),
-                )
-            )
-    with lock:
-        out = train(
-            ws,
-            name,
-            args.configuration,
-            args.fold,
-            args.arch,
-            args.epochs,
-            args.iters_per_epoch,
-            args.val_iters,
-            args.device,
-            args.continue_,
-            args.npz,
-            args.seed,
-            args.trust_checkpoint,
-            args.num_processes,
-            plan_source=args.plan_source,
-            recipe=args.recipe,
-            **({"pretrained_weights": args.pretrained_weights} if args.pretrained_weights is not None else {}),
-        )
+        out = train_fold(ws, name, run, pretrained_weights=args.pretrained_weights)
     log.info(f"Trained: {out}")
     return 0
 

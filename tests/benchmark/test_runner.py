@@ -44,8 +44,8 @@ def test_recipe_reaches_train_fold(trained_2d_workdir, tmp_path, monkeypatch):
     class Reached(Exception):
         pass
 
-    def fake_train_fold(*args, **kwargs):
-        calls.append((args[4], kwargs["recipe"], kwargs["plans_name"]))
+    def fake_train_fold(ws, dataset_name, fold_run, plans_name=None):
+        calls.append((fold_run.arch, fold_run.recipe, plans_name))
         raise Reached
 
     monkeypatch.setattr(training_run, "train_fold", fake_train_fold)

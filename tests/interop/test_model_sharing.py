@@ -20,6 +20,7 @@ import torch
 from tests.pipeline_fixtures import TINY_SCHEDULE
 from umamba_seg.cli import main as cli
 from umamba_seg.interop import model_archive
+from umamba_seg.training.fold_run import FoldRun
 from umamba_seg.training.run import train_fold
 from umamba_seg.workspace import Workspace
 
@@ -260,14 +261,7 @@ def test_finetune_loads_all_but_heads_and_first_conv(trained_2d_workdir, tmp_pat
     train_fold(
         Workspace.from_workdir(workdir).activate(),
         DS,
-        "2d",
-        0,
-        epochs=1,
-        iters_per_epoch=2,
-        val_iters=1,
-        device="cpu",
-        seed=0,
-        validate=False,
+        FoldRun("2d", 0, epochs=1, iters_per_epoch=2, val_iters=1, device="cpu", seed=0, validate=False),
         pretrained_weights=source,
     )
     out = capsys.readouterr().out

@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         from umamba_seg.training.ddp import train_fold_ddp
 
         (arch,) = args.arch
-        train_fold_ddp(
-            ws, name, args.configuration, 0, arch, trainer_class=FixedBatchTrainer, validate=False, **schedule
-        )
+        from umamba_seg.training.fold_run import FoldRun
+
+        train_fold_ddp(ws, name, FoldRun(args.configuration, 0, arch, validate=False, **schedule), FixedBatchTrainer)
     return 0
 
 

@@ -25,6 +25,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from umamba_seg.architectures import registry
 from umamba_seg.planning.naming import plans_identifier
 from umamba_seg.training import recipes
+from umamba_seg.training.fold_run import FoldRun
 from umamba_seg.training.param_groups import NO_DECAY_FLAG
 from umamba_seg.training.recipe_trainers import RECIPE_TRAINERS, trainer_class
 from umamba_seg.training.schedules import EpochCosineAnnealingLR, cosine_lr
@@ -242,15 +243,17 @@ def test_train_fold_picks_the_recipe_class_its_plans_and_the_cli_schedule(worksp
     out = run.train_fold(
         ws,
         DS,
-        CONFIG,
-        0,
-        "umamba_bot",
-        epochs=1,
-        iters_per_epoch=2,
-        val_iters=1,
-        device="cpu",
-        recipe="authors",
-        validate=False,
+        FoldRun(
+            CONFIG,
+            0,
+            "umamba_bot",
+            epochs=1,
+            iters_per_epoch=2,
+            val_iters=1,
+            device="cpu",
+            recipe="authors",
+            validate=False,
+        ),
     )
     plans = plans_identifier("umamba_bot", "cnn")
     assert out.parent.name == f"umambaTrainer_UMambaAuthors__{plans}__{CONFIG}"

@@ -194,6 +194,7 @@ def run_benchmark(
     from umamba_seg.inference.predict import predict_folder
     from umamba_seg.planning.calibrate import calibrate_configuration
     from umamba_seg.planning.pipeline import ensure_plans
+    from umamba_seg.training.fold_run import FoldRun
     from umamba_seg.training.run import ensure_preprocessed, train_fold
 
     if settings.rounds < 1:
@@ -240,21 +241,20 @@ def run_benchmark(
             fold_dir = train_fold(
                 ws,
                 dataset_name,
-                configuration,
-                fold,
-                arch,
-                settings.epochs,
-                settings.iters_per_epoch,
-                settings.val_iters,
-                settings.device,
-                False,
-                False,
-                settings.seed,
-                False,
-                settings.num_processes,
+                FoldRun(
+                    configuration,
+                    fold,
+                    arch,
+                    epochs=settings.epochs,
+                    iters_per_epoch=settings.iters_per_epoch,
+                    val_iters=settings.val_iters,
+                    device=settings.device,
+                    seed=settings.seed,
+                    num_processes=settings.num_processes,
+                    validate=False,
+                    recipe=settings.recipe,
+                ),
                 plans_name=same.plans_name,
-                validate=False,
-                recipe=settings.recipe,
             )
             model_dir = model_dir or fold_dir.parent
             if fold not in cases_used:

@@ -26,22 +26,30 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch.nn.parallel import DistributedDataParallel
 
 from umamba_seg.atomic import atomic_path, write_json_atomic
+from umamba_seg.devices import configure_cpu_threads
 from umamba_seg.errors import UserInputError
-from umamba_seg.planning.naming import CNN_ARCH
+from umamba_seg.training.fold_run import FoldRun
+from umamba_seg.training.recipes import trainer_name
+from umamba_seg.training.run import (
+    finish_fold,
+    fold_plans,
+    fold_trainer,
+    held_fold,
+    load_fold_plans,
+    newest_checkpoint,
+    seed_everything,
+)
 from umamba_seg.training.trainer import umambaTrainer
 from umamba_seg.workspace import Workspace
 
@@ -158,17 +166,11 @@ class umambaTrainerDDP(umambaTrainer):  # noqa: N801 - nnU-Net's trainer naming 
     Without an initialised process group it behaves exactly like :class:`umambaTrainer`.
     """
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def _after_init(self, device: torch.device) -> None:
+        """Under DDP, the device asked for: nnunetv2 forced ``cuda:<global rank>``, the right one is the
+        node-local GPU (or the CPU, without a grad scaler)."""
+        super()._after_init(device)
         if self.is_ddp:
-            # nnunetv2 forced cuda:<global rank>; the right device is the node-local one (or CPU)
             self.device = device
             self.grad_scaler = self.grad_scaler if device.type == "cuda" else None
 
@@ -273,27 +275,22 @@ def _broadcast_from_main(value, group=None):
     return box[0]
 
 
-def _prepare_on_main(
-    ws: Workspace, dataset_name: str, configuration: str, arch: str, num_processes: int, plan_source: str = "ssm"
-) -> Path:
+def _prepare_on_main(ws: Workspace, dataset_name: str, run: FoldRun) -> Path:
     """Rank 0 plans/preprocesses what is missing; everyone waits (long timeout) and gets rank 0's verdict."""
     from umamba_seg.planning.arch_plans import plans_file
-    from umamba_seg.planning.pipeline import ensure_plans
-    from umamba_seg.training.run import ensure_preprocessed
 
     waiting = dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
     problem = None
     if _rank() == 0:
         try:
-            ensure_plans(ws, dataset_name, arch, num_processes=num_processes, plan_source=plan_source)
-            ensure_preprocessed(ws, dataset_name, configuration, num_processes)
+            fold_plans(ws, dataset_name, run)
         except UserInputError as e:
             problem = e
     problem = _broadcast_from_main(problem, waiting)
     dist.destroy_process_group(waiting)
     if problem is not None:
         raise problem
-    path = plans_file(ws.preprocessed_dataset(dataset_name), arch, plan_source)
+    path = plans_file(ws.preprocessed_dataset(dataset_name), run.arch, run.plan_source)
     if not path.is_file():
         raise UserInputError(
             f"rank {_rank()} cannot see the plans that rank 0 wrote",
@@ -304,88 +301,46 @@ def _prepare_on_main(
     return path
 
 
-def _seed_rank(seed: int, rank: int) -> None:
-    """Same torch seed everywhere (same initial weights); data sampling differs per rank."""
-    torch.manual_seed(seed)
-    random.seed(seed + rank)
-    np.random.seed(seed + rank)
-
-
-def _resume(trainer: umambaTrainerDDP, folder: Path, trust: bool) -> None:
-    from umamba_seg.training.run import _newest_checkpoint
-
-    name = None
+def _newest_on_main(folder: Path, trust: bool) -> Path | None:
+    """Rank 0's newest checkpoint of ``folder`` (or its reason to refuse one), the same on every rank."""
+    newest = None
     if _rank() == 0:
         try:
-            name = _newest_checkpoint(folder, trust)
+            newest = newest_checkpoint(folder, trust)
         except UserInputError as e:  # every rank stops with rank 0's reason (e.g. an untrusted checkpoint)
-            name = e
-    name = _broadcast_from_main(name)
-    if isinstance(name, UserInputError):
-        raise name
-    if name is None:
-        if _rank() == 0:
-            log.warning("--continue: no checkpoint in %s, starting a new training.", folder)
-        return
-    trainer.load_checkpoint(str(name))
-    if _rank() == 0:
-        log.info("--continue: resuming from %s at epoch %d.", Path(name).name, trainer.current_epoch)
+            newest = e
+    newest = _broadcast_from_main(newest)
+    if isinstance(newest, UserInputError):
+        raise newest
+    return newest
 
 
 def train_fold_ddp(
-    ws: Workspace,
-    dataset_name: str,
-    configuration: str,
-    fold: int | str,
-    arch: str = CNN_ARCH,
-    epochs: int | None = None,
-    iters_per_epoch: int | None = None,
-    val_iters: int | None = None,
-    device: str = "auto",
-    continue_training: bool = False,
-    npz: bool = False,
-    seed: int | None = None,
-    trust_checkpoint: bool = False,
-    num_processes: int = 2,
-    trainer_class: type[umambaTrainerDDP] | None = None,
-    validate: bool = True,
-    plan_source: str | None = None,
-    recipe: str = "nnunet",
+    ws: Workspace, dataset_name: str, run: FoldRun, trainer_class: type[umambaTrainerDDP] | None = None
 ) -> Path:
     """Train one fold on every rank of a torchrun job; returns the fold's output folder.
 
-    Same arguments as :func:`umamba_seg.training.run.train_fold`. ``validate=False`` skips
-    the final sliding-window validation (tests). ``trainer_class``: default, ``recipe``'s (DDP) class.
+    ``run`` as :func:`umamba_seg.training.run.train_fold` takes it; global rank 0, which writes the
+    fold folder, holds its lock. ``trainer_class``: default, ``run.recipe``'s (DDP) class.
     """
-    from umamba_seg.devices import configure_cpu_threads
+    main_process = os.environ.get("RANK", "0") == "0"
+    with held_fold(ws, dataset_name, run, hold=main_process) as (run, _):
+        return _train_held_fold(ws, dataset_name, run, trainer_class)
 
+
+def _train_held_fold(
+    ws: Workspace, dataset_name: str, run: FoldRun, trainer_class: type[umambaTrainerDDP] | None
+) -> Path:
     info = torchrun_rank_info()
-    if fold != "all":
-        try:
-            fold = int(fold)
-        except ValueError:
-            raise UserInputError(f"fold '{fold}' is not a number or 'all'", "-f", "pass -f 0..4 or -f all") from None
-    dev = ddp_device(device, info)
+    dev = ddp_device(run.device, info)
     configure_cpu_threads(dev)
     init_distributed(dev)
     try:
-        from umamba_seg.training.recipes import trainer_name
-        from umamba_seg.training.run import training_plan_source
-
         if trainer_class is None:
-            trainer_class = recipe_ddp_class(trainer_name(arch, recipe))
-        plans_path = _prepare_on_main(
-            ws, dataset_name, configuration, arch, num_processes, training_plan_source(plan_source, arch, recipe)
-        )
-        plans = load_json(str(plans_path))
-        plans_manager = PlansManager(plans)
-        if configuration not in plans_manager.available_configurations:
-            raise UserInputError(
-                f"configuration '{configuration}' is not in the plans",
-                plans_path,
-                f"choose one of {', '.join(plans_manager.available_configurations)}",
-            )
-        global_batch = plans_manager.get_configuration(configuration).batch_size
+            trainer_class = recipe_ddp_class(trainer_name(run.arch, run.recipe))
+        plans_path = _prepare_on_main(ws, dataset_name, run)
+        plans = load_fold_plans(plans_path, run.configuration)
+        global_batch = PlansManager(plans).get_configuration(run.configuration).batch_size
         if global_batch < info.world_size:
             raise UserInputError(
                 f"the plans' batch size {global_batch} is smaller than the {info.world_size} "
@@ -393,27 +348,11 @@ def train_fold_ddp(
                 plans_path,
                 "start fewer processes, or raise batch_size in the plans",
             )
-        if seed is not None:
-            _seed_rank(seed, info.rank)
-        plans["continue_training"] = continue_training
-        dataset_json = load_json(str(ws.preprocessed_dataset(dataset_name) / "dataset.json"))
-        trainer_class.trust_checkpoints = trust_checkpoint
-        trainer = trainer_class(
-            plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=dev
-        )
+        if run.seed is not None:
+            seed_everything(run.seed, info.rank)
+        trainer = fold_trainer(trainer_class, plans, ws, dataset_name, run, dev)
         out = Path(trainer.output_folder)
-        trainer.configure_schedule(epochs, iters_per_epoch, val_iters)
-        if continue_training:
-            _resume(trainer, out, trust_checkpoint)
-        if trainer.current_epoch < trainer.num_epochs:
-            trainer.run_training()
-        else:
-            if info.is_main:
-                log.info("Training already finished (%d epochs); running validation only.", trainer.current_epoch)
-            if not trainer.was_initialized:
-                trainer.initialize()
-        if validate:
-            trainer.perform_actual_validation(npz)
+        finish_fold(trainer, run, out, newest=_newest_on_main, main=info.is_main)
         dist.barrier()
         return out
     except RuntimeError as e:

@@ -20,8 +20,10 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,8 +35,12 @@ from umamba_seg.errors import UserInputError
 from umamba_seg.json_files import read_json
 from umamba_seg.locking import exclusive_lock
 from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE, check_plan_source, plans_identifier
+from umamba_seg.training.fold_run import FoldRun
 from umamba_seg.training.recipes import DEFAULT_RECIPE, NNUNET_TRAINER, check_recipe, recipe_for, trainer_name
 from umamba_seg.workspace import Workspace
+
+if TYPE_CHECKING:
+    from umamba_seg.training.trainer import umambaTrainer
 
 log = logging.getLogger(__name__)
 TRAINER_NAME = NNUNET_TRAINER  # the nnunet recipe's class; every recipe's: recipes.trainer_name(arch, recipe)
@@ -110,13 +116,16 @@ def fold_lock(folder: Path) -> Iterator[None]:
                 p.rmdir()
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed torch with ``seed`` (the same initial weights on every DDP rank) and Python's and numpy's
+    generators with ``seed + rank`` (each rank samples its own data)."""
     torch.manual_seed(seed)
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
 
 
-def _newest_checkpoint(folder: Path, trust: bool) -> Path | None:
+def newest_checkpoint(folder: Path, trust: bool) -> Path | None:
+    """The newer (by epoch) of ``folder``'s ``checkpoint_final.pth`` and ``checkpoint_latest.pth``; None: neither."""
     from umamba_seg.training.checkpoint_io import load_checkpoint_safe
 
     best, best_epoch = None, -1
@@ -171,116 +180,55 @@ def training_plan_source(plan_source: str | None = None, arch: str = CNN_ARCH, r
     return check_plan_source(plan_source or recipe_for(arch, recipe).plan_source)
 
 
-def train_fold(
-    ws: Workspace,
-    dataset_name: str,
-    configuration: str,
-    fold: int | str,
-    arch: str = CNN_ARCH,
-    epochs: int | None = None,
-    iters_per_epoch: int | None = None,
-    val_iters: int | None = None,
-    device: str = "auto",
-    continue_training: bool = False,
-    npz: bool = False,
-    seed: int | None = None,
-    trust_checkpoint: bool = False,
-    num_processes: int = 2,
-    plans_name: str | None = None,
-    validate: bool = True,
-    pretrained_weights: str | os.PathLike | None = None,
-    plan_source: str | None = None,
-    recipe: str = DEFAULT_RECIPE,
-) -> Path:
-    """Train one fold (holding its folder's lock) with ``recipe``'s trainer class; returns its output folder.
+def checked_run(ws: Workspace, dataset_name: str, run: FoldRun) -> FoldRun:
+    """``run`` with its fold checked against the split, its schedule and recipe checked, and its plans
+    source resolved (:func:`training_plan_source`); nothing is written."""
+    fold = check_fold(ws, dataset_name, run.fold)
+    check_schedule(run.epochs, run.iters_per_epoch, run.val_iters)
+    plan_source = training_plan_source(run.plan_source, run.arch, check_recipe(run.recipe))
+    return replace(run, fold=fold, plan_source=plan_source)
 
-    ``plans_name``: train with ``<preprocessed>/<plans_name>.json`` (which must exist, e.g. written
-    by ``benchmark``) instead of ``arch``'s plans of ``plan_source`` (``ssm``: ``umambaPlans_<arch>``,
-    ``cnn``: ``umambaCNNPlans_<arch>``, planned on demand; None: :func:`training_plan_source`);
-    results go to that plans' folder.
-    ``validate=False`` skips the final sliding-window validation of the fold. ``pretrained_weights``:
-    a checkpoint whose matching tensors initialise the network (:mod:`.pretrained`)."""
-    if pretrained_weights is not None and continue_training:
-        raise UserInputError(
-            "--pretrained-weights and --continue exclude each other (--continue restores the fold's own checkpoint)",
-            str(pretrained_weights),
-            "drop one of them",
-        )
-    fold = check_fold(ws, dataset_name, fold)
-    check_schedule(epochs, iters_per_epoch, val_iters)
-    plan_source = training_plan_source(plan_source, arch, check_recipe(recipe))
-    trainer = trainer_name(arch, recipe)
+
+@contextlib.contextmanager
+def held_fold(
+    ws: Workspace, dataset_name: str, run: FoldRun, plans_name: str | None = None, hold: bool = True
+) -> Iterator[tuple[FoldRun, Path]]:
+    """``run`` checked (:func:`checked_run`) and its output folder, locked (:func:`fold_lock`) while the
+    block runs unless ``hold`` is False (the DDP ranks that write nothing)."""
+    run = checked_run(ws, dataset_name, run)
     out = output_folder(
         ws,
         dataset_name,
-        arch,
-        configuration,
-        fold,
-        trainer_name=trainer,
+        run.arch,
+        run.configuration,
+        run.fold,
+        trainer_name=trainer_name(run.arch, run.recipe),
         plans_name=plans_name,
-        plan_source=plan_source,
+        plan_source=run.plan_source,
     )
-    with fold_lock(out):
-        return _train_fold_locked(
-            ws,
-            dataset_name,
-            configuration,
-            fold,
-            arch,
-            epochs,
-            iters_per_epoch,
-            val_iters,
-            device,
-            continue_training,
-            npz,
-            seed,
-            trust_checkpoint,
-            num_processes,
-            plans_name,
-            validate,
-            out,
-            pretrained_weights,
-            plan_source,
-            trainer,
-        )
+    with fold_lock(out) if hold else contextlib.nullcontext():
+        yield run, out
 
 
-def _train_fold_locked(
-    ws: Workspace,
-    dataset_name: str,
-    configuration: str,
-    fold: int | str,
-    arch: str,
-    epochs: int | None,
-    iters_per_epoch: int | None,
-    val_iters: int | None,
-    device: str,
-    continue_training: bool,
-    npz: bool,
-    seed: int | None,
-    trust_checkpoint: bool,
-    num_processes: int,
-    plans_name: str | None,
-    validate: bool,
-    out: Path,
-    pretrained_weights: str | os.PathLike | None = None,
-    plan_source: str = DEFAULT_PLAN_SOURCE,
-    trainer_class_name: str = TRAINER_NAME,
-) -> Path:
+def fold_plans(ws: Workspace, dataset_name: str, run: FoldRun, plans_name: str | None = None) -> Path:
+    """The plans file ``run`` trains with, its configuration preprocessed on demand: ``<plans_name>.json``
+    (which must exist) or ``run.arch``'s plans of ``run.plan_source``, planned on demand."""
     from umamba_seg.planning.pipeline import ensure_plans
-    from umamba_seg.training.recipe_trainers import trainer_class
 
-    dev = resolve_device(device)
-    configure_cpu_threads(dev)
     if plans_name is None:
-        plans_path = ensure_plans(ws, dataset_name, arch, num_processes=num_processes, plan_source=plan_source)
+        path = ensure_plans(ws, dataset_name, run.arch, num_processes=run.num_processes, plan_source=run.plan_source)
     else:
-        plans_path = ws.preprocessed_dataset(dataset_name) / f"{plans_name}.json"
-        if not plans_path.is_file():
+        path = ws.preprocessed_dataset(dataset_name) / f"{plans_name}.json"
+        if not path.is_file():
             raise UserInputError(
-                f"no plans named {plans_name}", plans_path, "write them first (or train without a plans name)"
+                f"no plans named {plans_name}", path, "write them first (or train without a plans name)"
             )
-    ensure_preprocessed(ws, dataset_name, configuration, num_processes)
+    ensure_preprocessed(ws, dataset_name, run.configuration, run.num_processes)
+    return path
+
+
+def load_fold_plans(plans_path: Path, configuration: str) -> dict:
+    """The plans at ``plans_path``, which must hold ``configuration``."""
     plans = load_json(str(plans_path))
     configurations = PlansManager(plans).available_configurations
     if configuration not in configurations:
@@ -289,39 +237,92 @@ def _train_fold_locked(
             plans_path,
             f"choose one of {', '.join(configurations)}",
         )
-    if seed is not None:
-        seed_everything(seed)
-    plans["continue_training"] = continue_training
+    return plans
+
+
+def fold_trainer(
+    cls: type[umambaTrainer], plans: dict, ws: Workspace, dataset_name: str, run: FoldRun, device: torch.device
+) -> umambaTrainer:
+    """``cls`` (a :class:`umambaTrainer`) built for ``run``'s fold on ``plans``, its schedule set."""
+    plans["continue_training"] = run.continue_training
     dataset_json = load_json(str(ws.preprocessed_dataset(dataset_name) / "dataset.json"))
-    cls = trainer_class(trainer_class_name)
-    cls.trust_checkpoints = trust_checkpoint
-    trainer = cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=dev)
-    assert Path(trainer.output_folder) == out, (trainer.output_folder, out)
-    trainer.configure_schedule(epochs, iters_per_epoch, val_iters)
-    if continue_training:
-        ckpt = _newest_checkpoint(out, trust_checkpoint)
+    cls.trust_checkpoints = run.trust_checkpoint
+    trainer = cls(plans=plans, configuration=run.configuration, fold=run.fold, dataset_json=dataset_json, device=device)
+    trainer.configure_schedule(run.epochs, run.iters_per_epoch, run.val_iters)
+    return trainer
+
+
+def finish_fold(
+    trainer: umambaTrainer,
+    run: FoldRun,
+    out: Path,
+    newest: Callable[[Path, bool], Path | None] = newest_checkpoint,
+    main: bool = True,
+) -> None:
+    """Resume (``--continue``: from ``newest``'s checkpoint), train to the last epoch, validate.
+
+    ``newest`` finds the checkpoint to resume from (DDP: rank 0's, broadcast); only ``main`` logs."""
+    if run.continue_training:
+        ckpt = newest(out, run.trust_checkpoint)
         if ckpt is None:
-            log.warning("--continue: no checkpoint in %s, starting a new training.", out)
+            if main:
+                log.warning("--continue: no checkpoint in %s, starting a new training.", out)
         else:
             trainer.load_checkpoint(str(ckpt))
-            log.info("--continue: resuming from %s at epoch %d.", ckpt.name, trainer.current_epoch)
-    if pretrained_weights is not None:  # after the network is built, before the first step
-        from umamba_seg.training.pretrained import load_pretrained_weights
-
-        if not trainer.was_initialized:
-            trainer.initialize()
-        load_pretrained_weights(
-            trainer.network,
-            pretrained_weights,
-            trust_checkpoint,
-            log=lambda line: trainer.print_to_log_file(line, add_timestamp=False),
-        )
+            if main:
+                log.info("--continue: resuming from %s at epoch %d.", Path(ckpt).name, trainer.current_epoch)
     if trainer.current_epoch < trainer.num_epochs:
         trainer.run_training()
     else:
-        log.info("Training already finished (%d epochs); running validation only.", trainer.current_epoch)
+        if main:
+            log.info("Training already finished (%d epochs); running validation only.", trainer.current_epoch)
         if not trainer.was_initialized:
             trainer.initialize()
-    if validate:
-        trainer.perform_actual_validation(npz)
-    return out
+    if run.validate:
+        trainer.perform_actual_validation(run.npz)
+
+
+def train_fold(
+    ws: Workspace,
+    dataset_name: str,
+    run: FoldRun,
+    plans_name: str | None = None,
+    pretrained_weights: str | os.PathLike | None = None,
+) -> Path:
+    """Train one fold (holding its folder's lock) with ``run.recipe``'s trainer class; returns its output folder.
+
+    ``plans_name``: train with ``<preprocessed>/<plans_name>.json`` (which must exist, e.g. written
+    by ``benchmark``) instead of ``run.arch``'s plans of ``run.plan_source`` (``ssm``:
+    ``umambaPlans_<arch>``, ``cnn``: ``umambaCNNPlans_<arch>``, planned on demand; None:
+    :func:`training_plan_source`); results go to that plans' folder. ``pretrained_weights``: a
+    checkpoint whose matching tensors initialise the network (:mod:`.pretrained`)."""
+    from umamba_seg.training.recipe_trainers import trainer_class
+
+    if pretrained_weights is not None and run.continue_training:
+        raise UserInputError(
+            "--pretrained-weights and --continue exclude each other (--continue restores the fold's own checkpoint)",
+            str(pretrained_weights),
+            "drop one of them",
+        )
+    with held_fold(ws, dataset_name, run, plans_name) as (run, out):
+        dev = resolve_device(run.device)
+        configure_cpu_threads(dev)
+        plans = load_fold_plans(fold_plans(ws, dataset_name, run, plans_name), run.configuration)
+        if run.seed is not None:
+            seed_everything(run.seed)
+        cls = trainer_class(trainer_name(run.arch, run.recipe))
+        trainer = fold_trainer(cls, plans, ws, dataset_name, run, dev)
+        assert Path(trainer.output_folder) == out, (trainer.output_folder, out)
+        if pretrained_weights is not None:  # after the network is built, before the first step
+            from umamba_seg.training.pretrained import load_pretrained_weights
+
+            if not trainer.was_initialized:
+                trainer.initialize()
+            load_pretrained_weights(
+                trainer.network,
+                pretrained_weights,
+                run.trust_checkpoint,
+                log=lambda line: trainer.print_to_log_file(line, add_timestamp=False),
+            )
+        finish_fold(trainer, run, out)
+        return out
