@@ -128,7 +128,7 @@ def _selective_scan_configs() -> list:
 
 def _config_id(cfg) -> str:
     c = as_aot_config(cfg)
-    keys = ("BD", "NP", "BT", "CB", "REVERSE", "ATOMIC_BC")
+    keys = ("BD", "NP", "BT", "CB", "REVERSE", "BACKWARD", "ATOMIC_BC")
     consts = "-".join(f"{k}{v}" for k, v in c.constexprs.items() if k in keys)
     return f"{c.fn.__name__}-w{c.num_warps}-{consts}"
 
@@ -151,12 +151,13 @@ def test_selective_scan_kernels_compile_without_spills(cfg, arch: int) -> None:
 def test_selective_scan_aot_configs_cover_every_kernel() -> None:
     names = {as_aot_config(c).fn.__name__ for c in _SCAN_CONFIGS}
     assert names == {
-        "_fwd_chunk_state_kernel",
+        "_chunk_carry_kernel",
         "_carry_scan_kernel",
         "_fwd_chunk_out_kernel",
-        "_bwd_chunk_carry_kernel",
         "_bwd_chunk_grad_kernel",
     }
     carry = [as_aot_config(c).constexprs for c in _SCAN_CONFIGS if "REVERSE" in as_aot_config(c).constexprs]
     reverse = {consts["REVERSE"] for consts in carry}
     assert reverse == {True, False}
+    chunk_carry = [as_aot_config(c).constexprs for c in _SCAN_CONFIGS if "BACKWARD" in as_aot_config(c).constexprs]
+    assert {consts["BACKWARD"] for consts in chunk_carry} == {True, False}

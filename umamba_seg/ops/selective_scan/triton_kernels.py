@@ -5,10 +5,10 @@ launches one block per (batch, channel) leaves most of a 132-SM GPU idle, so eve
 here is also parallel over chunks of ``CHECKPOINT_LEN`` positions:
 
 forward
-  1. ``_fwd_chunk_state_kernel``: per (batch, channel block, chunk) the chunk's end state
-     from a zero start and the chunk's summed step ``sum(dt)`` (its decay is
-     ``exp(A * sum(dt))``). Closed form, no scan: ``h_end = sum_t x_t exp(A R_t)`` with
-     ``R_t`` the sum of dt after t.
+  1. ``_chunk_carry_kernel`` (BACKWARD=False): per (batch, channel block, chunk) the
+     chunk's end state from a zero start and the chunk's summed step ``sum(dt)`` (its
+     decay is ``exp(A * sum(dt))``). Closed form, no scan: ``h_end = sum_t x_t exp(A R_t)``
+     with ``R_t`` the sum of dt after t.
   2. ``_carry_scan_kernel``: per (batch, channel) an associative scan over chunks of the
      carries; writes ``checkpoints`` (state before each chunk).
   3. ``_fwd_chunk_out_kernel``: per chunk, rescan from its checkpoint and write ``out``
@@ -16,8 +16,8 @@ forward
   A single-chunk sequence (L <= 256) runs pass 3 only.
 
 backward (in reverse, recomputing states from the checkpoints)
-  1. ``_bwd_chunk_carry_kernel``: per chunk the chunk's contribution to the state
-     gradient flowing left, ``q = sum_t dy_t C_t exp(A S_t)``.
+  1. ``_chunk_carry_kernel`` (BACKWARD=True): per chunk the chunk's contribution to the
+     state gradient flowing left, ``q = sum_t dy_t C_t exp(A S_t)``.
   2. ``_carry_scan_kernel`` (reversed): the state gradient entering each chunk from the
      right, starting from ``dlast_state``.
   3. ``_bwd_chunk_grad_kernel``: per chunk, the sub-block start states are recomputed
@@ -40,7 +40,8 @@ loads a sub-block's steps and inputs; ``_sub_block_states`` is the sub-block sca
 ``_fwd_chunk_out_kernel`` and the backward's recompute; ``_advance_sub_block`` steps a
 state over a sub-block in closed form (the forward's chunk states, the backward's start
 states). The backward's start states of up to 4 sub-blocks are a tuple unrolled with
-``tl.static_range``.
+``tl.static_range``. On the host, ``_Call`` holds one call's sizes and launches every
+chunk kernel; ``_Call.carries`` is pass 1 + 2 of both directions.
 """
 
 from __future__ import annotations
@@ -251,17 +252,18 @@ def _last_state(hs, BT: tl.constexpr):
     return tl.sum(tl.where((tl.arange(0, BT) == BT - 1)[None, None, :], hs, 0.0), axis=2)
 
 
-# --------------------------------------------------------------------------- forward
+# --------------------------------------------------------------------------- carries across chunks and forward
 
 
 @triton.jit
-def _fwd_chunk_state_kernel(
-    u_ptr,
+def _chunk_carry_kernel(
+    x_ptr,
     delta_ptr,
     A_ptr,
-    B_ptr,
+    bc_ptr,
+    z_ptr,
     bias_ptr,
-    local_ptr,
+    carry_ptr,
     dtsum_ptr,
     dim,
     L,
@@ -274,18 +276,39 @@ def _fwd_chunk_state_kernel(
     NP: tl.constexpr,
     BT: tl.constexpr,
     CHUNK_LEN: tl.constexpr,
+    BACKWARD: tl.constexpr,
+    HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     ACC: tl.constexpr,
 ):
+    """Per chunk, its own contribution to the carry across chunks and its summed step
+    ``sum(dt)`` (the carry's decay over the chunk is ``exp(A * sum(dt))``).
+
+    Forward (x = u, bc = B): the chunk's end state from a zero start, ``sum_t x_t B_t dt_t
+    exp(A R_t)`` with ``R_t`` the sum of dt after t (closed form per sub-block).
+    Backward (x = dout, gated by silu(z); bc = C): the state gradient the chunk sends left,
+    ``q = sum_t dy_t C_t exp(A S_t)`` with ``S_t`` the sum of dt up to t inclusive.
+    """
     ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
-    h = tl.zeros([BD, NP], dtype=ACC)
+    carry = tl.zeros([BD, NP], dtype=ACC)
     dsum = tl.zeros([BD], dtype=ACC)
     chunk_len = tl.minimum(L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
     for s in range(0, chunk_len, BT):
-        h, tot = _advance_sub_block(h, ck, s, u_ptr, delta_ptr, B_ptr, BT, HAS_BIAS, SOFTPLUS)
-        dsum += tot
-    tl.store(local_ptr + _chunk_state_offsets(ck, dstate), h, mask=ck.mask_n[None, :])
+        t, mask_t, offs, m2, dt, _raw, x = _sub_block_inputs(ck, s, x_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
+        if BACKWARD:
+            if HAS_Z:
+                zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
+                x = x * zz * _sigmoid(zz)
+            Ct = _load_bc(bc_ptr, ck, t, mask_t)
+            S = dsum[:, None] + tl.cumsum(dt, axis=1)
+            w = tl.exp(ck.A2[:, :, None] * S[:, None, :])
+            carry += tl.sum(w * x[:, None, :] * Ct[None, :, :], axis=2)
+            dsum += tl.sum(dt, axis=1)
+        else:
+            carry, tot = _end_state(carry, dt, x, _load_bc(bc_ptr, ck, t, mask_t), ck.A2)
+            dsum += tot
+    tl.store(carry_ptr + _chunk_state_offsets(ck, dstate), carry, mask=ck.mask_n[None, :])
     tl.store(dtsum_ptr + ck.state_row + ck.j, dsum)
 
 
@@ -401,51 +424,6 @@ def _fwd_chunk_out_kernel(
 
 
 # --------------------------------------------------------------------------- backward
-
-
-@triton.jit
-def _bwd_chunk_carry_kernel(
-    dout_ptr,
-    delta_ptr,
-    A_ptr,
-    C_ptr,
-    z_ptr,
-    bias_ptr,
-    q_ptr,
-    dtsum_ptr,
-    dim,
-    L,
-    nchunk,
-    dpg,
-    groups,
-    dstate,
-    n_dblocks,
-    BD: tl.constexpr,
-    NP: tl.constexpr,
-    BT: tl.constexpr,
-    CHUNK_LEN: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    """q_j = sum_t dy_t C_t exp(A S_t), S_t = sum of dt from the chunk start to t inclusive."""
-    ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
-    q = tl.zeros([BD, NP], dtype=ACC)
-    dsum = tl.zeros([BD], dtype=ACC)
-    chunk_len = tl.minimum(L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
-    for s in range(0, chunk_len, BT):
-        t, mask_t, offs, m2, dt, _raw, dy = _sub_block_inputs(ck, s, dout_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
-        if HAS_Z:
-            zz = tl.load(z_ptr + offs, mask=m2, other=0.0).to(ACC)
-            dy = dy * zz * _sigmoid(zz)
-        Ct = _load_bc(C_ptr, ck, t, mask_t)
-        S = dsum[:, None] + tl.cumsum(dt, axis=1)
-        w = tl.exp(ck.A2[:, :, None] * S[:, None, :])
-        q += tl.sum(w * dy[:, None, :] * Ct[None, :, :], axis=2)
-        dsum += tl.sum(dt, axis=1)
-    tl.store(q_ptr + _chunk_state_offsets(ck, dstate), q, mask=ck.mask_n[None, :])
-    tl.store(dtsum_ptr + ck.state_row + ck.j, dsum)
 
 
 @triton.jit
@@ -675,13 +653,80 @@ def _state_torch_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _common_args(u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, cfg: LaunchConfig):
-    batch, dim, L = u.shape
-    groups = B.shape[1]
-    dstate = A.shape[1]
-    nchunk = triton.cdiv(L, CHUNK)
-    n_dblocks = dim // cfg.block_d
-    return batch, dim, L, groups, dstate, nchunk, n_dblocks
+@dataclass(frozen=True)
+class _Call:
+    """Sizes and launch settings that every chunk kernel of one forward or backward call shares."""
+
+    cfg: LaunchConfig
+    batch: int
+    dim: int
+    L: int
+    groups: int
+    dstate: int
+    state_dtype: torch.dtype
+    acc: object  # tl.float32, or tl.float64 for fp64 inputs
+
+    @classmethod
+    def of(cls, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, config: LaunchConfig | None) -> _Call:
+        batch, dim, L = u.shape
+        cfg = config or pick_config(dim, B.shape[1], A.shape[1])
+        return cls(cfg, batch, dim, L, B.shape[1], A.shape[1], _state_torch_dtype(u.dtype), _acc_dtype(u.dtype))
+
+    @property
+    def nchunk(self) -> int:
+        return triton.cdiv(self.L, CHUNK)
+
+    @property
+    def n_dblocks(self) -> int:
+        return self.dim // self.cfg.block_d
+
+    def empty(self, *shape: int, device: torch.device, zero: bool = False) -> torch.Tensor:
+        """A state-dtype (fp32/fp64) buffer."""
+        return (torch.zeros if zero else torch.empty)(shape, device=device, dtype=self.state_dtype)
+
+    def launch(self, kernel, tensors: tuple, extra: tuple = (), **flags) -> None:
+        """One program per (batch, channel block, chunk); ``tensors`` in the kernel's order,
+        then the shape scalars, ``extra`` scalars and the compile-time ``flags``."""
+        n_dblocks, nchunk = self.n_dblocks, self.nchunk
+        shape = (self.dim, self.L, nchunk, self.dim // self.groups, self.groups, self.dstate, n_dblocks)
+        kernel[(self.batch * n_dblocks * nchunk,)](
+            *tensors, *shape, *extra, **_chunk_constexprs(self.cfg, self.acc, **flags), num_warps=self.cfg.num_warps
+        )
+
+    def carries(self, x, delta, A, bc, z, delta_bias, softplus: bool, init, backward: bool) -> torch.Tensor:
+        """What enters each chunk, ``(b, d, nchunk, n)``: forward (x = u, bc = B, init None)
+        the state before it (the checkpoints); backward (x = dout, bc = C, init =
+        dlast_state) the state gradient entering it from the right."""
+        if self.nchunk == 1:  # nothing to carry: the chunk starts from init (or zero)
+            start = (
+                init if init is not None else self.empty(self.batch, self.dim, self.dstate, device=x.device, zero=True)
+            )
+            return start.reshape(self.batch, self.dim, 1, self.dstate).contiguous()
+        local = self.empty(self.batch, self.dim, self.nchunk, self.dstate, device=x.device)
+        dtsum = self.empty(self.batch, self.dim, self.nchunk, device=x.device)
+        tensors = (x, delta, A, bc, _or(z, x), _or(delta_bias, x), local, dtsum)
+        self.launch(
+            _chunk_carry_kernel,
+            tensors,
+            BACKWARD=backward,
+            HAS_Z=z is not None,
+            HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=softplus,
+        )
+        carry, _final = _carry_scan(local, dtsum, A, init, backward, self.cfg)
+        return carry
+
+
+def _or(t: torch.Tensor | None, dummy: torch.Tensor) -> torch.Tensor:
+    """An absent optional input becomes a dummy pointer (its HAS_ flag keeps it unread)."""
+    return t if t is not None else dummy
+
+
+def _options(D, z, delta_bias, delta_softplus) -> dict[str, bool]:
+    """The compile-time flags of the optional inputs."""
+    return dict(
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus)
+    )
 
 
 def _carry_scan(local, dtsum, A, init, reverse, cfg: LaunchConfig):
@@ -725,63 +770,12 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchC
     _check_device(u)
     u, delta, B, C, A = (t.contiguous() for t in (u, delta, B, C, A))
     z, D, delta_bias = (t.contiguous() if t is not None else None for t in (z, D, delta_bias))
-    cfg = config or pick_config(u.shape[1], B.shape[1], A.shape[1])
-    batch, dim, L, groups, dstate, nchunk, n_dblocks = _common_args(u, A, B, cfg)
-    sdt = _state_torch_dtype(u.dtype)
-    acc = _acc_dtype(u.dtype)
-    dummy = u
-    grid = (batch * n_dblocks * nchunk,)
-    shape_args = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
-    if nchunk > 1:
-        local = torch.empty(batch, dim, nchunk, dstate, device=u.device, dtype=sdt)
-        dtsum = torch.empty(batch, dim, nchunk, device=u.device, dtype=sdt)
-        _fwd_chunk_state_kernel[grid](
-            u,
-            delta,
-            A,
-            B,
-            delta_bias if delta_bias is not None else dummy,
-            local,
-            dtsum,
-            *shape_args,
-            BD=cfg.block_d,
-            NP=cfg.n_pad,
-            BT=cfg.block_t,
-            CHUNK_LEN=CHUNK,
-            HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus),
-            ACC=acc,
-            num_warps=cfg.num_warps,
-        )
-        checkpoints, _final = _carry_scan(local, dtsum, A, None, False, cfg)
-    else:  # one chunk: its checkpoint is the zero state, no carries to scan
-        checkpoints = torch.zeros(batch, dim, 1, dstate, device=u.device, dtype=sdt)
-    last_state = torch.empty(batch, dim, dstate, device=u.device, dtype=sdt)
+    call = _Call.of(u, A, B, config)
+    checkpoints = call.carries(u, delta, A, B, None, delta_bias, bool(delta_softplus), None, backward=False)
+    last_state = call.empty(call.batch, call.dim, call.dstate, device=u.device)
     out = torch.empty_like(u)
-    _fwd_chunk_out_kernel[grid](
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D if D is not None else dummy,
-        z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy,
-        checkpoints,
-        out,
-        last_state,
-        *shape_args,
-        BD=cfg.block_d,
-        NP=cfg.n_pad,
-        BT=cfg.block_t,
-        CHUNK_LEN=CHUNK,
-        HAS_D=D is not None,
-        HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus),
-        ACC=acc,
-        num_warps=cfg.num_warps,
-    )
+    tensors = (u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), checkpoints, out, last_state)
+    call.launch(_fwd_chunk_out_kernel, tensors, **_options(D, z, delta_bias, delta_softplus))
     return out, last_state, checkpoints
 
 
@@ -805,97 +799,34 @@ def backward(
     dout, u, delta, B, C, A = (t.contiguous() for t in (dout, u, delta, B, C, A))
     z, D, delta_bias = (t.contiguous() if t is not None else None for t in (z, D, delta_bias))
     checkpoints = checkpoints.contiguous()
-    cfg = config or pick_config(u.shape[1], B.shape[1], A.shape[1])
-    batch, dim, L, groups, dstate, nchunk, n_dblocks = _common_args(u, A, B, cfg)
-    sdt = _state_torch_dtype(u.dtype)
-    acc = _acc_dtype(u.dtype)
+    call = _Call.of(u, A, B, config)
     dev = u.device
-    dummy = u
-    grid = (batch * n_dblocks * nchunk,)
-    shape_args = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
-    has_bias = delta_bias is not None
-    bias_arg = delta_bias if has_bias else dummy
-    z_arg = z if z is not None else dummy
-
-    init = dlast_state.to(sdt).contiguous() if dlast_state is not None else None
-    if nchunk > 1:
-        q = torch.empty(batch, dim, nchunk, dstate, device=dev, dtype=sdt)
-        dtsum = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
-        _bwd_chunk_carry_kernel[grid](
-            dout,
-            delta,
-            A,
-            C,
-            z_arg,
-            bias_arg,
-            q,
-            dtsum,
-            *shape_args,
-            BD=cfg.block_d,
-            NP=cfg.n_pad,
-            BT=cfg.block_t,
-            CHUNK_LEN=CHUNK,
-            HAS_Z=z is not None,
-            HAS_BIAS=has_bias,
-            SOFTPLUS=bool(delta_softplus),
-            ACC=acc,
-            num_warps=cfg.num_warps,
-        )
-        gcarry, _dh0 = _carry_scan(q, dtsum, A, init, True, cfg)
-    else:  # one chunk: the state gradient entering it from the right is dlast_state
-        gcarry = init if init is not None else torch.zeros(batch, dim, dstate, device=dev, dtype=sdt)
-        gcarry = gcarry.reshape(batch, dim, 1, dstate).contiguous()
+    init = dlast_state.to(call.state_dtype).contiguous() if dlast_state is not None else None
+    gcarry = call.carries(dout, delta, A, C, z, delta_bias, bool(delta_softplus), init, backward=True)
 
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    blocks_per_group = n_dblocks // groups
+    blocks_per_group = call.n_dblocks // call.groups
     n_slots = bc_slots(blocks_per_group, B.numel())
     atomic = n_slots < blocks_per_group
-    alloc_bc = torch.zeros if atomic else torch.empty
-    dB = alloc_bc((n_slots, *B.shape), device=dev, dtype=sdt)
-    dC = alloc_bc((n_slots, *C.shape), device=dev, dtype=sdt)
-    dA_part = torch.empty(batch, dim, nchunk, dstate, device=dev, dtype=sdt)
-    dD_part = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
-    dbias_part = torch.empty(batch, dim, nchunk, device=dev, dtype=sdt)
-    _bwd_chunk_grad_kernel[grid](
-        dout,
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D if D is not None else dummy,
-        z_arg,
-        bias_arg,
-        checkpoints,
-        gcarry,
-        du,
-        ddelta,
-        dz if dz is not None else dummy,
-        dB,
-        dC,
-        dA_part,
-        dD_part,
-        dbias_part,
-        *shape_args,
-        n_slots,
-        B.numel(),
-        BD=cfg.block_d,
-        NP=cfg.n_pad,
-        BT=cfg.block_t,
-        CHUNK_LEN=CHUNK,
-        HAS_D=D is not None,
-        HAS_Z=z is not None,
-        HAS_BIAS=has_bias,
-        SOFTPLUS=bool(delta_softplus),
+    dB = call.empty(n_slots, *B.shape, device=dev, zero=atomic)
+    dC = call.empty(n_slots, *C.shape, device=dev, zero=atomic)
+    dA_part = call.empty(call.batch, call.dim, call.nchunk, call.dstate, device=dev)
+    dD_part = call.empty(call.batch, call.dim, call.nchunk, device=dev)
+    dbias_part = call.empty(call.batch, call.dim, call.nchunk, device=dev)
+    tensors = (dout, u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), checkpoints, gcarry, du, ddelta)
+    tensors += (_or(dz, u), dB, dC, dA_part, dD_part, dbias_part)
+    call.launch(
+        _bwd_chunk_grad_kernel,
+        tensors,
+        extra=(n_slots, B.numel()),
         ATOMIC_BC=atomic,
-        ACC=acc,
-        num_warps=cfg.num_warps,
+        **_options(D, z, delta_bias, delta_softplus),
     )
     dA = dA_part.sum(dim=(0, 2)).to(A.dtype)
     dD = dD_part.sum(dim=(0, 2)).to(D.dtype) if D is not None else None
-    ddelta_bias = dbias_part.sum(dim=(0, 2)).to(delta_bias.dtype) if has_bias else None
+    ddelta_bias = dbias_part.sum(dim=(0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
     dB = dB[0] if n_slots == 1 else dB.sum(0)
     dC = dC[0] if n_slots == 1 else dC.sum(0)
     return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, ddelta_bias
@@ -903,7 +834,9 @@ def backward(
 
 # --------------------------------------------------------------------------- AOT configurations
 
+#: Pointers to the I/O dtype (bf16 in production); the carry kernel's x is u or dout, its bc B or C.
 _IO_PTRS = {"u_ptr", "delta_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddelta_ptr", "dz_ptr", "B_ptr", "C_ptr"}
+_IO_PTRS.update(("x_ptr", "bc_ptr"))
 _INT_ARGS = {"dim", "L", "nchunk", "dpg", "groups", "dstate", "n_dblocks", "n_iters", "n_slots", "slot_stride"}
 
 
@@ -923,8 +856,9 @@ def aot_signature(kernel, io_dtype: str = "bf16") -> dict[str, str]:
     return sig
 
 
-def _chunk_constexprs(cfg: LaunchConfig, **flags) -> dict[str, object]:
-    return dict(BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK, ACC=tl.float32, **flags)
+def _chunk_constexprs(cfg: LaunchConfig, acc=tl.float32, **flags) -> dict[str, object]:
+    """Compile-time constants of a chunk kernel: tiles, chunk length, accumulation dtype, options."""
+    return dict(BD=cfg.block_d, NP=cfg.n_pad, BT=cfg.block_t, CHUNK_LEN=CHUNK, ACC=acc, **flags)
 
 
 def aot_configs_for(cfg: LaunchConfig, io_dtype: str = "bf16") -> list[AotConfig]:
@@ -932,9 +866,9 @@ def aot_configs_for(cfg: LaunchConfig, io_dtype: str = "bf16") -> list[AotConfig
     the gradient kernel both with atomic and with plain dB/dC stores."""
     full = dict(HAS_BIAS=True, SOFTPLUS=True)
     rows = [
-        (_fwd_chunk_state_kernel, _chunk_constexprs(cfg, **full)),
+        (_chunk_carry_kernel, _chunk_constexprs(cfg, BACKWARD=False, HAS_Z=False, **full)),
         (_fwd_chunk_out_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, **full)),
-        (_bwd_chunk_carry_kernel, _chunk_constexprs(cfg, HAS_Z=True, **full)),
+        (_chunk_carry_kernel, _chunk_constexprs(cfg, BACKWARD=True, HAS_Z=True, **full)),
         (_bwd_chunk_grad_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, ATOMIC_BC=True, **full)),
         (_bwd_chunk_grad_kernel, _chunk_constexprs(cfg, HAS_D=True, HAS_Z=True, ATOMIC_BC=False, **full)),
     ]
