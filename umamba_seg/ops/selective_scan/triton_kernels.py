@@ -103,10 +103,11 @@ class _Chunk(NamedTuple):
     """Where one chunk program works, and the per-channel constants its sub-blocks use.
 
     Built once per program by :func:`_chunk_setup` and handed to every sub-block helper,
-    so the index algebra lives in one place. ``dim`` and ``L`` are the kernel's scalars.
+    so the index algebra lives in one place. ``dim``, ``L``, ``nchunk`` and ``dstate`` are
+    the kernel's shape scalars.
     """
 
-    pid_bd: tl.tensor  # batch * n_dblocks + channel block
+    group_block: tl.tensor  # index of the channel block within its B/C group
     j: tl.tensor  # chunk index
     start: tl.tensor  # position of the chunk's first element
     bi: tl.tensor  # batch index
@@ -120,30 +121,24 @@ class _Chunk(NamedTuple):
     bias: tl.tensor  # [BD] delta_bias (zeros without)
     dim: tl.tensor
     L: tl.tensor
+    nchunk: tl.tensor
+    dstate: tl.tensor
 
 
 @triton.jit
 def _chunk_setup(
-    A_ptr,
-    bias_ptr,
-    dim,
-    L,
-    nchunk,
-    dpg,
-    groups,
-    dstate,
-    n_dblocks,
-    BD: tl.constexpr,
-    NP: tl.constexpr,
-    CHUNK_LEN: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    ACC: tl.constexpr,
+    ins, shape, BD: tl.constexpr, NP: tl.constexpr, CHUNK_LEN: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr
 ):
     """The program's :class:`_Chunk` from a flat 1-D grid, channel blocks fastest.
 
+    ``ins`` = (u, delta, A, B, C, D, z, delta_bias) pointers and ``shape`` = (dim, L,
+    nchunk, channels per group, groups, dstate, channel blocks per batch item): the first
+    two arguments of every chunk kernel, built once by the host (:class:`_Call`).
     Consecutive programs share (batch, chunk), so its B/C rows are read from L2 after the
     first; a flat grid also avoids the 65,535 limit of grid axes 1 and 2.
     """
+    _u, _delta, A_ptr, _B, _C, _D, _z, bias_ptr = ins
+    dim, L, nchunk, dpg, groups, dstate, n_dblocks = shape
     pid = tl.program_id(0)
     db = pid % n_dblocks
     rest = pid // n_dblocks
@@ -162,13 +157,31 @@ def _chunk_setup(
     bias = tl.zeros([BD], dtype=ACC)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(ACC)
-    return _Chunk(pid_bd, j, j * CHUNK_LEN, bi, offs_d, offs_n, mask_n, row, bc_row, state_row, A2, bias, dim, L)
+    group_block = (pid_bd % n_dblocks) % (dpg // BD)
+    return _Chunk(
+        group_block,
+        j,
+        j * CHUNK_LEN,
+        bi,
+        offs_d,
+        offs_n,
+        mask_n,
+        row,
+        bc_row,
+        state_row,
+        A2,
+        bias,
+        dim,
+        L,
+        nchunk,
+        dstate,
+    )
 
 
 @triton.jit
-def _chunk_state_offsets(ck, dstate):
+def _chunk_state_offsets(ck):
     """[BD, NP] offsets of this chunk's entries in (batch, channel, nchunk, dstate) arrays."""
-    return (ck.state_row + ck.j)[:, None] * dstate + ck.offs_n[None, :]
+    return (ck.state_row + ck.j)[:, None] * ck.dstate + ck.offs_n[None, :]
 
 
 @triton.jit
@@ -213,19 +226,10 @@ def _sub_block_inputs(
 
 
 @triton.jit
-def _advance_sub_block(
-    h,
-    ck,
-    s,
-    u_ptr,
-    delta_ptr,
-    B_ptr,
-    BT: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-):
+def _advance_sub_block(h, ck, s, ins, BT: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """State after the sub-block at offset ``s`` of the chunk given the state ``h`` before
     it, and the sub-block's summed step."""
+    u_ptr, delta_ptr, _A, B_ptr, _C, _D, _z, _bias = ins
     t, mask_t, _offs, _m2, dt, _raw, u = _sub_block_inputs(ck, s, u_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
     return _end_state(h, dt, u, _load_bc(B_ptr, ck, t, mask_t), ck.A2)
 
@@ -257,21 +261,11 @@ def _last_state(hs, BT: tl.constexpr):
 
 @triton.jit
 def _chunk_carry_kernel(
-    x_ptr,
-    delta_ptr,
-    A_ptr,
-    bc_ptr,
-    z_ptr,
-    bias_ptr,
+    ins,
+    shape,
+    dout_ptr,
     carry_ptr,
     dtsum_ptr,
-    dim,
-    L,
-    nchunk,
-    dpg,
-    groups,
-    dstate,
-    n_dblocks,
     BD: tl.constexpr,
     NP: tl.constexpr,
     BT: tl.constexpr,
@@ -285,15 +279,22 @@ def _chunk_carry_kernel(
     """Per chunk, its own contribution to the carry across chunks and its summed step
     ``sum(dt)`` (the carry's decay over the chunk is ``exp(A * sum(dt))``).
 
-    Forward (x = u, bc = B): the chunk's end state from a zero start, ``sum_t x_t B_t dt_t
+    Forward (x = u, bc = B; ``dout_ptr`` unused): the chunk's end state from a zero start, ``sum_t x_t B_t dt_t
     exp(A R_t)`` with ``R_t`` the sum of dt after t (closed form per sub-block).
     Backward (x = dout, gated by silu(z); bc = C): the state gradient the chunk sends left,
     ``q = sum_t dy_t C_t exp(A S_t)`` with ``S_t`` the sum of dt up to t inclusive.
     """
-    ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
+    u_ptr, delta_ptr, _A, B_ptr, C_ptr, _D, z_ptr, _bias = ins
+    ck = _chunk_setup(ins, shape, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
+    if BACKWARD:
+        x_ptr = dout_ptr
+        bc_ptr = C_ptr
+    else:
+        x_ptr = u_ptr
+        bc_ptr = B_ptr
     carry = tl.zeros([BD, NP], dtype=ACC)
     dsum = tl.zeros([BD], dtype=ACC)
-    chunk_len = tl.minimum(L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
+    chunk_len = tl.minimum(ck.L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
     for s in range(0, chunk_len, BT):
         t, mask_t, offs, m2, dt, _raw, x = _sub_block_inputs(ck, s, x_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
         if BACKWARD:
@@ -308,7 +309,7 @@ def _chunk_carry_kernel(
         else:
             carry, tot = _end_state(carry, dt, x, _load_bc(bc_ptr, ck, t, mask_t), ck.A2)
             dsum += tot
-    tl.store(carry_ptr + _chunk_state_offsets(ck, dstate), carry, mask=ck.mask_n[None, :])
+    tl.store(carry_ptr + _chunk_state_offsets(ck), carry, mask=ck.mask_n[None, :])
     tl.store(dtsum_ptr + ck.state_row + ck.j, dsum)
 
 
@@ -373,24 +374,11 @@ def _carry_scan_kernel(
 
 @triton.jit
 def _fwd_chunk_out_kernel(
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    z_ptr,
-    bias_ptr,
+    ins,
+    shape,
     ckpt_ptr,
     out_ptr,
     last_ptr,
-    dim,
-    L,
-    nchunk,
-    dpg,
-    groups,
-    dstate,
-    n_dblocks,
     BD: tl.constexpr,
     NP: tl.constexpr,
     BT: tl.constexpr,
@@ -402,12 +390,13 @@ def _fwd_chunk_out_kernel(
     ACC: tl.constexpr,
 ):
     """Rescan each chunk from its checkpoint, write ``out``; the last chunk writes the last state."""
-    ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
+    u_ptr, delta_ptr, _A, B_ptr, C_ptr, D_ptr, z_ptr, _bias = ins
+    ck = _chunk_setup(ins, shape, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
     Dv = tl.zeros([BD], dtype=ACC)
     if HAS_D:
         Dv = tl.load(D_ptr + ck.offs_d).to(ACC)
-    h = tl.load(ckpt_ptr + _chunk_state_offsets(ck, dstate), mask=ck.mask_n[None, :], other=0.0).to(ACC)
-    chunk_len = tl.minimum(L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
+    h = tl.load(ckpt_ptr + _chunk_state_offsets(ck), mask=ck.mask_n[None, :], other=0.0).to(ACC)
+    chunk_len = tl.minimum(ck.L - ck.start, CHUNK_LEN)  # skip sub-blocks past L
     for s in range(0, chunk_len, BT):
         t, mask_t, offs, m2, dt, _raw, u = _sub_block_inputs(ck, s, u_ptr, delta_ptr, BT, HAS_BIAS, SOFTPLUS)
         Bt = _load_bc(B_ptr, ck, t, mask_t)
@@ -418,8 +407,8 @@ def _fwd_chunk_out_kernel(
             y = y * zz * _sigmoid(zz)
         tl.store(out_ptr + offs, y, mask=m2)
         h = _last_state(hs, BT)
-    if ck.j == nchunk - 1:
-        last = (ck.bi * dim + ck.offs_d).to(tl.int64)[:, None] * dstate + ck.offs_n[None, :]
+    if ck.j == ck.nchunk - 1:
+        last = (ck.bi * ck.dim + ck.offs_d).to(tl.int64)[:, None] * ck.dstate + ck.offs_n[None, :]
         tl.store(last_ptr + last, h, mask=ck.mask_n[None, :])
 
 
@@ -432,8 +421,9 @@ def _bwd_sub_block(
     acc,
     ck,
     s,
-    in_ptrs,
-    grad_ptrs,
+    ins,
+    dout_ptr,
+    grads,
     Dv,
     BT: tl.constexpr,
     HAS_D: tl.constexpr,
@@ -445,10 +435,9 @@ def _bwd_sub_block(
     """All gradients of the sub-block at offset ``s`` of the chunk, given the state ``h``
     before it. ``acc`` = (state gradient entering from the right ``a_e * g_e``, dA, dD,
     d(delta_bias) accumulators) comes back with the gradient leaving to the left and the
-    accumulators updated. ``in_ptrs`` = (dout, u, delta, B, C, z), ``grad_ptrs`` = (du,
-    ddelta, dz, dB, dC)."""
-    dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr = in_ptrs
-    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr = grad_ptrs
+    accumulators updated. ``grads`` = (du, ddelta, dz, dB, dC) pointers."""
+    u_ptr, delta_ptr, _A, B_ptr, C_ptr, _D, z_ptr, _bias = ins
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr = grads
     gr, dA_acc, dD_acc, dbias_acc = acc
     A2 = ck.A2
     ACC = A2.dtype
@@ -505,32 +494,13 @@ def _bwd_sub_block(
 
 @triton.jit
 def _bwd_chunk_grad_kernel(
+    ins,
+    shape,
     dout_ptr,
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    z_ptr,
-    bias_ptr,
     ckpt_ptr,
     gcarry_ptr,
-    du_ptr,
-    ddelta_ptr,
-    dz_ptr,
-    dB_ptr,
-    dC_ptr,
-    dA_part_ptr,
-    dD_part_ptr,
-    dbias_part_ptr,
-    dim,
-    L,
-    nchunk,
-    dpg,
-    groups,
-    dstate,
-    n_dblocks,
+    grads,
+    parts,
     n_slots,
     slot_stride,
     BD: tl.constexpr,
@@ -545,18 +515,22 @@ def _bwd_chunk_grad_kernel(
     ACC: tl.constexpr,
 ):
     """Sub-blocks right to left: their start states recomputed from the chunk checkpoint,
-    then every gradient (:func:`_bwd_sub_block`)."""
-    ck = _chunk_setup(A_ptr, bias_ptr, dim, L, nchunk, dpg, groups, dstate, n_dblocks, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
+    then every gradient (:func:`_bwd_sub_block`). ``grads`` = (du, ddelta, dz, dB, dC),
+    dB/dC with ``n_slots`` copies ``slot_stride`` apart; ``parts`` = per-chunk partials of
+    (dA, dD, d(delta_bias))."""
+    _u, _delta, _A, _B, _C, D_ptr, _z, _bias = ins
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr = grads
+    dA_part_ptr, dD_part_ptr, dbias_part_ptr = parts
+    ck = _chunk_setup(ins, shape, BD, NP, CHUNK_LEN, HAS_BIAS, ACC)
     Dv = tl.zeros([BD], dtype=ACC)
     if HAS_D:
         Dv = tl.load(D_ptr + ck.offs_d).to(ACC)
-    so = _chunk_state_offsets(ck, dstate)
+    so = _chunk_state_offsets(ck)
     # dB/dC partial slot of this channel block: blocks of a group spread over n_slots copies
-    slot = ((ck.pid_bd % n_dblocks) % (dpg // BD)) % n_slots
+    slot = ck.group_block % n_slots
     dB_ptr += slot.to(tl.int64) * slot_stride
     dC_ptr += slot.to(tl.int64) * slot_stride
-    in_ptrs = (dout_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr)
-    grad_ptrs = (du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr)
+    grads = (du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr)
     h0 = tl.load(ckpt_ptr + so, mask=ck.mask_n[None, :], other=0.0).to(ACC)
     gr = tl.load(gcarry_ptr + so, mask=ck.mask_n[None, :], other=0.0).to(ACC)  # a_e * g_e from the right
     acc = (gr, tl.zeros([BD, NP], dtype=ACC), tl.zeros([BD], dtype=ACC), tl.zeros([BD], dtype=ACC))
@@ -566,24 +540,22 @@ def _bwd_chunk_grad_kernel(
         # held in registers; then the sub-blocks are processed back to front.
         starts = (h0,)
         for k in tl.static_range(1, N_SUB):
-            h, _tot = _advance_sub_block(
-                starts[k - 1], ck, (k - 1) * BT, u_ptr, delta_ptr, B_ptr, BT, HAS_BIAS, SOFTPLUS
-            )
+            h, _tot = _advance_sub_block(starts[k - 1], ck, (k - 1) * BT, ins, BT, HAS_BIAS, SOFTPLUS)
             starts = starts + (h,)
         for k in tl.static_range(N_SUB - 1, -1, -1):
             acc = _bwd_sub_block(
-                starts[k], acc, ck, k * BT, in_ptrs, grad_ptrs, Dv, BT, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC
+                starts[k], acc, ck, k * BT, ins, dout_ptr, grads, Dv, BT, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC
             )
     else:
         # Many sub-blocks: recompute each start state from the chunk checkpoint.
-        n_sub = tl.cdiv(tl.minimum(L - ck.start, CHUNK_LEN), BT)  # sub-blocks holding positions < L
+        n_sub = tl.cdiv(tl.minimum(ck.L - ck.start, CHUNK_LEN), BT)  # sub-blocks holding positions < L
         for si in range(0, n_sub):
             sub = n_sub - 1 - si
             h = h0
             for s2 in range(0, sub):
-                h, _tot = _advance_sub_block(h, ck, s2 * BT, u_ptr, delta_ptr, B_ptr, BT, HAS_BIAS, SOFTPLUS)
+                h, _tot = _advance_sub_block(h, ck, s2 * BT, ins, BT, HAS_BIAS, SOFTPLUS)
             acc = _bwd_sub_block(
-                h, acc, ck, sub * BT, in_ptrs, grad_ptrs, Dv, BT, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC
+                h, acc, ck, sub * BT, ins, dout_ptr, grads, Dv, BT, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC_BC
             )
     _gr, dA_acc, dD_acc, dbias_acc = acc
     tl.store(dA_part_ptr + so, dA_acc, mask=ck.mask_n[None, :])
@@ -655,78 +627,82 @@ def _state_torch_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @dataclass(frozen=True)
 class _Call:
-    """Sizes and launch settings that every chunk kernel of one forward or backward call shares."""
+    """One forward or backward call as every chunk kernel sees it: the scan's inputs
+    (contiguous; absent optional ones None), sizes and launch settings."""
 
+    u: torch.Tensor
+    delta: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor | None
+    z: torch.Tensor | None
+    delta_bias: torch.Tensor | None
+    softplus: bool
     cfg: LaunchConfig
-    batch: int
-    dim: int
-    L: int
-    groups: int
-    dstate: int
-    state_dtype: torch.dtype
-    acc: object  # tl.float32, or tl.float64 for fp64 inputs
 
     @classmethod
-    def of(cls, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, config: LaunchConfig | None) -> _Call:
-        batch, dim, L = u.shape
-        cfg = config or pick_config(dim, B.shape[1], A.shape[1])
-        return cls(cfg, batch, dim, L, B.shape[1], A.shape[1], _state_torch_dtype(u.dtype), _acc_dtype(u.dtype))
+    def of(cls, u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchConfig | None) -> _Call:
+        _check_device(u)
+        u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+        D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
+        cfg = config or pick_config(u.shape[1], B.shape[1], A.shape[1])
+        return cls(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), cfg)
 
     @property
-    def nchunk(self) -> int:
-        return triton.cdiv(self.L, CHUNK)
+    def sizes(self) -> tuple[int, int, int, int, int, int, int]:
+        """(batch, dim, L, groups, dstate, nchunk, channel blocks per batch item)."""
+        batch, dim, L = self.u.shape
+        return batch, dim, L, self.B.shape[1], self.A.shape[1], triton.cdiv(L, CHUNK), dim // self.cfg.block_d
 
     @property
-    def n_dblocks(self) -> int:
-        return self.dim // self.cfg.block_d
+    def state_dtype(self) -> torch.dtype:
+        return _state_torch_dtype(self.u.dtype)
 
-    def empty(self, *shape: int, device: torch.device, zero: bool = False) -> torch.Tensor:
-        """A state-dtype (fp32/fp64) buffer."""
-        return (torch.zeros if zero else torch.empty)(shape, device=device, dtype=self.state_dtype)
+    @property
+    def options(self) -> dict[str, bool]:
+        """The compile-time flags of the optional inputs."""
+        has_bias = self.delta_bias is not None
+        return dict(HAS_D=self.D is not None, HAS_Z=self.z is not None, HAS_BIAS=has_bias, SOFTPLUS=self.softplus)
 
-    def launch(self, kernel, tensors: tuple, extra: tuple = (), **flags) -> None:
-        """One program per (batch, channel block, chunk); ``tensors`` in the kernel's order,
-        then the shape scalars, ``extra`` scalars and the compile-time ``flags``."""
-        n_dblocks, nchunk = self.n_dblocks, self.nchunk
-        shape = (self.dim, self.L, nchunk, self.dim // self.groups, self.groups, self.dstate, n_dblocks)
-        kernel[(self.batch * n_dblocks * nchunk,)](
-            *tensors, *shape, *extra, **_chunk_constexprs(self.cfg, self.acc, **flags), num_warps=self.cfg.num_warps
+    def empty(self, *shape: int, zero: bool = False) -> torch.Tensor:
+        """A state-dtype (fp32/fp64) buffer on the inputs' device."""
+        return (torch.zeros if zero else torch.empty)(shape, device=self.u.device, dtype=self.state_dtype)
+
+    def per_chunk(self, *trailing: int) -> torch.Tensor:
+        """A ``(batch, dim, nchunk, *trailing)`` state-dtype buffer."""
+        batch, dim, _L, _groups, _dstate, nchunk, _n_dblocks = self.sizes
+        return self.empty(batch, dim, nchunk, *trailing)
+
+    def launch(self, kernel, *args, **flags) -> None:
+        """One program per (batch, channel block, chunk): the kernel gets the inputs tuple
+        (absent ones replaced by a dummy its HAS_ flag leaves unread), the shape tuple,
+        then ``args`` and the compile-time ``flags``."""
+        batch, dim, L, groups, dstate, nchunk, n_dblocks = self.sizes
+        dummy = self.u
+        ins = tuple(t if t is not None else dummy for t in (self.u, self.delta, self.A, self.B, self.C))
+        ins += tuple(t if t is not None else dummy for t in (self.D, self.z, self.delta_bias))
+        shape = (dim, L, nchunk, dim // groups, groups, dstate, n_dblocks)
+        consts = _chunk_constexprs(self.cfg, _acc_dtype(self.u.dtype), **flags)
+        kernel[(batch * n_dblocks * nchunk,)](ins, shape, *args, **consts, num_warps=self.cfg.num_warps)
+
+    def carries(self, dout: torch.Tensor | None, init: torch.Tensor | None) -> torch.Tensor:
+        """What enters each chunk, ``(b, d, nchunk, n)``: forward (no dout, no init) the
+        state before it, i.e. the checkpoints; backward (dout, init = dlast_state) the state
+        gradient entering it from the right."""
+        batch, dim, _L, _groups, dstate, nchunk, _n_dblocks = self.sizes
+        if nchunk == 1:  # nothing to carry: the chunk starts from init (or zero)
+            start = init if init is not None else self.empty(batch, dim, dstate, zero=True)
+            return start.reshape(batch, dim, 1, dstate).contiguous()
+        backward = dout is not None
+        local, dtsum = self.per_chunk(dstate), self.per_chunk()
+        flags = dict(
+            HAS_Z=backward and self.z is not None, HAS_BIAS=self.delta_bias is not None, SOFTPLUS=self.softplus
         )
-
-    def carries(self, x, delta, A, bc, z, delta_bias, softplus: bool, init, backward: bool) -> torch.Tensor:
-        """What enters each chunk, ``(b, d, nchunk, n)``: forward (x = u, bc = B, init None)
-        the state before it (the checkpoints); backward (x = dout, bc = C, init =
-        dlast_state) the state gradient entering it from the right."""
-        if self.nchunk == 1:  # nothing to carry: the chunk starts from init (or zero)
-            start = (
-                init if init is not None else self.empty(self.batch, self.dim, self.dstate, device=x.device, zero=True)
-            )
-            return start.reshape(self.batch, self.dim, 1, self.dstate).contiguous()
-        local = self.empty(self.batch, self.dim, self.nchunk, self.dstate, device=x.device)
-        dtsum = self.empty(self.batch, self.dim, self.nchunk, device=x.device)
-        tensors = (x, delta, A, bc, _or(z, x), _or(delta_bias, x), local, dtsum)
-        self.launch(
-            _chunk_carry_kernel,
-            tensors,
-            BACKWARD=backward,
-            HAS_Z=z is not None,
-            HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=softplus,
-        )
-        carry, _final = _carry_scan(local, dtsum, A, init, backward, self.cfg)
+        dout_arg = dout if backward else self.u
+        self.launch(_chunk_carry_kernel, dout_arg, local, dtsum, BACKWARD=backward, **flags)
+        carry, _final = _carry_scan(local, dtsum, self.A, init, backward, self.cfg)
         return carry
-
-
-def _or(t: torch.Tensor | None, dummy: torch.Tensor) -> torch.Tensor:
-    """An absent optional input becomes a dummy pointer (its HAS_ flag keeps it unread)."""
-    return t if t is not None else dummy
-
-
-def _options(D, z, delta_bias, delta_softplus) -> dict[str, bool]:
-    """The compile-time flags of the optional inputs."""
-    return dict(
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus)
-    )
 
 
 def _carry_scan(local, dtsum, A, init, reverse, cfg: LaunchConfig):
@@ -767,15 +743,12 @@ def _check_device(u: torch.Tensor) -> None:
 
 def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config: LaunchConfig | None = None):
     """Backend interface: ``(out, last_state, checkpoints)``; B/C grouped ``(b, g, n, L)``."""
-    _check_device(u)
-    u, delta, B, C, A = (t.contiguous() for t in (u, delta, B, C, A))
-    z, D, delta_bias = (t.contiguous() if t is not None else None for t in (z, D, delta_bias))
-    call = _Call.of(u, A, B, config)
-    checkpoints = call.carries(u, delta, A, B, None, delta_bias, bool(delta_softplus), None, backward=False)
-    last_state = call.empty(call.batch, call.dim, call.dstate, device=u.device)
-    out = torch.empty_like(u)
-    tensors = (u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), checkpoints, out, last_state)
-    call.launch(_fwd_chunk_out_kernel, tensors, **_options(D, z, delta_bias, delta_softplus))
+    call = _Call.of(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config)
+    batch, dim, _L, _groups, dstate, _nchunk, _n_dblocks = call.sizes
+    checkpoints = call.carries(None, None)
+    last_state = call.empty(batch, dim, dstate)
+    out = torch.empty_like(call.u)
+    call.launch(_fwd_chunk_out_kernel, checkpoints, out, last_state, **call.options)
     return out, last_state, checkpoints
 
 
@@ -795,35 +768,34 @@ def backward(
     config: LaunchConfig | None = None,
 ):
     """Backend interface: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``."""
-    _check_device(u)
-    dout, u, delta, B, C, A = (t.contiguous() for t in (dout, u, delta, B, C, A))
-    z, D, delta_bias = (t.contiguous() if t is not None else None for t in (z, D, delta_bias))
-    checkpoints = checkpoints.contiguous()
-    call = _Call.of(u, A, B, config)
-    dev = u.device
+    call = _Call.of(u, delta, A, B, C, D, z, delta_bias, delta_softplus, config)
+    _batch, _dim, _L, groups, dstate, _nchunk, n_dblocks = call.sizes
+    dout, checkpoints = dout.contiguous(), checkpoints.contiguous()
     init = dlast_state.to(call.state_dtype).contiguous() if dlast_state is not None else None
-    gcarry = call.carries(dout, delta, A, C, z, delta_bias, bool(delta_softplus), init, backward=True)
+    gcarry = call.carries(dout, init)
 
-    du = torch.empty_like(u)
-    ddelta = torch.empty_like(delta)
-    dz = torch.empty_like(z) if z is not None else None
-    blocks_per_group = call.n_dblocks // call.groups
+    dz = torch.empty_like(call.z) if z is not None else None
+    grads = (torch.empty_like(call.u), torch.empty_like(call.delta), dz if dz is not None else call.u)
+    blocks_per_group = n_dblocks // groups
     n_slots = bc_slots(blocks_per_group, B.numel())
     atomic = n_slots < blocks_per_group
-    dB = call.empty(n_slots, *B.shape, device=dev, zero=atomic)
-    dC = call.empty(n_slots, *C.shape, device=dev, zero=atomic)
-    dA_part = call.empty(call.batch, call.dim, call.nchunk, call.dstate, device=dev)
-    dD_part = call.empty(call.batch, call.dim, call.nchunk, device=dev)
-    dbias_part = call.empty(call.batch, call.dim, call.nchunk, device=dev)
-    tensors = (dout, u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), checkpoints, gcarry, du, ddelta)
-    tensors += (_or(dz, u), dB, dC, dA_part, dD_part, dbias_part)
+    dB = call.empty(n_slots, *B.shape, zero=atomic)
+    dC = call.empty(n_slots, *C.shape, zero=atomic)
+    parts = (call.per_chunk(dstate), call.per_chunk(), call.per_chunk())
     call.launch(
         _bwd_chunk_grad_kernel,
-        tensors,
-        extra=(n_slots, B.numel()),
+        dout,
+        checkpoints,
+        gcarry,
+        (*grads, dB, dC),
+        parts,
+        n_slots,
+        B.numel(),
         ATOMIC_BC=atomic,
-        **_options(D, z, delta_bias, delta_softplus),
+        **call.options,
     )
+    du, ddelta, _dz = grads
+    dA_part, dD_part, dbias_part = parts
     dA = dA_part.sum(dim=(0, 2)).to(A.dtype)
     dD = dD_part.sum(dim=(0, 2)).to(D.dtype) if D is not None else None
     ddelta_bias = dbias_part.sum(dim=(0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
@@ -834,25 +806,35 @@ def backward(
 
 # --------------------------------------------------------------------------- AOT configurations
 
-#: Pointers to the I/O dtype (bf16 in production); the carry kernel's x is u or dout, its bc B or C.
-_IO_PTRS = {"u_ptr", "delta_ptr", "z_ptr", "dout_ptr", "out_ptr", "du_ptr", "ddelta_ptr", "dz_ptr", "B_ptr", "C_ptr"}
-_IO_PTRS.update(("x_ptr", "bc_ptr"))
+#: The chunk kernels' tuple arguments, element by element, in the order ``_Call`` builds them.
+_TUPLE_ARGS = {
+    "ins": ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"),
+    "shape": ("dim", "L", "nchunk", "dpg", "groups", "dstate", "n_dblocks"),
+    "grads": ("du", "ddelta", "dz", "dB", "dC"),
+    "parts": ("dA_part", "dD_part", "dbias_part"),
+}
+#: Tensors in the I/O dtype (bf16 in production); everything else is fp32 state.
+_IO_TENSORS = {"u", "delta", "B", "C", "z", "dout", "out", "du", "ddelta", "dz"}
 _INT_ARGS = {"dim", "L", "nchunk", "dpg", "groups", "dstate", "n_dblocks", "n_iters", "n_slots", "slot_stride"}
 
 
-def aot_signature(kernel, io_dtype: str = "bf16") -> dict[str, str]:
+def _aot_type(name: str, io_dtype: str) -> str:
+    if name in _INT_ARGS:
+        return "i32"
+    return f"*{io_dtype}" if name.removesuffix("_ptr") in _IO_TENSORS else "*fp32"
+
+
+def aot_signature(kernel, io_dtype: str = "bf16") -> dict[str, str | tuple[str, ...]]:
     """Triton signature of ``kernel``: half/float I/O pointers as ``io_dtype``, state in fp32."""
-    sig: dict[str, str] = {}
+    sig: dict[str, str | tuple[str, ...]] = {}
     for param in kernel.params:
         name = param.name
         if param.is_constexpr:
             sig[name] = "constexpr"
-        elif name in _INT_ARGS:
-            sig[name] = "i32"
-        elif name in _IO_PTRS:
-            sig[name] = f"*{io_dtype}"
+        elif name in _TUPLE_ARGS:
+            sig[name] = tuple(_aot_type(element, io_dtype) for element in _TUPLE_ARGS[name])
         else:
-            sig[name] = "*fp32"
+            sig[name] = _aot_type(name, io_dtype)
     return sig
 
 
