@@ -112,26 +112,23 @@ def test_segmamba_and_vmunet_take_their_defaults_from_the_preset():
 
 
 def test_nn_module_defaults_agree_with_the_presets():
-    """``nn`` sits below ``architectures`` and cannot read a preset; where one of its modules
-    still has a keyword default, it is the preset's value (the plans always pass them)."""
-    from umamba_seg.nn.cross_scan import CrossScanSSM
-    from umamba_seg.nn.mamba_mixer import MambaMixer
-    from umamba_seg.nn.tri_oriented import TriOrientedMamba
+    """``nn`` sits below ``architectures`` and cannot read a preset: the Mamba block sizes have no
+    default there (:class:`SSMConfig` needs them), and where an nn module still has a keyword
+    default, it is the preset's value (the plans always pass them)."""
+    from umamba_seg.nn.ssm_config import SSMConfig
     from umamba_seg.nn.vil_layer import ViLLayer
 
-    checks = [(MambaMixer, UMambaPreset().mixer_kwargs()), (ViLLayer, XLSTMPreset().mixer_kwargs())]
-    seg, vm = SegMambaPreset(), VMUNetPreset()
-    checks.append(
-        (TriOrientedMamba, {"d_state": seg.d_state, "d_conv": seg.d_conv, "expand": seg.expand, "dt_rank": seg.dt_rank})
-    )
-    checks.append(
-        (CrossScanSSM, {"d_state": vm.d_state, "d_conv": vm.d_conv, "expand": vm.expand, "dt_rank": vm.dt_rank})
-    )
-    for module, values in checks:
-        params = inspect.signature(module).parameters
-        for key, value in values.items():
-            default = params[key].default
-            assert default is inspect.Parameter.empty or default == value, (module.__name__, key, default, value)
+    block_presets = (UMambaPreset(), SegMambaPreset(), VMUNetPreset())
+    sizes = {f.name for f in dataclasses.fields(SSMConfig)} & {f.name for f in dataclasses.fields(block_presets[0])}
+    assert sizes == {"d_state", "d_conv", "expand", "dt_rank"}
+    for field in dataclasses.fields(SSMConfig):
+        assert field.name not in sizes or field.default is dataclasses.MISSING, field.name
+    for preset in block_presets:
+        assert {k: getattr(preset.ssm_config(), k) for k in sizes} == {k: getattr(preset, k) for k in sizes}
+    params = inspect.signature(ViLLayer).parameters
+    for key, value in XLSTMPreset().mixer_kwargs().items():
+        default = params[key].default
+        assert default is inspect.Parameter.empty or default == value, (key, default, value)
 
 
 def test_stage_rule_names_are_the_networks_rules():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from umamba_seg.architectures import registry
+from umamba_seg.architectures.presets import VMUNetPreset
 from umamba_seg.architectures.vmunet import VMUNet, accepted_patch, vmunet_strides
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.nn.cross_scan import CrossScanSSM
@@ -161,7 +163,7 @@ def _ss_core_by_hand(ssm: CrossScanSSM, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4)])
 def test_one_grouped_scan_equals_k_separate_scans(shape):
     torch.manual_seed(0)
-    ssm = CrossScanSSM(8, spatial_dims=len(shape), d_state=4)
+    ssm = CrossScanSSM(8, dataclasses.replace(VMUNetPreset().ssm_config(), d_state=4), spatial_dims=len(shape))
     x = torch.randn(2, ssm.d_inner, *shape)
     with torch.no_grad():
         got = ssm.scan_core(x)

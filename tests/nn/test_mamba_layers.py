@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from umamba_seg.architectures.presets import SegMambaPreset, UMambaPreset
 from umamba_seg.nn.gsc import GSC
 from umamba_seg.nn.mamba_mixer import MambaMixer
-from umamba_seg.nn.ssm_branch import SelectiveSSMBranch, inverse_softplus, resolve_dt_rank
+from umamba_seg.nn.ssm_branch import SelectiveSSMBranch, inverse_softplus
+from umamba_seg.nn.ssm_config import SSMConfig, resolve_dt_rank
 from umamba_seg.nn.token_layer import TokenLayer, make_token_layer, use_channel_tokens
 from umamba_seg.nn.tri_oriented import BRANCHES, TriOrientedMamba, tri_oriented_orders
 from umamba_seg.ops.scan_orders import merge, scan
 
 SSM_PARAMS = ("A_log", "D", "dt_proj.bias", "conv1d.weight", "conv1d.bias")
+# the networks' Mamba settings (mamba-ssm's: d_state 16, d_conv 4, expand 2, dt_rank auto)
+UMAMBA, SEGMAMBA = UMambaPreset().ssm_config(), SegMambaPreset().ssm_config()
+MIXER_CONFIG = {MambaMixer: UMAMBA, TriOrientedMamba: SEGMAMBA}
+
+
+def build_mixer(cls: type, d_model: int) -> nn.Module:
+    """A Mamba mixer of ``cls`` with its network's settings."""
+    return cls(d_model, MIXER_CONFIG[cls])
+
+
+def factory(cls: type):
+    """``d_model -> mixer`` for :func:`make_token_layer`."""
+    return partial(build_mixer, cls)
 
 
 def mamba_param_count(d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, branches: int = 1) -> int:
@@ -29,7 +45,7 @@ def mamba_param_count(d_model: int, d_state: int = 16, d_conv: int = 4, expand: 
 
 def test_mamba_initialisation():
     torch.manual_seed(0)
-    branch = SelectiveSSMBranch(d_inner=256, d_state=16, d_conv=4, dt_rank=8)
+    branch = SelectiveSSMBranch(256, SSMConfig(d_state=16, d_conv=4, expand=1, dt_rank=8))
     dt = F.softplus(branch.dt_proj.bias)
     assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 1e-1 * (1 + 1e-5)
     assert dt.max() / dt.min() > 20  # log-uniform over the range, not a constant
@@ -44,14 +60,15 @@ def test_mamba_initialisation():
 
 @pytest.mark.parametrize("d_model,branches,cls", [(8, 1, MambaMixer), (48, 1, MambaMixer), (48, 3, TriOrientedMamba)])
 def test_parameter_layout_matches_mamba(d_model, branches, cls):
-    mixer = cls(d_model)
-    assert sum(p.numel() for p in mixer.parameters()) == mamba_param_count(d_model, branches=branches)
+    assert sum(p.numel() for p in build_mixer(cls, d_model).parameters()) == mamba_param_count(
+        d_model, branches=branches
+    )
 
 
 def test_mixer_is_causal():
     """Output at t depends on inputs up to t only (causal conv1d + forward scan)."""
     torch.manual_seed(0)
-    mixer = MambaMixer(8).double()
+    mixer = MambaMixer(8, UMAMBA).double()
     x = torch.randn(2, 20, 8, dtype=torch.float64)
     y = mixer(x)
     x2 = x.clone()
@@ -65,7 +82,7 @@ def test_tri_oriented_equals_per_branch_gating():
     """Gating once after summing equals SegMamba's gating inside each branch's scan."""
     torch.manual_seed(0)
     shape = (3, 4, 5)
-    mixer = TriOrientedMamba(8).double()
+    mixer = TriOrientedMamba(8, SEGMAMBA).double()
     x = torch.randn(2, math.prod(shape), 8, dtype=torch.float64)
     u, z = mixer.in_proj(x).transpose(1, 2).chunk(2, dim=1)
     total = 0
@@ -80,7 +97,7 @@ def test_tri_oriented_inter_slice_branch_scans_across_slices():
     that position in later slices but no position before p in any slice."""
     torch.manual_seed(0)
     shape = (4, 3, 3)
-    mixer = TriOrientedMamba(8).double()
+    mixer = TriOrientedMamba(8, SEGMAMBA).double()
     with torch.no_grad():
         for name in ("row_major", "reversed"):  # silence the other branches' outputs
             mixer.branches[name].D.zero_()
@@ -100,10 +117,10 @@ def test_tri_oriented_inter_slice_branch_scans_across_slices():
 @pytest.mark.parametrize("cls,kwargs", [(MambaMixer, {}), (TriOrientedMamba, {"spatial_shape": (2, 3, 2)})])
 def test_gradient_reaches_every_ssm_parameter(cls, kwargs):
     torch.manual_seed(0)
-    mixer = cls(8)
+    layer = build_mixer(cls, 8)
     x = torch.randn(2, 12, 8, requires_grad=True)
-    mixer(x, **kwargs).square().mean().backward()
-    named = dict(mixer.named_parameters())
+    layer(x, **kwargs).square().mean().backward()
+    named = dict(layer.named_parameters())
     ssm = [n for n in named if n.endswith(SSM_PARAMS)]
     assert len(ssm) == len(SSM_PARAMS) * (3 if cls is TriOrientedMamba else 1)
     for name, p in named.items():
@@ -114,13 +131,13 @@ def test_gradient_reaches_every_ssm_parameter(cls, kwargs):
 def test_token_layer_patch_and_channel_tokens():
     torch.manual_seed(0)
     # 4 x 4 = 16 voxels > 8 channels: voxels are tokens, LN over 8 channels
-    patch = make_token_layer(8, (4, 4), MambaMixer)
+    patch = make_token_layer(8, (4, 4), factory(MambaMixer))
     assert not patch.channel_token and patch.dim == 8 and patch.mixer.d_model == 8
     # 2 x 2 x 2 = 8 voxels <= 32 channels: channels are tokens, LN over 8 voxels
-    chan = make_token_layer(32, (2, 2, 2), MambaMixer)
+    chan = make_token_layer(32, (2, 2, 2), factory(MambaMixer))
     assert chan.channel_token and chan.dim == 8 and chan.norm.normalized_shape == (8,)
     assert use_channel_tokens(16, (4, 4)) and not use_channel_tokens(15, (4, 4))
-    off = make_token_layer(32, (2, 2, 2), MambaMixer, channel_tokens=False)
+    off = make_token_layer(32, (2, 2, 2), factory(MambaMixer), channel_tokens=False)
     assert not off.channel_token and off.dim == 32
     x = torch.randn(2, 32, 2, 2, 2)
     assert chan(x).shape == x.shape
@@ -148,7 +165,7 @@ def test_token_layer_flattening_and_residual():
 
 def test_token_layer_fp32_under_bf16_autocast():
     torch.manual_seed(0)
-    layer = make_token_layer(8, (3, 4), TriOrientedMamba, channel_tokens=False, residual=True)
+    layer = make_token_layer(8, (3, 4), factory(TriOrientedMamba), channel_tokens=False, residual=True)
     x = torch.randn(2, 8, 3, 4, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x)
@@ -157,7 +174,7 @@ def test_token_layer_fp32_under_bf16_autocast():
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
     # fp32=False lets autocast run the projections in bf16; still finite
-    layer16 = make_token_layer(8, (3, 4), MambaMixer, fp32=False)
+    layer16 = make_token_layer(8, (3, 4), factory(MambaMixer), fp32=False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y16 = layer16(x)
     assert torch.isfinite(y16).all()

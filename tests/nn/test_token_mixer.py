@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 
 from tests.helpers import plain_cnn_block
 from umamba_seg.architectures import registry
+from umamba_seg.architectures.presets import SegMambaPreset, UMambaPreset, VMUNetPreset
 from umamba_seg.nn.channel_mlp import ChannelMLP
 from umamba_seg.nn.cross_scan import CrossScanSSM, VSSBlock
 from umamba_seg.nn.gsc import GSC
@@ -28,19 +30,24 @@ from umamba_seg.planning.memory_model import is_token_mixer
 
 C, N, GRID = 8, 4, (3, 5)  # token width, SSM state size, a 2D token grid
 L = GRID[0] * GRID[1]
+# the networks' Mamba settings with a small state
+MAMBA = dataclasses.replace(UMambaPreset().ssm_config(), d_state=N)
+TRI = dataclasses.replace(SegMambaPreset().ssm_config(), d_state=N)
+CROSS = dataclasses.replace(VMUNetPreset().ssm_config(), d_state=N)
+BRANCH = dataclasses.replace(MAMBA, expand=1)  # a branch scanning C channels
 
 # (mixer, an input it reads, its recurrent state per sample counted from its parameters)
 MIXERS = {
-    "ssm_branch": lambda: (SelectiveSSMBranch(C, d_state=N), torch.randn(2, C, L), C * N),
-    "mamba": lambda: (MambaMixer(C, d_state=N), torch.randn(2, L, C), 2 * C * N),
-    "tri_oriented": lambda: (TriOrientedMamba(C, d_state=N), torch.randn(2, L, C), 3 * 2 * C * N),
-    "ss2d": lambda: (CrossScanSSM(C, 2, d_state=N), torch.randn(2, *GRID, C), 4 * 2 * C * N),
-    "ss3d": lambda: (CrossScanSSM(C, 3, d_state=N), torch.randn(2, 2, *GRID, C), 6 * 2 * C * N),
-    "ss2d_nossm": lambda: (CrossScanSSM(C, 2, d_state=N, use_ssm=False), torch.randn(2, *GRID, C), 0),
-    "vss_block": lambda: (VSSBlock(C, 2, d_state=N), torch.randn(2, *GRID, C), 4 * 2 * C * N),
+    "ssm_branch": lambda: (SelectiveSSMBranch(C, BRANCH), torch.randn(2, C, L), C * N),
+    "mamba": lambda: (MambaMixer(C, MAMBA), torch.randn(2, L, C), 2 * C * N),
+    "tri_oriented": lambda: (TriOrientedMamba(C, TRI), torch.randn(2, L, C), 3 * 2 * C * N),
+    "ss2d": lambda: (CrossScanSSM(C, CROSS, 2), torch.randn(2, *GRID, C), 4 * 2 * C * N),
+    "ss3d": lambda: (CrossScanSSM(C, CROSS, 3), torch.randn(2, 2, *GRID, C), 6 * 2 * C * N),
+    "ss2d_nossm": lambda: (CrossScanSSM(C, CROSS, 2, use_ssm=False), torch.randn(2, *GRID, C), 0),
+    "vss_block": lambda: (VSSBlock(C, CROSS, spatial_dims=2), torch.randn(2, *GRID, C), 4 * 2 * C * N),
     "vil_layer": lambda: (ViLLayer(C), torch.randn(2, L, C), None),
     "vil_block": lambda: (ViLBlock(C), torch.randn(2, L, C), None),
-    "token_layer": lambda: (TokenLayer(C, MambaMixer(C, d_state=N)), torch.randn(2, C, *GRID), 2 * C * N),
+    "token_layer": lambda: (TokenLayer(C, MambaMixer(C, MAMBA)), torch.randn(2, C, *GRID), 2 * C * N),
 }
 # blocks of umamba_seg.nn that work on feature maps (their saved tensors are the "conv" part)
 CONV_SIDE = (GSC, ChannelMLP, PatchEmbed, PatchMerging, PatchExpand, NearestUpsampleConv)

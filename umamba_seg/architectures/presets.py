@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from umamba_seg.errors import UserInputError
+from umamba_seg.nn.ssm_config import SSMConfig
 
 DEFAULT_SIZE = "default"
 SIZES_RESOURCE = "preset_sizes.yaml"  # in this package (umamba_seg.architectures)
@@ -64,6 +65,15 @@ class Preset:
         return dataclasses.replace(self, **values)
 
 
+class MambaBlockPreset:
+    """Mixin of the presets with a Mamba block's sizes (fields ``d_state``, ``d_conv``, ``expand``,
+    ``dt_rank``): the nn modules take them as one :class:`~umamba_seg.nn.ssm_config.SSMConfig`."""
+
+    def ssm_config(self) -> SSMConfig:
+        """This preset's Mamba block settings."""
+        return SSMConfig(d_state=self.d_state, d_conv=self.d_conv, expand=self.expand, dt_rank=self.dt_rank)
+
+
 @dataclass(frozen=True)
 class TokenMixerPreset(Preset):
     """Settings shared by the token-mixer U-Nets (U-Mamba, xLSTM-UNet), whose topology
@@ -88,7 +98,7 @@ class TokenMixerPreset(Preset):
 
 
 @dataclass(frozen=True)
-class UMambaPreset(TokenMixerPreset):
+class UMambaPreset(TokenMixerPreset, MambaBlockPreset):
     """U-Mamba (bowang-lab/U-Mamba): Mamba layers ``mamba(LN(x))`` on the CNN plan's residual U-Net."""
 
     family: ClassVar[str] = "umamba"
@@ -128,7 +138,7 @@ class XLSTMPreset(TokenMixerPreset):
 
 
 @dataclass(frozen=True)
-class SegMambaPreset(Preset):
+class SegMambaPreset(Preset, MambaBlockPreset):
     """SegMamba (ge-xing/SegMamba); the defaults give 67.4 M parameters with 4 in / 4 out."""
 
     family: ClassVar[str] = "segmamba"
@@ -145,7 +155,7 @@ class SegMambaPreset(Preset):
 
 
 @dataclass(frozen=True)
-class VMUNetPreset(Preset):
+class VMUNetPreset(Preset, MambaBlockPreset):
     """VM-UNet (JCruan519/VM-UNet): the authors' VSSM U-shape; 2D scans 4 orders, 3D 6."""
 
     family: ClassVar[str] = "vmunet"

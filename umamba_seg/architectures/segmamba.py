@@ -33,6 +33,7 @@ from umamba_seg.architectures.presets import SegMambaPreset, load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.nn.channel_mlp import ChannelMLP
 from umamba_seg.nn.gsc import GSC
+from umamba_seg.nn.ssm_config import SSMConfig
 from umamba_seg.nn.token_layer import TokenLayer
 from umamba_seg.nn.tri_oriented import TriOrientedMamba
 
@@ -57,14 +58,13 @@ class SegMambaEncoder(nn.Module):
         conv_op: type[nn.Module],
         feature_size: Sequence[int],
         depths: Sequence[int],
+        ssm: SSMConfig,
         stem_kernel: int = _DEFAULT.stem_kernel,
         mlp_ratio: int = _DEFAULT.mlp_ratio,
-        mamba_kwargs: dict | None = None,
         ssm_fp32: bool = _DEFAULT.ssm_fp32,
         use_ssm: bool = True,
     ) -> None:
         super().__init__()
-        mamba_kwargs = mamba_kwargs or {}
         norm = get_matching_instancenorm(conv_op)
         down = [conv_op(input_channels, feature_size[0], stem_kernel, 2, stem_kernel // 2)]
         for i in range(1, len(feature_size)):
@@ -74,10 +74,7 @@ class SegMambaEncoder(nn.Module):
         stages = []
         for c, depth in zip(feature_size, depths):
             if use_ssm:
-                layers = [
-                    TokenLayer(c, TriOrientedMamba(c, **mamba_kwargs), residual=True, fp32=ssm_fp32)
-                    for _ in range(depth)
-                ]
+                layers = [TokenLayer(c, TriOrientedMamba(c, ssm), residual=True, fp32=ssm_fp32) for _ in range(depth)]
                 stages.append(nn.Sequential(*layers))
             else:
                 stages.append(nn.Identity())
@@ -174,9 +171,9 @@ class SegMamba(nn.Module):
         self.strides = expected
         self.patch_size = None if patch_size is None else list(patch_size)
         self.conv_op = conv_op
-        mamba_kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
+        ssm = SSMConfig(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
         self.encoder = SegMambaEncoder(
-            input_channels, conv_op, feature_size, depths, stem_kernel, mlp_ratio, mamba_kwargs, ssm_fp32, use_ssm
+            input_channels, conv_op, feature_size, depths, ssm, stem_kernel, mlp_ratio, ssm_fp32, use_ssm
         )
         ins = [input_channels, *feature_size]
         outs = [*feature_size, hidden_size]

@@ -50,7 +50,8 @@ from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.architectures.unet_parts import ResidualDecoder, ResidualEncoder
 from umamba_seg.errors import UserInputError
 from umamba_seg.nn.mamba_mixer import MambaMixer
-from umamba_seg.nn.token_layer import TokenLayer, use_channel_tokens
+from umamba_seg.nn.ssm_config import SSMConfig
+from umamba_seg.nn.token_layer import TokenLayer, make_token_layer
 from umamba_seg.nn.vil_layer import ViLBlock
 
 MIXERS = ("mamba", "vil", "none")
@@ -128,19 +129,19 @@ def mixer_layer(
 ) -> TokenLayer:
     """The token layer of ``mixer`` for a map of ``channels`` x ``feature_map_size``.
 
-    ``mamba``: ``mamba(LN(x))`` (the authors' ``MambaLayer``: ``norm``, ``mamba``);
-    ``vil``: ``x + ViLLayer(LN(x))`` (their ViL wrapper: ``vil`` = ``norm`` + ``layer``).
-    With ``channel_tokens`` and a known size, U-Mamba's rule picks the token axis.
+    ``mamba``: ``mamba(LN(x))`` (the authors' ``MambaLayer``: ``norm``, ``mamba``), ``kwargs``
+    the :class:`~umamba_seg.nn.ssm_config.SSMConfig`; ``vil``: ``x + ViLLayer(LN(x))`` (their
+    ViL wrapper: ``vil`` = ``norm`` + ``layer``), ``kwargs`` the ViL block's. With
+    ``channel_tokens`` and a known size, U-Mamba's rule picks the token axis.
     """
-    channel_token = channel_tokens and feature_map_size is not None and use_channel_tokens(channels, feature_map_size)
-    dim = math.prod(feature_map_size) if channel_token else channels
     if mixer == "mamba":
-        return TokenLayer(dim, MambaMixer(dim, **kwargs), channel_token=channel_token, fp32=fp32, mixer_name="mamba")
-    if mixer == "vil":
-        return TokenLayer(
-            dim, ViLBlock(dim, **kwargs), channel_token=channel_token, fp32=fp32, norm=False, mixer_name="vil"
-        )
-    raise ValueError(f"mixer must be 'mamba' or 'vil' here, got {mixer!r}")
+        config = SSMConfig(**kwargs)
+        factory, options = partial(MambaMixer, config=config), {"mixer_name": "mamba"}
+    elif mixer == "vil":
+        factory, options = partial(ViLBlock, **kwargs), {"norm": False, "mixer_name": "vil"}
+    else:
+        raise ValueError(f"mixer must be 'mamba' or 'vil' here, got {mixer!r}")
+    return make_token_layer(channels, feature_map_size, factory, channel_tokens, fp32=fp32, **options)
 
 
 def _resolve(op: type | str | None) -> type | None:
@@ -221,7 +222,7 @@ class TokenMixerUNet(nn.Module):
         self.patch_size = None if patch_size is None else [int(p) for p in patch_size]
         if self.mixer != "none":  # settings the plan leaves out: the mixer's preset defaults
             mixer_preset = MIXER_PRESETS[self.mixer]()
-            mixer_kwargs = mixer_preset.mixer_kwargs() if mixer_kwargs is None else mixer_kwargs
+            mixer_kwargs = {**mixer_preset.mixer_kwargs(), **(mixer_kwargs or {})}
             mixer_fp32 = mixer_preset.mixer_fp32 if mixer_fp32 is None else mixer_fp32
         make_mixer = partial(mixer_layer, self.mixer, fp32=bool(mixer_fp32), **(mixer_kwargs or {}))
         bottleneck_name, stages_name = LAYER_NAMES[self.preset.mixer]

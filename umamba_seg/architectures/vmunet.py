@@ -35,6 +35,7 @@ from umamba_seg.architectures.presets import VMUNetPreset, load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.nn.cross_scan import VSSBlock
 from umamba_seg.nn.patch_tokens import PatchEmbed, PatchExpand, PatchMerging
+from umamba_seg.nn.ssm_config import SSMConfig
 
 __all__ = ["VMUNet", "vmunet_strides", "accepted_patch"]
 
@@ -100,7 +101,7 @@ class _Encoder(nn.Module):
         self.merges = nn.ModuleList()
         start = 0
         for i, (dim, depth) in enumerate(zip(dims, depths)):
-            blocks = [VSSBlock(dim, spatial_dims, dpr[start + b], **ssm_kwargs) for b in range(depth)]
+            blocks = [VSSBlock(dim, drop_path=dpr[start + b], **ssm_kwargs) for b in range(depth)]
             self.stages.append(nn.Sequential(*blocks))
             start += depth
             if i < len(dims) - 1:
@@ -139,7 +140,7 @@ class _Decoder(nn.Module):
             s = n - 1 - j  # encoder stage whose resolution this decoder stage runs at
             if j > 0:
                 self.expands.append(PatchExpand(dims[s + 1], dims[s], strides[s + 2], spatial_dims))
-            blocks = [VSSBlock(dims[s], spatial_dims, dpr[start + b], **ssm_kwargs) for b in range(depth)]
+            blocks = [VSSBlock(dims[s], drop_path=dpr[start + b], **ssm_kwargs) for b in range(depth)]
             self.stages.append(nn.Sequential(*blocks))
             start += depth
         final_dim = max(1, dims[0] // 4)
@@ -204,9 +205,8 @@ class VMUNet(nn.Module):
         self.strides = strides
         self.spatial_dims = spatial_dims
         self.num_classes = num_classes
-        ssm_kwargs = dict(
-            d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, use_ssm=use_ssm, scan_backend=scan_backend
-        )
+        ssm = SSMConfig(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
+        ssm_kwargs = dict(config=ssm, spatial_dims=spatial_dims, use_ssm=use_ssm, scan_backend=scan_backend)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         dpr_dec = torch.linspace(0, drop_path_rate, sum(depths_decoder)).tolist()[::-1]
         self.encoder = _Encoder(input_channels, list(dims), depths, strides, spatial_dims, dpr, ssm_kwargs)

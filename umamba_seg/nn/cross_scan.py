@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers import DropPath
 
-from umamba_seg.nn.ssm_branch import dt_bias_init, resolve_dt_rank, s4d_real_a_log
+from umamba_seg.nn.ssm_branch import dt_bias_init, dt_weight_bound, s4d_real_a_log
+from umamba_seg.nn.ssm_config import SSMConfig
 from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.ops.scan_orders import ScanOrder, cross_merge, cross_scan, cross_scan_orders
 from umamba_seg.ops.selective_scan import selective_scan
@@ -36,51 +37,37 @@ class CrossScanSSM(TokenMixer):
     """SS2D (``spatial_dims=2``, K = 4) / SS3D (``spatial_dims=3``, K = 6) on ``(B, *spatial, C)``."""
 
     def __init__(
-        self,
-        d_model: int,
-        spatial_dims: int = 2,
-        d_state: int = 16,
-        d_conv: int = 3,
-        expand: float = 2,
-        dt_rank: int | str = "auto",
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        use_ssm: bool = True,
-        scan_backend: str = "auto",
+        self, d_model: int, config: SSMConfig, spatial_dims: int = 2, use_ssm: bool = True, scan_backend: str = "auto"
     ):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
         self.d_model = d_model
         self.spatial_dims = spatial_dims
-        self.d_state = d_state
-        self.d_inner = E = int(expand * d_model)
-        self.dt_rank = R = resolve_dt_rank(dt_rank, d_model)
+        self.d_state = config.d_state
+        self.d_inner = E = config.inner(d_model)
+        self.dt_rank = R = config.rank(d_model)
         self.num_directions = K = 2 * spatial_dims
         self.use_ssm = use_ssm
         self.scan_backend = scan_backend
 
-        self.in_proj = nn.Linear(d_model, 2 * E, bias=bias)
-        conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial_dims - 1]
-        self.conv = conv(E, E, kernel_size=d_conv, padding=(d_conv - 1) // 2, groups=E, bias=conv_bias)
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=config.bias)
+        conv, k = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial_dims - 1], config.d_conv
+        self.conv = conv(E, E, kernel_size=k, padding=(k - 1) // 2, groups=E, bias=config.conv_bias)
         if use_ssm:
+            N = config.d_state
             bound = E**-0.5  # nn.Linear's default init, as the authors' stacked x_proj
-            self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * d_state, E).uniform_(-bound, bound))
-            dt_std = R**-0.5
-            self.dt_projs_weight = nn.Parameter(torch.empty(K, E, R).uniform_(-dt_std, dt_std))
-            self.dt_projs_bias = nn.Parameter(
-                torch.stack([dt_bias_init(E, dt_min, dt_max, dt_init_floor) for _ in range(K)])
-            )
-            self.A_logs = nn.Parameter(s4d_real_a_log(K * E, d_state))
+            self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * N, E).uniform_(-bound, bound))
+            dt_bound = dt_weight_bound(R, config)
+            self.dt_projs_weight = nn.Parameter(torch.empty(K, E, R).uniform_(-dt_bound, dt_bound))
+            self.dt_projs_bias = nn.Parameter(torch.stack([dt_bias_init(E, config) for _ in range(K)]))
+            self.A_logs = nn.Parameter(s4d_real_a_log(K * E, N))
             self.Ds = nn.Parameter(torch.ones(K * E))
             # every direction's A and D (one tensor each): no weight decay under AdamW, as the authors mark them
             self.A_logs._no_weight_decay = True
             self.Ds._no_weight_decay = True
         self.out_norm = nn.LayerNorm(E)
-        self.out_proj = nn.Linear(E, d_model, bias=bias)
+        self.out_proj = nn.Linear(E, d_model, bias=config.bias)
         self._orders: dict[tuple[int, ...], list[ScanOrder]] = {}
 
     @property
@@ -133,13 +120,14 @@ class CrossScanSSM(TokenMixer):
 
 
 class VSSBlock(TokenMixer):
-    """VM-UNet's visual state-space block: ``x + drop_path(SSM(LN(x)))`` on ``(B, *spatial, C)``."""
+    """VM-UNet's visual state-space block: ``x + drop_path(SSM(LN(x)))`` on ``(B, *spatial, C)``;
+    ``ssm_options`` are :class:`CrossScanSSM`'s (``spatial_dims``, ``use_ssm``, ``scan_backend``)."""
 
-    def __init__(self, dim: int, spatial_dims: int = 2, drop_path: float = 0.0, **ssm_kwargs):
+    def __init__(self, dim: int, config: SSMConfig, drop_path: float = 0.0, **ssm_options):
         super().__init__()
         self.d_model = dim
         self.norm = nn.LayerNorm(dim)
-        self.ssm = CrossScanSSM(dim, spatial_dims=spatial_dims, **ssm_kwargs)
+        self.ssm = CrossScanSSM(dim, config, **ssm_options)
         self.drop_path = DropPath(drop_path)
 
     @property

@@ -9,8 +9,8 @@ each with its own parameters but sharing the mixer's in/out projections. The bra
 reads a sequence that is already in its scan order, so it does not know about images.
 Its parameter names are mamba-ssm's (``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``).
 
-Initialisation follows Mamba: ``dt = exp(U[log dt_min, log dt_max])`` clamped at
-``dt_init_floor`` and stored as its inverse softplus in the dt_proj bias (so that
+The settings come as one :class:`~umamba_seg.nn.ssm_config.SSMConfig`. Initialisation
+follows Mamba: ``dt = exp(U[log dt_min, log dt_max])`` clamped at ``dt_init_floor`` and stored as its inverse softplus in the dt_proj bias (so that
 ``softplus(bias)`` starts in ``[dt_min, dt_max]``); dt_proj weights uniform in
 ``+-dt_rank**-0.5 * dt_scale``; S4D-real ``A[d, n] = n + 1`` (``A_log = log A``); ``D = 1``.
 """
@@ -24,15 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from umamba_seg.nn.causal_conv1d import CausalConv1d
+from umamba_seg.nn.ssm_config import SSMConfig
 from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.ops.selective_scan import selective_scan
-
-
-def resolve_dt_rank(dt_rank: int | str, d_model: int) -> int:
-    """Mamba's ``dt_rank="auto"`` is ``ceil(d_model / 16)``."""
-    if dt_rank == "auto":
-        return math.ceil(d_model / 16)
-    return int(dt_rank)
 
 
 def s4d_real_a_log(d_inner: int, d_state: int) -> torch.Tensor:
@@ -46,51 +40,43 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
-def dt_bias_init(d_inner: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4) -> torch.Tensor:
+def dt_bias_init(d_inner: int, config: SSMConfig) -> torch.Tensor:
     """A dt bias whose softplus is log-uniform in ``[dt_min, dt_max]`` (floored at ``dt_init_floor``)."""
-    log_dt = torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-    return inverse_softplus(torch.exp(log_dt).clamp(min=dt_init_floor))
+    log_min, log_max = math.log(config.dt_min), math.log(config.dt_max)
+    log_dt = torch.rand(d_inner) * (log_max - log_min) + log_min
+    return inverse_softplus(torch.exp(log_dt).clamp(min=config.dt_init_floor))
+
+
+def dt_weight_bound(dt_rank: int, config: SSMConfig) -> float:
+    """Mamba's dt_proj weights are uniform in ``+-`` this bound."""
+    return dt_rank**-0.5 * config.dt_scale
 
 
 @torch.no_grad()
-def init_dt_projection(
-    dt_proj: nn.Linear,
-    dt_rank: int,
-    dt_min: float = 1e-3,
-    dt_max: float = 1e-1,
-    dt_init_floor: float = 1e-4,
-    dt_scale: float = 1.0,
-) -> None:
+def init_dt_projection(dt_proj: nn.Linear, config: SSMConfig) -> None:
     """Mamba's dt initialisation of ``dt_proj`` (weights and bias) in place."""
-    std = dt_rank**-0.5 * dt_scale
-    nn.init.uniform_(dt_proj.weight, -std, std)
-    dt_proj.bias.copy_(dt_bias_init(dt_proj.out_features, dt_min, dt_max, dt_init_floor))
+    bound = dt_weight_bound(dt_proj.in_features, config)
+    nn.init.uniform_(dt_proj.weight, -bound, bound)
+    dt_proj.bias.copy_(dt_bias_init(dt_proj.out_features, config))
 
 
 class SelectiveSSMBranch(TokenMixer):
-    """Conv1d + selective scan on ``(B, d_inner, L)`` sequences in this branch's order."""
+    """Conv1d + selective scan on ``(B, d_inner, L)`` sequences in this branch's order.
 
-    def __init__(
-        self,
-        d_inner: int,
-        d_state: int = 16,
-        d_conv: int = 4,
-        dt_rank: int = 1,
-        conv_bias: bool = True,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        dt_init_floor: float = 1e-4,
-        dt_scale: float = 1.0,
-    ) -> None:
+    ``d_model`` is the width of the Mamba block the branch belongs to: the branch scans
+    ``config.inner(d_model)`` channels with a dt projection of rank ``config.rank(d_model)``.
+    """
+
+    def __init__(self, d_model: int, config: SSMConfig) -> None:
         super().__init__()
+        self.d_inner = d_inner = config.inner(d_model)
         self.d_model = d_inner  # the branch reads (B, d_inner, L)
-        self.d_inner = d_inner
-        self.d_state = d_state
-        self.dt_rank = dt_rank
-        self.conv1d = CausalConv1d(d_inner, d_conv, bias=conv_bias, channels_last=False)
+        self.d_state = d_state = config.d_state
+        self.dt_rank = dt_rank = config.rank(d_model)
+        self.conv1d = CausalConv1d(d_inner, config.d_conv, bias=config.conv_bias, channels_last=False)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
-        init_dt_projection(self.dt_proj, dt_rank, dt_min, dt_max, dt_init_floor, dt_scale)
+        init_dt_projection(self.dt_proj, config)
         self.A_log = nn.Parameter(s4d_real_a_log(d_inner, d_state))
         self.D = nn.Parameter(torch.ones(d_inner))
         # optimisers that honour these flags (as Mamba's do) skip weight decay on them

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -106,19 +107,15 @@ MixerFactory = Callable[[int], nn.Module]
 
 def make_token_layer(
     channels: int,
-    feature_map_size: Sequence[int],
+    feature_map_size: Sequence[int] | None,
     mixer_factory: MixerFactory,
     channel_tokens: bool = True,
-    residual: bool = False,
-    fp32: bool = True,
-    norm: bool = True,
-    mixer_name: str = "mixer",
+    **layer_options: Any,
 ) -> TokenLayer:
     """A token layer for a stage of ``channels`` x ``feature_map_size``; ``mixer_factory(d_model)``
-    builds the mixer; with ``channel_tokens`` the U-Mamba rule picks the token axis."""
-    channel_token = channel_tokens and use_channel_tokens(channels, feature_map_size)
+    builds the mixer; with ``channel_tokens`` and a known size the U-Mamba rule picks the token
+    axis (an unknown size, ``None``, keeps the voxels as tokens). ``layer_options`` are
+    :class:`TokenLayer`'s (``residual``, ``fp32``, ``norm``, ``mixer_name``)."""
+    channel_token = channel_tokens and feature_map_size is not None and use_channel_tokens(channels, feature_map_size)
     dim = math.prod(feature_map_size) if channel_token else channels
-    return TokenLayer(
-        dim, mixer_factory(dim), channel_token=channel_token, residual=residual, fp32=fp32, norm=norm,
-        mixer_name=mixer_name,
-    )  # fmt: skip
+    return TokenLayer(dim, mixer_factory(dim), channel_token=channel_token, **layer_options)

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from umamba_seg.nn.ssm_branch import SelectiveSSMBranch, resolve_dt_rank
+from umamba_seg.nn.mamba_projections import MambaProjections
+from umamba_seg.nn.ssm_branch import SelectiveSSMBranch
+from umamba_seg.nn.ssm_config import SSMConfig
 from umamba_seg.nn.token_mixer import TokenMixer
 from umamba_seg.ops.scan_orders import ScanOrder, inter_slice_order, merge, reversed_order, row_major_order, scan
 
@@ -36,28 +38,14 @@ def tri_oriented_orders(spatial_shape: Sequence[int]) -> list[ScanOrder]:
     return [row_major_order(spatial_shape), reversed_order(spatial_shape), inter_slice_order(spatial_shape)]
 
 
-class TriOrientedMamba(TokenMixer):
+class TriOrientedMamba(TokenMixer, MambaProjections):
     """ToM mixer; needs the spatial shape of the token grid in ``forward``."""
 
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        dt_rank: int | str = "auto",
-        bias: bool = False,
-        conv_bias: bool = True,
-    ) -> None:
+    def __init__(self, d_model: int, config: SSMConfig) -> None:
         super().__init__()
-        self.d_model = d_model
-        self.d_inner = int(expand * d_model)
-        rank = resolve_dt_rank(dt_rank, d_model)
-        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
-        self.branches = nn.ModuleDict(
-            {name: SelectiveSSMBranch(self.d_inner, d_state, d_conv, rank, conv_bias=conv_bias) for name in BRANCHES}
-        )
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.add_in_proj(d_model, config)
+        self.branches = nn.ModuleDict({name: SelectiveSSMBranch(d_model, config) for name in BRANCHES})
+        self.add_out_proj(config)
 
     @property
     def state_size(self) -> int:
@@ -68,11 +56,9 @@ class TriOrientedMamba(TokenMixer):
         """``x``: ``(B, L, d_model)`` in row-major order of a grid of ``spatial_shape``."""
         if spatial_shape is None:
             raise ValueError("TriOrientedMamba needs the spatial shape of the token grid")
-        xz = self.in_proj(x).transpose(1, 2)  # (B, 2 * d_inner, L)
-        u, z = xz.chunk(2, dim=1)
+        u, z = self.project_in(x)
         y = None
         for name, order in zip(BRANCHES, tri_oriented_orders(spatial_shape)):
             y_k = merge(self.branches[name](scan(u, order).contiguous()), order)
             y = y_k if y is None else y + y_k
-        y = y * F.silu(z)
-        return self.out_proj(y.transpose(1, 2))
+        return self.project_out(y * F.silu(z))
