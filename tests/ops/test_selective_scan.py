@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from types import SimpleNamespace
 
@@ -217,3 +218,30 @@ def test_bad_shapes_are_rejected():
         selective_scan(**dict(kw, B=kw["B"][:, :, :1]))
     with pytest.raises(ValueError, match="groups"):
         selective_scan(**dict(kw, B=torch.zeros(1, 3, 2, 5), C=torch.zeros(1, 3, 2, 5)))
+
+
+def test_public_functions_keep_mamba_ssm_signature():
+    """Written once (``common.ScanArgs``), taken spread by position or by name."""
+    mamba = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus", "return_last_state"]
+    defaults = {"D": None, "z": None, "delta_bias": None, "delta_softplus": False, "return_last_state": False}
+    for fn, extra in ((selective_scan_ref, []), (selective_scan, ["backend"])):
+        params = inspect.signature(fn).parameters
+        assert list(params) == mamba + extra, fn.__name__
+        assert {k: params[k].default for k in defaults} == defaults
+    kw = inputs(1, 4, 2, 2, 5, (True, True, True, True))
+    spread = [kw[k] for k in mamba[:9]]
+    by_name = selective_scan(**kw, return_last_state=True, backend="torch")
+    by_position = selective_scan(*spread, True, "torch")
+    mixed = selective_scan(*spread[:3], **{k: kw[k] for k in mamba[3:9]}, return_last_state=True, backend="torch")
+    for out in (by_position, mixed):
+        torch.testing.assert_close(out, by_name, rtol=0, atol=0)
+    ref = selective_scan_ref(*spread, True)
+    for out in (
+        selective_scan_ref(**kw, return_last_state=True),
+        selective_scan(**kw, return_last_state=True, backend="reference"),
+    ):
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    with pytest.raises(TypeError):
+        selective_scan(*spread[:4])  # C missing
+    with pytest.raises(TypeError):
+        selective_scan(**kw, bogus=1)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from .. import backend as backends
-from .common import CHECKPOINT_LEN, check_shapes, state_dtype, to_grouped
+from .common import CHECKPOINT_LEN, ScanArgs, check_shapes, state_dtype, takes_scan_args
 from .reference import selective_scan_ref
 
 __all__ = ["CHECKPOINT_LEN", "BACKENDS", "OP", "selective_scan", "selective_scan_ref", "triton_available"]
@@ -77,18 +77,9 @@ class SelectiveScanFn(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, None, None
 
 
+@takes_scan_args
 def selective_scan(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-    backend: str = "auto",
+    args: ScanArgs, return_last_state: bool = False, backend: str = "auto"
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Selective scan with mamba-ssm's ``selective_scan_fn`` semantics.
 
@@ -97,12 +88,13 @@ def selective_scan(
     and the final state ``(b, d, n)`` (float32, float64 for float64 inputs) when
     ``return_last_state``. ``backend``: one of :data:`BACKENDS` (``"auto"``, ``"triton"``,
     ``"torch"``, ``"reference"``, ``"shape"``); inside ``ops.backend.use_backend(name)`` that
-    backend runs whatever is asked here.
+    backend runs whatever is asked here. Takes the :class:`~.common.ScanArgs` fields spread,
+    then ``return_last_state`` and ``backend`` (mamba-ssm's signature plus ``backend``).
     """
-    Bg, Cg = to_grouped(B), to_grouped(C)
-    check_shapes(u, delta, A, Bg, Cg, D, z, delta_bias)
-    name = backends.resolve_backend(OP, backend, u)
+    args = args.grouped()
+    check_shapes(args)
+    name = backends.resolve_backend(OP, backend, args.u)
     if name == "reference":
-        return selective_scan_ref(u, delta, A, Bg, Cg, D, z, delta_bias, delta_softplus, return_last_state)
-    out, last_state = SelectiveScanFn.apply(u, delta, A, Bg, Cg, D, z, delta_bias, bool(delta_softplus), name)
+        return selective_scan_ref(*args, return_last_state)
+    out, last_state = SelectiveScanFn.apply(*args, name)
     return (out, last_state) if return_last_state else out

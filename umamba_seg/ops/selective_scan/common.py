@@ -7,17 +7,23 @@ All backends (reference, torch_chunked, triton_kernels, shape) agree on:
   whichever backend ran (the planner's memory model counts on it);
 * the state/accumulation dtype: float64 for float64 inputs, float32 otherwise;
 * the grouped layout of ``B``/``C``: ``(b, g, n, L)``, channel ``c`` uses group
-  ``c // (d // g)``. A variable ``(b, n, L)`` tensor is the case ``g = 1``.
+  ``c // (d // g)``. A variable ``(b, n, L)`` tensor is the case ``g = 1``;
+* the arguments: :class:`ScanArgs`, in mamba-ssm's order (the backends take them spread).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 CHECKPOINT_LEN = 256
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -54,21 +60,63 @@ def to_grouped(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(1) if x.dim() == 3 else x
 
 
-def check_shapes(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-) -> ScanShape:
+class ScanArgs(NamedTuple):
+    """The arguments of one selective scan, in the order and with the defaults of mamba-ssm's
+    ``selective_scan_fn``; spread (``*args``), they are what every backend's ``forward`` takes.
+
+    The public functions take them through :func:`takes_scan_args`, so this is the one place
+    the shared signature is written."""
+
+    u: torch.Tensor
+    delta: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    delta_bias: torch.Tensor | None = None
+    delta_softplus: bool = False
+
+    def grouped(self) -> ScanArgs:
+        """The same arguments with B and C grouped (:func:`to_grouped`) and delta_softplus a bool."""
+        return self._replace(B=to_grouped(self.B), C=to_grouped(self.C), delta_softplus=bool(self.delta_softplus))
+
+
+def takes_scan_args(fn: Callable[..., R]) -> Callable[..., R]:
+    """``fn(args: ScanArgs, *options)`` as a function of the spread arguments.
+
+    The result takes the :class:`ScanArgs` fields (by position or by name, with their
+    defaults), then ``fn``'s own parameters after ``args``: ``selective_scan(u, delta, A, B, C,
+    D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False, backend=...)``
+    keeps mamba-ssm's signature while the signature is written once. ``inspect.signature``
+    reports the spread signature.
+    """
+    fields = ScanArgs._fields
+    own = inspect.signature(fn)
+
+    def spread(*args: Any, **kwargs: Any) -> R:
+        named = {k: kwargs.pop(k) for k in fields if k in kwargs}
+        return fn(ScanArgs(*args[: len(fields)], **named), *args[len(fields) :], **kwargs)
+
+    # NamedTuple wraps this module's (string) annotations in ForwardRef: unwrap them as a def shows them
+    fields_params = [
+        p.replace(annotation=getattr(p.annotation, "__forward_arg__", p.annotation))
+        for p in inspect.signature(ScanArgs).parameters.values()
+    ]
+    params = [*fields_params, *list(own.parameters.values())[1:]]
+    spread.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    spread.__name__, spread.__qualname__, spread.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    spread.__module__ = fn.__module__
+    return spread
+
+
+def check_shapes(args: ScanArgs) -> ScanShape:
     """Validate the selective-scan arguments (B, C already grouped) and return their sizes.
 
     Raises ``ValueError`` naming the offending argument; these are programming errors
     of the calling layer, not user input.
     """
+    u, delta, A, B, C, D, z, delta_bias, _ = args
     if u.dim() != 3:
         raise ValueError(f"selective_scan: u must be (batch, dim, length), got shape {tuple(u.shape)}")
     b, d, L = u.shape

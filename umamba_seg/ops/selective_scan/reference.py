@@ -21,21 +21,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import CHECKPOINT_LEN, compute_dt, expand_groups, num_checkpoints, state_dtype, to_grouped
+from .common import (
+    CHECKPOINT_LEN,
+    ScanArgs,
+    compute_dt,
+    expand_groups,
+    num_checkpoints,
+    state_dtype,
+    takes_scan_args,
+    to_grouped,
+)
 
 
-def _scan(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None,
-    z: torch.Tensor | None,
-    delta_bias: torch.Tensor | None,
-    delta_softplus: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sequential scan on grouped B/C; returns (out, last_state, checkpoints)."""
+def _scan(args: ScanArgs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sequential scan (B/C variable or grouped); returns (out, last_state, checkpoints)."""
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus = args
     sd = state_dtype(u.dtype)
     batch, dim, length = u.shape
     dstate = A.shape[1]
@@ -66,30 +66,22 @@ def _scan(
     return y.to(u.dtype), h, ckpt
 
 
+@takes_scan_args
 def selective_scan_ref(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
+    args: ScanArgs, return_last_state: bool = False
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Reference selective scan; B/C may be ``(b, n, L)`` or grouped ``(b, g, n, L)``.
 
     Differentiable through autograd. Returns ``out`` or ``(out, last_state)``.
     """
-    out, last, _ = _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    out, last, _ = _scan(args)
     return (out, last) if return_last_state else out
 
 
 def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """Backend interface: ``(out, last_state, checkpoints)`` without autograd."""
     with torch.no_grad():
-        return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return _scan(ScanArgs(u, delta, A, B, C, D, z, delta_bias, delta_softplus))
 
 
 def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoints):
@@ -100,7 +92,7 @@ def backward(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softp
     inputs = [u, delta, A, B, C, D, z, delta_bias]
     leaves = [None if t is None else t.detach().requires_grad_(True) for t in inputs]
     with torch.enable_grad():
-        out, last, _ = _scan(*leaves, delta_softplus)
+        out, last, _ = _scan(ScanArgs(*leaves, delta_softplus))
         outputs, grads = [out], [dout]
         if dlast_state is not None:
             outputs.append(last)
