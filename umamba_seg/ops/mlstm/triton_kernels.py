@@ -25,11 +25,17 @@ were measured to spill registers at these tile sizes; ``backend="torch"`` gives 
 fp32 products. Tile sizes were chosen so no kernel spills on sm_80 or sm_90a.
 Everything runs in Triton's interpreter under ``TRITON_INTERPRET=1`` (how CPU tests
 check it); :data:`AOT_CONFIGS` lists the kernels for ahead-of-time compilation checks.
+
+The kernels share their pieces as jitted helpers: ``_chunk_program`` (the ``dims`` tuple
+every chunk kernel gets, program ids, positions), ``_per_head`` / ``_chunk_states`` (base
+pointers), ``_gram_step`` (a column tile of ``x y^T``), ``_log_decay`` and ``_bwd_gates``.
+On the host, ``_Chunks`` holds one call's geometry and launches every kernel.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -98,16 +104,24 @@ def _log_decay(b, log_i, r):
 
 
 @triton.jit
+def _gram_step(acc, X, Y, t, t_ok, c0, DH, BLOCK: tl.constexpr, PRECISION: tl.constexpr):
+    """Columns ``c0 .. c0 + BLOCK`` of two per-head (L, DH) matrices at the chunk's positions:
+    ``acc`` plus ``x y^T`` over them, the [T, BLOCK] tiles x and y, the columns and their mask."""
+    cols = c0 + tl.arange(0, BLOCK)
+    ok = cols < DH
+    io, io_ok = _row_tile(t, t_ok, cols, ok, DH)
+    x = _load_f32(X, io, io_ok)
+    y = _load_f32(Y, io, io_ok)
+    acc += tl.dot(x, tl.trans(y), input_precision=PRECISION)
+    return acc, x, y, cols, ok
+
+
+@triton.jit
 def _qk_and_state(qk, Q, K, st, t, t_ok, k0, rv, v_ok, DH, BK: tl.constexpr, PRECISION: tl.constexpr):
     """One key-column tile ``k0`` of a chunk (forward output and dv): ``qk`` plus ``q k^T``
     over the tile, q and k, the state's [BK, BV] matrix tile at rows k0.., columns ``rv``,
     and the tile's columns ``rk``, valid where ``k_ok``."""
-    rk = k0 + tl.arange(0, BK)
-    k_ok = rk < DH
-    io, io_ok = _row_tile(t, t_ok, rk, k_ok, DH)
-    q = _load_f32(Q, io, io_ok)
-    k = _load_f32(K, io, io_ok)
-    qk += tl.dot(q, tl.trans(k), input_precision=PRECISION)
+    qk, q, k, rk, k_ok = _gram_step(qk, Q, K, t, t_ok, k0, DH, BK, PRECISION)
     s_tile = tl.load(st + rk[:, None] * DH + rv[None, :], mask=k_ok[:, None] & v_ok[None, :], other=0.0)
     return qk, q, k, s_tile, rk, k_ok
 
@@ -130,11 +144,15 @@ def _bwd_gates(B, LOGI, M, MPREV, bh, c, N, r, t, T: tl.constexpr):
 
 
 @triton.jit
-def _chunk_positions(c, L, T: tl.constexpr):
-    """``r`` = 0..T-1, positions ``t = c T + r`` of chunk ``c`` and ``t < L``."""
+def _chunk_program(dims, T: tl.constexpr):
+    """Every kernel's start: ``dims`` = (L, chunks N, head dim DH, q k scale) unpacked, this
+    program's chunk ``c``, (batch, head) ``bh`` (int64) and tile index (grid axes 0, 1, 2),
+    ``r`` = 0..T-1, the chunk's positions ``t = c T + r`` and ``t < L``."""
+    L, N, DH, scale = dims
+    c = tl.program_id(0)
     r = tl.arange(0, T)
     t = c * T + r
-    return r, t, t < L
+    return L, N, DH, scale, c, tl.program_id(1).to(tl.int64), tl.program_id(2), r, t, t < L
 
 
 @triton.jit
@@ -144,44 +162,40 @@ def _chunk_outer_kernel(
     Z,
     W,
     OUT,
-    L,
-    N,
-    DIM_K,
-    DIM_V,
+    dims,
     T: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
     HAS_Z: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """OUT[bh, c, :] = flat(sum_t W[t] X[t, :] Y[t, :]^T) ++ sum_t W[t] X[t, :] Z[t] (Z = 1 if absent)."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    tile = tl.program_id(2)
-    n_vt = tl.cdiv(DIM_V, BV)
+    """OUT[bh, c, :] = flat(sum_t W[t] X[t, :] Y[t, :]^T) ++ sum_t W[t] X[t, :] Z[t] (Z = 1 if absent).
+
+    ``dims`` = (L, N chunks, head dim, scale): X and Y are (L, head dim) per (batch, head)."""
+    L, N, DH, _scale, c, bh, tile, _r, t, t_ok = _chunk_program(dims, T)
+    n_vt = tl.cdiv(DH, BV)
     kt = tile // n_vt
     vt = tile % n_vt
-    _r, t, t_ok = _chunk_positions(c, L, T)
     rk = kt * BK + tl.arange(0, BK)
     rv = vt * BV + tl.arange(0, BV)
-    k_ok = rk < DIM_K
-    v_ok = rv < DIM_V
+    k_ok = rk < DH
+    v_ok = rv < DH
     w = tl.load((W + bh * N * T) + t)
-    x_offs, x_ok = _row_tile(t, t_ok, rk, k_ok, DIM_K)
-    xw = _load_f32(X + bh * L * DIM_K, x_offs, x_ok) * w[:, None]
-    y_offs, y_ok = _row_tile(t, t_ok, rv, v_ok, DIM_V)
-    y = _load_f32(Y + bh * L * DIM_V, y_offs, y_ok)
+    X, Y = _per_head((X, Y), bh * L * DH)
+    x_offs, x_ok = _row_tile(t, t_ok, rk, k_ok, DH)
+    xw = _load_f32(X, x_offs, x_ok) * w[:, None]
+    y_offs, y_ok = _row_tile(t, t_ok, rv, v_ok, DH)
+    y = _load_f32(Y, y_offs, y_ok)
     mat = tl.dot(tl.trans(xw), y, input_precision=PRECISION)
-    E = DIM_K * DIM_V + DIM_K
-    base = OUT + (bh * N + c) * E
-    tl.store(base + rk[:, None] * DIM_V + rv[None, :], mat, mask=k_ok[:, None] & v_ok[None, :])
+    (base,) = _chunk_states((OUT,), bh, N, c, DH)
+    tl.store(base + rk[:, None] * DH + rv[None, :], mat, mask=k_ok[:, None] & v_ok[None, :])
     if vt == 0:
         if HAS_Z:
             z = tl.load((Z + bh * N * T) + t)
             vec = tl.sum(xw * z[:, None], axis=0)
         else:
             vec = tl.sum(xw, axis=0)
-        tl.store(base + DIM_K * DIM_V + rk, vec, mask=k_ok)
+        tl.store(base + DH * DH + rk, vec, mask=k_ok)
 
 
 @triton.jit
@@ -245,10 +259,7 @@ def _fwd_output_kernel(
     H,
     NOUT,
     MOUT,
-    L,
-    N,
-    DH,
-    scale,
+    dims,
     eps,
     T: tl.constexpr,
     BK: tl.constexpr,
@@ -256,12 +267,9 @@ def _fwd_output_kernel(
     PRECISION: tl.constexpr,
 ):
     """One chunk, one tile of value columns: h = num / (max(|n|, exp(-m)) + eps)."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    L, N, DH, scale, c, bh, vt, r, t, t_ok = _chunk_program(dims, T)
     Q, K, V, H = _per_head((Q, K, V, H), bh * L * DH)
     B, LOGI, NOUT, MOUT = _per_head((B, LOGI, NOUT, MOUT), bh * N * T)
-    vt = tl.program_id(2)
-    r, t, t_ok = _chunk_positions(c, L, T)
     rv = vt * BV + tl.arange(0, BV)
     v_ok = rv < DH
     (st,) = _chunk_states((STATES,), bh, N, c, DH)
@@ -307,22 +315,16 @@ def _bwd_dqk_kernel(
     RNEXT,
     DQ,
     DK,
-    L,
-    N,
-    DH,
-    scale,
+    dims,
     T: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     """One chunk, one tile of key columns: dq and dk (intra-chunk + inter-chunk parts)."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    L, N, DH, scale, c, bh, kt, r, t, t_ok = _chunk_program(dims, T)
     Q, K, V, DNUM, DQ, DK = _per_head((Q, K, V, DNUM, DQ, DK), bh * L * DH)
     B, LOGI, M, DN = _per_head((B, LOGI, M, DN), bh * N * T)
-    kt = tl.program_id(2)
-    r, t, t_ok = _chunk_positions(c, L, T)
     rk = kt * BK + tl.arange(0, BK)
     k_ok = rk < DH
     dn = tl.load(DN + t)
@@ -332,12 +334,7 @@ def _bwd_dqk_kernel(
     dq_inter = tl.zeros([T, BK], dtype=tl.float32)
     dk_inter = tl.zeros([T, BK], dtype=tl.float32)
     for v0 in range(0, DH, BV):
-        rv = v0 + tl.arange(0, BV)
-        v_ok = rv < DH
-        io, io_ok = _row_tile(t, t_ok, rv, v_ok, DH)
-        dnum = _load_f32(DNUM, io, io_ok)
-        v = _load_f32(V, io, io_ok)
-        ds += tl.dot(dnum, tl.trans(v), input_precision=PRECISION)
+        ds, dnum, v, rv, v_ok = _gram_step(ds, DNUM, V, t, t_ok, v0, DH, BV, PRECISION)
         kv_off = rk[:, None] * DH + rv[None, :]
         kv_ok = k_ok[:, None] & v_ok[None, :]
         c_tile = tl.load(st + kv_off, mask=kv_ok, other=0.0)
@@ -369,22 +366,16 @@ def _bwd_dv_kernel(
     MPREV,
     RNEXT,
     DV,
-    L,
-    N,
-    DH,
-    scale,
+    dims,
     T: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     """One chunk, one tile of value columns: dv (intra-chunk + inter-chunk parts)."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    L, N, DH, scale, c, bh, vt, r, t, t_ok = _chunk_program(dims, T)
     Q, K, DNUM, DV = _per_head((Q, K, DNUM, DV), bh * L * DH)
     B, LOGI, M = _per_head((B, LOGI, M), bh * N * T)
-    vt = tl.program_id(2)
-    r, t, t_ok = _chunk_positions(c, L, T)
     rv = vt * BV + tl.arange(0, BV)
     v_ok = rv < DH
     p, _alpha, gamma = _bwd_gates(B, LOGI, M, MPREV, bh, c, N, r, t, T)
@@ -414,6 +405,89 @@ def _check_chunk(chunk: int) -> None:
         raise ValueError(f"mlstm (triton): chunk must be a power of two >= 16, got {chunk}")
 
 
+@dataclass(frozen=True)
+class _Chunks:
+    """One call's geometry as the kernels see it: ``bsz * heads`` sequences of ``L``
+    positions in chunks of ``chunk``, head dim ``dh``; launches every kernel."""
+
+    bsz: int
+    heads: int
+    L: int
+    dh: int
+    chunk: int
+    device: torch.device
+
+    @property
+    def n(self) -> int:
+        return num_chunks(self.L, self.chunk)
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / math.sqrt(self.dh)
+
+    @property
+    def tile(self) -> int:
+        return tile_size(self.dh)
+
+    @property
+    def n_tiles(self) -> int:
+        """Head-dim tiles (of keys or values) per chunk program."""
+        return triton.cdiv(self.dh, self.tile)
+
+    @property
+    def state_size(self) -> int:
+        """Entries of a flat state: the dh x dh matrix, then the dh vector."""
+        return self.dh * self.dh + self.dh
+
+    def f32(self, *shape: int) -> torch.Tensor:
+        return torch.empty(shape, dtype=torch.float32, device=self.device)
+
+    def launch(
+        self, kernel, tiles: int, tensors: tuple, *scalars, bv: int | None = None, warps: int = NUM_WARPS, **consts
+    ):
+        """One program per (chunk, batch * head, tile): ``tensors``, then the ``dims`` tuple
+        (L, chunks, head dim, q k scale), ``scalars`` and the compile-time constants."""
+        dims = (self.L, self.n, self.dh, self.scale)
+        tile = self.tile
+        kernel[(self.n, self.bsz * self.heads, tiles)](
+            *tensors,
+            dims,
+            *scalars,
+            T=self.chunk,
+            BK=tile,
+            BV=bv or tile,
+            PRECISION=PRECISION,
+            num_warps=warps,
+            **consts,
+        )
+
+    def chunk_outer(self, x, y, z, w) -> torch.Tensor:
+        """Per chunk, the flat ``sum_t w_t x_t [y_t, z_t]^T`` (z = 1 when None): ``(b, h, n, state_size)``."""
+        out = self.f32(self.bsz, self.heads, self.n, self.state_size)
+        tensors = (x, y, z if z is not None else w, w, out)
+        self.launch(_chunk_outer_kernel, self.n_tiles * self.n_tiles, tensors, HAS_Z=z is not None)
+        return out
+
+    def recurrence(self, local, g, a_max, decay, m_prev, track_max: bool) -> torch.Tensor:
+        """The flat states entering each chunk, carried by :func:`_state_recurrence_kernel`."""
+        states = torch.empty_like(local)
+        e = self.state_size
+        _state_recurrence_kernel[(triton.cdiv(e, RECURRENCE_BLOCK), self.bsz * self.heads)](
+            local,
+            states,
+            g,
+            a_max,
+            decay,
+            m_prev,
+            self.n,
+            e,
+            BLOCK=RECURRENCE_BLOCK,
+            TRACK_MAX=track_max,
+            num_warps=NUM_WARPS,
+        )
+        return states
+
+
 def mlstm_triton_forward(x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = DEFAULT_CHUNK) -> ForwardResult:
     """Chunkwise forward on Triton kernels (contiguous inputs); see ``torch_chunkwise``.
 
@@ -423,72 +497,18 @@ def mlstm_triton_forward(x: MLSTMInputs, eps: float = DEFAULT_EPS, chunk: int = 
     q, k, v, igate, fgate = x
     bsz, heads, L, dh = check_mlstm_shapes(q, k, v, igate, fgate)
     _check_chunk(chunk)
-    n = num_chunks(L, chunk)
-    bh, e, tile = bsz * heads, dh * dh + dh, tile_size(dh)
-    n_t = triton.cdiv(dh, tile)
-    prec = PRECISION
-    f32 = dict(dtype=torch.float32, device=q.device)
+    call = _Chunks(bsz, heads, L, dh, chunk, q.device)
     gates = chunk_gates(igate, fgate, chunk, torch.float32)
     w = torch.exp(gates.a - gates.a_max[..., None]).contiguous()
-    local = torch.empty(bsz, heads, n, e, **f32)
-    _chunk_outer_kernel[(n, bh, n_t * n_t)](
-        k,
-        v,
-        w,
-        w,
-        local,
-        L,
-        n,
-        dh,
-        dh,
-        T=chunk,
-        BK=tile,
-        BV=tile,
-        HAS_Z=False,
-        PRECISION=prec,
-        num_warps=NUM_WARPS,
-    )
-    states = torch.empty_like(local)
-    m_prev = torch.empty(bsz, heads, n + 1, **f32)
+    local = call.chunk_outer(k, v, None, w)
+    m_prev = call.f32(bsz, heads, call.n + 1)
     g, a_max = gates.g.contiguous(), gates.a_max.contiguous()
-    _state_recurrence_kernel[(triton.cdiv(e, RECURRENCE_BLOCK), bh)](
-        local,
-        states,
-        g,
-        a_max,
-        g,
-        m_prev,
-        n,
-        e,
-        BLOCK=RECURRENCE_BLOCK,
-        TRACK_MAX=True,
-        num_warps=NUM_WARPS,
-    )
-    h = torch.empty(bsz, heads, L, dh, **f32)
-    n_out = torch.empty(bsz, heads, n, chunk, **f32)
+    states = call.recurrence(local, g, a_max, g, m_prev, track_max=True)
+    h = call.f32(bsz, heads, L, dh)
+    n_out = call.f32(bsz, heads, call.n, chunk)
     m_out = torch.empty_like(n_out)
-    _fwd_output_kernel[(n, bh, n_t)](
-        q,
-        k,
-        v,
-        gates.log_i.contiguous(),
-        gates.b.contiguous(),
-        m_prev,
-        states,
-        h,
-        n_out,
-        m_out,
-        L,
-        n,
-        dh,
-        1.0 / math.sqrt(dh),
-        float(eps),
-        T=chunk,
-        BK=tile,
-        BV=tile,
-        PRECISION=prec,
-        num_warps=NUM_WARPS,
-    )
+    tensors = (q, k, v, gates.log_i.contiguous(), gates.b.contiguous(), m_prev, states, h, n_out, m_out)
+    call.launch(_fwd_output_kernel, call.n_tiles, tensors, float(eps))
     return ForwardResult(h=h, n=n_out, m=m_out, c_prev=states, n_prev=states[..., dh * dh :], m_prev=m_prev)
 
 
@@ -498,12 +518,9 @@ def mlstm_triton_backward(
     """Gradients ``(dq, dk, dv, digate, dfgate)`` (float32) from a :func:`mlstm_triton_forward` result."""
     q, k, v, igate, fgate = x
     bsz, heads, L, dh = q.shape
-    n = num_chunks(L, chunk)
+    call = _Chunks(bsz, heads, L, dh, chunk, q.device)
+    n = call.n
     lp = n * chunk
-    bh, e, tile = bsz * heads, dh * dh + dh, tile_size(dh)
-    n_t = triton.cdiv(dh, tile)
-    prec = PRECISION
-    scale = 1.0 / math.sqrt(dh)
     gates = chunk_gates(igate, fgate, chunk, torch.float32)
     h = pad_length(fwd.h, lp, -2).unflatten(-2, (n, chunk))
     dh_pad = pad_length(dh_out.float(), lp, -2).unflatten(-2, (n, chunk))
@@ -511,88 +528,17 @@ def mlstm_triton_backward(
     dnum = dnum.flatten(-3, -2)[..., :L, :].contiguous()
     dn = dn.contiguous()
     m_before, m_after = fwd.m_prev[..., :-1], fwd.m_prev[..., 1:]
-    w_q = (scale * torch.exp(gates.b - fwd.m + m_before[..., None])).contiguous()
+    w_q = (call.scale * torch.exp(gates.b - fwd.m + m_before[..., None])).contiguous()
     decay = torch.exp(gates.g + m_before - m_after).contiguous()
 
-    r_local = torch.empty(bsz, heads, n, e, dtype=torch.float32, device=q.device)
-    _chunk_outer_kernel[(n, bh, n_t * n_t)](
-        q,
-        dnum,
-        dn,
-        w_q,
-        r_local,
-        L,
-        n,
-        dh,
-        dh,
-        T=chunk,
-        BK=tile,
-        BV=tile,
-        HAS_Z=True,
-        PRECISION=prec,
-        num_warps=NUM_WARPS,
-    )
-    r_next = torch.empty_like(r_local)
-    _state_recurrence_kernel[(triton.cdiv(e, RECURRENCE_BLOCK), bh)](
-        r_local,
-        r_next,
-        decay,
-        decay,
-        decay,
-        fwd.m_prev,
-        n,
-        e,
-        BLOCK=RECURRENCE_BLOCK,
-        TRACK_MAX=False,
-        num_warps=NUM_WARPS,
-    )
+    r_local = call.chunk_outer(q, dnum, dn, w_q)
+    r_next = call.recurrence(r_local, decay, decay, decay, fwd.m_prev, track_max=False)
     log_i, b = gates.log_i.contiguous(), gates.b.contiguous()
-    dq = torch.empty(bsz, heads, L, dh, dtype=torch.float32, device=q.device)
+    dq = call.f32(bsz, heads, L, dh)
     dk, dv = torch.empty_like(dq), torch.empty_like(dq)
-    _bwd_dqk_kernel[(n, bh, n_t)](
-        q,
-        k,
-        v,
-        dnum,
-        dn,
-        log_i,
-        b,
-        fwd.m,
-        fwd.m_prev,
-        fwd.c_prev,
-        r_next,
-        dq,
-        dk,
-        L,
-        n,
-        dh,
-        scale,
-        T=chunk,
-        BK=tile,
-        BV=DQK_V_TILE,
-        PRECISION=prec,
-        num_warps=DQK_NUM_WARPS,
-    )
-    _bwd_dv_kernel[(n, bh, n_t)](
-        q,
-        k,
-        dnum,
-        log_i,
-        b,
-        fwd.m,
-        fwd.m_prev,
-        r_next,
-        dv,
-        L,
-        n,
-        dh,
-        scale,
-        T=chunk,
-        BK=tile,
-        BV=tile,
-        PRECISION=prec,
-        num_warps=NUM_WARPS,
-    )
+    tensors = (q, k, v, dnum, dn, log_i, b, fwd.m, fwd.m_prev, fwd.c_prev, r_next, dq, dk)
+    call.launch(_bwd_dqk_kernel, call.n_tiles, tensors, bv=DQK_V_TILE, warps=DQK_NUM_WARPS)
+    call.launch(_bwd_dv_kernel, call.n_tiles, (q, k, dnum, log_i, b, fwd.m, fwd.m_prev, r_next, dv))
     d_igate, d_fgate = gate_grads(q.float(), dq, k.float(), dk, fgate)
     return dq, dk, dv, d_igate, d_fgate
 
@@ -600,8 +546,9 @@ def mlstm_triton_backward(
 # ----------------------------------------------------------------------------- ahead-of-time configs
 
 
-_INT_ARGS = {"L", "N", "E", "DH", "DIM_K", "DIM_V"}
-_FLOAT_ARGS = {"scale", "eps"}
+_INT_ARGS = {"N", "E"}
+_FLOAT_ARGS = {"eps"}
+_DIMS = ("i32", "i32", "i32", "fp32")  # the kernels' dims tuple: L, chunks, head dim, scale
 _INPUT_ARGS = {"Q", "K", "V", "X", "Y"}  # X, Y: k, v in the forward's state kernel
 
 
@@ -612,6 +559,8 @@ def _signature(fn, constexprs: dict[str, object], io: str = "fp32") -> dict[str,
     for name in fn.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
+        elif name == "dims":
+            sig[name] = _DIMS
         elif name in _INT_ARGS:
             sig[name] = "i32"
         elif name in _FLOAT_ARGS:
