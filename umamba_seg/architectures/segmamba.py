@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import pydoc
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,15 +30,15 @@ from monai.networks.blocks.dynunet_block import UnetOutBlock
 from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
+from umamba_seg.architectures.preset_keywords import preset_from_keywords, takes_preset_keywords
 from umamba_seg.architectures.presets import SegMambaPreset, load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.nn.channel_mlp import ChannelMLP
 from umamba_seg.nn.gsc import GSC
-from umamba_seg.nn.ssm_config import SSMConfig
 from umamba_seg.nn.token_layer import TokenLayer
 from umamba_seg.nn.tri_oriented import TriOrientedMamba
 
-_DEFAULT = SegMambaPreset()  # the constructors' keyword defaults
+_DEFAULT = SegMambaPreset()  # the default stage count of adjust_patch
 
 
 def segmamba_strides(n_stages: int, dim: int) -> list[list[int]]:
@@ -53,34 +54,29 @@ class SegMambaEncoder(nn.Module):
     """The Mamba encoder; returns the ``len(feature_size)`` stage outputs, finest first."""
 
     def __init__(
-        self,
-        input_channels: int,
-        conv_op: type[nn.Module],
-        feature_size: Sequence[int],
-        depths: Sequence[int],
-        ssm: SSMConfig,
-        stem_kernel: int = _DEFAULT.stem_kernel,
-        mlp_ratio: int = _DEFAULT.mlp_ratio,
-        ssm_fp32: bool = _DEFAULT.ssm_fp32,
-        use_ssm: bool = True,
+        self, input_channels: int, conv_op: type[nn.Module], preset: SegMambaPreset, use_ssm: bool = True
     ) -> None:
         super().__init__()
+        feature_size, ssm = preset.feature_size, preset.ssm_config()
         norm = get_matching_instancenorm(conv_op)
-        down = [conv_op(input_channels, feature_size[0], stem_kernel, 2, stem_kernel // 2)]
+        k = preset.stem_kernel
+        down = [conv_op(input_channels, feature_size[0], k, 2, k // 2)]
         for i in range(1, len(feature_size)):
             down.append(nn.Sequential(norm(feature_size[i - 1]), conv_op(feature_size[i - 1], feature_size[i], 2, 2)))
         self.downsample_layers = nn.ModuleList(down)
         self.gscs = nn.ModuleList(GSC(c, conv_op) for c in feature_size)
         stages = []
-        for c, depth in zip(feature_size, depths):
+        for c, depth in zip(feature_size, preset.depths):
             if use_ssm:
-                layers = [TokenLayer(c, TriOrientedMamba(c, ssm), residual=True, fp32=ssm_fp32) for _ in range(depth)]
+                layers = [
+                    TokenLayer(c, TriOrientedMamba(c, ssm), residual=True, fp32=preset.ssm_fp32) for _ in range(depth)
+                ]
                 stages.append(nn.Sequential(*layers))
             else:
                 stages.append(nn.Identity())
         self.stages = nn.ModuleList(stages)
         self.out_norms = nn.ModuleList(norm(c) for c in feature_size)
-        self.mlps = nn.ModuleList(ChannelMLP(c, mlp_ratio * c, conv_op) for c in feature_size)
+        self.mlps = nn.ModuleList(ChannelMLP(c, preset.mlp_ratio * c, conv_op) for c in feature_size)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
@@ -136,8 +132,11 @@ class SegMambaDecoder(nn.Module):
         return [full] + [head(t) for head, t in zip(self.ds_heads, finer_first)]
 
 
+@takes_preset_keywords(SegMambaPreset)
 class SegMamba(nn.Module):
-    """SegMamba for 2D or 3D (``conv_op``); signature as nnunetv2's ``get_network_from_plans`` calls it."""
+    """SegMamba for 2D or 3D (``conv_op``); signature as nnunetv2's ``get_network_from_plans`` calls it:
+    the plan's layout, then every :class:`SegMambaPreset` field as a keyword (``settings``;
+    :mod:`~umamba_seg.architectures.preset_keywords`), the preset's value where left out."""
 
     def __init__(
         self,
@@ -147,34 +146,24 @@ class SegMamba(nn.Module):
         conv_op: type[nn.Module] | str = nn.Conv3d,
         strides: Sequence[Sequence[int]] | None = None,
         patch_size: Sequence[int] | None = None,
-        feature_size: Sequence[int] = _DEFAULT.feature_size,
-        depths: Sequence[int] = _DEFAULT.depths,
-        hidden_size: int = _DEFAULT.hidden_size,
-        stem_kernel: int = _DEFAULT.stem_kernel,
-        mlp_ratio: int = _DEFAULT.mlp_ratio,
-        d_state: int = _DEFAULT.d_state,
-        d_conv: int = _DEFAULT.d_conv,
-        expand: int = _DEFAULT.expand,
-        dt_rank: int | str = _DEFAULT.dt_rank,
-        ssm_fp32: bool = _DEFAULT.ssm_fp32,
         use_ssm: bool = True,
         norm_name: str = "instance",
+        **settings: Any,
     ) -> None:
         super().__init__()
+        preset = preset_from_keywords(SegMambaPreset, settings, type(self).__name__)
+        feature_size, hidden_size = list(preset.feature_size), preset.hidden_size
         conv_op = _resolve(conv_op)
         dim = convert_conv_op_to_dim(conv_op)
-        if len(depths) != len(feature_size):
-            raise ValueError(f"depths {list(depths)} and feature_size {list(feature_size)} differ in length")
+        if len(preset.depths) != len(feature_size):
+            raise ValueError(f"depths {list(preset.depths)} and feature_size {feature_size} differ in length")
         expected = segmamba_strides(len(feature_size), dim)
         if strides is not None and [list(s) for s in strides] != expected:
             raise ValueError(f"SegMamba's strides are fixed to {expected}, the plan says {strides}")
         self.strides = expected
         self.patch_size = None if patch_size is None else list(patch_size)
         self.conv_op = conv_op
-        ssm = SSMConfig(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
-        self.encoder = SegMambaEncoder(
-            input_channels, conv_op, feature_size, depths, ssm, stem_kernel, mlp_ratio, ssm_fp32, use_ssm
-        )
+        self.encoder = SegMambaEncoder(input_channels, conv_op, preset, use_ssm)
         ins = [input_channels, *feature_size]
         outs = [*feature_size, hidden_size]
         self.skip_blocks = nn.ModuleList(

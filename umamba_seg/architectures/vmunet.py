@@ -27,21 +27,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from umamba_seg.architectures.preset_keywords import preset_from_keywords, takes_preset_keywords
 from umamba_seg.architectures.presets import VMUNetPreset, load_preset
 from umamba_seg.architectures.registry import ArchSpec, register
 from umamba_seg.nn.cross_scan import VSSBlock
 from umamba_seg.nn.patch_tokens import PatchEmbed, PatchExpand, PatchMerging
-from umamba_seg.nn.ssm_config import SSMConfig
 
 __all__ = ["VMUNet", "vmunet_strides", "accepted_patch"]
 
 _CONV_OPS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_DEFAULT = VMUNetPreset()  # the constructor's and the stride functions' keyword defaults
-_DEFAULT_STAGES = len(_DEFAULT.dims)
+_DEFAULT = VMUNetPreset()  # the stride functions' default geometry
+
+
+def _max_log2(preset: VMUNetPreset) -> tuple[int, int]:
+    """``(log2 embed_factor, log2 of the largest downsampling)`` of the preset's geometry."""
+    if preset.embed_factor < 1 or preset.embed_factor & (preset.embed_factor - 1):
+        raise ValueError(f"embed_factor must be a power of two, got {preset.embed_factor}")
+    embed_log2 = int(math.log2(preset.embed_factor))
+    return embed_log2, embed_log2 + len(preset.dims) - 1
 
 
 def _max_log2_factor(length: int, max_log2: int, min_bottleneck: int) -> int:
@@ -52,20 +60,13 @@ def _max_log2_factor(length: int, max_log2: int, min_bottleneck: int) -> int:
     return k
 
 
-def vmunet_strides(
-    patch_size: Sequence[int],
-    n_stages: int = _DEFAULT_STAGES,
-    embed_factor: int = _DEFAULT.embed_factor,
-    min_bottleneck: int = _DEFAULT.min_bottleneck,
-) -> list[list[int]]:
-    """Per-stage strides ``[[1]*n, embed, merge_1, ...]`` (``n_stages + 1`` entries) for a patch."""
-    if embed_factor < 1 or embed_factor & (embed_factor - 1):
-        raise ValueError(f"embed_factor must be a power of two, got {embed_factor}")
-    embed_log2 = int(math.log2(embed_factor))
-    max_log2 = embed_log2 + n_stages - 1
-    strides = [[1] * len(patch_size) for _ in range(n_stages + 1)]
+def vmunet_strides(patch_size: Sequence[int], preset: VMUNetPreset = _DEFAULT) -> list[list[int]]:
+    """Per-stage strides ``[[1]*n, embed, merge_1, ...]`` (one more entry than ``preset.dims``) for a
+    patch, with the preset's geometry (``dims``, ``embed_factor``, ``min_bottleneck``)."""
+    embed_log2, max_log2 = _max_log2(preset)
+    strides = [[1] * len(patch_size) for _ in range(len(preset.dims) + 1)]
     for axis, length in enumerate(patch_size):
-        k = _max_log2_factor(int(length), max_log2, min_bottleneck)
+        k = _max_log2_factor(int(length), max_log2, preset.min_bottleneck)
         e = min(k, embed_log2)
         strides[1][axis] = 2**e
         for stage in range(2, 2 + k - e):
@@ -73,20 +74,15 @@ def vmunet_strides(
     return strides
 
 
-def accepted_patch(
-    patch_size: Sequence[int],
-    n_stages: int = _DEFAULT_STAGES,
-    embed_factor: int = _DEFAULT.embed_factor,
-    min_bottleneck: int = _DEFAULT.min_bottleneck,
-) -> list[int]:
+def accepted_patch(patch_size: Sequence[int], preset: VMUNetPreset = _DEFAULT) -> list[int]:
     """Nearest patch whose every axis is a multiple of the full downsampling its length allows
-    (``2**k <= length / min_bottleneck``, capped at ``embed_factor * 2**(n_stages-1)``)."""
-    max_log2 = int(math.log2(embed_factor)) + n_stages - 1
+    (``2**k <= length / min_bottleneck``, capped at ``embed_factor * 2**(stages - 1)``)."""
+    _, max_log2 = _max_log2(preset)
     out = []
     for length in patch_size:
         length = int(length)
         k = 0
-        while k < max_log2 and 2 ** (k + 1) * min_bottleneck <= length:
+        while k < max_log2 and 2 ** (k + 1) * preset.min_bottleneck <= length:
             k += 1
         m = 2**k
         out.append(max(m, int(round(length / m)) * m))
@@ -165,8 +161,14 @@ class _Decoder(nn.Module):
         return [out] + heads
 
 
+@takes_preset_keywords(VMUNetPreset)
 class VMUNet(nn.Module):
-    """VM-UNet for ``conv_op`` = ``nn.Conv2d`` (SS2D, 4 scans) or ``nn.Conv3d`` (SS3D, 6 scans)."""
+    """VM-UNet for ``conv_op`` = ``nn.Conv2d`` (SS2D, 4 scans) or ``nn.Conv3d`` (SS3D, 6 scans).
+
+    After the plan's layout, every :class:`VMUNetPreset` field is a keyword (``settings``;
+    :mod:`~umamba_seg.architectures.preset_keywords`), the preset's value where left out; of the
+    geometry fields, ``embed_factor`` gives the strides when the plan has none.
+    """
 
     def __init__(
         self,
@@ -175,18 +177,13 @@ class VMUNet(nn.Module):
         deep_supervision: bool = False,
         conv_op: type[nn.Module] = nn.Conv2d,
         strides: Sequence[Sequence[int]] | None = None,
-        dims: Sequence[int] = _DEFAULT.dims,
-        depths: Sequence[int] = _DEFAULT.depths,
-        depths_decoder: Sequence[int] = _DEFAULT.depths_decoder,
-        d_state: int = _DEFAULT.d_state,
-        d_conv: int = _DEFAULT.d_conv,
-        expand: float = _DEFAULT.expand,
-        dt_rank: int | str = _DEFAULT.dt_rank,
-        drop_path_rate: float = _DEFAULT.drop_path_rate,
         use_ssm: bool = True,
         scan_backend: str = "auto",
+        **settings: Any,
     ):
         super().__init__()
+        preset = preset_from_keywords(VMUNetPreset, settings, type(self).__name__)
+        dims, depths, depths_decoder = list(preset.dims), preset.depths, preset.depths_decoder
         spatial_dims = {v: k for k, v in _CONV_OPS.items()}.get(conv_op)
         if spatial_dims is None:
             raise ValueError(f"conv_op must be nn.Conv1d/2d/3d, got {conv_op}")
@@ -196,7 +193,7 @@ class VMUNet(nn.Module):
                 f"dims, depths and depths_decoder need one entry per stage, got {dims}, {depths}, {depths_decoder}"
             )
         if strides is None:
-            strides = [[1] * spatial_dims, [_DEFAULT.embed_factor] * spatial_dims] + [[2] * spatial_dims] * (n - 1)
+            strides = [[1] * spatial_dims, [preset.embed_factor] * spatial_dims] + [[2] * spatial_dims] * (n - 1)
         strides = [[int(s) for s in st] for st in strides]
         if len(strides) != n + 1 or any(len(st) != spatial_dims for st in strides) or any(s != 1 for s in strides[0]):
             raise ValueError(
@@ -205,13 +202,14 @@ class VMUNet(nn.Module):
         self.strides = strides
         self.spatial_dims = spatial_dims
         self.num_classes = num_classes
-        ssm = SSMConfig(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
-        ssm_kwargs = dict(config=ssm, spatial_dims=spatial_dims, use_ssm=use_ssm, scan_backend=scan_backend)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        dpr_dec = torch.linspace(0, drop_path_rate, sum(depths_decoder)).tolist()[::-1]
-        self.encoder = _Encoder(input_channels, list(dims), depths, strides, spatial_dims, dpr, ssm_kwargs)
+        ssm_kwargs = dict(
+            config=preset.ssm_config(), spatial_dims=spatial_dims, use_ssm=use_ssm, scan_backend=scan_backend
+        )
+        dpr = torch.linspace(0, preset.drop_path_rate, sum(depths)).tolist()
+        dpr_dec = torch.linspace(0, preset.drop_path_rate, sum(depths_decoder)).tolist()[::-1]
+        self.encoder = _Encoder(input_channels, dims, depths, strides, spatial_dims, dpr, ssm_kwargs)
         self.decoder = _Decoder(
-            num_classes, list(dims), depths_decoder, strides, spatial_dims, dpr_dec, ssm_kwargs, deep_supervision
+            num_classes, dims, depths_decoder, strides, spatial_dims, dpr_dec, ssm_kwargs, deep_supervision
         )
         self.apply(_init_weights)
 
@@ -259,10 +257,6 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def _preset_geometry(preset: VMUNetPreset) -> dict:
-    return {"n_stages": len(preset.dims), "embed_factor": preset.embed_factor, "min_bottleneck": preset.min_bottleneck}
-
-
 def build_vmunet_kwargs(
     cnn_kwargs: dict, patch_size: Sequence[int], use_ssm: bool = True, size: str = "default"
 ) -> dict:
@@ -271,7 +265,7 @@ def build_vmunet_kwargs(
     conv_op = cnn_kwargs.get("conv_op") or f"torch.nn.modules.conv.Conv{len(patch_size)}d"
     return {
         "conv_op": conv_op,
-        "strides": vmunet_strides(patch_size, **_preset_geometry(preset)),
+        "strides": vmunet_strides(patch_size, preset),
         "dims": list(preset.dims),
         "depths": list(preset.depths),
         "depths_decoder": list(preset.depths_decoder),
@@ -286,7 +280,7 @@ def build_vmunet_kwargs(
 
 def adjust_patch_for_size(patch_size: Sequence[int], size: str = "default") -> list[int]:
     """:func:`accepted_patch` for the geometry of the preset at ``size``."""
-    return accepted_patch(patch_size, **_preset_geometry(load_preset("vmunet", size)))
+    return accepted_patch(patch_size, load_preset("vmunet", size))
 
 
 VMUNET = register(
