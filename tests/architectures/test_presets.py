@@ -111,6 +111,20 @@ def test_segmamba_and_vmunet_take_their_defaults_from_the_preset():
         assert len(shared) >= 8 and all(params[k].default == getattr(preset, k) for k in shared)
 
 
+def test_preset_keywords_are_checked_and_shown_in_the_signature():
+    """SegMamba and VM-UNet take their preset's fields as keywords: shown by ``inspect.signature``,
+    an unknown key or a wrong type is a one-line user error naming the key."""
+    for cls, preset in ((SegMamba, SegMambaPreset()), (VMUNet, VMUNetPreset())):
+        params = inspect.signature(cls).parameters
+        for field in dataclasses.fields(preset):
+            assert params[field.name].kind is inspect.Parameter.KEYWORD_ONLY
+            assert params[field.name].default == getattr(preset, field.name)
+    with pytest.raises(UserInputError, match="'feature_sizes'"):
+        SegMamba(1, 2, feature_sizes=[8, 16])
+    with pytest.raises(UserInputError, match="'d_state' must be an integer"):
+        VMUNet(1, 2, d_state="16")
+
+
 def test_nn_module_defaults_agree_with_the_presets():
     """``nn`` sits below ``architectures`` and cannot read a preset: the Mamba block sizes have no
     default there (:class:`SSMConfig` needs them), and where an nn module still has a keyword

@@ -14,8 +14,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from tests.helpers import plain_cnn_block
 from umamba_seg.architectures import registry
-from umamba_seg.architectures.presets import load_preset
-from umamba_seg.architectures.token_mixer_unet import token_mixer_kwargs, xlstm_enc_2d_stages, xlstm_enc_3d_stages
+from umamba_seg.architectures.presets import XLSTMPreset, load_preset
+from umamba_seg.architectures.token_mixer_unet import TokenMixerUNet, xlstm_enc_2d_stages, xlstm_enc_3d_stages
 from umamba_seg.architectures.xlstm_unet import XLSTMUNetBot, XLSTMUNetEnc
 from umamba_seg.atomic import write_json_atomic
 from umamba_seg.nn.vil_layer import ViLBlock, ViLLayer, qkv_block_size_for
@@ -260,7 +260,7 @@ def test_preset_file_reaches_the_plan():
     assert kw["n_blocks_per_stage"] == [2, 2, 2, 1, 1] and kw["n_conv_per_stage_decoder"] == [2, 2, 2, 1]
     assert kw["patch_size"] == [32, 32] and kw["mixer_fp32"] is True
     with pytest.raises(ValueError, match="placement"):
-        token_mixer_kwargs(cnn["arch_kwargs"], patch, family="xlstm", mixer="vil", placement="middle")
+        type("XLSTMUNetMiddle", (TokenMixerUNet,), {}, preset=XLSTMPreset(), placement="middle")
 
 
 # --------------------------------------------------------------------------- CLI

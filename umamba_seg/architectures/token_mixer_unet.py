@@ -55,7 +55,8 @@ from umamba_seg.nn.token_layer import TokenLayer, make_token_layer
 from umamba_seg.nn.vil_layer import ViLBlock
 
 MIXERS = ("mamba", "vil", "none")
-PLACEMENTS = ("bottleneck", "encoder")
+VARIANTS = {"bottleneck": "bot", "encoder": "enc"}  # placement -> the networks' name suffix (Bot, Enc)
+PLACEMENTS = tuple(VARIANTS)
 # the authors' attribute names: (bottleneck layer, per-stage layers in the encoder)
 LAYER_NAMES = {"mamba": ("mamba_layer", "mamba_layers"), "vil": ("xlstm", "xlstm_layers")}
 # the preset whose defaults configure each mixer (``mixer_kwargs`` left out of the plan)
@@ -151,7 +152,8 @@ def _resolve(op: type | str | None) -> type | None:
 class TokenMixerUNet(nn.Module):
     """The residual U-Net with token mixers; see the module docstring.
 
-    Subclasses fix the family's ``preset`` and the default placement. The preset's mixer is
+    Subclasses fix the family's ``preset`` and the default placement (class keywords ``preset``
+    and ``placement``, which also register them). The preset's mixer is
     the default mixer and names the layers (the authors' attribute names, kept by the
     ``none`` ablation); its defaults fill what the plan leaves out: the stage rules, the
     finest skip, the mixer's settings and precision.
@@ -159,6 +161,17 @@ class TokenMixerUNet(nn.Module):
 
     preset: TokenMixerPreset = UMambaPreset()
     default_placement: str = "bottleneck"
+
+    def __init_subclass__(cls, preset: TokenMixerPreset | None = None, placement: str | None = None, **kwargs) -> None:
+        """``class UMambaBot(TokenMixerUNet, preset=UMambaPreset(), placement="bottleneck")``: a
+        network of the family, registered with its ablation (:func:`register_network`)."""
+        super().__init_subclass__(**kwargs)
+        if preset is None:
+            return
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        cls.preset, cls.default_placement = preset, placement
+        register_network(cls)
 
     def __init__(
         self,
@@ -244,6 +257,49 @@ class TokenMixerUNet(nn.Module):
         # nnU-Net's He init touches only Conv2d/3d (and transposed): the token mixers keep their own
         self.apply(InitWeights_He(1e-2))
 
+    @classmethod
+    def planned_kwargs(
+        cls, cnn_kwargs: dict, patch_size: Sequence[int], ablation: bool = False, size: str = "default"
+    ) -> dict:
+        """``arch_kwargs`` of this network from the CNN plan's ``arch_kwargs``, its patch size and
+        the family's preset at ``size`` (:mod:`~umamba_seg.architectures.presets`), whose mixer
+        (``"mamba"`` or ``"vil"``) it plans at the class's placement; ``ablation`` plans
+        ``mixer="none"`` (the ``*_nossm`` networks), keeping the mixer's settings in the plan for
+        reference."""
+        preset = load_preset(cls.preset.family, size)
+        if not isinstance(preset, TokenMixerPreset):
+            raise ValueError(f"the {cls.preset.family} preset is not a token-mixer U-Net's")
+        n = int(cnn_kwargs["n_stages"])
+        dim = len(patch_size)
+
+        def per_stage(value: Sequence[int] | int, count: int) -> list[int]:
+            return [int(value)] * count if isinstance(value, int) else [int(v) for v in value]
+
+        enc_blocks, dec_blocks = umamba_block_counts(
+            n,
+            per_stage(cnn_kwargs.get("n_blocks_per_stage", cnn_kwargs.get("n_conv_per_stage")), n),
+            per_stage(cnn_kwargs["n_conv_per_stage_decoder"], n - 1),
+        )
+        kwargs = {
+            key: cnn_kwargs.get(key)
+            for key in (
+                "n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "conv_bias", "norm_op",
+                "norm_op_kwargs", "dropout_op", "dropout_op_kwargs", "nonlin", "nonlin_kwargs",
+            )
+        }  # fmt: skip
+        kwargs.update(
+            n_blocks_per_stage=enc_blocks,
+            n_conv_per_stage_decoder=dec_blocks,
+            patch_size=[int(p) for p in patch_size],
+            mixer="none" if ablation else preset.mixer,
+            placement=cls.default_placement,
+            stage_layers=STAGE_RULES[preset.stage_rule(dim)](n) if cls.default_placement == "encoder" else None,
+            concat_finest_skip=preset.finest_skip(dim),
+            mixer_kwargs=preset.mixer_kwargs(),
+            mixer_fp32=preset.mixer_fp32,
+        )
+        return kwargs
+
     @property
     def bottleneck_layer(self) -> nn.Module | None:
         """The Bot networks' mixer on the bottleneck (``None`` elsewhere)."""
@@ -262,86 +318,20 @@ class TokenMixerUNet(nn.Module):
         return self.decoder(skips)
 
 
-def token_mixer_kwargs(
-    cnn_kwargs: dict,
-    patch_size: Sequence[int],
-    *,
-    family: str,
-    mixer: str,
-    placement: str,
-    ablation: bool = False,
-    size: str = "default",
-) -> dict:
-    """``arch_kwargs`` of a token-mixer U-Net from the CNN plan's ``arch_kwargs``, its
-    patch size and the family's preset at ``size`` (:mod:`~umamba_seg.architectures.presets`),
-    for the family's ``mixer`` (``"mamba"`` or ``"vil"``); ``ablation`` plans ``mixer="none"``
-    (the ``*_nossm`` networks), keeping the mixer's settings in the plan for reference."""
-    if mixer not in LAYER_NAMES:
-        raise ValueError(f"mixer must be one of {list(LAYER_NAMES)}, got {mixer!r}")
-    preset = load_preset(family, size)
-    if not isinstance(preset, TokenMixerPreset) or preset.mixer != mixer:
-        raise ValueError(f"the {family} preset does not configure the {mixer!r} mixer")
-    n = int(cnn_kwargs["n_stages"])
-    dim = len(patch_size)
-
-    def per_stage(value: Sequence[int] | int, count: int) -> list[int]:
-        return [int(value)] * count if isinstance(value, int) else [int(v) for v in value]
-
-    enc_blocks, dec_blocks = umamba_block_counts(
-        n,
-        per_stage(cnn_kwargs.get("n_blocks_per_stage", cnn_kwargs.get("n_conv_per_stage")), n),
-        per_stage(cnn_kwargs["n_conv_per_stage_decoder"], n - 1),
-    )
-    kwargs = {
-        key: cnn_kwargs.get(key)
-        for key in (
-            "n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "conv_bias", "norm_op",
-            "norm_op_kwargs", "dropout_op", "dropout_op_kwargs", "nonlin", "nonlin_kwargs",
-        )
-    }  # fmt: skip
-    if placement == "encoder":
-        stage_layers = STAGE_RULES[preset.stage_rule(dim)](n)
-    elif placement == "bottleneck":
-        stage_layers = None
-    else:
-        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
-    kwargs.update(
-        n_blocks_per_stage=enc_blocks,
-        n_conv_per_stage_decoder=dec_blocks,
-        patch_size=[int(p) for p in patch_size],
-        mixer="none" if ablation else mixer,
-        placement=placement,
-        stage_layers=stage_layers,
-        concat_finest_skip=preset.finest_skip(dim),
-        mixer_kwargs=preset.mixer_kwargs(),
-        mixer_fp32=preset.mixer_fp32,
-    )
-    return kwargs
-
-
-def register_family(
-    family: str, mixer: str, module: str, classes: dict[str, str], descriptions: dict[str, str]
-) -> dict[str, ArchSpec]:
-    """Register ``<family>_bot``, ``<family>_enc`` and their ``_nossm`` ablations.
-
-    ``classes`` maps ``bot``/``enc`` to the class names in ``module``; ``descriptions``
-    to their one-line descriptions.
-    """
-    specs = {}
-    for variant, placement in (("bot", "bottleneck"), ("enc", "encoder")):
-        for ablation in (False, True):
-            name = f"{family}_{variant}" + ("_nossm" if ablation else "")
-            text = descriptions[variant]
-            specs[name] = register(
-                ArchSpec(
-                    name=name,
-                    network_class_name=f"{module}.{classes[variant]}",
-                    build_kwargs=partial(
-                        token_mixer_kwargs, family=family, mixer=mixer, placement=placement, ablation=ablation
-                    ),
-                    family=family,
-                    description=f"{text} without its token mixer (ablation)" if ablation else text,
-                    has_ssm=not ablation,
-                )
+def register_network(cls: type[TokenMixerUNet]) -> None:
+    """Register ``<family>_<bot|enc>`` (``cls`` with its preset and default placement) and its
+    ``_nossm`` ablation; the description is the first line of the class docstring."""
+    family = cls.preset.family
+    name = f"{family}_{VARIANTS[cls.default_placement]}"
+    text = (cls.__doc__ or name).splitlines()[0].rstrip(".")
+    for ablation in (False, True):
+        register(
+            ArchSpec(
+                name=name + ("_nossm" if ablation else ""),
+                network_class_name=f"{cls.__module__}.{cls.__qualname__}",
+                build_kwargs=partial(cls.planned_kwargs, ablation=ablation),
+                family=family,
+                description=f"{text} without its token mixer (ablation)" if ablation else text,
+                has_ssm=not ablation,
             )
-    return specs
+        )

@@ -13,32 +13,19 @@ Same modules, names and parameter shapes as the authors' networks built from the
 nnU-Net plan; the Mamba block is mamba-ssm's on our selective scan (no CUDA extension).
 ``mixer="none"`` in the plan drops every Mamba layer (``*_nossm`` ablations; Bot's and
 Enc's are then the same network).
+Each class registers itself with its class keywords (``umamba_bot``/``umamba_enc`` and their
+``_nossm`` ablations; :meth:`TokenMixerUNet.__init_subclass__`), described by its docstring.
 """
 
 from __future__ import annotations
 
 from umamba_seg.architectures.presets import UMambaPreset
-from umamba_seg.architectures.token_mixer_unet import TokenMixerUNet, register_family
+from umamba_seg.architectures.token_mixer_unet import TokenMixerUNet
 
 
-class UMambaBot(TokenMixerUNet):
-    """U-Mamba Bot: a Mamba layer on the bottleneck (voxels as tokens)."""
-
-    default_placement = "bottleneck"
-    preset = UMambaPreset()
+class UMambaBot(TokenMixerUNet, preset=UMambaPreset(), placement="bottleneck"):
+    """U-Mamba Bot: residual U-Net, Mamba on the bottleneck."""
 
 
-class UMambaEnc(TokenMixerUNet):
-    """U-Mamba Enc: Mamba layers after the encoder stages (all in 3D, alternate in 2D)."""
-
-    default_placement = "encoder"
-    preset = UMambaPreset()
-
-
-_SPECS = register_family(
-    "umamba", "mamba", __name__, {"bot": "UMambaBot", "enc": "UMambaEnc"},
-    {"bot": "U-Mamba Bot: residual U-Net, Mamba on the bottleneck",
-     "enc": "U-Mamba Enc: residual U-Net, Mamba after the encoder stages"},
-)  # fmt: skip
-UMAMBA_BOT, UMAMBA_BOT_NOSSM = _SPECS["umamba_bot"], _SPECS["umamba_bot_nossm"]
-UMAMBA_ENC, UMAMBA_ENC_NOSSM = _SPECS["umamba_enc"], _SPECS["umamba_enc_nossm"]
+class UMambaEnc(TokenMixerUNet, preset=UMambaPreset(), placement="encoder"):
+    """U-Mamba Enc: residual U-Net, Mamba after the encoder stages."""

@@ -17,32 +17,19 @@ creates and never uses (left out here). Where we differ: the mLSTM runs on our c
 op (memory linear in the number of tokens, the same values), so 3D maps fit where the
 authors' quadratic form does not. ``mixer="none"`` in the plan drops every ViL block
 (``*_nossm`` ablations; Enc's keeps its extra ``BasicBlockD``).
+Each class registers itself with its class keywords (``xlstm_bot``/``xlstm_enc`` and their
+``_nossm`` ablations; :meth:`TokenMixerUNet.__init_subclass__`), described by its docstring.
 """
 
 from __future__ import annotations
 
 from umamba_seg.architectures.presets import XLSTMPreset
-from umamba_seg.architectures.token_mixer_unet import TokenMixerUNet, register_family
+from umamba_seg.architectures.token_mixer_unet import TokenMixerUNet
 
 
-class XLSTMUNetBot(TokenMixerUNet):
-    """xLSTM-UNet Bot: a ViL block on the bottleneck (voxels as tokens)."""
-
-    default_placement = "bottleneck"
-    preset = XLSTMPreset()
+class XLSTMUNetBot(TokenMixerUNet, preset=XLSTMPreset(), placement="bottleneck"):
+    """xLSTM-UNet Bot: residual U-Net, ViL on the bottleneck."""
 
 
-class XLSTMUNetEnc(TokenMixerUNet):
-    """xLSTM-UNet Enc: ViL blocks (and extra residual blocks) after the encoder stages."""
-
-    default_placement = "encoder"
-    preset = XLSTMPreset()
-
-
-_SPECS = register_family(
-    "xlstm", "vil", __name__, {"bot": "XLSTMUNetBot", "enc": "XLSTMUNetEnc"},
-    {"bot": "xLSTM-UNet Bot: residual U-Net, ViL on the bottleneck",
-     "enc": "xLSTM-UNet Enc: residual U-Net, ViL after the encoder stages"},
-)  # fmt: skip
-XLSTM_BOT, XLSTM_BOT_NOSSM = _SPECS["xlstm_bot"], _SPECS["xlstm_bot_nossm"]
-XLSTM_ENC, XLSTM_ENC_NOSSM = _SPECS["xlstm_enc"], _SPECS["xlstm_enc_nossm"]
+class XLSTMUNetEnc(TokenMixerUNet, preset=XLSTMPreset(), placement="encoder"):
+    """xLSTM-UNet Enc: residual U-Net, ViL after the encoder stages."""
