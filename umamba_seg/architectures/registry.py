@@ -17,6 +17,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from umamba_seg.architectures import presets
 from umamba_seg.errors import UserInputError
@@ -102,6 +103,23 @@ _loaded = False
 def register(spec: ArchSpec) -> ArchSpec:
     """Add ``spec`` to the registry (re-registering the same name replaces it)."""
     _REGISTRY[spec.name] = spec
+    return spec
+
+
+def class_path(cls: type) -> str:
+    """The dotted path that ``pydoc.locate`` resolves to ``cls``: a plan's ``network_class_name``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_with_ablation(
+    network: type, family: str, build_kwargs: ArchKwargsBuilder, description: str, ablation: str, **fields: Any
+) -> ArchSpec:
+    """Register ``network`` of ``family`` (named as the family unless ``fields`` give a ``name``)
+    and its ``_nossm`` ablation (:meth:`ArchSpec.ablation`: ``build_kwargs`` with ``use_ssm=False``,
+    described by ``ablation``); ``fields`` are further :class:`ArchSpec` fields."""
+    spec = ArchSpec(family, class_path(network), build_kwargs, family=family, description=description, has_ssm=True)
+    spec = register(dataclasses.replace(spec, **fields))
+    register(spec.ablation(ablation))
     return spec
 
 

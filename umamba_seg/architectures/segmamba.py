@@ -32,7 +32,7 @@ from torch import nn
 
 from umamba_seg.architectures.preset_keywords import preset_from_keywords, takes_preset_keywords
 from umamba_seg.architectures.presets import SegMambaPreset, load_preset
-from umamba_seg.architectures.registry import ArchSpec, register
+from umamba_seg.architectures.registry import register_with_ablation
 from umamba_seg.nn.channel_mlp import ChannelMLP
 from umamba_seg.nn.gsc import GSC
 from umamba_seg.nn.token_layer import TokenLayer
@@ -231,16 +231,11 @@ def adjust_patch_for_size(patch_size: Sequence[int], size: str = "default") -> l
     return adjust_patch(patch_size, len(load_preset("segmamba", size).feature_size))
 
 
-SEGMAMBA = register(
-    ArchSpec(
-        name="segmamba",
-        network_class_name="umamba_seg.architectures.segmamba.SegMamba",
-        build_kwargs=build_kwargs,
-        family="segmamba",
-        description="SegMamba: GSC + tri-orientated Mamba encoder, UNETR decoder",
-        has_ssm=True,
-        adjust_patch=adjust_patch_for_size,
-    )
+register_with_ablation(
+    SegMamba,
+    "segmamba",
+    build_kwargs,
+    "SegMamba: GSC + tri-orientated Mamba encoder, UNETR decoder",
+    "SegMamba with every Mamba layer replaced by the identity (ablation)",
+    adjust_patch=adjust_patch_for_size,
 )
-
-SEGMAMBA_NOSSM = register(SEGMAMBA.ablation("SegMamba with every Mamba layer replaced by the identity (ablation)"))

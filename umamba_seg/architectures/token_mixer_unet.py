@@ -46,7 +46,7 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 from torch import nn
 
 from umamba_seg.architectures.presets import TokenMixerPreset, UMambaPreset, XLSTMPreset, load_preset
-from umamba_seg.architectures.registry import ArchSpec, register
+from umamba_seg.architectures.registry import register_with_ablation
 from umamba_seg.architectures.unet_parts import ResidualDecoder, ResidualEncoder
 from umamba_seg.errors import UserInputError
 from umamba_seg.nn.mamba_mixer import MambaMixer
@@ -259,11 +259,11 @@ class TokenMixerUNet(nn.Module):
 
     @classmethod
     def planned_kwargs(
-        cls, cnn_kwargs: dict, patch_size: Sequence[int], ablation: bool = False, size: str = "default"
+        cls, cnn_kwargs: dict, patch_size: Sequence[int], use_ssm: bool = True, size: str = "default"
     ) -> dict:
         """``arch_kwargs`` of this network from the CNN plan's ``arch_kwargs``, its patch size and
         the family's preset at ``size`` (:mod:`~umamba_seg.architectures.presets`), whose mixer
-        (``"mamba"`` or ``"vil"``) it plans at the class's placement; ``ablation`` plans
+        (``"mamba"`` or ``"vil"``) it plans at the class's placement; ``use_ssm=False`` plans
         ``mixer="none"`` (the ``*_nossm`` networks), keeping the mixer's settings in the plan for
         reference."""
         preset = load_preset(cls.preset.family, size)
@@ -291,7 +291,7 @@ class TokenMixerUNet(nn.Module):
             n_blocks_per_stage=enc_blocks,
             n_conv_per_stage_decoder=dec_blocks,
             patch_size=[int(p) for p in patch_size],
-            mixer="none" if ablation else preset.mixer,
+            mixer=preset.mixer if use_ssm else "none",
             placement=cls.default_placement,
             stage_layers=STAGE_RULES[preset.stage_rule(dim)](n) if cls.default_placement == "encoder" else None,
             concat_finest_skip=preset.finest_skip(dim),
@@ -324,14 +324,5 @@ def register_network(cls: type[TokenMixerUNet]) -> None:
     family = cls.preset.family
     name = f"{family}_{VARIANTS[cls.default_placement]}"
     text = (cls.__doc__ or name).splitlines()[0].rstrip(".")
-    for ablation in (False, True):
-        register(
-            ArchSpec(
-                name=name + ("_nossm" if ablation else ""),
-                network_class_name=f"{cls.__module__}.{cls.__qualname__}",
-                build_kwargs=partial(cls.planned_kwargs, ablation=ablation),
-                family=family,
-                description=f"{text} without its token mixer (ablation)" if ablation else text,
-                has_ssm=not ablation,
-            )
-        )
+    ablation = f"{text} without its token mixer (ablation)"
+    register_with_ablation(cls, family, cls.planned_kwargs, text, ablation, name=name)

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from umamba_seg.architectures.preset_keywords import preset_from_keywords, takes_preset_keywords
 from umamba_seg.architectures.presets import VMUNetPreset, load_preset
-from umamba_seg.architectures.registry import ArchSpec, register
+from umamba_seg.architectures.registry import register_with_ablation
 from umamba_seg.nn.cross_scan import VSSBlock
 from umamba_seg.nn.patch_tokens import PatchEmbed, PatchExpand, PatchMerging
 
@@ -283,18 +283,13 @@ def adjust_patch_for_size(patch_size: Sequence[int], size: str = "default") -> l
     return accepted_patch(patch_size, load_preset("vmunet", size))
 
 
-VMUNET = register(
-    ArchSpec(
-        name="vmunet",
-        network_class_name="umamba_seg.architectures.vmunet.VMUNet",
-        build_kwargs=build_vmunet_kwargs,
-        kw_requires_import=("conv_op",),
-        family="vmunet",
-        description="VM-UNet: VSS blocks with cross-scan SSM (2D: 4 scans, 3D: 6 scans)",
-        has_ssm=True,
-        adjust_patch=adjust_patch_for_size,
-        authors_optimizer="adamw",
-    )
+register_with_ablation(
+    VMUNet,
+    "vmunet",
+    build_vmunet_kwargs,
+    "VM-UNet: VSS blocks with cross-scan SSM (2D: 4 scans, 3D: 6 scans)",
+    "VM-UNet ablation: the cross-scan SSM replaced by the identity",
+    kw_requires_import=("conv_op",),
+    adjust_patch=adjust_patch_for_size,
+    authors_optimizer="adamw",
 )
-
-VMUNET_NOSSM = register(VMUNET.ablation("VM-UNet ablation: the cross-scan SSM replaced by the identity"))
