@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from umamba_seg.cli import main as cli
 
 NAME = "Dataset321_Verify"
+SHAPE = (8, 16, 16)  # every case's voxels
 
 
 def _write(arr: np.ndarray, path: Path, spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0)) -> None:
@@ -22,6 +23,14 @@ def _write(arr: np.ndarray, path: Path, spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.
     img.SetSpacing(spacing)
     img.SetOrigin(origin)
     sitk.WriteImage(img, str(path))
+
+
+def _labels(dtype=np.uint8, classes: tuple[float, ...] = (1, 2)) -> np.ndarray:
+    """A label map of the good dataset's kind: ``classes[0]`` and ``classes[1]`` (where given) in two blocks."""
+    lab = np.zeros(SHAPE, dtype)
+    for value, block in zip(classes, (np.s_[2:6, 4:10, 4:10], np.s_[2:6, 10:14, 10:14])):
+        lab[block] = value
+    return lab
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +41,7 @@ def good_dataset(tmp_path_factory) -> Path:
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
-        lab = np.zeros((8, 16, 16), np.uint8)
-        lab[2:6, 4:10, 4:10] = 1
-        lab[2:6, 10:14, 10:14] = 2
+        lab = _labels()
         for c in range(2):
             _write(
                 (lab * 50 + rng.normal(0, 5, lab.shape)).astype(np.float32), root / "imagesTr" / f"c{i}_{c:04d}.nii.gz"
@@ -117,7 +124,7 @@ def test_shape_mismatch(dataset, capsys):
 )
 def test_geometry_mismatch(dataset, capsys, what, kwargs):
     f = dataset / "imagesTr" / "c2_0001.nii.gz"
-    _write(np.zeros((8, 16, 16), np.float32), f, **kwargs)
+    _write(np.zeros(SHAPE, np.float32), f, **kwargs)
     _assert_error(dataset, capsys, f"image {what}", f)
 
 
@@ -129,45 +136,44 @@ def test_direction_mismatch(dataset, capsys):
     _assert_error(dataset, capsys, "image direction", f)
 
 
-def test_label_value_not_in_dataset_json(dataset, capsys):
-    f = dataset / "labelsTr" / "c0.nii.gz"
-    lab = np.zeros((8, 16, 16), np.uint8)
+def _stray_label() -> np.ndarray:
+    lab = _labels()
     lab[0, 0, 0] = 7
-    lab[2:6, 4:10, 4:10] = 1
-    lab[2:6, 10:14, 10:14] = 2
-    _write(lab, f)
-    _assert_error(dataset, capsys, "label value(s) [7] not in dataset.json", f)
+    return lab
 
 
-def test_non_integer_labels(dataset, capsys):
-    f = dataset / "labelsTr" / "c1.nii.gz"
-    lab = np.zeros((8, 16, 16), np.float32)
-    lab[2:6, 4:10, 4:10] = 0.5
-    _write(lab, f)
-    _assert_error(dataset, capsys, "non-integer label values", f)
-
-
-def test_nan_voxels(dataset, capsys):
-    f = dataset / "imagesTr" / "c2_0001.nii.gz"
-    arr = np.zeros((8, 16, 16), np.float32)
+def _nan_image() -> np.ndarray:
+    arr = np.zeros(SHAPE, np.float32)
     arr[3, 3, 3] = np.nan
     arr[4, 4, 4] = np.inf
-    _write(arr, f)
-    _assert_error(dataset, capsys, "NaN/Inf voxel(s)", f)
+    return arr
+
+
+@pytest.mark.parametrize(
+    "file,values,what",
+    [
+        ("labelsTr/c0.nii.gz", _stray_label, "label value(s) [7] not in dataset.json"),
+        ("labelsTr/c1.nii.gz", lambda: _labels(np.float32, (0.5,)), "non-integer label values"),
+        ("imagesTr/c2_0001.nii.gz", _nan_image, "NaN/Inf voxel(s)"),
+    ],
+    ids=["label_value_not_in_dataset_json", "non_integer_labels", "nan_voxels"],
+)
+def test_bad_voxel_values(dataset, capsys, file, values, what):
+    f = dataset / file
+    _write(values(), f)
+    _assert_error(dataset, capsys, what, f)
 
 
 def test_4d_image(dataset, capsys):
     f = dataset / "imagesTr" / "c0_0000.nii.gz"
-    img = sitk.JoinSeries([sitk.GetImageFromArray(np.zeros((8, 16, 16), np.float32))] * 2)
+    img = sitk.JoinSeries([sitk.GetImageFromArray(np.zeros(SHAPE, np.float32))] * 2)
     sitk.WriteImage(img, str(f))
     _assert_error(dataset, capsys, "image is 4D", f)
 
 
 def test_class_empty_in_every_case(dataset, capsys):
     for i in range(3):
-        lab = np.zeros((8, 16, 16), np.uint8)
-        lab[2:6, 4:10, 4:10] = 1
-        _write(lab, dataset / "labelsTr" / f"c{i}.nii.gz")
+        _write(_labels(classes=(1,)), dataset / "labelsTr" / f"c{i}.nii.gz")
     _assert_error(dataset, capsys, "label 'b' ([2]) is empty in every training case", dataset / "labelsTr")
 
 
@@ -186,20 +192,20 @@ def test_wrong_file_ending(dataset, capsys):
     _assert_error(dataset, capsys, "file ending '.mha' is not the dataset's '.nii.gz'", f)
 
 
-def test_dataset_json_missing_keys(dataset, capsys):
+@pytest.mark.parametrize(
+    "edit,what",
+    [
+        (lambda d: d.pop("file_ending"), "dataset.json lacks key(s) file_ending"),
+        (lambda d: d.update(numTraining=5), "numTraining is 5 but labelsTr holds 3"),
+    ],
+    ids=["missing_keys", "inconsistent_num_training"],
+)
+def test_bad_dataset_json(dataset, capsys, edit, what):
     f = dataset / "dataset.json"
     d = json.loads(f.read_text())
-    del d["file_ending"]
+    edit(d)
     f.write_text(json.dumps(d))
-    _assert_error(dataset, capsys, "dataset.json lacks key(s) file_ending", f)
-
-
-def test_inconsistent_num_training(dataset, capsys):
-    f = dataset / "dataset.json"
-    d = json.loads(f.read_text())
-    d["numTraining"] = 5
-    f.write_text(json.dumps(d))
-    _assert_error(dataset, capsys, "numTraining is 5 but labelsTr holds 3", f)
+    _assert_error(dataset, capsys, what, f)
 
 
 def test_every_problem_is_reported(dataset, capsys):
