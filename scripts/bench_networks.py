@@ -21,35 +21,24 @@ import argparse
 import torch
 from tqdm import tqdm
 
-from umamba_seg.benchmark.cnn_plan import add_plan_arguments, cnn_plan_from_args
+from umamba_seg.benchmark.cnn_plan import cnn_plan_from_args
 from umamba_seg.benchmark.networks import forward_backward_fn, forward_fn, n_parameters, planned_network
 from umamba_seg.benchmark.ratios import ratios_to_cnn
 from umamba_seg.benchmark.same_plan import benchmark_archs
+from umamba_seg.benchmark.script_args import add_timing_arguments, timing_device
 from umamba_seg.benchmark.timing import interleaved_rounds, medians
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_plan_arguments(parser)
-    parser.add_argument(
-        "-a",
-        "--arch",
-        nargs="+",
-        default=None,
-        help="architectures, each with its _nossm ablation; the CNN always runs (default: all)",
+    add_timing_arguments(
+        parser, warmup_help="untimed calls of each network first", quick_help="batch 1, 1 warm-up, 2 rounds"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is kept")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each network first")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--quick", action="store_true", help="batch 1, 1 warm-up, 2 rounds")
     args = parser.parse_args()
     if args.quick:
         args.batch, args.warmup, args.repeats = args.batch or 1, 1, 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = timing_device(args)
     cnn = cnn_plan_from_args(args)
     archs = benchmark_archs(args.arch)
     print(

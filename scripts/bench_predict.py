@@ -23,22 +23,20 @@ import math
 import torch
 from tqdm import tqdm
 
-from umamba_seg.benchmark.cnn_plan import add_plan_arguments, cnn_plan_from_args
+from umamba_seg.benchmark.cnn_plan import cnn_plan_from_args
 from umamba_seg.benchmark.networks import planned_network, sliding_window_fn, sliding_window_predictor
 from umamba_seg.benchmark.ratios import INFERENCE_TARGET, check_inference_target, ratios_to_cnn
 from umamba_seg.benchmark.same_plan import benchmark_archs
+from umamba_seg.benchmark.script_args import add_timing_arguments, timing_device
 from umamba_seg.benchmark.timing import interleaved_rounds, medians
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_plan_arguments(parser)
-    parser.add_argument(
-        "-a",
-        "--arch",
-        nargs="+",
-        default=None,
-        help="architectures, each with its _nossm ablation; the CNN always runs (default: all)",
+    add_timing_arguments(
+        parser,
+        warmup_help="untimed predictions of each network first",
+        quick_help="one-patch case, no TTA, 1 warm-up, 1 round",
     )
     parser.add_argument(
         "--shape",
@@ -47,17 +45,10 @@ def main() -> None:
         default=None,
         help="spatial size of the case (default: the configuration's median image size)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is kept")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed predictions of each network first")
     parser.add_argument("--no-tta", action="store_true", help="no mirroring")
     parser.add_argument("--step-size", type=float, default=0.5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--quick", action="store_true", help="one-patch case, no TTA, 1 warm-up, 1 round")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = timing_device(args)
     cnn = cnn_plan_from_args(args)
     conf = cnn.configuration_plan
     if args.quick:
