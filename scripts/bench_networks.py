@@ -19,37 +19,34 @@ from __future__ import annotations
 import argparse
 
 import torch
-from tqdm import tqdm
 
+from umamba_seg.benchmark import timing_script
 from umamba_seg.benchmark.cnn_plan import cnn_plan_from_args
-from umamba_seg.benchmark.networks import forward_backward_fn, forward_fn, n_parameters, planned_network
+from umamba_seg.benchmark.networks import forward_backward_fn, forward_fn, n_parameters
 from umamba_seg.benchmark.ratios import ratios_to_cnn
 from umamba_seg.benchmark.same_plan import benchmark_archs
-from umamba_seg.benchmark.script_args import add_timing_arguments, timing_device
-from umamba_seg.benchmark.timing import interleaved_rounds, medians
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_timing_arguments(
+    timing_script.add_timing_arguments(
         parser, warmup_help="untimed calls of each network first", quick_help="batch 1, 1 warm-up, 2 rounds"
     )
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's)")
     args = parser.parse_args()
     if args.quick:
         args.batch, args.warmup, args.repeats = args.batch or 1, 1, 2
-    device = timing_device(args)
+    device = timing_script.timing_device(args)
     cnn = cnn_plan_from_args(args)
     archs = benchmark_archs(args.arch)
+    conf = timing_script.cnn_configuration(cnn)
     print(
-        f"{cnn.dataset_name} {cnn.configuration}: CNN patch {cnn.configuration_plan['patch_size']}, "
-        f"batch {cnn.configuration_plan['batch_size']}; device={device} threads={torch.get_num_threads()}"
+        f"{cnn.dataset_name} {cnn.configuration}: CNN patch {conf['patch_size']}, "
+        f"batch {conf['batch_size']}; device={device} threads={torch.get_num_threads()}"
     )
 
     fns, info = {}, {}
-    for arch in tqdm(archs, desc="building networks", unit="net"):
-        same = cnn.same_plan(arch)
-        planned = planned_network(same.plans, cnn.configuration, cnn.dataset_json)
+    for arch, planned, note in timing_script.networks_on_plan(cnn, archs, "building networks"):
         batch = args.batch or planned.batch_size
         x = torch.randn(batch, planned.input_channels, *planned.patch_size, device=device)
         # two instances, seeded alike: forward in eval mode, forward+backward in training mode
@@ -57,11 +54,9 @@ def main() -> None:
         eval_net = planned.build(deep_supervision=False).to(device)
         fns[(arch, "fwd")] = forward_fn(eval_net, x)
         fns[(arch, "fwdbwd")] = forward_backward_fn(train_net, x)
-        info[arch] = (planned.patch_size, batch, n_parameters(train_net), same.notes[cnn.configuration])
+        info[arch] = (planned.patch_size, batch, n_parameters(train_net), note)
 
-    bar = tqdm(total=args.repeats, desc="timing rounds", unit="round")
-    med = medians(interleaved_rounds(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update()))
-    bar.close()
+    med = timing_script.timed_medians(fns, args, device)
     fwd = ratios_to_cnn({a: med[(a, "fwd")] for a in archs})
     fb = ratios_to_cnn({a: med[(a, "fwdbwd")] for a in archs})
     print(

@@ -21,19 +21,17 @@ import argparse
 import math
 
 import torch
-from tqdm import tqdm
 
+from umamba_seg.benchmark import timing_script
 from umamba_seg.benchmark.cnn_plan import cnn_plan_from_args
 from umamba_seg.benchmark.networks import planned_network, sliding_window_fn, sliding_window_predictor
 from umamba_seg.benchmark.ratios import INFERENCE_TARGET, check_inference_target, ratios_to_cnn
 from umamba_seg.benchmark.same_plan import benchmark_archs
-from umamba_seg.benchmark.script_args import add_timing_arguments, timing_device
-from umamba_seg.benchmark.timing import interleaved_rounds, medians
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_timing_arguments(
+    timing_script.add_timing_arguments(
         parser,
         warmup_help="untimed predictions of each network first",
         quick_help="one-patch case, no TTA, 1 warm-up, 1 round",
@@ -48,9 +46,9 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="no mirroring")
     parser.add_argument("--step-size", type=float, default=0.5)
     args = parser.parse_args()
-    device = timing_device(args)
+    device = timing_script.timing_device(args)
     cnn = cnn_plan_from_args(args)
-    conf = cnn.configuration_plan
+    conf = timing_script.cnn_configuration(cnn)
     if args.quick:
         args.no_tta, args.warmup, args.repeats = True, 1, 1
     shape = args.shape or (conf["patch_size"] if args.quick else conf["median_image_size_in_voxels"])
@@ -69,16 +67,12 @@ def main() -> None:
     )
 
     fns, notes = {}, {}
-    for arch in tqdm(archs, desc="building predictors", unit="net"):
-        same = cnn.same_plan(arch)
-        planned = planned_network(same.plans, cnn.configuration, cnn.dataset_json)
+    for arch, planned, note in timing_script.networks_on_plan(cnn, archs, "building predictors"):
         predictor = sliding_window_predictor(planned, device, args.step_size, not args.no_tta)
         fns[arch] = sliding_window_fn(predictor, case)
-        notes[arch] = (planned.patch_size, same.notes[cnn.configuration])
+        notes[arch] = (planned.patch_size, note)
 
-    bar = tqdm(total=args.repeats, desc="timing rounds", unit="round")
-    med = medians(interleaved_rounds(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update()))
-    bar.close()
+    med = timing_script.timed_medians(fns, args, device)
     ratios = ratios_to_cnn(med)
     print(f"{'arch':<18} {'patch':<12} | {'s/case':>8} {'vs CNN':>8}  note")
     for a in archs:
