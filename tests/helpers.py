@@ -1,5 +1,6 @@
 """Helpers shared by the test modules: where the test resources live, one closeness check,
-the random inputs of the two sequence ops (selective scan and mLSTM), and small CNN plans.
+the random inputs of the two sequence ops (selective scan and mLSTM), the child pytest that runs
+the Triton interpreter tests, small CNN plans and the networks the registry plans from them.
 
 Every op test draws its inputs here, so a kernel test and a PyTorch-path test of the same op
 see inputs of the same kind, and a tolerance means the same thing everywhere.
@@ -7,11 +8,20 @@ see inputs of the same kind, and a tolerance means the same thing everywhere.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INTERPRETER_TESTS = REPO_ROOT / "tests" / "ops" / "triton_interp"  # run only in a child pytest
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, name: str, *, floor: float = 0.0) -> None:
@@ -23,6 +33,27 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, name
     err = (actual.double() - expected.double()).abs().max().item()
     scale = max(expected.double().abs().max().item(), floor) + 1e-12
     assert err <= rtol * scale, f"{name}: max error {err:.3e} > {rtol:.1e} x {scale:.3e}"
+
+
+def run_interpreter_tests(module: str, expected: int, *pytest_args: str) -> None:
+    """Runs tests/ops/triton_interp/``module`` in a child pytest under Triton's CPU interpreter and
+    asserts that it passed, with at least ``expected`` tests and none skipped.
+
+    ``TRITON_INTERPRET=1`` must be set before ``triton`` is first imported, which would change every
+    other Triton use in this pytest process; hence the child process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args, str(INTERPRETER_TESTS / module)],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, TRITON_INTERPRET="1"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    report = proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, f"interpreter tests failed:\n{report}"
+    m = re.search(r"(\d+) passed", proc.stdout)
+    assert m and int(m.group(1)) >= expected, f"expected at least {expected} interpreter tests to pass:\n{report}"
+    assert "skipped" not in proc.stdout.splitlines()[-1], f"interpreter tests were skipped:\n{report}"
 
 
 def scan_inputs(
@@ -94,30 +125,84 @@ def mlstm_inputs(
 
 
 def plain_cnn_block(dim: int, features: list[int], strides: list[list[int]]) -> dict:
-    """A CNN ``architecture`` block as nnunetv2's planner writes it into plans (3x3 convs, two per stage)."""
+    """A CNN ``architecture`` block as our CNN planner writes it into plans (nnunetv2's), with the
+    topology set here: ``features`` and ``strides`` per stage, 3x3 convs, two per stage."""
+    from umamba_seg.planning.ssm_planner import TopologyKnobs, cnn_architecture  # op tests stay light
+
+    _, block, _ = cnn_architecture([1.0] * dim, [8] * dim, TopologyKnobs())
     n = len(features)
-    conv = "Conv2d" if dim == 2 else "Conv3d"
-    norm = "InstanceNorm2d" if dim == 2 else "InstanceNorm3d"
-    return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": n,
-            "features_per_stage": features,
-            "conv_op": f"torch.nn.modules.conv.{conv}",
-            "kernel_sizes": [[3] * dim] * n,
-            "strides": strides,
-            "n_conv_per_stage": [2] * n,
-            "n_conv_per_stage_decoder": [2] * (n - 1),
-            "conv_bias": True,
-            "norm_op": f"torch.nn.modules.instancenorm.{norm}",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
+    block["arch_kwargs"].update(
+        n_stages=n,
+        features_per_stage=list(features),
+        kernel_sizes=[[3] * dim] * n,
+        strides=strides,
+        n_conv_per_stage=[2] * n,
+        n_conv_per_stage_decoder=[2] * (n - 1),
+    )
+    return block
+
+
+def as_stored(block: dict) -> dict:
+    """``block`` as a plans file stores it: through JSON (tuples become lists, and it must serialize)."""
+    return json.loads(json.dumps(block))
+
+
+def network_from_block(block: dict, input_channels: int, num_classes: int, **kwargs) -> torch.nn.Module:
+    """nnunetv2's ``get_network_from_plans`` on an ``architecture`` block, as its trainer calls it
+    (``kwargs``: ``allow_init``, ``deep_supervision``)."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans  # op tests stay light
+
+    return get_network_from_plans(
+        block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"], input_channels, num_classes,
+        **kwargs,
+    )  # fmt: skip
+
+
+def planned_network(
+    arch: str, cnn: dict, patch: Sequence[int], input_channels: int, num_classes: int, **kwargs
+) -> tuple[torch.nn.Module, dict]:
+    """The registry's ``architecture`` block of ``arch`` for the CNN block ``cnn`` and ``patch``, as a
+    plans file stores it, and the network nnunetv2 builds from it."""
+    from umamba_seg.architectures import registry
+
+    block = as_stored(registry.get(arch).architecture_block(cnn, list(patch)))
+    return network_from_block(block, input_channels, num_classes, **kwargs), block
+
+
+def check_deep_supervision(
+    net: torch.nn.Module,
+    strides: list[list[int]],
+    x: torch.Tensor,
+    num_classes: int,
+    check_gradients: Callable[[], None],
+) -> None:
+    """nnunetv2's deep-supervision contract on the batch ``x``: one output per stride but the last, at
+    the scales ``1 / cumprod(strides)`` the trainer computes its targets at; a loss of all of them
+    backpropagates (``check_gradients`` then looks at the gradients); with ``net.decoder.deep_supervision``
+    off, as the trainer toggles it, one full-resolution output."""
+    patch = list(x.shape[2:])
+    outs = net(x)
+    scales = 1 / np.cumprod(np.vstack(strides), axis=0)[:-1]
+    assert isinstance(outs, list) and len(outs) == len(strides) - 1
+    for out, scale in zip(outs, scales):
+        assert list(out.shape) == [len(x), num_classes, *(int(round(p * s)) for p, s in zip(patch, scale))]
+    sum(o.float().square().mean() for o in outs).backward()
+    check_gradients()
+    net.decoder.deep_supervision = False
+    with torch.no_grad():
+        single = net(x[:1])
+    assert torch.is_tensor(single) and list(single.shape) == [1, num_classes, *patch]
+
+
+def check_bf16_backward(net: torch.nn.Module, x: torch.Tensor) -> None:
+    """Under CPU bf16 autocast, ``net``'s outputs for ``x`` and, after the backward pass of a loss of
+    every output (deep supervision's list), every gradient are finite."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = net(x)
+        loss = sum(o.float().square().mean() for o in outs)
+    loss.backward()
+    assert all(torch.isfinite(o.float()).all() for o in outs)
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
 
 
 def cnn_plans_2d(spacing: list[float], patch: list[int], batch: int = 7, dataset_name: str = "Dataset903_X") -> dict:

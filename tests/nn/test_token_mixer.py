@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import torch
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from tests.helpers import plain_cnn_block
+from tests.helpers import plain_cnn_block, planned_network
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.presets import SegMambaPreset, UMambaPreset, VMUNetPreset
 from umamba_seg.nn.channel_mlp import ChannelMLP
@@ -92,16 +90,7 @@ def _cnn_block() -> dict:
 def test_every_sequence_layer_of_every_network_sits_in_a_token_mixer(arch):
     """Each module of :mod:`umamba_seg.nn` in a network is a token mixer, inside one, or a block
     that works on feature maps: a new mixer that forgot the base class fails here."""
-    block = json.loads(json.dumps(registry.get(arch).architecture_block(_cnn_block(), [32, 32])))
-    net = get_network_from_plans(
-        block["network_class_name"],
-        block["arch_kwargs"],
-        block["_kw_requires_import"],
-        1,
-        3,
-        allow_init=False,
-        deep_supervision=True,
-    )
+    net, _ = planned_network(arch, _cnn_block(), [32, 32], 1, 3, allow_init=False, deep_supervision=True)
     inside: set[int] = set()
     for module in net.modules():
         if isinstance(module, TokenMixer):
