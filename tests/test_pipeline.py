@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
+from tests.pipeline_fixtures import predict_args, run_cli, tiny_schedule, train_args
 from umamba_seg.cli import main as cli
 
 
@@ -49,23 +49,7 @@ def test_chain_train_predict_ensemble_evaluate(request, tmp_path, fixture, confi
     for f in ("0", "1"):
         out = tmp_path / f"pred_f{f}"
         run_cli(
-            "predict",
-            "-i",
-            raw / "imagesTs",
-            "-o",
-            out,
-            "-d",
-            ds_id,
-            "-c",
-            config,
-            "-f",
-            f,
-            "--save-probabilities",
-            "--no-tta",
-            "--device",
-            "cpu",
-            "--workdir",
-            workdir,
+            *predict_args(workdir, raw / "imagesTs", out, ds_id, config, "-f", f, "--save-probabilities", "--no-tta")
         )
         outs.append(out)
     ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
@@ -109,9 +93,7 @@ def test_continue_resumes_from_latest_checkpoint(trained_2d_workdir, tmp_path, c
     before = torch.load(fold / "checkpoint_latest.pth", weights_only=True)
     assert before["current_epoch"] == 1
     capsys.readouterr()
-    sched = list(TINY_SCHEDULE)
-    sched[sched.index("--epochs") + 1] = "2"
-    run_cli("train", "-d", ds_id, "-c", "2d", "-f", "0", "--continue", "--workdir", workdir, *sched)
+    run_cli(*train_args(workdir, ds_id, "2d", "0", "--continue", *tiny_schedule(2)))
     assert "resuming from checkpoint_latest.pth at epoch 1" in capsys.readouterr().out
     after = torch.load(fold / "checkpoint_final.pth", weights_only=True)
     assert after["current_epoch"] == 2

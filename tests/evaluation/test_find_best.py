@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
+from tests.pipeline_fixtures import TINY_SCHEDULE, predict_args, run_cli, train_args
 from umamba_seg.evaluation.find_best import write_postprocessing_json
 from umamba_seg.evaluation.postprocess import load_postprocessing
 
@@ -50,34 +50,12 @@ def test_find_best_chain(trained_2d_workdir, tmp_path, capsys):
     raw = next((workdir / "raw").iterdir())
     ds = raw.name[7:10]
     for f in ("0", "1"):
-        run_cli(
-            "train", "-d", ds, "-c", "2d", "-f", f, "-a", SECOND_ARCH, "--npz", "--workdir", workdir, *TINY_SCHEDULE
-        )
+        run_cli(*train_args(workdir, ds, "2d", f, "-a", SECOND_ARCH, "--npz", *TINY_SCHEDULE))
     preds = []
     for arch in ("cnn", SECOND_ARCH):
         out = tmp_path / f"pred_{arch}"
-        run_cli(
-            "predict",
-            "-i",
-            raw / "imagesTs",
-            "-o",
-            out,
-            "-d",
-            ds,
-            "-c",
-            "2d",
-            "-a",
-            arch,
-            "-f",
-            "0",
-            "1",
-            "--save-probabilities",
-            "--no-tta",
-            "--device",
-            "cpu",
-            "--workdir",
-            workdir,
-        )
+        opts = ("-a", arch, "-f", "0", "1", "--save-probabilities", "--no-tta")
+        run_cli(*predict_args(workdir, raw / "imagesTs", out, ds, "2d", *opts))
         preds.append(out)
     run_cli("ensemble", "-i", *preds, "-o", tmp_path / "ens")
     run_cli("evaluate", "-r", raw / "labelsTs", "-p", tmp_path / "ens", "-d", ds, "--workdir", workdir)

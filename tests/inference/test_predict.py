@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from tests.pipeline_fixtures import run_cli
+from tests.pipeline_fixtures import predict_args, run_cli
 from umamba_seg.cli import main as cli
 from umamba_seg.inference.predict import shard
 
@@ -56,24 +56,7 @@ def test_geometry_round_trip_nifti_and_mha(trained_3d_workdir, tmp_path):
         v.SetDirection(geo["direction"])
         sitk.WriteImage(v, str(inp / name))
     out = tmp_path / "out"
-    run_cli(
-        "predict",
-        "-i",
-        inp,
-        "-o",
-        out,
-        "-d",
-        raw.name,
-        "-c",
-        "3d_fullres",
-        "-f",
-        "0",
-        "--no-tta",
-        "--device",
-        "cpu",
-        "--workdir",
-        trained_3d_workdir,
-    )
+    run_cli(*predict_args(trained_3d_workdir, inp, out, raw.name, "3d_fullres", "-f", "0", "--no-tta"))
     for name in variants:
         ending = ".mha" if name.endswith(".mha") else ".nii.gz"
         pred = out / name.replace("_0000", "")
@@ -99,51 +82,17 @@ def test_sharded_cli_runs_cover_the_folder(trained_2d_workdir, tmp_path):
     raw = _raw(trained_2d_workdir)
     out = tmp_path / "out"
     for k in ("0", "1"):
-        run_cli(
-            "predict",
-            "-i",
-            raw / "imagesTs",
-            "-o",
-            out,
-            "-d",
-            raw.name,
-            "-c",
-            "2d",
-            "-f",
-            "0",
-            "--no-tta",
-            "--num-parts",
-            "2",
-            "--part-id",
-            k,
-            "--device",
-            "cpu",
-            "--workdir",
-            trained_2d_workdir,
-        )
+        opts = ("-f", "0", "--no-tta", "--num-parts", "2", "--part-id", k)
+        run_cli(*predict_args(trained_2d_workdir, raw / "imagesTs", out, raw.name, "2d", *opts))
     expected = sorted(p.name.replace("_0000", "") for p in (raw / "imagesTs").glob("*_0000.png"))
     assert sorted(p.name for p in out.glob("*.png")) == expected
 
 
 def test_fold_average_is_mean_of_fold_probabilities(trained_2d_workdir, tmp_path):
     raw = _raw(trained_2d_workdir)
-    common = [
-        "-i",
-        raw / "imagesTs",
-        "-d",
-        raw.name,
-        "-c",
-        "2d",
-        "--no-tta",
-        "--save-probabilities",
-        "--device",
-        "cpu",
-        "--workdir",
-        trained_2d_workdir,
-    ]
-    run_cli("predict", "-o", tmp_path / "f0", "-f", "0", *common)
-    run_cli("predict", "-o", tmp_path / "f1", "-f", "1", *common)
-    run_cli("predict", "-o", tmp_path / "f01", "-f", "0", "1", *common)
+    for name, folds in (("f0", ["0"]), ("f1", ["1"]), ("f01", ["0", "1"])):
+        opts = ("-f", *folds, "--no-tta", "--save-probabilities")
+        run_cli(*predict_args(trained_2d_workdir, raw / "imagesTs", tmp_path / name, raw.name, "2d", *opts))
     for npz in (tmp_path / "f01").glob("*.npz"):
         both = np.load(npz)["probabilities"]
         p0 = np.load(tmp_path / "f0" / npz.name)["probabilities"]
@@ -163,29 +112,16 @@ def test_continue_after_sigkill_matches_uninterrupted_run(trained_3d_workdir, tm
     src = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))
     for i in range(6):  # enough cases that the kill lands mid-run
         shutil.copy(src[i % len(src)], inp / f"case{i:02d}_0000.nii.gz")
-    args = [
-        sys.executable,
-        "-m",
-        "umamba_seg",
-        "predict",
-        "-i",
-        str(inp),
-        "-d",
-        raw.name,
-        "-c",
-        "3d_fullres",
-        "-f",
-        "0",
-        "--device",
-        "cpu",
-        "--save-probabilities",
-        "--workdir",
-        str(trained_3d_workdir),
-    ]
+
+    def command(out: Path) -> list[str]:
+        opts = ("-f", "0", "--save-probabilities")
+        argv = predict_args(trained_3d_workdir, inp, out, raw.name, "3d_fullres", *opts)
+        return [sys.executable, "-m", "umamba_seg", *map(str, argv)]
+
     ref = tmp_path / "ref"
-    subprocess.run(args + ["-o", str(ref)], check=True, capture_output=True, timeout=600)
+    subprocess.run(command(ref), check=True, capture_output=True, timeout=600)
     out = tmp_path / "out"
-    proc = subprocess.Popen(args + ["-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not list(out.glob("case*.nii.gz")):
         time.sleep(0.05)
@@ -195,7 +131,7 @@ def test_continue_after_sigkill_matches_uninterrupted_run(trained_3d_workdir, tm
     assert 0 < len(finished) < 6 or proc.returncode != -signal.SIGKILL
     for f in finished:  # whatever is there under a final name is complete
         _read(f)
-    subprocess.run(args + ["-o", str(out), "--continue"], check=True, capture_output=True, timeout=600)
+    subprocess.run([*command(out), "--continue"], check=True, capture_output=True, timeout=600)
     assert not (out / ".partial").exists()
     for f in sorted(ref.glob("case*")):
         if f.suffix == ".pkl":
@@ -213,9 +149,10 @@ def test_continue_after_sigkill_matches_uninterrupted_run(trained_3d_workdir, tm
 # ---- bad input to predict (issue 5) ----------------------------------------------------
 
 
-def _predict_err(capsys, *args) -> str:
+def _predict_err(capsys, *argv) -> str:
+    """Run a ``predict`` command that must fail; its ``error:`` line (exit 2, no traceback)."""
     capsys.readouterr()
-    assert cli(["predict", *map(str, args)]) == 2
+    assert cli([*map(str, argv)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return [line for line in err.splitlines() if line.startswith("error: ")][0]
@@ -226,21 +163,7 @@ def test_input_folder_without_matching_files(trained_2d_workdir, tmp_path, capsy
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / "notes.txt").write_text("x")
-    err = _predict_err(
-        capsys,
-        "-i",
-        inp,
-        "-o",
-        tmp_path / "o",
-        "-d",
-        raw.name,
-        "-c",
-        "2d",
-        "--device",
-        "cpu",
-        "--workdir",
-        trained_2d_workdir,
-    )
+    err = _predict_err(capsys, *predict_args(trained_2d_workdir, inp, tmp_path / "o", raw.name, "2d"))
     assert "no image files to predict" in err and str(inp) in err
 
 
@@ -251,46 +174,19 @@ def test_wrong_channel_count(trained_3d_workdir, tmp_path, capsys):
     src = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))[0]
     shutil.copy(src, inp / "x_0000.nii.gz")
     shutil.copy(src, inp / "x_0001.nii.gz")
-    err = _predict_err(
-        capsys,
-        "-i",
-        inp,
-        "-o",
-        tmp_path / "o",
-        "-d",
-        raw.name,
-        "-c",
-        "3d_fullres",
-        "--device",
-        "cpu",
-        "--workdir",
-        trained_3d_workdir,
-    )
+    err = _predict_err(capsys, *predict_args(trained_3d_workdir, inp, tmp_path / "o", raw.name, "3d_fullres"))
     assert "extra channel(s) 0001" in err and "x_0001.nii.gz" in err
 
 
 def test_missing_model_and_missing_checkpoints(trained_2d_workdir, tmp_path, capsys):
     raw = _raw(trained_2d_workdir)
-    err = _predict_err(
-        capsys,
-        "-i",
-        raw / "imagesTs",
-        "-o",
-        tmp_path / "o",
-        "-d",
-        raw.name,
-        "-c",
-        "2d",
-        "-a",
-        "umamba_bot",
-        "--workdir",
-        trained_2d_workdir,
-    )
+    argv = predict_args(trained_2d_workdir, raw / "imagesTs", tmp_path / "o", raw.name, "2d", "-a", "umamba_bot")
+    err = _predict_err(capsys, *argv)
     assert "no trained model" in err and "umambaPlans_umamba_bot__2d" in err
     model = tmp_path / "model"
     src = trained_2d_workdir / "results" / raw.name / "umambaTrainer__umambaPlans_cnn__2d"
     shutil.copytree(src, model, ignore=shutil.ignore_patterns("*.pth"))
-    err = _predict_err(capsys, "-i", raw / "imagesTs", "-o", tmp_path / "o", "-m", model)
+    err = _predict_err(capsys, "predict", "-i", raw / "imagesTs", "-o", tmp_path / "o", "-m", model)
     assert "no checkpoint_final.pth in any fold_*" in err and str(model) in err
 
 
@@ -302,7 +198,7 @@ def test_checkpoint_from_another_dataset(trained_2d_workdir, tmp_path, capsys):
     ckpt = torch.load(ckpt_file, weights_only=True)
     ckpt["dataset_name"] = "Dataset123_Other"
     torch.save(ckpt, ckpt_file)
-    err = _predict_err(capsys, "-i", raw / "imagesTs", "-o", tmp_path / "o", "-m", model, "-f", "0")
+    err = _predict_err(capsys, "predict", "-i", raw / "imagesTs", "-o", tmp_path / "o", "-m", model, "-f", "0")
     assert "checkpoint belongs to Dataset123_Other" in err and str(ckpt_file) in err
 
 
@@ -321,6 +217,6 @@ def test_malicious_pickle_checkpoint_is_refused(trained_2d_workdir, tmp_path, ca
     with open(ckpt_file, "wb") as f:
         torch.save(ckpt, f, pickle_module=pickle)
     monkeypatch.chdir(tmp_path)
-    err = _predict_err(capsys, "-i", raw / "imagesTs", "-o", tmp_path / "o", "-m", model, "-f", "0")
+    err = _predict_err(capsys, "predict", "-i", raw / "imagesTs", "-o", tmp_path / "o", "-m", model, "-f", "0")
     assert "weights_only" in err and "--trust-checkpoint" in err and str(ckpt_file) in err
     assert not (tmp_path / "EVIL_RAN").exists()

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from tests.helpers import cnn_plans_2d
-from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
+from tests.pipeline_fixtures import TINY_SCHEDULE, predict_args, run_cli, train_args
 from umamba_seg.architectures import registry
 from umamba_seg.cli import main as cli
 from umamba_seg.errors import UserInputError
@@ -231,90 +231,23 @@ def test_cli_cnn_plan_source_plans_trains_predicts_and_finds_the_model(
     assert table["umamba_bot"][-2].startswith("UMambaBot") and table["xlstm_bot"][-2].startswith("XLSTMUNetBot")
 
     _only_validation_skipped(monkeypatch)
-    run_cli(
-        "train",
-        "-d",
-        name,
-        "-c",
-        "2d",
-        "-f",
-        "0",
-        "-a",
-        "umamba_bot",
-        "--plan-source",
-        "cnn",
-        "--workdir",
-        work,
-        *TINY_SCHEDULE,
-    )
+    bot_on_cnn = ("-a", "umamba_bot", "--plan-source", "cnn")  # the U-Mamba Bot on the CNN's plans
+    run_cli(*train_args(work, name, "2d", "0", *bot_on_cnn, *TINY_SCHEDULE))
     model = ws.results_dataset(name) / "umambaTrainer__umambaCNNPlans_umamba_bot__2d"
     assert (model / "fold_0" / "checkpoint_final.pth").is_file()
     assert json.loads((model / "plans.json").read_text())["plans_name"] == "umambaCNNPlans_umamba_bot"
 
     raw = work / "raw" / name
-    run_cli(
-        "predict",
-        "-i",
-        raw / "imagesTs",
-        "-o",
-        tmp_path / "pred",
-        "-d",
-        name,
-        "-c",
-        "2d",
-        "-a",
-        "umamba_bot",
-        "--plan-source",
-        "cnn",
-        "-f",
-        "0",
-        "--no-tta",
-        "--device",
-        "cpu",
-        "--workdir",
-        work,
-    )
+    run_cli(*predict_args(work, raw / "imagesTs", tmp_path / "pred", name, "2d", *bot_on_cnn, "-f", "0", "--no-tta"))
     assert len(list((tmp_path / "pred").glob("*.png"))) == len(list((raw / "imagesTs").glob("*_0000.png")))
     capsys.readouterr()
-    code = cli(
-        [
-            "predict",
-            "-i",
-            str(raw / "imagesTs"),
-            "-o",
-            str(tmp_path / "p2"),
-            "-d",
-            name,
-            "-c",
-            "2d",
-            "-a",
-            "umamba_bot",
-            "--device",
-            "cpu",
-            "--workdir",
-            str(work),
-        ]
-    )
+    code = cli([*map(str, predict_args(work, raw / "imagesTs", tmp_path / "p2", name, "2d", "-a", "umamba_bot"))])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1  # ssm plans: not trained; one line naming what is
     assert "no trained model umambaTrainer__umambaPlans_umamba_bot__2d" in err
     assert f"trained models of {name}: umambaTrainer__umambaCNNPlans_umamba_bot__2d, {cnn_folder}" in err
 
-    run_cli(
-        "export-model",
-        "-d",
-        name,
-        "-c",
-        "2d",
-        "-a",
-        "umamba_bot",
-        "--plan-source",
-        "cnn",
-        "-o",
-        tmp_path / "m.zip",
-        "--workdir",
-        work,
-    )
+    run_cli("export-model", "-d", name, "-c", "2d", *bot_on_cnn, "-o", tmp_path / "m.zip", "--workdir", work)
     run_cli("install-model", tmp_path / "m.zip", "--workdir", tmp_path / "elsewhere")
     assert "-a umamba_bot -i IN -o OUT --plan-source cnn" in capsys.readouterr().out
     assert (tmp_path / "elsewhere" / "results" / name / model.name / "fold_0" / "checkpoint_final.pth").is_file()
