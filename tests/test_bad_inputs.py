@@ -27,7 +27,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tests.pipeline_fixtures import TINY_SCHEDULE
+from tests.pipeline_fixtures import TINY_SCHEDULE, tiny_schedule, train_args
 from umamba_seg.cli import main as cli
 from umamba_seg.locking import exclusive_lock
 
@@ -294,32 +294,32 @@ def case_postprocess_pkl(tmp, f):
     )
 
 
-def _train(f, *extra) -> list:
-    return ["train", "-d", "903", "-c", "2d", "--workdir", f["workdir"], "--device", "cpu", *extra]
+def _train(f, fold: str, *extra) -> list:
+    return train_args(f["workdir"], "903", "2d", fold, *TINY_SCHEDULE, *extra)
 
 
 def case_train_epochs_0(tmp, f):
-    return _train(f, "-f", "0", *TINY_SCHEDULE, "--epochs", "0"), "--epochs", f["workdir"] / "results"
+    return _train(f, "0", "--epochs", "0"), "--epochs", f["workdir"] / "results"
 
 
 def case_train_iters_negative(tmp, f):
     return (
-        _train(f, "-f", "0", *TINY_SCHEDULE, "--iters-per-epoch", "-3"),
+        _train(f, "0", "--iters-per-epoch", "-3"),
         "--iters-per-epoch",
         f["workdir"] / "results",
     )
 
 
 def case_train_fold_minus_1(tmp, f):
-    return _train(f, "-f", "-1", *TINY_SCHEDULE), "splits_final.json", f["workdir"] / "results"
+    return _train(f, "-1"), "splits_final.json", f["workdir"] / "results"
 
 
 def case_train_fold_7(tmp, f):
-    return _train(f, "-f", "7", *TINY_SCHEDULE), "splits_final.json", f["workdir"] / "results"
+    return _train(f, "7"), "splits_final.json", f["workdir"] / "results"
 
 
 def case_train_fold_x(tmp, f):
-    return _train(f, "-f", "x", *TINY_SCHEDULE), "splits_final.json", f["workdir"] / "results"
+    return _train(f, "x"), "splits_final.json", f["workdir"] / "results"
 
 
 def _fresh_workdir(tmp, f, planned: bool = False) -> tuple[Path, Path]:
@@ -341,7 +341,7 @@ def case_train_zero_byte_image(tmp, f):
     w, raw = _fresh_workdir(tmp, f)
     bad = sorted((raw / "imagesTr").glob("*.png"))[0]
     bad.write_bytes(b"")
-    return ["train", "-d", "903", "-c", "2d", "-f", "0", "--workdir", w, *TINY_SCHEDULE], str(bad), w / "results"
+    return train_args(w, "903", "2d", "0", *TINY_SCHEDULE), str(bad), w / "results"
 
 
 def case_train_undeclared_label(tmp, f):
@@ -352,7 +352,7 @@ def case_train_undeclared_label(tmp, f):
     lab = skimage.io.imread(bad)
     lab[lab > 0] = 7
     skimage.io.imsave(bad, lab, check_contrast=False)
-    return ["train", "-d", "903", "-c", "2d", "-f", "0", "--workdir", w, *TINY_SCHEDULE], str(bad), w / "results"
+    return train_args(w, "903", "2d", "0", *TINY_SCHEDULE), str(bad), w / "results"
 
 
 def _verify_with(tmp, f, change: Callable[[dict], None]):
@@ -553,9 +553,7 @@ def test_train_lock_held_is_refused(trained_2d_workdir, tmp_path, capsys):
     fold = trained_2d_workdir / "results" / DS / MODEL / "fold_0"
     before = _snapshot(fold)
     with exclusive_lock(fold, ".umamba_train.lock", "the fold folder"):
-        code, err = _run_err(
-            capsys, ["train", "-d", "903", "-c", "2d", "-f", "0", "--workdir", trained_2d_workdir, *TINY_SCHEDULE]
-        )
+        code, err = _run_err(capsys, train_args(trained_2d_workdir, "903", "2d", "0", *TINY_SCHEDULE))
     _assert_one_line_error(code, err, str(fold))
     assert f"pid {os.getpid()}" in err
     assert _snapshot(fold) == before
@@ -609,29 +607,7 @@ def test_nan_loss_stops_training_without_final_checkpoint(trained_2d_workdir, tm
     }
     torch.save(ckpt, fold / "checkpoint_latest.pth")
     (fold / "checkpoint_final.pth").unlink()
-    code, err = _run_err(
-        capsys,
-        [
-            "train",
-            "-d",
-            "903",
-            "-c",
-            "2d",
-            "-f",
-            "0",
-            "--workdir",
-            work,
-            "--continue",
-            "--epochs",
-            "3",
-            "--iters-per-epoch",
-            "2",
-            "--val-iters",
-            "1",
-            "--device",
-            "cpu",
-        ],
-    )
+    code, err = _run_err(capsys, train_args(work, "903", "2d", "0", "--continue", *tiny_schedule(3)))
     _assert_one_line_error(code, err, str(fold))
     assert "nan" in err
     assert not (fold / "checkpoint_final.pth").exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.pipeline_fixtures import TINY_SCHEDULE
+from tests.pipeline_fixtures import TINY_SCHEDULE, predict_args, train_args
 from umamba_seg.cli import main as cli
 from umamba_seg.interop import model_archive
 from umamba_seg.training.fold_run import FoldRun
@@ -84,24 +84,7 @@ def test_export_install_predict_identical(exported, trained_2d_workdir, tmp_path
     images = trained_2d_workdir / "raw" / DS / "imagesTs"
     outs = []
     for workdir, name in ((trained_2d_workdir, "orig"), (fresh, "installed")):
-        code, _, err = _run(
-            capsys,
-            "predict",
-            "-i",
-            images,
-            "-o",
-            tmp_path / name,
-            "-d",
-            "903",
-            "-c",
-            "2d",
-            "-f",
-            "0",
-            "--device",
-            "cpu",
-            "--workdir",
-            workdir,
-        )
+        code, _, err = _run(capsys, *predict_args(workdir, images, tmp_path / name, "903", "2d", "-f", "0"))
         assert code == 0, err
         outs.append(
             {
@@ -271,22 +254,8 @@ def test_finetune_loads_all_but_heads_and_first_conv(trained_2d_workdir, tmp_pat
     log = "".join(p.read_text() for p in (model_dir / "fold_0").glob("training_log_*.txt"))
     assert "pretrained weights from" in log and "seg_layers" in log
 
-    code, _, err = _run(
-        capsys,
-        "train",
-        "-d",
-        "903",
-        "-c",
-        "2d",
-        "-f",
-        "0",
-        "--workdir",
-        workdir,
-        "--continue",
-        "--pretrained-weights",
-        source,
-        *TINY_SCHEDULE,
-    )
+    argv = train_args(workdir, "903", "2d", "0", "--continue", "--pretrained-weights", source, *TINY_SCHEDULE)
+    code, _, err = _run(capsys, *argv)
     assert code == 2 and "--continue" in err
 
 
@@ -295,21 +264,8 @@ def test_finetune_nothing_matching_exits_2(trained_2d_workdir, tmp_path, capsys)
     shutil.copytree(trained_2d_workdir, workdir, ignore=shutil.ignore_patterns("fold_*"))
     source = tmp_path / "unrelated.pth"
     torch.save({"model": {"head.weight": torch.zeros(3, 3)}}, source)
-    code, _, err = _run(
-        capsys,
-        "train",
-        "-d",
-        "903",
-        "-c",
-        "2d",
-        "-f",
-        "0",
-        "--workdir",
-        workdir,
-        "--pretrained-weights",
-        source,
-        *TINY_SCHEDULE,
-    )
+    argv = train_args(workdir, "903", "2d", "0", "--pretrained-weights", source, *TINY_SCHEDULE)
+    code, _, err = _run(capsys, *argv)
     assert code == 2 and "no tensor of the checkpoint matches" in err, err
     assert not (workdir / "results" / DS / MODEL / "fold_0" / "checkpoint_final.pth").exists()
 

@@ -22,7 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.pipeline_fixtures import trained_2d_workdir  # noqa: F401 - session fixture (planned, preprocessed 2d)
+from tests.pipeline_fixtures import (  # noqa: F401 - trained_2d_workdir: session fixture (planned, preprocessed 2d)
+    tiny_schedule,
+    train_args,
+    trained_2d_workdir,
+)
 from umamba_seg.cli import main as cli
 from umamba_seg.errors import UserInputError
 from umamba_seg.training.ddp import RankInfo, ddp_device, lost_peer, torchrun_rank_info
@@ -193,29 +197,7 @@ def test_torchrun_cli_continues_a_single_process_run(ddp_workdir, trained_2d_wor
 
     res = _run(
         _torchrun(
-            "-m",
-            "umamba_seg",
-            "train",
-            "-d",
-            DATASET,
-            "-c",
-            "2d",
-            "-f",
-            "0",
-            "--workdir",
-            ddp_workdir,
-            "--epochs",
-            "2",
-            "--iters-per-epoch",
-            "2",
-            "--val-iters",
-            "1",
-            "--device",
-            "cpu",
-            "--seed",
-            "0",
-            "--ddp",
-            "--continue",
+            "-m", "umamba_seg", *train_args(ddp_workdir, DATASET, "2d", "0", *tiny_schedule(2), "--ddp", "--continue")
         )
     )
     assert res.stdout.count("--continue: resuming from checkpoint_final.pth at epoch 1") == 1  # rank 0 only
