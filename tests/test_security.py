@@ -30,6 +30,11 @@ DATASET = "Dataset903_SynthEndoscopy"
 MODEL = "umambaTrainer__umambaPlans_cnn__2d"
 
 
+def _predict_model(model: Path, raw: Path, out: Path) -> list:
+    """``predict`` of a raw dataset's test images with the model folder ``model`` (fold 0, CPU)."""
+    return ["predict", "-i", raw / "imagesTs", "-o", out, "-m", model, "-f", "0", "--device", "cpu"]
+
+
 def _refused(capsys, argv: list, names: str, marker: Path | None = None) -> str:
     """Run the CLI; assert exit 2, one error line naming ``names``, no traceback, no marker."""
     code = cli([str(a) for a in argv])
@@ -106,12 +111,7 @@ def test_predict_refuses_plans_that_import_code(tamper, model_copy, raw_2d_datas
     key = tamper(plans["configurations"]["2d"]["architecture"], marker, _evil_module(tmp_path, marker, monkeypatch))
     (model_copy / "plans.json").write_text(json.dumps(plans))
     out = tmp_path / "out"
-    line = _refused(
-        capsys,
-        ["predict", "-i", raw_2d_dataset / "imagesTs", "-o", out, "-m", model_copy, "-f", "0", "--device", "cpu"],
-        model_copy / "plans.json",
-        marker,
-    )
+    line = _refused(capsys, _predict_model(model_copy, raw_2d_dataset, out), model_copy / "plans.json", marker)
     assert key in line
     assert not out.exists()
 
@@ -135,23 +135,7 @@ def test_predict_refuses_names_nnunet_looks_up(key, value, model_copy, raw_2d_da
         node = node[p]
     node[last] = value
     (model_copy / "plans.json").write_text(json.dumps(plans))
-    line = _refused(
-        capsys,
-        [
-            "predict",
-            "-i",
-            raw_2d_dataset / "imagesTs",
-            "-o",
-            tmp_path / "out",
-            "-m",
-            model_copy,
-            "-f",
-            "0",
-            "--device",
-            "cpu",
-        ],
-        model_copy / "plans.json",
-    )
+    line = _refused(capsys, _predict_model(model_copy, raw_2d_dataset, tmp_path / "out"), model_copy / "plans.json")
     assert key in line
 
 
@@ -161,23 +145,7 @@ def test_predict_refuses_a_model_dataset_json_whose_file_ending_names_a_folder(
     ds = json.loads((model_copy / "dataset.json").read_text())
     ds["file_ending"] = "/../../escaped.png"
     (model_copy / "dataset.json").write_text(json.dumps(ds))
-    _refused(
-        capsys,
-        [
-            "predict",
-            "-i",
-            raw_2d_dataset / "imagesTs",
-            "-o",
-            tmp_path / "out",
-            "-m",
-            model_copy,
-            "-f",
-            "0",
-            "--device",
-            "cpu",
-        ],
-        model_copy / "dataset.json",
-    )
+    _refused(capsys, _predict_model(model_copy, raw_2d_dataset, tmp_path / "out"), model_copy / "dataset.json")
 
 
 def _probability_folder(root: Path, name: str, plans: dict, dataset: dict, properties) -> Path:

@@ -232,6 +232,11 @@ def test_seeds_grow_along_the_interior_probability():
     assert inst[0, 2, 5] == inst[0, 2, 6]
 
 
+def _to_semantic(inp: Path, out: Path, *options: str) -> int:
+    """Exit code of ``instances-to-semantic -i inp -o out`` with ``options``."""
+    return main(["instances-to-semantic", "-i", str(inp), "-o", str(out), *options])
+
+
 def test_cli_instances_to_semantic_png_and_nifti(tmp_path):
     import SimpleITK as sitk
 
@@ -239,7 +244,7 @@ def test_cli_instances_to_semantic_png_and_nifti(tmp_path):
 
     inst = _touching_blocks()
     _write_png(inst, tmp_path / "inst2d" / "a.png")
-    assert main(["instances-to-semantic", "-i", str(tmp_path / "inst2d"), "-o", str(tmp_path / "sem2d")]) == 0
+    assert _to_semantic(tmp_path / "inst2d", tmp_path / "sem2d") == 0
     got = np.asarray(Image.open(tmp_path / "sem2d" / "a.png"))
     np.testing.assert_array_equal(got, instances_to_semantic(inst))
     assert not [p for p in (tmp_path / "sem2d").iterdir() if p.name.startswith(".")]  # no scratch left
@@ -252,38 +257,12 @@ def test_cli_instances_to_semantic_png_and_nifti(tmp_path):
     img.SetOrigin((1.0, -2.0, 3.0))
     (tmp_path / "inst3d").mkdir()
     sitk.WriteImage(img, str(tmp_path / "inst3d" / "v.nii.gz"))
-    assert (
-        main(
-            [
-                "instances-to-semantic",
-                "-i",
-                str(tmp_path / "inst3d"),
-                "-o",
-                str(tmp_path / "sem3d"),
-                "--boundary-width",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert _to_semantic(tmp_path / "inst3d", tmp_path / "sem3d", "--boundary-width", "2") == 0
     out = sitk.ReadImage(str(tmp_path / "sem3d" / "v.nii.gz"))
     assert out.GetSpacing() == pytest.approx((0.5, 0.7, 2.0)) and out.GetOrigin() == pytest.approx((1.0, -2.0, 3.0))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), instances_to_semantic(vol, 2))
-    assert (
-        main(
-            [
-                "instances-to-semantic",
-                "-i",
-                str(tmp_path / "inst3d"),
-                "-o",
-                str(tmp_path / "x"),
-                "--boundary-width",
-                "0",
-            ]
-        )
-        == 2
-    )
-    assert main(["instances-to-semantic", "-i", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")]) == 2
+    assert _to_semantic(tmp_path / "inst3d", tmp_path / "x", "--boundary-width", "0") == 2
+    assert _to_semantic(tmp_path / "nothing", tmp_path / "x") == 2
 
 
 def test_instance_maps_written_as_uint16_or_uint32(tmp_path):
