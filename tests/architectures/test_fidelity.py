@@ -18,10 +18,8 @@ import json
 
 import pytest
 import torch
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from tests.helpers import RESOURCES
-from umamba_seg.architectures import registry
+from tests.helpers import RESOURCES, planned_network
 from umamba_seg.architectures.token_mixer_unet import authors_unused_keys
 
 DATA = RESOURCES  # the plans and key lists the tests compare against
@@ -43,12 +41,12 @@ COUNTS = {
 
 def build_on_meta(name: str, plan: str) -> torch.nn.Module:
     p = PLANS[plan]
-    block = json.loads(json.dumps(registry.get(name).architecture_block(p["architecture"], p["patch_size"])))
     with torch.device("meta"):
-        return get_network_from_plans(
-            block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"], p["input_channels"],
-            p["num_classes"], allow_init=False, deep_supervision=p["deep_supervision"],
+        net, _ = planned_network(
+            name, p["architecture"], p["patch_size"], p["input_channels"], p["num_classes"],
+            allow_init=False, deep_supervision=p["deep_supervision"],
         )  # fmt: skip
+    return net
 
 
 @pytest.mark.parametrize("name,plan", list(COUNTS))

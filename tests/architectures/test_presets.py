@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 import umamba_seg
-from tests.helpers import RESOURCES
+from tests.helpers import RESOURCES, as_stored, network_from_block, planned_network
 from umamba_seg.architectures import presets, registry
 from umamba_seg.architectures.presets import SegMambaPreset, UMambaPreset, VMUNetPreset, XLSTMPreset
 from umamba_seg.architectures.segmamba import SegMamba
@@ -49,7 +48,7 @@ def _block(arch: str, plan: str, size: str = "default") -> dict:
     p = PLANS[plan]
     spec = registry.get(arch).at_size(size)
     patch = spec.adjust_patch(p["patch_size"]) if spec.adjust_patch else p["patch_size"]
-    return json.loads(json.dumps(spec.architecture_block(p["architecture"], patch)))  # as written to a plans file
+    return as_stored(spec.architecture_block(p["architecture"], patch))
 
 
 def _network(block: dict, plan: str, meta: bool = True, **io) -> torch.nn.Module:
@@ -57,15 +56,7 @@ def _network(block: dict, plan: str, meta: bool = True, **io) -> torch.nn.Module
     channels = io.get("input_channels", p["input_channels"])
     classes = io.get("num_classes", p["num_classes"])
     with torch.device("meta" if meta else "cpu"):
-        return get_network_from_plans(
-            block["network_class_name"],
-            block["arch_kwargs"],
-            block["_kw_requires_import"],
-            channels,
-            classes,
-            allow_init=False,
-            deep_supervision=True,
-        )
+        return network_from_block(block, channels, classes, allow_init=False, deep_supervision=True)
 
 
 # --------------------------------------------------------------------------- one place per default
@@ -94,16 +85,7 @@ def test_segmamba_and_vmunet_take_their_defaults_from_the_preset():
     assert _n_params(planned) == SEGMAMBA_COUNT
     assert _n_params(VMUNet(3, 1, deep_supervision=True)) == VMUNET_COUNT  # drop-path rates need a real device
     p = PLANS["2d"]
-    block = registry.get("vmunet").architecture_block(p["architecture"], [256, 256])
-    planned = get_network_from_plans(
-        block["network_class_name"],
-        block["arch_kwargs"],
-        block["_kw_requires_import"],
-        3,
-        1,
-        allow_init=False,
-        deep_supervision=True,
-    )
+    planned, _ = planned_network("vmunet", p["architecture"], [256, 256], 3, 1, allow_init=False, deep_supervision=True)
     assert _n_params(planned) == VMUNET_COUNT
     for cls, preset in ((SegMamba, SegMambaPreset()), (VMUNet, VMUNetPreset())):
         params = inspect.signature(cls).parameters

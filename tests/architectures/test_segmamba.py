@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 
-import numpy as np
 import pytest
 import torch
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from tests.architectures.test_umamba import CLI_SCHEDULE, SSM_PARAMS, _cli
-from tests.helpers import plain_cnn_block
+from tests.architectures.cli_runs import assert_every_case_predicted, planned_plans
+from tests.architectures.test_umamba import SSM_PARAMS
+from tests.helpers import as_stored, check_bf16_backward, check_deep_supervision, network_from_block, plain_cnn_block
+from tests.pipeline_fixtures import TINY_SCHEDULE, predict_args, run_cli, train_args
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.segmamba import SegMamba, adjust_patch
 from umamba_seg.nn.tri_oriented import TriOrientedMamba
@@ -55,12 +53,8 @@ def build(dim: int, patch: list[int], deep_supervision: bool = True, use_ssm: bo
     spec = registry.get(name)
     block = spec.architecture_block(cnn, spec.adjust_patch(patch))
     block["arch_kwargs"].update(overrides)
-    block = json.loads(json.dumps(block))
-    net = get_network_from_plans(
-        block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"], 2, 3,
-        deep_supervision=deep_supervision,
-    )  # fmt: skip
-    return net, block
+    block = as_stored(block)
+    return network_from_block(block, 2, 3, deep_supervision=deep_supervision), block
 
 
 def test_reference_configuration_has_the_authors_parameter_count():
@@ -82,21 +76,14 @@ def test_from_plans_deep_supervision_shapes_and_gradients(dim, patch):
     kw = block["arch_kwargs"]
     assert kw["patch_size"] == patch and kw["strides"] == [[1] * dim] + [[2] * dim] * 4
     batch = 2 if dim == 2 else 1
-    x = torch.randn(batch, 2, *patch)
-    outs = net(x)
-    scales = 1 / np.cumprod(np.vstack(kw["strides"]), axis=0)[:-1]
-    assert len(outs) == 4
-    for out, scale in zip(outs, scales):
-        assert list(out.shape) == [batch, 3, *(int(p * s) for p, s in zip(patch, scale))]
-    sum(o.square().mean() for o in outs).backward()
-    ssm = {n: p for n, p in net.named_parameters() if n.endswith(SSM_PARAMS)}
-    assert len(ssm) == len(SSM_PARAMS) * 3 * 4  # three branches in each of the four stages' layer
-    for name, p in ssm.items():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-    net.decoder.deep_supervision = False
-    with torch.no_grad():
-        single = net(x[:1])
-    assert torch.is_tensor(single) and list(single.shape) == [1, 3, *patch]
+
+    def ssm_gradients_reach_every_stage() -> None:
+        ssm = {n: p for n, p in net.named_parameters() if n.endswith(SSM_PARAMS)}
+        assert len(ssm) == len(SSM_PARAMS) * 3 * 4  # three branches in each of the four stages' layer
+        for name, p in ssm.items():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+    check_deep_supervision(net, kw["strides"], torch.randn(batch, 2, *patch), 3, ssm_gradients_reach_every_stage)
 
 
 def test_default_plan_builds_the_authors_widths_in_2d():
@@ -139,31 +126,21 @@ def test_bf16_autocast_forward_backward_is_finite():
     torch.manual_seed(0)
     patch = [32, 32]
     net, _ = build(2, patch, **SMALL)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        outs = net(torch.randn(1, 2, *patch))
-        loss = sum(o.float().square().mean() for o in outs)
-    loss.backward()
-    assert all(torch.isfinite(o).all() for o in outs)
-    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+    check_bf16_backward(net, torch.randn(1, 2, *patch))
 
 
 @pytest.mark.slow
 def test_cli_plan_train_predict(tmp_path, raw_2d_dataset):
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
     workdir = tmp_path / "workdir"
     shutil.copytree(raw_2d_dataset, workdir / "raw" / raw_2d_dataset.name)
     raw = workdir / "raw" / raw_2d_dataset.name
     ds_id = raw.name[7:10]
-    _cli("plan-and-preprocess", "-d", ds_id, "-a", "segmamba", "-c", "2d", "-np", "1", "--workdir", workdir)
-    plans = json.loads((workdir / "preprocessed" / raw.name / "umambaPlans_segmamba.json").read_text())
+    run_cli("plan-and-preprocess", "-d", ds_id, "-a", "segmamba", "-c", "2d", "-np", "1", "--workdir", workdir)
+    _, plans = planned_plans(workdir, raw.name, "segmamba")
     conf = plans["configurations"]["2d"]
     assert conf["architecture"]["network_class_name"] == "umamba_seg.architectures.segmamba.SegMamba"
     assert all(p % 16 == 0 for p in conf["patch_size"])
-    _cli("train", "-d", ds_id, "-c", "2d", "-f", "0", "-a", "segmamba", "--workdir", workdir, *CLI_SCHEDULE)
+    run_cli(*train_args(workdir, ds_id, "2d", "0", "-a", "segmamba", *TINY_SCHEDULE))
     out = tmp_path / "pred"
-    _cli("predict", "-i", raw / "imagesTs", "-o", out, "-d", ds_id, "-c", "2d", "-a", "segmamba", "-f", "0",
-         "--no-tta", "--device", "cpu", "--workdir", workdir)  # fmt: skip
-    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-    assert sorted(p.name for p in out.glob(f"*{ending}")) == sorted(
-        p.name for p in (raw / "labelsTs").glob(f"*{ending}")
-    )
+    run_cli(*predict_args(workdir, raw / "imagesTs", out, ds_id, "2d", "-a", "segmamba", "-f", "0", "--no-tta"))
+    assert_every_case_predicted(raw, out)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from dynamic_network_architectures.building_blocks.residual import BasicBlockD
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from tests.helpers import plain_cnn_block
+from tests.architectures.cli_runs import assert_every_case_predicted, planned_plans
+from tests.architectures.mixer_unet_cases import build, check_planned_deep_supervision
+from tests.helpers import check_bf16_backward, network_from_block
+from tests.pipeline_fixtures import TINY_SCHEDULE, predict_args, run_cli, train_args
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.token_mixer_unet import alternate_stages, umamba_block_counts
 from umamba_seg.architectures.umamba import UMambaBot, UMambaEnc
@@ -26,50 +26,22 @@ from umamba_seg.nn.token_layer import TokenLayer
 SSM_PARAMS = ("A_log", "D", "dt_proj.bias", "conv1d.weight", "conv1d.bias")
 
 
-CASES = {
-    2: (plain_cnn_block(2, [4, 8, 16, 32, 32], [[1, 1]] + [[2, 2]] * 4), [32, 32]),
-    3: (plain_cnn_block(3, [4, 8, 16, 24], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]), [8, 16, 16]),
-}
-
-
-def build(name: str, dim: int, deep_supervision: bool = True, in_ch: int = 2, classes: int = 3):
-    cnn, patch = CASES[dim]
-    block = registry.get(name).architecture_block(cnn, patch)
-    block = json.loads(json.dumps(block))  # what a plans file stores
-    net = get_network_from_plans(
-        block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"], in_ch, classes,
-        deep_supervision=deep_supervision,
-    )  # fmt: skip
-    return net, block, patch
-
-
 def ssm_parameters(net: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in net.named_parameters() if n.endswith(SSM_PARAMS)}
+
+
+def _ssm_gradients_reach_every_layer(net: torch.nn.Module, block: dict) -> None:
+    grads = ssm_parameters(net)
+    assert grads, "no SSM parameters found"
+    for pname, p in grads.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
 @pytest.mark.parametrize("name", ["umamba_bot", "umamba_enc"])
 @pytest.mark.parametrize("dim", [2, 3])
 def test_from_plans_deep_supervision_shapes_and_backward(name, dim):
-    torch.manual_seed(0)
-    net, block, patch = build(name, dim)
-    assert isinstance(net, UMambaBot if name == "umamba_bot" else UMambaEnc)
-    strides = block["arch_kwargs"]["strides"]
-    x = torch.randn(2, 2, *patch)
-    outs = net(x)
-    # nnunetv2's deep-supervision targets: scales 1 / cumprod(strides)[:-1]
-    scales = 1 / np.cumprod(np.vstack(strides), axis=0)[:-1]
-    assert len(outs) == len(strides) - 1
-    for out, scale in zip(outs, scales):
-        assert list(out.shape) == [2, 3, *(int(round(p * s)) for p, s in zip(patch, scale))]
-    sum(o.square().mean() for o in outs).backward()
-    grads = ssm_parameters(net)
-    assert grads, "no SSM parameters found"
-    for pname, p in grads.items():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
-    net.decoder.deep_supervision = False  # what nnunetv2's trainer toggles
-    with torch.no_grad():
-        single = net(x[:1])
-    assert torch.is_tensor(single) and list(single.shape) == [1, 3, *patch]
+    cls = UMambaBot if name == "umamba_bot" else UMambaEnc
+    check_planned_deep_supervision(name, dim, cls, _ssm_gradients_reach_every_layer)
 
 
 def test_mamba_layer_placement_and_channel_tokens():
@@ -134,8 +106,7 @@ def test_2d_decoder_leaves_out_the_finest_skip():
     # with the skip, the 2D network is another (valid) network: the plan says which
     _, block, patch = build("umamba_bot", 2)
     kw = {**block["arch_kwargs"], "concat_finest_skip": True}
-    net = get_network_from_plans(block["network_class_name"], kw, block["_kw_requires_import"], 2, 3,
-                                 deep_supervision=False)  # fmt: skip
+    net = network_from_block({**block, "arch_kwargs": kw}, 2, 3, deep_supervision=False)
     with torch.no_grad():
         assert list(net(torch.randn(1, 2, *patch)).shape) == [1, 3, *patch]
 
@@ -195,26 +166,11 @@ def test_block_counts_follow_the_authors():
 def test_bf16_autocast_forward_backward_is_finite(name, dim):
     torch.manual_seed(0)
     net, _, patch = build(name, dim)
-    x = torch.randn(2, 2, *patch)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        outs = net(x)
-        loss = sum(o.float().square().mean() for o in outs)
-    loss.backward()
-    assert all(torch.isfinite(o).all() for o in outs)
-    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+    check_bf16_backward(net, torch.randn(2, 2, *patch))
     assert all(torch.isfinite(p.grad).all() for p in ssm_parameters(net).values())
 
 
 # --------------------------------------------------------------------------- CLI and stock nnunetv2
-
-CLI_SCHEDULE = ["--epochs", "1", "--iters-per-epoch", "2", "--val-iters", "1", "--device", "cpu", "--seed", "0"]
-
-
-def _cli(*args) -> None:
-    from umamba_seg.cli import main
-
-    code = main([str(a) for a in args])
-    assert code == 0, f"umamba-seg {' '.join(map(str, args))} exited {code}"
 
 
 @pytest.fixture(scope="module")
@@ -222,11 +178,10 @@ def planned_2d(tmp_path_factory, raw_2d_dataset) -> Path:
     """A workdir with the 2D dataset planned for U-Mamba Bot and Enc and preprocessed."""
     import shutil
 
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
     workdir = tmp_path_factory.mktemp("umamba_cli")
     shutil.copytree(raw_2d_dataset, workdir / "raw" / raw_2d_dataset.name)
-    _cli("plan-and-preprocess", "-d", raw_2d_dataset.name[7:10], "-a", "umamba_bot", "umamba_enc", "-c", "2d",
-         "-np", "1", "--workdir", workdir)  # fmt: skip
+    run_cli("plan-and-preprocess", "-d", raw_2d_dataset.name[7:10], "-a", "umamba_bot", "umamba_enc", "-c", "2d",
+            "-np", "1", "--workdir", workdir)  # fmt: skip
     return workdir
 
 
@@ -235,24 +190,20 @@ def planned_2d(tmp_path_factory, raw_2d_dataset) -> Path:
 def test_cli_plan_train_predict(planned_2d, tmp_path, arch):
     raw = next((planned_2d / "raw").iterdir())
     ds_id = raw.name[7:10]
-    plans = json.loads((planned_2d / "preprocessed" / raw.name / f"umambaPlans_{arch}.json").read_text())
+    _, plans = planned_plans(planned_2d, raw.name, arch)
     conf = plans["configurations"]["2d"]
     assert conf["architecture"]["network_class_name"].endswith("UMambaBot" if arch == "umamba_bot" else "UMambaEnc")
     assert conf["data_identifier"] == "umambaPlans_2d"  # preprocessed data shared with the CNN
-    _cli("train", "-d", ds_id, "-c", "2d", "-f", "0", "-a", arch, "--workdir", planned_2d, *CLI_SCHEDULE)
+    run_cli(*train_args(planned_2d, ds_id, "2d", "0", "-a", arch, *TINY_SCHEDULE))
     fold = planned_2d / "results" / raw.name / f"umambaTrainer__umambaPlans_{arch}__2d" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     out = tmp_path / "pred"
-    _cli("predict", "-i", raw / "imagesTs", "-o", out, "-d", ds_id, "-c", "2d", "-a", arch, "-f", "0",
-         "--no-tta", "--device", "cpu", "--workdir", planned_2d)  # fmt: skip
-    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-    assert sorted(p.name for p in out.glob(f"*{ending}")) == sorted(
-        p.name for p in (raw / "labelsTs").glob(f"*{ending}")
-    )
+    run_cli(*predict_args(planned_2d, raw / "imagesTs", out, ds_id, "2d", "-a", arch, "-f", "0", "--no-tta"))
+    assert_every_case_predicted(raw, out)
 
 
 @pytest.mark.slow
-def test_stock_nnunetv2_trains_and_predicts_our_plans(planned_2d, tmp_path):
+def test_stock_nnunetv2_trains_and_predicts_our_plans(planned_2d, tmp_path, monkeypatch):
     """nnunetv2's own nnUNetTrainer trains from umambaPlans_umamba_bot.json and the stock
     ``nnUNetv2_predict`` command predicts with the result."""
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -261,30 +212,23 @@ def test_stock_nnunetv2_trains_and_predicts_our_plans(planned_2d, tmp_path):
     pre = planned_2d / "preprocessed"
     results = tmp_path / "results"
     env = {"nnUNet_raw": str(planned_2d / "raw"), "nnUNet_preprocessed": str(pre), "nnUNet_results": str(results)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        # what `nnUNetv2_train DATASET 2d 0 -p umambaPlans_umamba_bot -device cpu` runs, with
-        # nnU-Net's 250 x 1000 iterations cut to 2
-        trainer = get_trainer_from_args(
-            raw.name, "2d", 0, "nnUNetTrainer", "umambaPlans_umamba_bot", device=torch.device("cpu")
-        )
-        trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 1, 2, 1
-        trainer.run_training()
-        model = results / raw.name / "nnUNetTrainer__umambaPlans_umamba_bot__2d"
-        assert (model / "fold_0" / "checkpoint_final.pth").is_file()
-        assert isinstance(trainer.network, UMambaBot)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    for k, v in env.items():  # restored after the test
+        monkeypatch.setenv(k, v)
+    # what `nnUNetv2_train DATASET 2d 0 -p umambaPlans_umamba_bot -device cpu` runs, with
+    # nnU-Net's 250 x 1000 iterations cut to 2
+    trainer = get_trainer_from_args(
+        raw.name, "2d", 0, "nnUNetTrainer", "umambaPlans_umamba_bot", device=torch.device("cpu")
+    )
+    trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 1, 2, 1
+    trainer.run_training()
+    model = results / raw.name / "nnUNetTrainer__umambaPlans_umamba_bot__2d"
+    assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+    assert isinstance(trainer.network, UMambaBot)
     out = tmp_path / "pred"
     exe = Path(sys.executable).with_name("nnUNetv2_predict")
     cmd = [str(exe), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", raw.name, "-c", "2d", "-f", "0",
            "-p", "umambaPlans_umamba_bot", "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"]  # fmt: skip
-    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # with the nnUNet_* set above
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
     assert len(list(out.glob(f"*{ending}"))) == len(list((raw / "labelsTs").glob(f"*{ending}")))

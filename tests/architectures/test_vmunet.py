@@ -5,19 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+from tests.architectures.cli_runs import assert_every_case_predicted, shrink_plans
+from tests.helpers import check_deep_supervision, network_from_block
+from tests.pipeline_fixtures import TINY_SCHEDULE, predict_args, run_cli, train_args
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.presets import VMUNetPreset
 from umamba_seg.architectures.vmunet import VMUNet, accepted_patch, vmunet_strides
-from umamba_seg.atomic import write_json_atomic
 from umamba_seg.nn.cross_scan import CrossScanSSM
 from umamba_seg.nn.patch_tokens import PatchExpand, PatchMerging
 from umamba_seg.ops.selective_scan import selective_scan_ref
@@ -76,10 +76,7 @@ def _plan_block(arch: str, patch: list[int]) -> dict:
 def _build(arch: str, patch: list[int], in_ch: int, classes: int, ds: bool, **over) -> tuple[nn.Module, dict]:
     block = _plan_block(arch, patch)
     kwargs = {**block["arch_kwargs"], **TINY, **over}
-    net = get_network_from_plans(
-        block["network_class_name"], kwargs, block["_kw_requires_import"], in_ch, classes, deep_supervision=ds
-    )
-    return net, kwargs
+    return network_from_block({**block, "arch_kwargs": kwargs}, in_ch, classes, deep_supervision=ds), kwargs
 
 
 @pytest.mark.parametrize("patch", [[32, 48], [8, 16, 16]])
@@ -89,21 +86,14 @@ def test_from_plans_deep_supervision_scales_and_backward(patch):
     assert kwargs["conv_op"].endswith(f"Conv{len(patch)}d")
     strides = kwargs["strides"]
     assert len(strides) == len(kwargs["dims"]) + 1 and all(s == 1 for s in strides[0])
-    scales = 1 / np.cumprod(np.vstack(strides), axis=0)[:-1]  # what the trainer computes
-    x = torch.randn(2, 2, *patch)
-    outs = net(x)
-    assert isinstance(outs, list) and len(outs) == len(strides) - 1
-    for out, sc in zip(outs, scales):
-        assert list(out.shape) == [2, 3] + [int(round(p * s)) for p, s in zip(patch, sc)]
-    sum(o.float().pow(2).mean() for o in outs).backward()
     ssm = net.encoder.stages[0][0].ssm
-    for p in (ssm.x_proj_weight, ssm.dt_projs_weight, ssm.A_logs, ssm.Ds, net.encoder.embed.proj.weight):
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+    def scan_and_embedding_gradients() -> None:
+        for p in (ssm.x_proj_weight, ssm.dt_projs_weight, ssm.A_logs, ssm.Ds, net.encoder.embed.proj.weight):
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+    check_deep_supervision(net, strides, torch.randn(2, 2, *patch), 3, scan_and_embedding_gradients)
     assert ssm.num_directions == 2 * len(patch)
-    net.decoder.deep_supervision = False  # the trainer toggles this attribute
-    with torch.no_grad():
-        single = net(x)
-    assert torch.is_tensor(single) and list(single.shape) == [2, 3, *patch]
 
 
 def test_nossm_ablation_drops_the_scan_and_still_trains():
@@ -218,28 +208,12 @@ def test_bf16_autocast_forward_is_finite():
     assert torch.isfinite(out.float()).all()
 
 
-def _shrink_plans(plans_file, config: str) -> dict:
-    """Make the planned VM-UNet tiny (the CLI test checks plumbing, not capacity)."""
-    plans = json.loads(plans_file.read_text())
-    kwargs = plans["configurations"][config]["architecture"]["arch_kwargs"]
-    kwargs.update(TINY)
-    write_json_atomic(plans, plans_file)
-    return plans
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset_fixture,config", [("raw_2d_dataset", "2d"), ("raw_3d_dataset", "3d_fullres")])
-def test_cli_plan_train_predict(request, workdir_factory, tmp_path, dataset_fixture, config):
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
-
-    raw_src = request.getfixturevalue(dataset_fixture)
-    workdir = workdir_factory(raw_src)
-    ds_id, name = raw_src.name[7:10], raw_src.name
+def test_cli_plan_train_predict(cli_dataset, tmp_path):
+    raw_src, workdir, ds_id, name, config = cli_dataset
     run_cli("plan-and-preprocess", "-d", ds_id, "-a", "vmunet", "vmunet_nossm", "-c", config, "--workdir", workdir)
-    pre = workdir / "preprocessed" / name
     for arch in ("vmunet", "vmunet_nossm"):
-        plans = _shrink_plans(pre / f"umambaPlans_{arch}.json", config)
+        plans = shrink_plans(workdir, name, arch, config, lambda kwargs: kwargs.update(TINY))
         conf = plans["configurations"][config]
         assert conf["architecture"]["network_class_name"] == "umamba_seg.architectures.vmunet.VMUNet"
         assert conf["architecture"]["arch_kwargs"]["use_ssm"] is (arch == "vmunet")
@@ -248,33 +222,13 @@ def test_cli_plan_train_predict(request, workdir_factory, tmp_path, dataset_fixt
         assert "umamba_optimizer" not in conf["architecture"]  # the optimizer is the trainer's recipe
         if arch == "vmunet_nossm" and config != "2d":
             continue  # the ablation's plumbing is the same in 3D; save CI time
-        run_cli("train", "-d", ds_id, "-c", config, "-f", "0", "-a", arch, "--workdir", workdir, *TINY_SCHEDULE)
+        run_cli(*train_args(workdir, ds_id, config, "0", "-a", arch, *TINY_SCHEDULE))
         fold = workdir / "results" / name / f"umambaTrainer__umambaPlans_{arch}__{config}" / "fold_0"
         assert (fold / "checkpoint_final.pth").is_file()
     out = tmp_path / "pred"
-    run_cli(
-        "predict",
-        "-i",
-        workdir / "raw" / name / "imagesTs",
-        "-o",
-        out,
-        "-d",
-        ds_id,
-        "-c",
-        config,
-        "-a",
-        "vmunet",
-        "-f",
-        "0",
-        "--no-tta",
-        "--device",
-        "cpu",
-        "--workdir",
-        workdir,
-    )
-    ending = json.loads((raw_src / "dataset.json").read_text())["file_ending"]
-    cases = sorted(p.name for p in (raw_src / "labelsTs").iterdir() if p.name.endswith(ending))
-    assert sorted(p.name for p in out.glob(f"*{ending}")) == cases
+    images = workdir / "raw" / name / "imagesTs"
+    run_cli(*predict_args(workdir, images, out, ds_id, config, "-a", "vmunet", "-f", "0", "--no-tta"))
+    assert_every_case_predicted(raw_src, out)
 
 
 def test_memory_proxy_grows_with_patch_and_with_the_scan():

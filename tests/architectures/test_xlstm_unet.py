@@ -4,40 +4,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
+from collections.abc import Callable
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from tests.helpers import plain_cnn_block
+from tests.architectures.cli_runs import assert_every_case_predicted, shrink_plans
+from tests.architectures.mixer_unet_cases import CASES, build, check_planned_deep_supervision
+from tests.helpers import check_bf16_backward
+from tests.pipeline_fixtures import TINY_SCHEDULE, predict_args, run_cli, train_args
 from umamba_seg.architectures import registry
 from umamba_seg.architectures.presets import XLSTMPreset, load_preset
 from umamba_seg.architectures.token_mixer_unet import TokenMixerUNet, xlstm_enc_2d_stages, xlstm_enc_3d_stages
 from umamba_seg.architectures.xlstm_unet import XLSTMUNetBot, XLSTMUNetEnc
-from umamba_seg.atomic import write_json_atomic
 from umamba_seg.nn.vil_layer import ViLBlock, ViLLayer, qkv_block_size_for
 from umamba_seg.ops.mlstm import mlstm_recurrent_reference
 
 GATE_PARAMS = ("igate.weight", "igate.bias", "fgate.weight", "fgate.bias")
-
-
-CASES = {
-    2: (plain_cnn_block(2, [4, 8, 16, 32, 32], [[1, 1]] + [[2, 2]] * 4), [32, 32]),
-    3: (plain_cnn_block(3, [4, 8, 16, 24], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]), [8, 16, 16]),
-}
-
-
-def build(name: str, dim: int, deep_supervision: bool = True, in_ch: int = 2, classes: int = 3):
-    cnn, patch = CASES[dim]
-    block = json.loads(json.dumps(registry.get(name).architecture_block(cnn, patch)))  # as a plans file stores it
-    net = get_network_from_plans(
-        block["network_class_name"], block["arch_kwargs"], block["_kw_requires_import"], in_ch, classes,
-        deep_supervision=deep_supervision,
-    )  # fmt: skip
-    return net, block, patch
 
 
 def vil_layers(net: torch.nn.Module) -> list[ViLLayer]:
@@ -148,32 +132,23 @@ def test_vil_layer_is_causal_row_wise_from_the_first_token():
 # --------------------------------------------------------------------------- networks from plans
 
 
-@pytest.mark.parametrize("name", ["xlstm_bot", "xlstm_enc"])
-@pytest.mark.parametrize("dim", [2, 3])
-def test_from_plans_deep_supervision_shapes_and_gate_gradients(name, dim):
-    torch.manual_seed(0)
-    net, block, patch = build(name, dim)
-    assert isinstance(net, XLSTMUNetBot if name == "xlstm_bot" else XLSTMUNetEnc)
-    strides = block["arch_kwargs"]["strides"]
-    x = torch.randn(2, 2, *patch)
-    outs = net(x)
-    scales = 1 / np.cumprod(np.vstack(strides), axis=0)[:-1]  # nnunetv2's deep-supervision scales
-    assert len(outs) == len(strides) - 1
-    for out, scale in zip(outs, scales):
-        assert list(out.shape) == [2, 3, *(int(round(p * s)) for p, s in zip(patch, scale))]
-    sum(o.square().mean() for o in outs).backward()
+def _gate_gradients_reach_every_vil_layer(net: torch.nn.Module, block: dict) -> None:
     layers = vil_layers(net)
-    n_mixers = 1 if name == "xlstm_bot" else block["arch_kwargs"]["stage_layers"].count("mixer")
+    bot = block["network_class_name"].endswith(".XLSTMUNetBot")  # one ViL layer, at the bottleneck
+    n_mixers = 1 if bot else block["arch_kwargs"]["stage_layers"].count("mixer")
     assert len(layers) == len(net.token_layers) == n_mixers > 0
     for i, layer in enumerate(layers):
         for pname, p in layer.named_parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), (i, pname)
             if pname.startswith("mlstm_cell.") and pname.endswith(GATE_PARAMS):
                 assert p.grad.abs().sum() > 0, (i, pname)
-    net.decoder.deep_supervision = False  # what nnunetv2's trainer toggles
-    with torch.no_grad():
-        single = net(x[:1])
-    assert torch.is_tensor(single) and list(single.shape) == [1, 3, *patch]
+
+
+@pytest.mark.parametrize("name", ["xlstm_bot", "xlstm_enc"])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_from_plans_deep_supervision_shapes_and_gate_gradients(name, dim):
+    cls = XLSTMUNetBot if name == "xlstm_bot" else XLSTMUNetEnc
+    check_planned_deep_supervision(name, dim, cls, _gate_gradients_reach_every_vil_layer)
 
 
 def test_authors_stage_rules_placement_and_channel_tokens():
@@ -235,13 +210,7 @@ def _bf16_forward_backward_is_finite(name: str, dim: int, fp32: bool) -> None:
     kwargs = registry.get(name).build_kwargs(cnn["arch_kwargs"], patch)
     kwargs["mixer_fp32"] = fp32  # False: the whole ViL block (projections and mLSTM op) under bf16 autocast
     net = (XLSTMUNetBot if name == "xlstm_bot" else XLSTMUNetEnc)(2, 3, deep_supervision=True, **kwargs)
-    x = torch.randn(2, 2, *patch)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        outs = net(x)
-        loss = sum(o.float().square().mean() for o in outs)
-    loss.backward()
-    assert all(torch.isfinite(o.float()).all() for o in outs)
-    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+    check_bf16_backward(net, torch.randn(2, 2, *patch))
     for layer in vil_layers(net):
         assert all(torch.isfinite(getattr(layer.mlstm_cell, g).weight.grad).all() for g in ("igate", "fgate"))
 
@@ -269,29 +238,21 @@ def test_preset_file_reaches_the_plan():
 TINY_FEATURES = {"2d": [4, 8, 16, 16, 16], "3d_fullres": [4, 8, 8, 16]}
 
 
-def _shrink_plans(plans_file, config: str) -> dict:
-    plans = json.loads(plans_file.read_text())
-    kwargs = plans["configurations"][config]["architecture"]["arch_kwargs"]
-    n = kwargs["n_stages"]
-    kwargs["features_per_stage"] = (TINY_FEATURES[config] * n)[:n]
-    write_json_atomic(plans, plans_file)
-    return plans
+def _shrink(config: str) -> Callable[[dict], None]:
+    def shrink(kwargs: dict) -> None:
+        n = kwargs["n_stages"]
+        kwargs["features_per_stage"] = (TINY_FEATURES[config] * n)[:n]
+
+    return shrink
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset_fixture,config", [("raw_2d_dataset", "2d"), ("raw_3d_dataset", "3d_fullres")])
-def test_cli_plan_train_predict(request, workdir_factory, tmp_path, dataset_fixture, config):
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
-    from tests.pipeline_fixtures import TINY_SCHEDULE, run_cli
-
-    raw_src = request.getfixturevalue(dataset_fixture)
-    workdir = workdir_factory(raw_src)
-    ds_id, name = raw_src.name[7:10], raw_src.name
+def test_cli_plan_train_predict(cli_dataset, tmp_path):
+    raw_src, workdir, ds_id, name, config = cli_dataset
     archs = ["xlstm_bot", "xlstm_enc", "xlstm_bot_nossm", "xlstm_enc_nossm"]
     run_cli("plan-and-preprocess", "-d", ds_id, "-a", *archs, "-c", config, "-np", "1", "--workdir", workdir)
-    pre = workdir / "preprocessed" / name
     for arch in archs:
-        plans = _shrink_plans(pre / f"umambaPlans_{arch}.json", config)
+        plans = shrink_plans(workdir, name, arch, config, _shrink(config))
         conf = plans["configurations"][config]
         kw = conf["architecture"]["arch_kwargs"]
         cls = "XLSTMUNetBot" if "bot" in arch else "XLSTMUNetEnc"
@@ -301,13 +262,11 @@ def test_cli_plan_train_predict(request, workdir_factory, tmp_path, dataset_fixt
     # one training run per configuration (CI time): Bot in 2D, Enc in 3D (residual blocks and ViL
     # blocks after the encoder stages); the from-plans tests cover the other combinations
     arch = "xlstm_bot" if config == "2d" else "xlstm_enc"
-    run_cli("train", "-d", ds_id, "-c", config, "-f", "0", "-a", arch, "--workdir", workdir, *TINY_SCHEDULE)
+    run_cli(*train_args(workdir, ds_id, config, "0", "-a", arch, *TINY_SCHEDULE))
     fold = workdir / "results" / name / f"umambaTrainer__umambaPlans_{arch}__{config}" / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
     out = tmp_path / "pred"
-    run_cli("predict", "-i", workdir / "raw" / name / "imagesTs", "-o", out, "-d", ds_id, "-c", config, "-a",
-            arch, "-f", "0", "--no-tta", "--device", "cpu", "--workdir", workdir)  # fmt: skip
-    ending = json.loads((raw_src / "dataset.json").read_text())["file_ending"]
-    cases = sorted(p.name for p in (raw_src / "labelsTs").iterdir() if p.name.endswith(ending))
-    assert sorted(p.name for p in out.glob(f"*{ending}")) == cases
+    images = workdir / "raw" / name / "imagesTs"
+    run_cli(*predict_args(workdir, images, out, ds_id, config, "-a", arch, "-f", "0", "--no-tta"))
+    assert_every_case_predicted(raw_src, out)
     assert math.isfinite(json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"])
