@@ -16,6 +16,7 @@ from umamba_seg.cli import main as cli
 
 NAME = "Dataset321_Verify"
 SHAPE = (8, 16, 16)  # every case's voxels
+VERIFY = ["plan-and-preprocess", "-d", "321", "-a", "cnn", "--verify"]  # the command line under test
 
 
 def _write(arr: np.ndarray, path: Path, spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0)) -> None:
@@ -69,19 +70,7 @@ def dataset(good_dataset, tmp_path) -> Path:
 
 def _verify(ds: Path, capsys) -> tuple[int, str]:
     capsys.readouterr()
-    code = cli(
-        [
-            "plan-and-preprocess",
-            "-d",
-            "321",
-            "-a",
-            "cnn",
-            "--verify",
-            "--no-preprocess",
-            "--workdir",
-            str(ds.parent.parent),
-        ]
-    )
+    code = cli([*VERIFY, "--no-preprocess", "--workdir", str(ds.parent.parent)])
     return code, capsys.readouterr().err
 
 
@@ -229,19 +218,7 @@ def test_dataset_id_missing_and_ambiguous(dataset, capsys):
 def test_subprocess_has_no_traceback(dataset):
     (dataset / "imagesTr" / "c1_0001.nii.gz").unlink()
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "umamba_seg",
-            "plan-and-preprocess",
-            "-d",
-            "321",
-            "-a",
-            "cnn",
-            "--verify",
-            "--workdir",
-            str(dataset.parent.parent),
-        ],
+        [sys.executable, "-m", "umamba_seg", *VERIFY, "--workdir", str(dataset.parent.parent)],
         capture_output=True,
         text=True,
         timeout=300,
