@@ -259,3 +259,16 @@ def test_cli_cnn_plan_source_plans_trains_predicts_and_finds_the_model(
     assert (bot["arch"], bot["plan_source"], bot["trainer"]) == ("umamba_bot", "cnn", "umambaTrainer")
     assert "-a umamba_bot --plan-source cnn -f 0" in _predict_cmd(1, bot, [0], "OUT", str(work), False)
     assert "--plan-source" not in _predict_cmd(1, found[cnn_folder], [0], "OUT", str(work), False)
+
+
+def test_plans_without_the_configuration_are_one_line_naming_the_file(tmp_path):
+    """Training, DDP and the benchmark load their plans through ``load_plans_with``: a configuration the
+    plans lack is refused with the file and the planned ones."""
+    from umamba_seg.planning.arch_plans import load_plans_with
+
+    path = tmp_path / "umambaPlans_cnn.json"
+    path.write_text(json.dumps(cnn_plans_2d([1.0, 1.0], [32, 72])))
+    assert set(load_plans_with(path, "2d")["configurations"]) == {"2d"}
+    with pytest.raises(UserInputError, match="configuration '3d_fullres' is not in the plans") as err:
+        load_plans_with(path, "3d_fullres")
+    assert err.value.where == str(path) and err.value.fix == "choose one of 2d"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from umamba_seg.benchmark.same_plan import SamePlan, same_plan_plans
 from umamba_seg.errors import UserInputError
@@ -57,7 +56,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser, default_configuration: s
 
 def cnn_plan_from_args(args: argparse.Namespace) -> CNNPlan:
     """Resolve :func:`add_plan_arguments`' options to the CNN plan (planning it if needed)."""
-    from umamba_seg.planning.arch_plans import plans_file
+    from umamba_seg.planning.arch_plans import load_plans_with, plans_file
     from umamba_seg.planning.pipeline import ensure_plans
 
     ws = Workspace.resolve(args.workdir).activate()
@@ -71,13 +70,6 @@ def cnn_plan_from_args(args: argparse.Namespace) -> CNNPlan:
         raise UserInputError("no dataset given", "-d", "pass -d ID (with --workdir) or --make-dataset KIND")
     ensure_plans(ws, name, CNN_ARCH)
     cnn_file = plans_file(ws.preprocessed_dataset(name), CNN_ARCH)
-    plans = load_json(str(cnn_file))
-    configurations = PlansManager(plans).available_configurations
-    if args.configuration not in configurations:
-        raise UserInputError(
-            f"configuration '{args.configuration}' is not in the plans",
-            cnn_file,
-            f"choose one of {', '.join(configurations)}",
-        )
+    plans = load_plans_with(cnn_file, args.configuration)
     dataset_json = load_json(str(ws.preprocessed_dataset(name) / "dataset.json"))
     return CNNPlan(name, args.configuration, plans, dataset_json)

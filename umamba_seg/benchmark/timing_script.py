@@ -65,7 +65,5 @@ def timed_medians(
 ) -> dict[Hashable, float]:
     """Median seconds of each callable over ``--repeats`` interleaved rounds after ``--warmup``
     (:func:`umamba_seg.benchmark.timing.interleaved_rounds`), with a progress bar."""
-    bar = tqdm(total=args.repeats, desc="timing rounds", unit="round")
-    med = medians(interleaved_rounds(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update()))
-    bar.close()
-    return med
+    with tqdm(total=args.repeats, desc="timing rounds", unit="round") as bar:
+        return medians(interleaved_rounds(fns, args.repeats, args.warmup, device, on_round=lambda r: bar.update()))

@@ -10,17 +10,40 @@ The result is a valid nnunetv2 plans file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from umamba_seg.atomic import write_json_atomic
-from umamba_seg.errors import UserInputError
+from umamba_seg.errors import UserInputError, require_all_in
 from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE, check_plan_source, plans_identifier
 
 
 def plans_file(preprocessed_dataset: Path, arch: str, plan_source: str = DEFAULT_PLAN_SOURCE) -> Path:
     return preprocessed_dataset / f"{plans_identifier(arch, plan_source)}.json"
+
+
+def require_configuration(
+    configuration: str, planned: Sequence[str], path: Path, choices: Sequence[str] | None = None
+) -> None:
+    """A one-line error naming ``path`` unless ``configuration`` is one of ``planned``; the fix lists
+    ``choices`` (default: every planned configuration)."""
+    require_all_in(
+        [configuration],
+        planned,
+        lambda _: f"configuration '{configuration}' is not in the plans",
+        path,
+        f"choose one of {', '.join(planned if choices is None else choices)}",
+    )
+
+
+def load_plans_with(path: Path, configuration: str) -> dict:
+    """The plans dict at ``path``, which must hold ``configuration`` (:func:`require_configuration`)."""
+    plans = load_json(str(path))
+    require_configuration(configuration, PlansManager(plans).available_configurations, path)
+    return plans
 
 
 def derive_arch_plans(

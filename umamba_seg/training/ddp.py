@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from umamba_seg.atomic import atomic_path, write_json_atomic
 from umamba_seg.devices import configure_cpu_threads
 from umamba_seg.errors import UserInputError
+from umamba_seg.planning.arch_plans import load_plans_with
 from umamba_seg.training.fold_run import FoldRun
 from umamba_seg.training.recipes import trainer_name
 from umamba_seg.training.run import (
@@ -46,7 +47,6 @@ from umamba_seg.training.run import (
     fold_plans,
     fold_trainer,
     held_fold,
-    load_fold_plans,
     newest_checkpoint,
     seed_everything,
 )
@@ -339,7 +339,7 @@ def _train_held_fold(
         if trainer_class is None:
             trainer_class = recipe_ddp_class(trainer_name(run.arch, run.recipe))
         plans_path = _prepare_on_main(ws, dataset_name, run)
-        plans = load_fold_plans(plans_path, run.configuration)
+        plans = load_plans_with(plans_path, run.configuration)
         global_batch = PlansManager(plans).get_configuration(run.configuration).batch_size
         if global_batch < info.world_size:
             raise UserInputError(

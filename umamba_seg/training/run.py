@@ -34,6 +34,7 @@ from umamba_seg.devices import configure_cpu_threads, resolve_device
 from umamba_seg.errors import UserInputError
 from umamba_seg.json_files import read_json
 from umamba_seg.locking import exclusive_lock
+from umamba_seg.planning.arch_plans import load_plans_with
 from umamba_seg.planning.naming import CNN_ARCH, DEFAULT_PLAN_SOURCE, check_plan_source, plans_identifier
 from umamba_seg.training.fold_run import FoldRun
 from umamba_seg.training.recipes import DEFAULT_RECIPE, NNUNET_TRAINER, check_recipe, recipe_for, trainer_name
@@ -140,17 +141,14 @@ def newest_checkpoint(folder: Path, trust: bool) -> Path | None:
 
 def ensure_preprocessed(ws: Workspace, dataset_name: str, configuration: str, num_processes: int = 2) -> None:
     """Preprocess ``configuration`` if its data folder is missing or incomplete."""
-    from umamba_seg.planning.arch_plans import plans_file
+    from umamba_seg.planning.arch_plans import plans_file, require_configuration
     from umamba_seg.planning.preprocess import ResumablePreprocessor, case_done, copy_gt_segmentations
 
     pre = ws.preprocessed_dataset(dataset_name)
     cnn_plans = plans_file(pre, CNN_ARCH)
     plans = PlansManager(str(cnn_plans))
-    if configuration not in plans.available_configurations:
-        choices = [c for c in plans.available_configurations if not c.startswith("3d_cascade")]
-        raise UserInputError(
-            f"configuration '{configuration}' is not in the plans", cnn_plans, f"choose one of {', '.join(choices)}"
-        )
+    planned = plans.available_configurations
+    require_configuration(configuration, planned, cnn_plans, [c for c in planned if not c.startswith("3d_cascade")])
     raw = ws.raw_dataset(dataset_name)
     ds_json = load_json(str(pre / "dataset.json"))
     data_dir = pre / plans.get_configuration(configuration).data_identifier
@@ -227,19 +225,6 @@ def fold_plans(ws: Workspace, dataset_name: str, run: FoldRun, plans_name: str |
     return path
 
 
-def load_fold_plans(plans_path: Path, configuration: str) -> dict:
-    """The plans at ``plans_path``, which must hold ``configuration``."""
-    plans = load_json(str(plans_path))
-    configurations = PlansManager(plans).available_configurations
-    if configuration not in configurations:
-        raise UserInputError(
-            f"configuration '{configuration}' is not in the plans",
-            plans_path,
-            f"choose one of {', '.join(configurations)}",
-        )
-    return plans
-
-
 def fold_trainer(
     cls: type[umambaTrainer], plans: dict, ws: Workspace, dataset_name: str, run: FoldRun, device: torch.device
 ) -> umambaTrainer:
@@ -307,7 +292,7 @@ def train_fold(
     with held_fold(ws, dataset_name, run, plans_name) as (run, out):
         dev = resolve_device(run.device)
         configure_cpu_threads(dev)
-        plans = load_fold_plans(fold_plans(ws, dataset_name, run, plans_name), run.configuration)
+        plans = load_plans_with(fold_plans(ws, dataset_name, run, plans_name), run.configuration)
         if run.seed is not None:
             seed_everything(run.seed)
         cls = trainer_class(trainer_name(run.arch, run.recipe))
