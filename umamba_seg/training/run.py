@@ -231,8 +231,8 @@ def fold_trainer(
     """``cls`` (a :class:`umambaTrainer`) built for ``run``'s fold on ``plans``, its schedule set."""
     plans["continue_training"] = run.continue_training
     dataset_json = load_json(str(ws.preprocessed_dataset(dataset_name) / "dataset.json"))
-    cls.trust_checkpoints = run.trust_checkpoint
     trainer = cls(plans=plans, configuration=run.configuration, fold=run.fold, dataset_json=dataset_json, device=device)
+    trainer.trust_checkpoints = run.trust_checkpoint  # this trainer's only, not every later one of its class
     trainer.configure_schedule(run.epochs, run.iters_per_epoch, run.val_iters)
     return trainer
 
